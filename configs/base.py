@@ -1,0 +1,91 @@
+"""Every default in one place. Other config files start from `base.get_config()` and override.
+
+Durations are token budgets: `unique_tokens` (U) and `epochs` (E); the trainer derives
+steps = floor(U * E / (batch_size * data.seq_len)) once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.objective = "ar"  # "ar" (causal, next-token) | "mdm" (masked diffusion, bidirectional)
+  c.seed = 0  # fixes init, data order and masking
+  c.run_name = ""  # set by sweeps; informational
+
+  # Data: U unique tokens repeated for E epochs.
+  c.unique_tokens = 1_000_000
+  c.epochs = 1.0
+  c.batch_size = 32  # global, in sequences
+
+  c.data = ml_collections.ConfigDict()
+  c.data.corpus = "python-stdlib"  # or a path / glob of .txt/.jsonl/.parquet files
+  c.data.format = "auto"  # auto | text | jsonl | parquet
+  c.data.text_field = "text"  # jsonl/parquet field holding the document
+  c.data.doc_separator = ""  # text files: split documents on this line (e.g. "\n\n"); "" = one per file
+  c.data.val_fraction = 0.05  # documents held out for validation...
+  c.data.val_tokens = 0  # ...or at least this many validation tokens (overrides the fraction when > 0)
+  c.data.vocab_size = 2048  # model vocabulary, including the reserved <mask> (last id)
+  c.data.seq_len = 256
+  c.data.tokenizer = ""  # a sentencepiece .model to use instead of training one
+  c.data.seed = 0  # document split, tokenizer training and the budget permutation
+  c.data.cache_dir = ""  # "" = $DLMSCALE_CACHE or ~/.cache/dlmscale
+  c.data.num_workers = 0  # tokenizer processes; 0 = all cores
+
+  # Model: a ladder name (dlmscale/sizes.py) or "custom" with the fields below.
+  c.model_size = "s1M"
+  c.model = ml_collections.ConfigDict()
+  c.model.d_model = 0  # 0 = from the ladder
+  c.model.n_layers = 0
+  c.model.n_heads = 0
+  c.model.d_ff = 0
+  c.model.dtype = "float32"  # activations/compute; "bfloat16" on accelerators
+  c.model.param_dtype = "float32"  # master weights
+  c.model.remat = "none"  # none | full | dots (jax.checkpoint policies)
+  c.model.tie_embeddings = True
+  c.model.attention = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+
+  # Masked diffusion.
+  c.mdm = ml_collections.ConfigDict()
+  c.mdm.schedule = "linear"  # linear | cosine | poly
+  c.mdm.poly_exponent = 2.0
+  c.mdm.t_min = 1e-3  # training t clipped away from 0
+
+  # Optimizer (same recipe for both families).
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 3e-3
+  c.optim.schedule = "cosine"  # cosine | wsd | constant
+  c.optim.warmup_frac = 0.05
+  c.optim.warmup_steps = 0  # > 0 overrides warmup_frac
+  c.optim.min_lr_ratio = 0.1  # cosine floor / WSD end, as a fraction of lr
+  c.optim.decay_frac = 0.2  # WSD: final fraction of steps spent decaying
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.1
+  c.optim.decay_norms_and_embeddings = False
+  c.optim.grad_clip = 1.0
+
+  # Evaluation.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 200
+  c.eval.num_sequences = 256  # the first N validation chunks, same for every run
+  c.eval.batch_size = 64
+  c.eval.mc_samples = 8  # diffusion ELBO time samples per sequence (K)
+  c.eval.seed = 1234  # fixed: the eval number does not depend on the training seed
+
+  # Checkpoints and logging.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500
+  c.checkpoint.keep = 3
+  c.log_every_steps = 20
+  c.tensorboard = True
+
+  # Device mesh: sizes multiply to the device count; -1 = the rest.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  return c

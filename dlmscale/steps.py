@@ -1,0 +1,116 @@
+"""The train state, its shardings, and the jitted train and eval steps (the code benchmarks time).
+
+Init runs under `jax.eval_shape` first, so the logical axis names of every parameter are known before
+any memory is allocated; then `jit(init, out_shardings=...)` materialises each shard where it lives.
+The train step is one jit with donated state. Randomness per step is `fold_in(seed_key, step)`, so a
+resumed run draws exactly the masks it would have drawn without stopping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from dlmscale import model as model_lib
+from dlmscale import objectives, optim, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything compiled for one run: built once, used by the loop, the benchmark and the tests."""
+  model_cfg: model_lib.ModelConfig
+  mesh: Mesh
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  init: Callable[[jax.Array], TrainState]
+  train_step: Callable[[TrainState, jax.Array], tuple[TrainState, dict]]
+  eval_step: Callable[[Any, jax.Array, jax.Array], jax.Array]
+  schedule: optax.Schedule
+  abstract_state: Any
+
+
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
+  def init(rng: jax.Array) -> TrainState:
+    tokens_1xL = jnp.zeros((1, seq_len), jnp.int32)
+    params = nn.meta.unbox(model.init(rng, tokens_1xL)["params"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init
+
+
+def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, seq_len: int,
+                    abstract_state: TrainState) -> TrainState:
+  """Parameter shardings from the model's logical names; optimizer moments follow their params."""
+  tokens_1xL = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), tokens_1xL)["params"]
+  param_sh = sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh)
+  repl = sharding.replicated(mesh)
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract_state.opt_state, param_sh,
+      transform_non_params=lambda _: repl, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  return TrainState(step=repl, params=param_sh, opt_state=opt_sh)
+
+
+def _train_step_fn(apply_fn, loss_fn, tx, schedule, seed: int):
+  base_key = jax.random.key(seed)
+
+  def train_step(state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, apply_fn, {"tokens": tokens_BxL}, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optim.global_norm(grads), "lr": schedule(state.step), **aux}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
+          mesh: Mesh) -> Setup:
+  model_cfg = model_lib.model_config_from(config, vocab_size)
+  model = model_lib.Transformer(model_cfg)
+  tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  seq_len = config.data.seq_len
+  init = _init_fn(model, tx, seq_len)
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shard = state_shardings(model, tx, mesh, seq_len, abstract)
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+
+  def apply_fn(params, tokens_BxL):
+    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+      return model.apply({"params": params}, tokens_BxL)
+
+  loss_fn = objectives.make_loss_fn(config, mask_id)
+  eval_fn = objectives.make_eval_fn(config, mask_id)
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  jit_init = jax.jit(init, out_shardings=shard)
+  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, tx, schedule, config.seed),
+                       in_shardings=(shard, batch_sh), out_shardings=(shard, repl), donate_argnums=0)
+  eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
+                      in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl)
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
+  return Setup(model_cfg=model_cfg, mesh=mesh, state_shardings=shard, batch_sharding=batch_sh,
+               init=lambda: jit_init(init_key), train_step=train_step, eval_step=eval_step,
+               schedule=schedule, abstract_state=abstract_state)
+
+
+def put_batch(local_BxL: np.ndarray, setup: Setup) -> jax.Array:
+  return sharding.host_batch_to_global(np.asarray(local_BxL, np.int32), setup.batch_sharding)
