@@ -92,3 +92,15 @@ def check_batch(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None
 def host_batch_to_global(local_BxL: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """Assembles each host's slice of the batch into one global array without a host round-trip."""
   return jax.make_array_from_process_local_data(sharding, local_BxL)
+
+
+def process_slice(global_B: np.ndarray) -> np.ndarray:
+  """This host's rows of a batch every host holds in full: the split the data pipeline makes."""
+  n, i = jax.process_count(), jax.process_index()
+  per = len(global_B) // n
+  return global_B[i * per:(i + 1) * per]
+
+
+def global_batch_to_device(global_B: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A batch that every host holds in full (validation), placed as one sharded global array."""
+  return host_batch_to_global(process_slice(global_B), sharding)

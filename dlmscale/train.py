@@ -225,7 +225,7 @@ class _Loop:
     self.window = _Window()
 
   def evaluate(self, step: int, params) -> dict:
-    put = lambda x: sharding.host_batch_to_global(x, self.setup.batch_sharding)
+    put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
     per_seq = evaluate.per_sequence_losses(self.setup.eval_step, params, self.val_NxL,
                                            self.config.eval.batch_size, put)
     v = evaluate.summarise(per_seq, self.seq_len)
