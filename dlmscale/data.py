@@ -1,0 +1,341 @@
+"""Data: U unique tokens repeated for E epochs, from any corpus, prepared once and cached.
+
+`prepare(config.data)` turns a corpus into packed token chunks on disk (see chunks.py), splitting
+documents into train/validation first and training the tokenizer on the training split only.
+`train_iterator` then draws the U-token budget (the first ceil(U/L) chunks of one seeded permutation,
+so budgets are nested) and repeats it E times in a fresh order each epoch.
+
+Command line (prepares data on its own and prints a summary):
+  python -m dlmscale.data --corpus=python-stdlib --vocab_size=2048 --seq_len=256 [--out_dir=DIR]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import math
+import os
+import pathlib
+from typing import TYPE_CHECKING
+
+import ml_collections
+import numpy as np
+import sentencepiece as spm
+
+from dlmscale import chunks
+from dlmscale import corpus as corpus_lib
+from dlmscale import preprocess
+from dlmscale import tokenizer as tok
+from dlmscale.errors import UserError
+
+if TYPE_CHECKING:
+  import grain
+
+PREP_VERSION = 1  # bump when preparation changes the bytes it writes: old caches stop matching
+_BUDGET_SEED_TAG = 2  # SeedSequence([data.seed, tag]) orders the training chunks for budgets
+_SHUFFLE_SEED_TAG = 3  # SeedSequence([seed, tag]) seeds the per-epoch shuffles
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  root: pathlib.Path  # the prepared-data directory (manifest.json, tokenizer.model, *.bin)
+  manifest: dict
+  train_chunks: np.ndarray  # memmap, [N_train, L], integer dtype
+  val_chunks: np.ndarray  # memmap, [N_val, L]
+  vocab_size: int
+  mask_id: int
+  eod_id: int
+  seq_len: int
+  tokenizer_path: pathlib.Path
+  tokenizer_sha256: str
+
+
+# --- preparing ------------------------------------------------------------------------------------
+
+
+def prepare(data_cfg: ml_collections.ConfigDict, *, out_dir: str | os.PathLike | None = None) -> Prepared:
+  """Prepared data for `data_cfg`, built at most once per distinct input (cached, locked, atomic).
+
+  The directory is `out_dir` when given, else a name derived from the inputs' hash under
+  data_cfg.cache_dir, $DLMSCALE_CACHE or ~/.cache/dlmscale. A directory holding data prepared from
+  other inputs is never overwritten.
+  """
+  cfg = _settings(data_cfg)
+  corpus = corpus_lib.open_corpus(cfg["corpus"], cfg["format"], cfg["text_field"], cfg["doc_separator"])
+  given, vocab_size = None, cfg["vocab_size"]
+  if cfg["tokenizer"]:
+    given = pathlib.Path(cfg["tokenizer"]).expanduser().resolve()
+    vocab_size = _given_vocab_size(tok.load(given), given, vocab_size)
+  elif vocab_size < 2:
+    raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
+  inputs = {
+      "version": PREP_VERSION,
+      "corpus": corpus.fingerprint(),
+      "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
+      "text_field": cfg["text_field"] if set(corpus.formats) - {"text"} else "",  # only where it is read
+      "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
+      "val_fraction": 0.0 if cfg["val_tokens"] else cfg["val_fraction"],
+      "val_tokens": cfg["val_tokens"],
+      "vocab_size": vocab_size,
+      "seq_len": cfg["seq_len"],
+      "seed": cfg["seed"],
+      "tokenizer_sha256": tok.file_sha256(given) if given else "",
+  }
+  key = chunks.cache_key(inputs)
+  if out_dir:
+    root = pathlib.Path(out_dir).expanduser().resolve()
+  else:
+    root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg["seq_len"], key)
+  found = _existing(root, inputs)
+  if found:
+    return found
+  chunks.make_parent(root)
+  with chunks.locked(root):
+    found = _existing(root, inputs)  # another process may have built it while we waited
+    if found:
+      return found
+    with chunks.building(root) as tmp:
+      preprocess.build(tmp, corpus, cfg, inputs, key, given)
+  return load_prepared(root)
+
+
+def load_prepared(root: str | os.PathLike) -> Prepared:
+  """Opens a prepared directory (memory-mapped; nothing is read until used)."""
+  root = pathlib.Path(root)
+  m = chunks.read_manifest(root)
+  if m is None:
+    raise UserError(f"{root} holds no {chunks.MANIFEST}: it is not prepared data; run python -m dlmscale.data")
+  tok_path = root / chunks.TOKENIZER
+  return Prepared(
+      root=root, manifest=m,
+      train_chunks=chunks.open_chunks(root / m["splits"]["train"]["file"], m["dtype"], m["seq_len"]),
+      val_chunks=chunks.open_chunks(root / m["splits"]["val"]["file"], m["dtype"], m["seq_len"]),
+      vocab_size=m["vocab_size"], mask_id=m["mask_id"], eod_id=m["eod_id"], seq_len=m["seq_len"],
+      tokenizer_path=tok_path, tokenizer_sha256=m["tokenizer"]["sha256"])
+
+
+def _settings(data_cfg) -> dict:
+  from configs import base  # pylint: disable=g-import-not-at-top  (the one schema of defaults)
+  defaults = base.get_config().data.to_dict()
+  get = data_cfg.get if hasattr(data_cfg, "get") else lambda k, d: getattr(data_cfg, k, d)
+  cfg = {k: get(k, v) for k, v in defaults.items()}
+  for name in ("vocab_size", "seq_len", "val_tokens", "seed", "num_workers"):
+    try:
+      cfg[name] = int(cfg[name])
+    except (TypeError, ValueError):
+      raise UserError(f"data.{name}={cfg[name]!r} is not an integer") from None
+  cfg["val_fraction"] = float(cfg["val_fraction"])
+  if cfg["seq_len"] < 2:
+    raise UserError(f"seq_len={cfg['seq_len']} must be at least 2")
+  if cfg["seed"] < 0:
+    raise UserError(f"data.seed={cfg['seed']} must be >= 0")
+  if cfg["val_tokens"] < 0 or not 0.0 <= cfg["val_fraction"] < 1.0:
+    raise UserError("val_tokens must be >= 0 and val_fraction in [0, 1)")
+  return cfg
+
+
+def _given_vocab_size(sp: spm.SentencePieceProcessor, path: pathlib.Path, vocab_size: int) -> int:
+  v = tok.model_vocab_size(sp)
+  if vocab_size not in (0, v):
+    raise UserError(f"tokenizer {path} has {v - 1} pieces, so the vocabulary is V={v} (with <mask>), "
+                    f"but vocab_size={vocab_size}; set --vocab_size={v} (or 0 to take it from the tokenizer)")
+  return v
+
+
+def _cache_dir(cfg: dict) -> pathlib.Path:
+  d = cfg["cache_dir"] or os.environ.get("DLMSCALE_CACHE") or "~/.cache/dlmscale"
+  return pathlib.Path(d).expanduser().resolve()
+
+
+def _existing(root: pathlib.Path, inputs: dict) -> Prepared | None:
+  """The prepared data at root if it matches `inputs`; UserError if root holds anything else."""
+  if not root.exists():
+    return None
+  if not root.is_dir():
+    raise UserError(f"{root} exists and is not a directory; choose another --out_dir")
+  m = chunks.read_manifest(root)
+  if m is None:
+    if any(root.iterdir()):
+      raise UserError(f"{root} is not empty and holds no {chunks.MANIFEST}; give a new or empty --out_dir")
+    return None
+  if m.get("inputs") != inputs:
+    diff = "; ".join(chunks.input_differences(m.get("inputs", {}), inputs)[:6])
+    raise UserError(f"{root} holds data prepared from different inputs ({diff}); use another --out_dir, or "
+                    f"delete {root} to prepare it again")
+  return load_prepared(root)
+
+
+# --- budgets and the training pipeline -----------------------------------------------------------
+
+
+def steps_for_budget(unique_tokens: int, epochs: float, global_batch: int, seq_len: int) -> int:
+  """floor(U * E / (B * L)), computed exactly (E=0.1 is one tenth, not 0.1000000000000000055)."""
+  if global_batch < 1 or seq_len < 1:
+    raise UserError(f"batch_size={global_batch} and seq_len={seq_len} must be positive")
+  if unique_tokens < 1:
+    raise UserError(f"unique_tokens={unique_tokens} must be positive")
+  e = _exact(epochs, "epochs")
+  if unique_tokens < global_batch * seq_len:
+    raise UserError(f"unique_tokens={unique_tokens:,} is smaller than one batch (batch_size={global_batch} x "
+                    f"seq_len={seq_len} = {global_batch * seq_len:,} tokens); raise unique_tokens or lower "
+                    "batch_size")
+  steps = math.floor(unique_tokens * e / (global_batch * seq_len))
+  if steps < 1:
+    raise UserError(f"unique_tokens x epochs = {float(unique_tokens * e):,.0f} tokens is less than one batch "
+                    f"({global_batch * seq_len:,} tokens); raise epochs or unique_tokens")
+  return steps
+
+
+def budget_chunk_ids(n_train_chunks: int, unique_tokens: int, seq_len: int, seed: int) -> np.ndarray:
+  """The first ceil(U / L) training chunks of one seeded permutation: a smaller U is a prefix of a larger."""
+  if unique_tokens < 1 or seed < 0:
+    raise UserError(f"unique_tokens={unique_tokens} must be positive and seed={seed} >= 0")
+  k = math.ceil(unique_tokens / seq_len)
+  if k > n_train_chunks:
+    raise UserError(f"unique_tokens={unique_tokens:,} is larger than the training split, which has "
+                    f"{n_train_chunks * seq_len:,} tokens ({n_train_chunks:,} chunks of {seq_len}); lower "
+                    "unique_tokens or use a bigger corpus")
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), _BUDGET_SEED_TAG]))
+  return rng.permutation(n_train_chunks)[:k]
+
+
+def train_iterator(prepared: Prepared, *, unique_tokens: int, epochs: float, global_batch: int, seed: int,
+                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+  """Batches of the U-token budget repeated E times: {"tokens": int32[B/P, L], "epoch": float}.
+
+  A grain MapDataset of chunk positions: shuffle(seed) -> repeat(ceil(E)) (grain reseeds the shuffle
+  every epoch) -> global batches of positions, cut to exactly steps_for_budget batches -> this
+  host's rows [p*B/P, (p+1)*B/P) read with one fancy-indexed memmap read. "epoch" is the number of
+  epochs completed once the batch is consumed. The state is {"next_index": step}, JSON-serialisable.
+  """
+  import grain  # pylint: disable=g-import-not-at-top  (imports jax: only training pays for it)
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise UserError(f"process_index={process_index} must lie in [0, process_count={process_count})")
+  if seed < 0:
+    raise UserError(f"seed={seed} must be >= 0")
+  if global_batch % process_count:
+    raise UserError(f"batch_size={global_batch} must be divisible by the {process_count} processes (hosts)")
+  seq_len = prepared.seq_len
+  steps = steps_for_budget(unique_tokens, epochs, global_batch, seq_len)
+  ids = budget_chunk_ids(len(prepared.train_chunks), unique_tokens, seq_len, prepared.manifest["seed"])
+  rows = global_batch // process_count
+  reader = _BatchReader(prepared.train_chunks, ids, process_index * rows, rows, global_batch / len(ids))
+  # grain reseeds epoch e with seed + e; spreading the user's seed keeps runs with seeds s and s+1 from
+  # sharing epoch orders.
+  shuffle_seed = int(np.random.SeedSequence([int(seed), _SHUFFLE_SEED_TAG]).generate_state(1)[0])
+  ds = grain.MapDataset.range(len(ids)).shuffle(seed=shuffle_seed).repeat(math.ceil(_exact(epochs, "epochs")))
+  ds = ds.batch(global_batch, drop_remainder=True)[:steps].map_with_index(reader)
+  # No reader threads: one batch is a single ~0.1 ms read, and threads would compete with training.
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).__iter__()
+
+
+@dataclasses.dataclass(frozen=True)
+class _BatchReader:
+  chunks_NxL: np.ndarray
+  ids: np.ndarray  # budget position -> training chunk index
+  start: int  # this host's first row of the global batch
+  rows: int
+  epochs_per_batch: float
+
+  def __call__(self, step: int, positions_B: np.ndarray) -> dict:
+    ids_b = self.ids[positions_B[self.start:self.start + self.rows]]
+    return {"tokens": np.asarray(self.chunks_NxL[ids_b], dtype=np.int32),
+            "epoch": (step + 1) * self.epochs_per_batch}
+
+
+def _exact(x: float, name: str) -> fractions.Fraction:
+  try:
+    value = fractions.Fraction(str(x))
+  except ValueError:
+    raise UserError(f"{name}={x!r} is not a number") from None
+  if value <= 0:
+    raise UserError(f"{name}={x} must be positive")
+  return value
+
+
+# --- evaluation data and the tokenizer ----------------------------------------------------------
+
+
+def val_chunks_for_eval(prepared: Prepared, num_sequences: int) -> np.ndarray:
+  """The first N validation chunks as int32[N, L]: the same sequences for every run on this data."""
+  available = len(prepared.val_chunks)
+  if num_sequences < 1:
+    raise UserError(f"eval.num_sequences={num_sequences} must be positive")
+  if num_sequences > available:
+    raise UserError(f"eval.num_sequences={num_sequences} exceeds the validation split's {available} chunks of "
+                    f"{prepared.seq_len} tokens; lower eval.num_sequences or hold out more with "
+                    "data.val_tokens (a token count) or data.val_fraction")
+  return np.asarray(prepared.val_chunks[:num_sequences], dtype=np.int32)
+
+
+def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
+  return tok.load(prepared.tokenizer_path)
+
+
+def check_tokenizer_matches(prepared: Prepared, tokenizer_sha256: str) -> None:
+  """UserError if a checkpoint was trained with another tokenizer than this data's."""
+  if tokenizer_sha256 != prepared.tokenizer_sha256:
+    raise UserError(f"the checkpoint's tokenizer (sha256 {tokenizer_sha256[:12]}...) differs from the prepared "
+                    f"data's in {prepared.root} ({prepared.tokenizer_sha256[:12]}...); use the same data settings "
+                    "as the checkpoint's run, or start a new run")
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def summary(prepared: Prepared) -> str:
+  m = prepared.manifest
+  src, tr, va = m["source"], m["splits"]["train"], m["splits"]["val"]
+  version = f" (python {src['python_version']})" if "python_version" in src else ""
+  lines = [
+      f"prepared data: {prepared.root}",
+      f"  source: {src['corpus']}{version}: {src['files']:,} files, {src['bytes']:,} bytes, "
+      f"{m['documents']:,} documents, sha256 {src['content_sha256'][:16]}",
+      f"  tokenizer: {m['tokenizer']['pieces']:,} pieces ({m['tokenizer']['source']}) + <mask>: "
+      f"vocab_size={m['vocab_size']}, eod_id={m['eod_id']}, mask_id={m['mask_id']}, "
+      f"sha256 {m['tokenizer']['sha256'][:16]}",
+  ]
+  for name, s in (("train", tr), ("val", va)):
+    lines.append(f"  {name}: {s['documents']:,} documents, {s['tokens']:,} tokens -> {s['chunks']:,} chunks "
+                 f"x {m['seq_len']} = {s['chunk_tokens']:,} tokens ({s['dropped_tokens']:,} tail dropped)")
+  lines.append(f"  seed={m['seed']} dtype={m['dtype']} prepared {m['created']} in {m['prepare_seconds']} s")
+  return "\n".join(lines)
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  d = base.get_config().data
+  flags.DEFINE_string("corpus", d.corpus, "python-stdlib, or a path / directory / glob of text, .jsonl, .parquet")
+  flags.DEFINE_string("out_dir", "", "write the prepared data exactly here (default: a cache directory)")
+  flags.DEFINE_string("cache_dir", d.cache_dir, "cache root when no --out_dir ($DLMSCALE_CACHE, ~/.cache/dlmscale)")
+  flags.DEFINE_enum("format", d.format, list(corpus_lib.FORMATS), "input format (auto: by file extension)")
+  flags.DEFINE_string("text_field", d.text_field, "JSONL/Parquet field holding the document text")
+  flags.DEFINE_string("doc_separator", d.doc_separator, r"text files: split documents on this (e.g. '\n\n')")
+  flags.DEFINE_float("val_fraction", d.val_fraction, "fraction of documents held out for validation")
+  flags.DEFINE_integer("val_tokens", d.val_tokens, "hold out at least this many validation tokens (overrides)")
+  flags.DEFINE_integer("vocab_size", d.vocab_size, "model vocabulary incl. <mask> (0: from --tokenizer)")
+  flags.DEFINE_integer("seq_len", d.seq_len, "tokens per chunk")
+  flags.DEFINE_string("tokenizer", d.tokenizer, "a sentencepiece .model to use instead of training one")
+  flags.DEFINE_integer("seed", d.seed, "document split, tokenizer training and budget permutation")
+  flags.DEFINE_integer("num_workers", d.num_workers, "tokenizer threads (0: all cores)")
+  return flags.FLAGS
+
+
+def _main(argv) -> int:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; options are --name=value")
+  f = flags.FLAGS
+  cfg = ml_collections.ConfigDict({k: f[k].value for k in (
+      "corpus", "cache_dir", "format", "text_field", "doc_separator", "val_fraction", "val_tokens",
+      "vocab_size", "seq_len", "tokenizer", "seed", "num_workers")})
+  print(summary(prepare(cfg, out_dir=f.out_dir or None)))
+  return 0
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from dlmscale.errors import cli_main  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(lambda argv: cli_main(lambda: _main(argv)))
