@@ -1,0 +1,265 @@
+"""Reads every run of a grid into two tables: one row per run, and the long-format curves.
+
+A run directory holds config.json, metrics.jsonl and, once finished, summary.json (DESIGN.md,
+Contracts). The summary is the primary source; whatever it lacks is derived from the metrics
+(eval rows give the final and best validation loss) or the config (U, E, seed, sizes). Unfinished
+runs are kept, flagged finished=False, so a report on a partial grid can say what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from dlmscale.errors import UserError
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
+SKIP_DIRS = {"checkpoints", "tb", "__pycache__"}
+
+RUN_COLUMNS = [
+    "run_name", "objective", "model_size", "params_total", "params_non_embedding",
+    "unique_tokens", "epochs", "tokens_seen", "flops", "seed", "steps", "finished",
+    "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
+    "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "last_step", "wall_s",
+    "mc_accuracy", "run_dir",
+]
+CURVE_COLUMNS = [
+    "run_name", "objective", "model_size", "unique_tokens", "epochs_planned", "seed",
+    "params_non_embedding", "params_total", "step", "split", "loss", "loss_se", "tokens_seen",
+    "epoch", "flops", "wall_s",
+]
+
+
+@dataclasses.dataclass
+class Collected:
+  runs: pd.DataFrame
+  curves: pd.DataFrame
+  problems: list[str]  # unreadable files, malformed lines: reported, never fatal
+
+
+def find_run_dirs(root: pathlib.Path) -> list[pathlib.Path]:
+  """Directories under root holding any run file; a run's own subfolders are not searched."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    if any(f in filenames for f in RUN_FILES):
+      found.append(pathlib.Path(dirpath))
+      dirnames[:] = []
+      continue
+    dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+  return sorted(found)
+
+
+def _read_json(path: pathlib.Path, problems: list[str]) -> dict:
+  if not path.is_file():
+    return {}
+  try:
+    data = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    problems.append(f"{path}: unreadable JSON ({e}); ignored")
+    return {}
+  if not isinstance(data, dict):
+    problems.append(f"{path}: expected a JSON object; ignored")
+    return {}
+  return data
+
+
+def read_metrics(path: pathlib.Path, problems: list[str]) -> pd.DataFrame:
+  """metrics.jsonl rows; a malformed line (say, half-written by a live run) is skipped and noted."""
+  rows = []
+  if path.is_file():
+    with path.open() as f:
+      for lineno, line in enumerate(f, 1):
+        line = line.strip()
+        if not line:
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          problems.append(f"{path}:{lineno}: malformed JSON line skipped")
+          continue
+        if isinstance(row, dict):
+          rows.append(row)
+  df = pd.DataFrame(rows)
+  for col in ("step", "loss", "loss_se", "tokens_seen", "epoch", "flops", "wall_s"):
+    if col not in df.columns:
+      df[col] = np.nan
+    df[col] = pd.to_numeric(df[col], errors="coerce")
+  if "split" not in df.columns:
+    df["split"] = "eval" if "loss_se" in df.columns else "train"
+  return df
+
+
+def _get(d: dict, dotted: str, default=None):
+  cur = d
+  for part in dotted.split("."):
+    if not isinstance(cur, dict) or part not in cur:
+      return default
+    cur = cur[part]
+  return cur
+
+
+def _num(v) -> float:
+  try:
+    out = float(v)
+  except (TypeError, ValueError):
+    return math.nan
+  return out
+
+
+def _first(*values):
+  """The first value that is present (not None, not NaN)."""
+  for v in values:
+    if v is None:
+      continue
+    if isinstance(v, float) and math.isnan(v):
+      continue
+    return v
+  return None
+
+
+def read_run(run_dir: pathlib.Path, problems: list[str]) -> tuple[dict, pd.DataFrame]:
+  config = _read_json(run_dir / "config.json", problems)
+  summary = _read_json(run_dir / "summary.json", problems)
+  eval_json = _read_json(run_dir / "eval.json", problems)
+  metrics = read_metrics(run_dir / "metrics.jsonl", problems)
+  evals = metrics[metrics["split"] == "eval"].dropna(subset=["loss"]).sort_values("step")
+  last = metrics.sort_values("step").iloc[-1] if len(metrics) else None
+  final = evals.iloc[-1] if len(evals) else None
+  best = evals.loc[evals["loss"].idxmin()] if len(evals) else None
+
+  def from_row(row, col):
+    return None if row is None else _num(row.get(col))
+
+  name = _first(summary.get("run_name"), config.get("run_name") or None, run_dir.name)
+  row = dict(
+      run_name=str(name),
+      objective=_first(summary.get("objective"), config.get("objective")),
+      model_size=_first(summary.get("model_size"), config.get("model_size")),
+      params_total=_num(_first(summary.get("params_total"))),
+      params_non_embedding=_num(_first(summary.get("params_non_embedding"))),
+      unique_tokens=_num(_first(summary.get("unique_tokens"), config.get("unique_tokens"))),
+      epochs=_num(_first(summary.get("epochs"), config.get("epochs"))),
+      tokens_seen=_num(_first(summary.get("tokens_seen"), from_row(last, "tokens_seen"))),
+      flops=_num(_first(summary.get("flops"), from_row(last, "flops"))),
+      seed=_first(summary.get("seed"), config.get("seed")),
+      steps=_num(_first(summary.get("steps"), from_row(last, "step"))),
+      finished=bool(summary),
+      final_eval_loss=_num(_first(summary.get("final_eval_loss"), from_row(final, "loss"))),
+      final_eval_loss_se=_num(_first(summary.get("final_eval_loss_se"),
+                                     from_row(final, "loss_se"))),
+      best_eval_loss=_num(_first(summary.get("best_eval_loss"), from_row(best, "loss"))),
+      best_eval_loss_se=_num(_first(summary.get("best_eval_loss_se"), from_row(best, "loss_se"))),
+      best_step=_num(_first(summary.get("best_step"), from_row(best, "step"))),
+      best_epoch=_num(_first(summary.get("best_epoch"), from_row(best, "epoch"))),
+      best_flops=from_row(best, "flops"),
+      best_tokens_seen=from_row(best, "tokens_seen"),
+      n_eval=int(len(evals)),
+      last_step=from_row(last, "step"),
+      wall_s=_num(_first(summary.get("wall_s"), from_row(last, "wall_s"))),
+      mc_accuracy=_num(_first(eval_json.get("mc_accuracy"), summary.get("mc_accuracy"))),
+      run_dir=str(run_dir),
+  )
+  curve = metrics.copy()
+  for key, col in (("run_name", "run_name"), ("objective", "objective"),
+                   ("model_size", "model_size"), ("unique_tokens", "unique_tokens"),
+                   ("epochs", "epochs_planned"), ("seed", "seed"),
+                   ("params_non_embedding", "params_non_embedding"),
+                   ("params_total", "params_total")):
+    curve[col] = row[key]
+  for col in CURVE_COLUMNS:
+    if col not in curve.columns:
+      curve[col] = np.nan
+  return row, curve[CURVE_COLUMNS]
+
+
+def collect(root: str | pathlib.Path) -> Collected:
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise UserError(f"runs directory {str(root)!r} does not exist; pass the grid's workdir with "
+                    "--runs=DIR")
+  problems: list[str] = []
+  rows, curves = [], []
+  for run_dir in find_run_dirs(root):
+    row, curve = read_run(run_dir, problems)
+    rows.append(row)
+    curves.append(curve)
+  runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+  curve_df = (pd.concat(curves, ignore_index=True) if curves else
+              pd.DataFrame(columns=CURVE_COLUMNS))
+  dup = runs["run_name"][runs["run_name"].duplicated()].unique()
+  for d in dup:
+    problems.append(f"run name {d!r} appears in several directories; names made unique by path")
+    sel = runs["run_name"] == d
+    runs.loc[sel, "run_name"] = [f"{d}@{pathlib.Path(p).relative_to(root)}"
+                                 for p in runs.loc[sel, "run_dir"]]
+  return Collected(runs=runs, curves=curve_df, problems=problems)
+
+
+def require_finished(collected: Collected, root) -> pd.DataFrame:
+  done = collected.runs[collected.runs["finished"] & np.isfinite(collected.runs["final_eval_loss"])]
+  if done.empty:
+    n = len(collected.runs)
+    raise UserError(
+        f"no finished run under {str(root)!r} ({n} run director{'y' if n == 1 else 'ies'} found, "
+        "none with summary.json and an eval loss); wait for runs to finish or point --runs at the "
+        "grid's workdir")
+  return done
+
+
+def write_tables(collected: Collected, out: pathlib.Path) -> list[pathlib.Path]:
+  out.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, df in (("runs", collected.runs), ("curves", collected.curves)):
+    df = df.copy()
+    for col in df.columns:  # parquet needs one type per column
+      if df[col].dtype == object:
+        df[col] = df[col].map(lambda v: None if v is None else str(v))
+    df.to_csv(out / f"{name}.csv", index=False)
+    df.to_parquet(out / f"{name}.parquet", index=False)
+    paths += [out / f"{name}.csv", out / f"{name}.parquet"]
+  return paths
+
+
+def manifest_status(root: pathlib.Path, runs: pd.DataFrame) -> dict | None:
+  """Compares DIR/grid_manifest.json (if any) with what was found.
+
+  Accepted shapes: {"runs": [{"run_name"|"name": ..., "state"|"status": ...}, ...]},
+  {"runs": {name: state-or-dict}}, or a bare list of names/objects.
+  """
+  path = pathlib.Path(root) / "grid_manifest.json"
+  if not path.is_file():
+    return None
+  try:
+    data = json.loads(path.read_text())
+  except (json.JSONDecodeError, OSError) as e:
+    return dict(error=f"{path} unreadable ({e})")
+  entries = data.get("runs", data) if isinstance(data, dict) else data
+  expected: dict[str, str] = {}
+  if isinstance(entries, dict):
+    for name, v in entries.items():
+      expected[str(name)] = str(v.get("state", v.get("status", "?")) if isinstance(v, dict) else v)
+  elif isinstance(entries, list):
+    for v in entries:
+      if isinstance(v, dict):
+        name = v.get("run_name", v.get("name"))
+        if name is not None:
+          expected[str(name)] = str(v.get("state", v.get("status", "?")))
+      else:
+        expected[str(v)] = "?"
+  found = {r.run_name: r for r in runs.itertuples()}
+  rows = []
+  for name, state in sorted(expected.items()):
+    r = found.get(name)
+    seen = "missing" if r is None else ("finished" if r.finished else "partial")
+    rows.append(dict(run_name=name, manifest_state=state, found=seen))
+  extra = sorted(set(found) - set(expected))
+  return dict(expected=len(expected), rows=rows, not_in_manifest=extra,
+              n_finished=sum(r["found"] == "finished" for r in rows),
+              n_partial=sum(r["found"] == "partial" for r in rows),
+              n_missing=sum(r["found"] == "missing" for r in rows))

@@ -1,0 +1,168 @@
+"""From the runs table to findings: epochs, the crossover, double descent, downstream accuracy.
+
+Everything here is plain data (JSON-able dicts) so `fits.json`, the plots and `report.md` read the
+same numbers. Seeds of one grid point are averaged; their spread enters the standard error.
+The law fits per family live in study_fits.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import crossover, doubledescent
+
+POINT_KEYS = ["objective", "unique_tokens", "model_size", "epochs"]
+
+
+def _combine_se(losses: np.ndarray, ses: np.ndarray) -> float:
+  """SE of a mean over seeds: the eval SE (shared validation set) plus the seed spread."""
+  n = losses.size
+  eval_se = float(np.sqrt(np.nanmean(ses ** 2))) if np.isfinite(ses).any() else 0.0
+  seed_var = float(np.var(losses, ddof=1)) / n if n > 1 else 0.0
+  return float(np.sqrt(eval_se ** 2 + seed_var))
+
+
+def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.DataFrame:
+  """One row per grid point (objective, U, size, E) of finished runs, seeds averaged."""
+  done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
+  rows = []
+  for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
+    loss = g["final_eval_loss"].to_numpy(dtype=np.float64)
+    se = g["final_eval_loss_se"].to_numpy(dtype=np.float64)
+    best = g["best_eval_loss"].to_numpy(dtype=np.float64)
+    best_se = g["best_eval_loss_se"].to_numpy(dtype=np.float64)
+    rows.append(dict(
+        zip(POINT_KEYS, key), N=float(np.nanmedian(g[param_col])),
+        N_total=float(np.nanmedian(g["params_total"])), D=float(g["tokens_seen"].mean()),
+        C=float(g["flops"].mean()), loss=float(loss.mean()), se=_combine_se(loss, se),
+        best_loss=float(np.nanmean(best)), best_se=_combine_se(best, best_se),
+        best_epoch=float(np.nanmean(g["best_epoch"])), n_seeds=int(len(g)),
+        mc_accuracy=float(np.nanmean(g["mc_accuracy"])) if g["mc_accuracy"].notna().any()
+        else float("nan"),
+        runs=",".join(map(str, g["run_name"]))))
+  return pd.DataFrame(rows)
+
+
+def epoch_findings(pts: pd.DataFrame) -> dict:
+  """Per (family, U, size): the epoch count with the lowest final loss and the rise after it;
+  per (family, U): the best grid point overall and the rise of its size's curve after it."""
+  series = []
+  for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
+    g = g.sort_values("epochs")
+    i = int(np.argmin(g["loss"].to_numpy()))
+    best, last = g.iloc[i], g.iloc[-1]
+    rise = float(last["loss"] - best["loss"])
+    rise_se = float(np.hypot(last["se"], best["se"]))
+    series.append(dict(objective=obj, unique_tokens=float(u), model_size=size, N=float(best["N"]),
+                       epochs_tried=g["epochs"].tolist(), best_epochs=float(best["epochs"]),
+                       best_loss=float(best["loss"]), best_se=float(best["se"]),
+                       last_epochs=float(last["epochs"]), last_loss=float(last["loss"]),
+                       rise_after=rise, rise_after_se=rise_se,
+                       rise_z=rise / rise_se if rise_se > 0 else None))
+  per_budget = []
+  for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
+    b = g.loc[g["loss"].idxmin()]
+    s = next(x for x in series if x["objective"] == obj and x["unique_tokens"] == float(u)
+             and x["model_size"] == b["model_size"])
+    per_budget.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
+                           best_epochs=float(b["epochs"]), best_loss=float(b["loss"]),
+                           best_se=float(b["se"]), rise_after=s["rise_after"],
+                           rise_after_se=s["rise_after_se"], last_epochs=s["last_epochs"]))
+  return dict(per_size=series, per_budget=per_budget)
+
+
+def within_run_overfitting(runs: pd.DataFrame) -> list[dict]:
+  """Runs whose validation loss ended above its best: the epoch of the best and the rise."""
+  out = []
+  done = runs[runs["finished"] & np.isfinite(runs["best_eval_loss"])]
+  for r in done.itertuples():
+    rise = float(r.final_eval_loss - r.best_eval_loss)
+    se = float(np.hypot(np.nan_to_num(r.final_eval_loss_se), np.nan_to_num(r.best_eval_loss_se)))
+    if rise > 0:
+      out.append(dict(run_name=r.run_name, objective=r.objective, unique_tokens=r.unique_tokens,
+                      model_size=r.model_size, best_epoch=r.best_epoch, epochs=r.epochs,
+                      rise=rise, rise_se=se))
+  return out
+
+
+def crossover_findings(pts: pd.DataFrame) -> dict:
+  per_budget = []
+  for u, g in pts.groupby("unique_tokens"):
+    fams = {obj: gg for obj, gg in g.groupby("objective")}
+    if not {"ar", "mdm"} <= set(fams):
+      per_budget.append(dict(unique_tokens=float(u), status="needs both families",
+                             families=sorted(fams)))
+      continue
+    fr = {k: crossover.frontier(fams[k]["C"], fams[k]["loss"], fams[k]["se"])
+          for k in ("ar", "mdm")}
+    cross = crossover.critical_compute(fr["ar"], fr["mdm"])
+    per_budget.append(dict(unique_tokens=float(u), **cross.named(),
+                           frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
+                                     for k, f in fr.items()}))
+  crossing = [b for b in per_budget if b.get("status") == "crosses"]
+  fit = None
+  if len(crossing) >= 2:
+    law = crossover.fit_c_crit([b["unique_tokens"] for b in crossing],
+                               [b["c_crit"] for b in crossing])
+    fit = dict(law.named(), coef_at_1e6=float(law(1e6)))
+  return dict(per_budget=per_budget, c_crit_fit=fit,
+              reference=dict(coef_at_1e6=2.12e15, exponent=2.174,
+                             source="Prabhudesai et al. 2025, U = 25M..100M"))
+
+
+def double_descent_findings(pts: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame) -> dict:
+  epoch_wise, model_wise, within = [], [], []
+  for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
+    for p in doubledescent.detect(g["epochs"], g["loss"], g["se"]):
+      epoch_wise.append(dict(objective=obj, unique_tokens=float(u), model_size=size, **p.named()))
+  for (obj, u, e), g in pts.groupby(["objective", "unique_tokens", "epochs"]):
+    for p in doubledescent.detect(g["N"], g["loss"], g["se"]):
+      model_wise.append(dict(objective=obj, unique_tokens=float(u), epochs=float(e), **p.named()))
+  finished = set(runs.loc[runs["finished"], "run_name"])
+  ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(finished)]
+  for name, g in ev.groupby("run_name"):
+    if len(g) < 3:
+      continue
+    for p in doubledescent.detect(g["epoch"], g["loss"], g["loss_se"]):
+      within.append(dict(run_name=name, objective=g["objective"].iloc[0], **p.named()))
+  return dict(epoch_wise=epoch_wise, model_wise=model_wise, within_run=within,
+              criterion="rise above the lowest earlier point and fall after the peak, "
+                        "each > 2 combined standard errors")
+
+
+def downstream_findings(pts: pd.DataFrame) -> list[dict]:
+  """Accuracy (eval.json mc_accuracy) of the lowest-loss model per family and budget."""
+  out = []
+  for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
+    b = g.loc[g["loss"].idxmin()]
+    acc = b["mc_accuracy"]
+    out.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
+                    epochs=float(b["epochs"]), loss=float(b["loss"]),
+                    mc_accuracy=None if not np.isfinite(acc) else float(acc)))
+  return out
+
+
+def single_epoch_curves(runs: pd.DataFrame, curves: pd.DataFrame,
+                        param_col: str = "params_non_embedding") -> pd.DataFrame:
+  """Eval curves of finished runs with E <= 1, as (objective, run_name, N, flops, loss)."""
+  done = runs[runs["finished"] & (runs["epochs"] <= 1.0 + 1e-9)]
+  ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(set(done["run_name"]))]
+  n_of = dict(zip(done["run_name"], done[param_col]))
+  return pd.DataFrame(dict(objective=ev["objective"], run_name=ev["run_name"],
+                           N=ev["run_name"].map(n_of), flops=ev["flops"], loss=ev["loss"]))
+
+
+def grid_summary(runs: pd.DataFrame, manifest: dict | None, problems: list[str]) -> dict:
+  done = runs["finished"] & np.isfinite(runs["final_eval_loss"])
+  partial = runs.loc[~done, ["run_name", "last_step", "steps"]]
+  return dict(n_runs=int(len(runs)), n_finished=int(done.sum()),
+              partial=[dict(run_name=r.run_name,
+                            last_step=None if not np.isfinite(r.last_step) else float(r.last_step))
+                       for r in partial.itertuples()],
+              families=sorted(map(str, runs.loc[done, "objective"].dropna().unique())),
+              budgets=sorted(float(u) for u in runs.loc[done, "unique_tokens"].dropna().unique()),
+              sizes=[str(s) for s in runs.loc[done].groupby("model_size")["params_total"]
+                     .median().sort_values().index],
+              epochs=sorted(float(e) for e in runs.loc[done, "epochs"].dropna().unique()),
+              manifest=manifest, problems=problems)

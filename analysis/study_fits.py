@@ -1,0 +1,132 @@
+"""Scaling-law fits per family (AR and MDM separately) on a grid's points.
+
+Chinchilla approach 3 uses single-epoch points only (the form assumes fresh data); its constants
+become the frozen base of the data-constrained law, which is then fitted on every point
+(Muennighoff et al.'s recipe). Too few single-epoch points -> a joint fit of all seven constants if
+the grid is large enough, else "not identifiable". R_D* needs repeated-data runs; R_N* needs runs
+with more parameters than their budget can use. Missing evidence is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import laws_approaches, laws_chinchilla, laws_datacons, multistart
+from dlmscale.errors import UserError
+
+COARSE_AXES = (np.array([0.0, 5.0, 10.0, 20.0]), np.array([0.0, 5.0, 10.0, 20.0]),
+               np.array([-1.0, 0.0, 1.0]), np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
+
+
+def _distinct(v) -> int:
+  return int(np.unique(np.round(np.log(np.asarray(v, dtype=np.float64)), 6)).size)
+
+
+def approach1_family(curves: pd.DataFrame | None) -> dict:
+  """Approach 1 on the eval curves of single-epoch runs (columns run_name, N, flops, loss)."""
+  if curves is None or curves.empty:
+    return dict(status="not available", reason="no single-epoch eval curves")
+  try:
+    return dict(status="ok", **laws_approaches.approach1(curves))
+  except UserError as e:
+    return dict(status="not available", reason=str(e))
+
+
+def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
+                      curves: pd.DataFrame | None = None) -> dict:
+  one = pts[pts["epochs"] <= 1.0 + 1e-9]
+  n_pts = len(one)
+  n_sizes = _distinct(one["N"]) if n_pts else 0
+  n_tokens = _distinct(one["D"]) if n_pts else 0
+  if n_pts <= len(laws_chinchilla.PARAMS) or n_sizes < 3 or n_tokens < 3:
+    # E, B and beta cannot be told apart from two token counts (likewise E, A, alpha).
+    return dict(status="not identifiable",
+                reason=f"{n_pts} single-epoch point(s) over {n_sizes} model size(s) and "
+                       f"{n_tokens} token count(s); approach 3 needs > 5 points over >= 3 sizes "
+                       "and >= 3 token counts (budgets)", approach1=approach1_family(curves))
+  starts = None if grid == "full" else multistart.grid_starts(COARSE_AXES)
+  n, d, l = one["N"].to_numpy(), one["D"].to_numpy(), one["loss"].to_numpy()
+  fit = laws_chinchilla.fit(n, d, l, starts=starts)
+  alloc = laws_chinchilla.allocation(fit.params, 1.0)
+  out = dict(status="ok", n_points=n_pts, params=fit.params, objective=fit.objective,
+             n_starts=fit.n_starts,
+             allocation_exponent=fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]),
+             allocation=dict(G=alloc["G"], N_opt_exponent=alloc["a_N_exponent"],
+                             D_opt_exponent=alloc["b_D_exponent"],
+                             formula="N_opt = G (C/6)^a, D_opt = (C/6)^b / G"),
+             approach1=approach1_family(curves))
+  if n_boot > 0:
+    boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
+    out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
+  try:
+    out["approach2"] = laws_approaches.approach2(n, d, l, one["C"].to_numpy(), min_groups=3)
+  except UserError as e:
+    out["approach2"] = dict(status="not available", reason=str(e))
+  return out
+
+
+def _r_n_identifiable(pts: pd.DataFrame, base: dict) -> bool:
+  n_u = laws_chinchilla.d_to_n_opt(base, pts["unique_tokens"].to_numpy())
+  return bool(np.any(pts["N"].to_numpy() > n_u * 1.01))
+
+
+def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int) -> dict:
+  n, d, u, l = (pts[c].to_numpy(dtype=np.float64) for c in ("N", "D", "unique_tokens", "loss"))
+  if not np.any(d > u * 1.01):
+    return dict(status="not identifiable", reason="no run repeats data (all E <= 1), so R_D* "
+                                                   "has nothing to fit")
+  if chin.get("status") == "ok":
+    base = {k: chin["params"][k] for k in laws_chinchilla.PARAMS}
+    mode = "frozen base (approach 3 on single-epoch points)"
+  elif len(pts) >= 10:
+    base = None
+    mode = "joint (too few single-epoch points for a separate base)"
+  else:
+    return dict(status="not identifiable",
+                reason=f"{len(pts)} points and no single-epoch base fit; need a base fit "
+                       "(> 5 single-epoch points) or >= 10 points for a joint fit")
+  fit_rn = _r_n_identifiable(pts, base) if base else True
+  spec = laws_datacons.make_spec(base=base, fit_rn=fit_rn)
+  if len(pts) <= len(spec.free):
+    return dict(status="not identifiable",
+                reason=f"{len(pts)} points for {len(spec.free)} free constants")
+  fit = laws_datacons.fit(n, d, u, l, spec=spec, search="wide")
+  out = dict(status="ok", mode=mode, n_points=int(len(pts)), params=fit.params,
+             objective=fit.objective, r2=fit.r2, free=list(fit.free), at_bound=list(fit.at_bound),
+             other_minima=[{k: v for k, v in m.items() if k != "x"} for m in fit.other_minima],
+             R_N_star_identifiable=fit_rn)
+  if not fit_rn:
+    out["R_N_star_note"] = ("not identifiable: no run has more parameters than its unique "
+                            "budget can use compute-optimally; R_N* held at 5 (no effect)")
+  if n_boot > 0:
+    boot = laws_datacons.bootstrap(n, d, u, l, fit, spec, n_boot=n_boot, seed=seed)
+    out["bootstrap"] = {k: v for k, v in boot.items() if k != "samples"}
+    out["_samples"] = {k: boot["samples"][k] for k in ("R_D_star", "R_N_star")
+                       if k in boot["samples"]}
+  return out
+
+
+def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot: int = 200,
+                seed: int = 0, grid: str = "full") -> dict:
+  """curves: eval points of single-epoch runs (objective, run_name, N, flops, loss) for
+  approach 1."""
+  chin, dcons = {}, {}
+  for obj, g in pts.groupby("objective"):
+    fam_curves = None if curves is None else curves[curves["objective"] == obj]
+    chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid, curves=fam_curves)
+    dcons[obj] = datacons_family(g, chin[obj], n_boot=n_boot, seed=seed)
+  ratio = None
+  if all(dcons.get(k, {}).get("status") == "ok" for k in ("ar", "mdm")):
+    r_ar = dcons["ar"]["params"]["R_D_star"]
+    r_mdm = dcons["mdm"]["params"]["R_D_star"]
+    ratio = dict(value=r_mdm / r_ar)
+    s_ar = dcons["ar"].get("_samples", {}).get("R_D_star")
+    s_mdm = dcons["mdm"].get("_samples", {}).get("R_D_star")
+    if s_ar is not None and s_mdm is not None and min(s_ar.size, s_mdm.size) > 1:
+      k = min(s_ar.size, s_mdm.size)
+      q = s_mdm[:k] / s_ar[:k]  # independent resamples of the two families
+      ratio["ci"] = (float(np.percentile(q, 2.5)), float(np.percentile(q, 97.5)))
+  for v in dcons.values():
+    v.pop("_samples", None)
+  return dict(chinchilla=chin, datacons=dcons, R_D_star_ratio_mdm_over_ar=ratio)

@@ -1,0 +1,140 @@
+"""End to end: the report on a fabricated (incomplete) grid; the commands' handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from analysis import fit as fit_cli
+from analysis import report
+from test_analysis_fakeruns import make_grid, make_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REF = REPO.parent / "shared" / "reference"
+UNFINISHED = "ar_m100K_U1e+06_E64_s0"
+FIGURES = ("loss_vs_flops", "loss_vs_epochs", "loss_vs_size", "law_contours", "c_crit", "residuals")
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+  root = tmp_path_factory.mktemp("grid")
+  names = make_grid(root / "runs", sizes=(1e5, 1e6, 3e6), unfinished=(UNFINISHED,),
+                    mc_accuracy=0.3)
+  manifest = {"runs": [{"run_name": n, "state": "done"} for n in names]
+              + [{"run_name": "mdm_m10000K_U1e+07_E64_s0", "state": "pending"}]}
+  (root / "runs" / "grid_manifest.json").write_text(json.dumps(manifest))
+  rc = report.main([f"--runs={root / 'runs'}", f"--out={root / 'out'}", "--n_boot=20",
+                    "--grid=coarse"])
+  assert rc == 0
+  out = root / "out"
+  return out, json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
+
+
+def test_report_writes_tables_figures_and_fits(reported):
+  out, fits, _ = reported
+  for name in ("runs", "curves"):
+    assert (out / f"{name}.csv").stat().st_size > 0 and (out / f"{name}.parquet").exists()
+  for fig in FIGURES:
+    assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    assert (out / "figures" / f"{fig}.pdf").exists()
+  assert fits["grid"]["n_runs"] == 72 and fits["grid"]["n_finished"] == 71
+  assert fits["grid"]["manifest"]["n_missing"] == 1
+
+
+def test_report_findings_recover_the_fabricated_truth(reported):
+  _, fits, _ = reported
+  for b in fits["epochs"]["per_budget"]:
+    if b["objective"] == "ar":  # AR overfits past 8 epochs by construction
+      assert b["best_epochs"] == 16 and b["rise_after"] > 2 * b["rise_after_se"]
+    else:  # MDM keeps improving
+      assert b["best_epochs"] == 64
+  cross = {b["unique_tokens"]: b for b in fits["crossover"]["per_budget"]}
+  assert cross[1e6]["status"] == "crosses" and cross[3e6]["status"] == "crosses"
+  assert cross[1e6]["c_crit"] < cross[3e6]["c_crit"]  # more unique data -> later crossover
+  assert fits["crossover"]["c_crit_fit"]["exponent"] > 0
+  d = fits["fits"]["datacons"]
+  assert d["ar"]["status"] == d["mdm"]["status"] == "ok"
+  assert d["mdm"]["params"]["R_D_star"] > 5 * d["ar"]["params"]["R_D_star"]
+  assert fits["fits"]["R_D_star_ratio_mdm_over_ar"]["ci"][0] > 1
+  chin = fits["fits"]["chinchilla"]["ar"]
+  assert chin["status"] == "ok" and chin["params"]["alpha"] == pytest.approx(0.34, abs=0.03)
+  assert all(r["mc_accuracy"] == pytest.approx(0.3) for r in fits["downstream"])
+
+
+def test_report_markdown_says_what_is_missing_and_shows_figures(reported):
+  _, _, md = reported
+  assert f"Not finished (1): {UNFINISHED}" in md
+  assert "| mdm_m10000K_U1e+07_E64_s0 | pending | missing |" in md
+  assert "C_crit" in md and "R_D*" in md and "±" in md
+  assert "![loss vs FLOPs](figures/loss_vs_flops.png)" in md
+
+
+def test_report_on_a_tiny_grid_degrades_to_not_identifiable(tmp_path):
+  for e in (1, 4):
+    make_run(tmp_path / "runs", objective="ar", n=1e5, u=1e6, epochs=e)
+  rc = report.main([f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}", "--n_boot=0",
+                    "--no_plots"])
+  assert rc == 0
+  fits = json.loads((tmp_path / "out" / "fits.json").read_text())
+  assert fits["fits"]["chinchilla"]["ar"]["status"] == "not identifiable"
+  assert fits["fits"]["datacons"]["ar"]["status"] == "not identifiable"
+  assert fits["crossover"]["per_budget"][0]["status"] == "needs both families"
+
+
+def test_report_flags_an_epoch_wise_double_descent_bump(tmp_path):
+  make_grid(tmp_path / "runs", sizes=(1e6,), budgets=(1e6,), epochs=(1, 2, 4, 8, 16, 32),
+            objectives=("mdm",), bump=0.3)
+  assert report.main([f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}",
+                      "--n_boot=0", "--no_plots"]) == 0
+  dd = json.loads((tmp_path / "out" / "fits.json").read_text())["double_descent"]
+  assert [(p["x"], p["model_size"]) for p in dd["epoch_wise"]] == [(8.0, "m1000K")]
+  assert dd["epoch_wise"][0]["rise_z"] > 2 and dd["epoch_wise"][0]["fall_z"] > 2
+  md = (tmp_path / "out" / "report.md").read_text()
+  assert "Epoch-wise, MDM m1000K at U = 1M: loss peaks at E = 8" in md
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_report_cli_without_finished_runs_exits_2_without_traceback(tmp_path):
+  make_run(tmp_path, objective="ar", n=1e5, u=1e6, epochs=2, finished=False)
+  res = _cli("analysis.report", f"--runs={tmp_path}", f"--out={tmp_path / 'out'}")
+  assert res.returncode == 2
+  assert res.stderr.startswith("error: no finished run") and "Traceback" not in res.stderr
+
+
+def test_fit_cli_missing_column_exits_2_naming_it(tmp_path):
+  res = _cli("analysis.fit", "--law=datacons", f"--csv={REF / 'datablations_runs_fit182.csv'}",
+             "--u_col=unique")
+  assert res.returncode == 2 and "Traceback" not in res.stderr
+  assert "'unique' (the u column, set with --u_col)" in res.stderr
+
+
+def test_fit_cli_rejects_too_few_points_and_bad_losses(tmp_path, capsys):
+  few = tmp_path / "few.csv"
+  few.write_text("N_params,D_tokens,loss\n1e8,1e9,3.0\n2e8,2e9,2.9\n4e8,4e9,2.8\n")
+  assert fit_cli.main(["--law=chinchilla", f"--csv={few}"]) == 2
+  assert "needs more points than its 5 free parameters, got 3" in capsys.readouterr().err
+  bad = tmp_path / "bad.csv"
+  rows = "".join(f"{1e8 * (i + 1)},{1e9 * (i + 1)},{-1.0 if i == 2 else 3.0 - 0.1 * i}\n"
+                 for i in range(8))
+  bad.write_text("N_params,D_tokens,loss\n" + rows)
+  assert fit_cli.main(["--law=chinchilla", f"--csv={bad}"]) == 2
+  assert "loss must be positive" in capsys.readouterr().err
+  assert fit_cli.main(["--law=chinchilla", f"--csv={tmp_path / 'nope.csv'}"]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_cli_prints_published_datacons_constants(capsys):
+  rc = fit_cli.main(["--law=datacons", f"--csv={REF / 'datablations_runs_fit182.csv'}",
+                     "--frozen_base", "--search=published"])
+  assert rc == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["R_D_star"] == pytest.approx(15.39, abs=0.15)
+  assert out["R_N_star"] == pytest.approx(5.31, abs=0.03)
+  assert out["columns"]["loss"] == "val_loss" and out["n_points"] == 182
