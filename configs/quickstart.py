@@ -1,40 +1,29 @@
-"""The README's first job: AR and diffusion on the default corpus, minutes on a 2-core CPU.
+"""The README's first job: a small slice of the CPU study, end to end, in minutes on 2 CPU cores.
 
-One point: `--config=configs/quickstart.py:objective=mdm`. Both families (and the report):
-`python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart`.
+AR and diffusion, model s0.2M, U = 6.4k unique tokens of the default corpus repeated for
+1, 4, 16 and 64 epochs (8 runs), then the analysis report:
+
+  python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart
+
+One run of it: `python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16
+--workdir=runs/qs-mdm`. Arguments as in configs/cpu_study.py.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
-from configs import base
+from configs import cpu_study, grid
+
+DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.2M"], "unique": [6_400],
+                            "noise_seeds": [], "long_epochs": []}
 
 
-def _args(arg: str | None) -> dict[str, str]:
-  pairs = [p for p in (arg or "").split(",") if p]
-  return dict(p.split("=", 1) for p in pairs)
+def sweep(arg: str | None = None) -> list[dict[str, Any]]:
+  return cpu_study.points(cpu_study.options(arg, DEFAULTS))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = _args(arg)
-  c = base.get_config()
-  c.objective = args.get("objective", "ar")
-  c.model_size = "s1M"
-  c.data.seq_len = 128
-  c.data.vocab_size = 2048
-  c.batch_size = 32
-  c.unique_tokens = 250_000
-  c.epochs = 8.0
-  c.optim.lr = 3e-3
-  c.eval.every_steps = 100
-  c.eval.num_sequences = 128
-  c.checkpoint.every_steps = 200
-  c.log_every_steps = 20
-  c.run_name = f"{c.objective}-quickstart"
-  return c
-
-
-def sweep(arg: str | None = None) -> list[dict]:
-  del arg
-  return [{"objective": o, "run_name": f"{o}-quickstart"} for o in ("ar", "mdm")]
+  return grid.apply_overrides(cpu_study.base_config(), sweep(arg)[0])

@@ -20,6 +20,7 @@ class Shape:
 
 LADDER: dict[str, Shape] = {
     "s0.1M": Shape(d_model=64, n_layers=2, n_heads=2, d_ff=192),
+    "s0.2M": Shape(d_model=64, n_layers=4, n_heads=2, d_ff=192),
     "s0.4M": Shape(d_model=96, n_layers=4, n_heads=3, d_ff=256),
     "s1M": Shape(d_model=128, n_layers=5, n_heads=4, d_ff=352),
     "s3M": Shape(d_model=192, n_layers=6, n_heads=6, d_ff=512),
