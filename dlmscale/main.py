@@ -7,6 +7,7 @@ Re-running the same command resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import flags
@@ -19,6 +20,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
 
 
+class _StoppedEarly(Exception):
+  """SIGTERM/SIGINT before the training loop took over signals: nothing new to save."""
+
+
+def _stop_early(signum, frame) -> None:
+  del frame
+  raise _StoppedEarly(signum)
+
+
 def _main(argv: list[str]) -> int:
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}; use --config=... --workdir=...", file=sys.stderr)
@@ -29,6 +39,10 @@ def _main(argv: list[str]) -> int:
   from dlmscale.errors import UserError  # noqa: PLC0415
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except _StoppedEarly as e:
+    print(f"stopped by signal {e.args[0]} before training started; re-run the same command to resume.",
+          flush=True)
+    return 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR
@@ -54,6 +68,9 @@ def _flag_errors_exit() -> None:
 
 def run() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Until the loop installs its own handler (checkpoint, then exit), a stop signal exits cleanly.
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, _stop_early)
   _flag_errors_exit()
   sys.exit(_main(sys.argv[:1]))
 

@@ -1,0 +1,341 @@
+"""What every grid config shares: the `key=value` argument, scale presets, run names, overrides.
+
+A grid point is a flat dict of config overrides ({"objective": "mdm", "optim.lr": 1.7e-3, ...}) with
+a readable `run_name`. The same dict becomes `--config.KEY=VALUE` flags for the trainer, so a
+point means the same thing whether a launcher or a person types the command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import fnmatch
+import hashlib
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+import types
+from typing import Any
+
+import ml_collections
+
+from configs import base
+from dlmscale import sizes
+from dlmscale.errors import UserError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+LIST_SEP = "+"  # `sizes=s1M+s3M`: commas already separate the key=value pairs
+
+# Peak learning rate by size: smaller models take larger steps. Roughly 3e-3 * (N / 1e5)^-0.25, so
+# 3e-3 at 0.1M and 3e-4 at 1B non-embedding parameters, rounded. Every grid sets optim.lr from here.
+LR_BY_SIZE: dict[str, float] = {
+    "s0.1M": 3e-3, "s0.2M": 2.5e-3, "s0.4M": 2e-3, "s1M": 1.7e-3, "s3M": 1.3e-3, "s10M": 1e-3, "s25M": 8e-4,
+    "s50M": 6e-4, "s100M": 5e-4, "s250M": 4e-4, "s500M": 3.5e-4, "s1B": 3e-4,
+}
+
+# Training settings per scale; the grid axes (sizes, U, E) live in each grid file.
+SCALES: dict[str, dict[str, Any]] = {
+    "test": {  # seconds per run on a CPU: for tests of the machinery only
+        "data.seq_len": 64, "data.vocab_size": 512, "batch_size": 8,
+        "eval.num_sequences": 16, "eval.batch_size": 16, "eval.mc_samples": 2,
+        "checkpoint.every_steps": 20, "log_every_steps": 5, "tensorboard": False,
+    },
+    "cpu": {  # a laptop: minutes per run, a few hours per grid
+        "data.seq_len": 128, "data.vocab_size": 2048, "batch_size": 32,
+        "eval.num_sequences": 128, "eval.batch_size": 64, "eval.mc_samples": 4,
+        "checkpoint.every_steps": 250, "log_every_steps": 20,
+    },
+    "cluster": {  # accelerators: Prabhudesai et al. 2025 scale
+        "data.seq_len": 2048, "data.vocab_size": 50304, "batch_size": 256,
+        "eval.num_sequences": 1024, "eval.batch_size": 128, "eval.mc_samples": 8,
+        "checkpoint.every_steps": 1000, "log_every_steps": 50,
+        "model.dtype": "bfloat16",
+    },
+}
+EVALS_PER_RUN = {"test": 2, "cpu": 10, "cluster": 20}
+
+
+def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
+  """`scale=cpu,seed=1,sizes=s1M+s3M` -> a dict typed like `defaults` (lists split on '+')."""
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in defaults:
+      raise UserError(f"bad config argument {item!r}: expected key=value with key one of "
+                      f"{', '.join(defaults)} (e.g. 'scale=cpu,seeds=0+1')")
+    out[key] = _typed(key, value.strip(), defaults[key])
+  if "scale" in out and out["scale"] not in SCALES:
+    raise UserError(f"unknown scale {out['scale']!r}; choose one of {', '.join(SCALES)}")
+  return out
+
+
+def scale_of(arg: str | None, default: str = "cpu") -> str:
+  """The `scale=` entry alone, so a grid can pick its axis defaults before the full parse."""
+  for item in (arg or "").split(","):
+    key, _, value = item.partition("=")
+    if key.strip() == "scale":
+      default = value.strip()
+  if default not in SCALES:
+    raise UserError(f"unknown scale {default!r}; choose one of {', '.join(SCALES)}")
+  return default
+
+
+def check_sizes(names: list[str]) -> None:
+  for name in names:
+    if name not in LR_BY_SIZE:
+      raise UserError(f"unknown model size {name!r} in the grid; choose from {', '.join(LR_BY_SIZE)}")
+
+
+def _typed(key: str, text: str, default: Any) -> Any:
+  try:
+    if isinstance(default, (list, tuple)):
+      kind = type(default[0]) if default else str
+      return [_scalar(kind, t) for t in text.split(LIST_SEP) if t]
+    return _scalar(type(default), text)
+  except ValueError:
+    raise UserError(f"config argument {key}={text!r} does not parse like its default {default!r}") from None
+
+
+def _scalar(kind: type, text: str) -> Any:
+  if kind is bool:
+    return text.lower() in ("1", "true", "yes")
+  if kind is int:
+    return int(float(parse_count(text)))
+  if kind is float:
+    return float(parse_count(text))
+  return text
+
+
+def parse_count(text: str) -> float:
+  """'250k' -> 250000.0, '33.3B' -> 33300000000.0 (exactly), '3e12' -> 3e12."""
+  mult = {"k": 3, "K": 3, "M": 6, "B": 9, "G": 9, "T": 12}.get(text[-1:], 0)
+  try:
+    return float(decimal.Decimal(text[:-1] if mult else text).scaleb(mult))
+  except decimal.InvalidOperation:
+    raise ValueError(f"not a count: {text!r}") from None
+
+
+def human(x: float) -> str:
+  """1_000_000 -> '1M', 250_000 -> '250k', 1_670_000 -> '1.67M', 16.0 -> '16', 0.5 -> '0.5'."""
+  for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+    if abs(x) >= div:
+      return f"{x / div:.6g}{suffix}"
+  return f"{x:.6g}"
+
+
+def round_sig(x: float, digits: int = 3) -> int:
+  """Rounds a token count so that its human name states it exactly."""
+  if x <= 0:
+    return 0
+  scale = 10 ** (math.floor(math.log10(x)) - digits + 1)
+  return int(round(x / scale) * scale)
+
+
+def run_name(objective: str, size: str, unique_tokens: int, epochs: float, seed: int) -> str:
+  return f"{objective}-{size}-u{human(unique_tokens)}-e{human(epochs)}-seed{seed}"
+
+
+def steps_for(unique_tokens: int, epochs: float, batch_size: int, seq_len: int) -> int:
+  return max(1, int(unique_tokens * epochs // (batch_size * seq_len)))
+
+
+def scale_config(scale: str) -> ml_collections.ConfigDict:
+  """base.get_config() with the scale's training settings applied."""
+  return apply_overrides(base.get_config(), SCALES[scale])
+
+
+def point(objective: str, size: str, unique_tokens: int, epochs: float, seed: int, scale: str,
+          **extra: Any) -> dict[str, Any]:
+  """One grid point's overrides: the axes, the size's lr, and an eval cadence of ~N evals per run."""
+  s = SCALES[scale]
+  steps = steps_for(unique_tokens, epochs, s["batch_size"], s["data.seq_len"])
+  out = {
+      "objective": objective, "model_size": size, "unique_tokens": int(unique_tokens),
+      "epochs": float(epochs), "seed": int(seed), "optim.lr": LR_BY_SIZE[size],
+      "eval.every_steps": max(1, steps // EVALS_PER_RUN[scale]),
+      "run_name": run_name(objective, size, unique_tokens, epochs, seed),
+  }
+  out.update(extra)
+  return out
+
+
+def dedupe(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Drops repeats of a point (same name, same overrides), keeping grid order; a clash is a bug."""
+  seen: dict[str, dict[str, Any]] = {}
+  for p in points:
+    prev = seen.setdefault(p["run_name"], p)
+    if prev != p:
+      raise UserError(f"two different grid points share the run name {p['run_name']!r}: {prev} vs {p}")
+  return list(seen.values())
+
+
+def train_flops(size: str, tokens: float) -> float:
+  """6 N D with N the ladder's nominal non-embedding count: for sizing grids, not for analysis."""
+  return 6.0 * sizes.nominal_params(size) * tokens
+
+
+def _walk(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+      raise UserError(f"override {key!r}: {p!r} is not a config section (see configs/base.py)")
+    node = node[p]
+  if leaf not in node:
+    raise UserError(f"override {key!r}: no such config key (see configs/base.py)")
+  return node, leaf
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys on a copy; a missing key or a type clash is a UserError, never a new field."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    node, leaf = _walk(config, key)
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise UserError(f"override {key}={value!r}: {e}") from None
+  return config
+
+
+def override_flags(overrides: dict[str, Any]) -> list[str]:
+  """{'epochs': 16.0, 'seed': 0} -> ['--config.epochs=16.0', '--config.seed=0'] (floats keep a '.')."""
+  return [f"--config.{k}={format_value(v)}" for k, v in overrides.items()]
+
+
+def format_value(v: Any) -> str:
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  if isinstance(v, float):
+    text = repr(v)
+    return text if any(c in text for c in ".en") else text + ".0"
+  return str(v)
+
+
+def coerce_like(key: str, text: str, config: ml_collections.ConfigDict) -> Any:
+  """Parses a `--set KEY=VALUE` value with the type of the existing field."""
+  node, leaf = _walk(config, key)
+  current = node[leaf]
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(current, (int, float)):
+      return type(current)(text)
+  except ValueError:
+    raise UserError(f"--set {key}={text}: expected a {type(current).__name__}") from None
+  return text
+
+
+def estimate_cost(config: ml_collections.ConfigDict) -> float:
+  """Relative training cost 6 (N + V d) U E, for ordering and ETAs; 1.0 for custom shapes."""
+  if config.model_size not in sizes.LADDER:
+    return 1.0
+  n = sizes.nominal_params(config.model_size) + config.data.vocab_size * sizes.shape(config.model_size).d_model
+  return 6.0 * n * config.unique_tokens * config.epochs
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- Loading a grid file --------------------------------------------------------------------------
+
+
+def split_spec(spec: str) -> tuple[pathlib.Path, str | None]:
+  """'configs/datacons.py:scale=cpu' -> (absolute path, 'scale=cpu'), as config_flags splits it."""
+  path, sep, arg = spec.partition(":")
+  p = pathlib.Path(path).expanduser().resolve()
+  if not p.is_file():
+    raise UserError(f"--config: no such file {path!r} (e.g. --config=configs/datacons.py:scale=cpu)")
+  return p, (arg if sep and arg else None)
+
+
+def load_module(path: pathlib.Path) -> types.ModuleType:
+  name = f"_dlmscale_grid_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A loaded grid: the file, its argument, and each point's overrides and config hash."""
+  path: pathlib.Path
+  arg: str | None
+  points: dict[str, dict[str, Any]]  # run name -> overrides, in grid order
+  hashes: dict[str, str]  # run name -> hash of the point's full config
+  costs: dict[str, float]  # run name -> relative training cost (estimate_cost)
+
+  @property
+  def spec(self) -> str:
+    """The --config value: repo-relative when the file is in the repo, so it holds on any machine."""
+    path = self.path.relative_to(REPO_ROOT) if self.path.is_relative_to(REPO_ROOT) else self.path
+    return f"{path}:{self.arg}" if self.arg else str(path)
+
+  @property
+  def hash(self) -> str:
+    return hashlib.sha256(json.dumps(self.hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+  def trainer_args(self, name: str, workdir: pathlib.Path) -> list[str]:
+    """Everything after `python -m dlmscale.main` for one point."""
+    return [f"--config={self.spec}", f"--workdir={workdir / name}", *override_flags(self.points[name])]
+
+
+def load_points(spec: str, sets: dict[str, str] | None = None) -> Grid:
+  """Loads a grid file, resolves every point's full config and checks it before anything runs."""
+  path, arg = split_spec(spec)
+  module = load_module(path)
+  for fn in ("get_config", "sweep"):
+    if not callable(getattr(module, fn, None)):
+      raise UserError(
+          f"{path.name} has no {fn}(arg) function, so it is not a grid config; a grid file defines "
+          "get_config(arg) for one point and sweep(arg) returning a list of override dicts "
+          "(see configs/datacons.py)")
+  base_config = module.get_config(arg)
+  typed_sets = {k: coerce_like(k, v, base_config) for k, v in (sets or {}).items()}
+  raw = module.sweep(arg)
+  if not raw:
+    raise UserError(f"{path.name}:{arg or ''} sweep() returned no points; check the argument")
+  points: dict[str, dict[str, Any]] = {}
+  hashes: dict[str, str] = {}
+  costs: dict[str, float] = {}
+  for overrides in raw:
+    name = overrides.get("run_name")
+    if not name:
+      raise UserError(f"{path.name}: a sweep() point has no run_name: {overrides}")
+    if name in points:
+      raise UserError(f"{path.name}: sweep() yields the run name {name!r} twice")
+    full = {**overrides, **typed_sets}
+    config = apply_overrides(base_config, full)
+    hashes[name], costs[name], points[name] = config_hash(config), estimate_cost(config), full
+  return Grid(path=path, arg=arg, points=points, hashes=hashes, costs=costs)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+  """`--set KEY=VALUE` items (typed later, against the grid's config)."""
+  out = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.dtype=bfloat16")
+    out[key] = value
+  return out
+
+
+def select_names(grid: Grid, only: str) -> list[str]:
+  """`--only=PATTERN[,PATTERN]` (fnmatch globs) -> the matching run names, in grid order."""
+  if not only:
+    return list(grid.points)
+  pats = only.split(",")
+  names = [n for n in grid.points if any(fnmatch.fnmatch(n, p) for p in pats)]
+  if not names:
+    raise UserError(f"--only={only!r} matches no run name; `--dry_run` lists them")
+  return names

@@ -1,0 +1,149 @@
+"""Every grid config at every scale: unique run names that state their point, overrides that exist
+in the config schema, and command-line flags that ml_collections parses back to the same config."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import datacons, doubledescent, grid, isoflop
+from dlmscale import sizes
+from dlmscale.errors import UserError
+
+FILES = {"datacons": datacons, "isoflop": isoflop, "doubledescent": doubledescent}
+SCALES = ["test", "cpu", "cluster"]
+NAME_RE = re.compile(r"^(ar|mdm)-(s[\d.]+[MB])-u([\d.]+[kMB]?)-e([\d.]+)-seed(\d+)$")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("file", FILES)
+def test_sweep_names_are_unique_readable_and_configs_load(file, scale):
+  module, arg = FILES[file], f"scale={scale}"
+  points = module.sweep(arg)
+  names = [p["run_name"] for p in points]
+  assert len(points) >= 4 and len(set(names)) == len(names)
+  base = module.get_config(arg)
+  assert base.to_dict() == grid.apply_overrides(base, points[0]).to_dict()  # get_config = first point
+  configs = []
+  for p in points:
+    c = grid.apply_overrides(base, p)  # raises on a key configs/base.py does not define
+    m = NAME_RE.match(p["run_name"])
+    assert m, p["run_name"]
+    obj, size, u, e, seed = m.groups()
+    assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
+    assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
+    assert c.optim.lr == grid.LR_BY_SIZE[size] and c.model_size in sizes.LADDER
+    assert isinstance(c.epochs, float) and isinstance(c.unique_tokens, int)
+    steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
+    assert steps >= 1 and 1 <= c.eval.every_steps <= steps
+    configs.append(grid.config_hash(c))
+  assert len(set(configs)) == len(configs)  # distinct names mean distinct runs
+  assert {p["objective"] for p in points} == {"ar", "mdm"}
+
+
+def _parse_with_config_flags(spec: str, overrides: dict) -> dict:
+  fv = flags.FlagValues()
+  argv = ["prog", f"--config={spec}", *grid.override_flags(overrides)]
+  config_flags.DEFINE_config_file("config", None, "grid", flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
+  return fv.config.to_dict()
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_override_flags_parse_back_through_ml_collections(file):
+  """What the launchers put on the trainer's command line is the point, types included."""
+  arg = "scale=test"
+  module = FILES[file]
+  base = module.get_config(arg)
+  for p in module.sweep(arg)[-2:]:
+    parsed = _parse_with_config_flags(f"configs/{file}.py:{arg}", p)
+    assert parsed == grid.apply_overrides(base, p).to_dict()
+    assert isinstance(parsed["epochs"], float) and isinstance(parsed["unique_tokens"], int)
+
+
+def test_override_flags_keep_float_decimal_points():
+  assert grid.override_flags({"epochs": 16.0, "unique_tokens": 1_000_000, "optim.lr": 3e-4,
+                              "mdm.t_min": 1e-05, "tensorboard": False, "objective": "mdm"}) == [
+      "--config.epochs=16.0", "--config.unique_tokens=1000000", "--config.optim.lr=0.0003",
+      "--config.mdm.t_min=1e-05", "--config.tensorboard=false", "--config.objective=mdm"]
+
+
+def test_lr_falls_with_size_across_the_whole_ladder():
+  assert list(grid.LR_BY_SIZE) == list(sizes.LADDER)
+  lrs = list(grid.LR_BY_SIZE.values())
+  assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[0] == 3e-3 and lrs[-1] == 3e-4
+
+
+def test_datacons_scales_follow_the_study_design():
+  cpu = datacons.sweep("scale=cpu")
+  assert {p["model_size"] for p in cpu} == {"s0.1M", "s0.4M", "s1M", "s3M"}
+  assert {p["unique_tokens"] for p in cpu} == {250_000, 1_000_000}
+  assert {p["epochs"] for p in cpu} == {1.0, 4.0, 16.0, 64.0}
+  assert all(grid.train_flops(p["model_size"], p["unique_tokens"] * p["epochs"]) <= 2e13 for p in cpu)
+  full = datacons.sweep("scale=cpu,max_flops=0")
+  assert len(full) == 2 * 4 * 2 * 4 and len(cpu) < len(full)
+  cluster = datacons.sweep("scale=cluster")
+  assert {p["model_size"] for p in cluster} == {"s10M", "s25M", "s50M", "s100M", "s250M", "s500M", "s1B"}
+  assert {p["unique_tokens"] for p in cluster} == {25_000_000, 50_000_000, 100_000_000}
+  assert max(p["epochs"] for p in cluster) == 800.0
+  c = datacons.get_config("scale=cluster")
+  assert (c.data.seq_len, c.batch_size, c.data.vocab_size % 64) == (2048, 256, 0)
+  t = datacons.get_config("scale=test")
+  assert (t.model_size, t.data.seq_len, t.data.vocab_size, t.batch_size) == ("s0.1M", 64, 512, 8)
+
+
+def test_datacons_argument_narrows_the_grid_to_one_run():
+  arg = "scale=cpu,objectives=mdm,sizes=s1M,unique=1M,epochs=16,seeds=3,max_flops=0"
+  (point,) = datacons.sweep(arg)
+  assert point["run_name"] == "mdm-s1M-u1M-e16-seed3"
+  c = datacons.get_config(arg)
+  assert (c.objective, c.model_size, c.unique_tokens, c.epochs, c.seed) == ("mdm", "s1M", 1_000_000, 16.0, 3)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_isoflop_points_spend_their_budget_in_one_epoch(scale):
+  opts = isoflop.AXES[scale]
+  for p in isoflop.sweep(f"scale={scale}"):
+    assert p["epochs"] == 1.0
+    spent = grid.train_flops(p["model_size"], p["unique_tokens"])
+    assert any(math.isclose(spent, b, rel_tol=5e-3) for b in opts["budgets"]), p["run_name"]
+  per_budget = {}
+  for p in isoflop.sweep(f"scale={scale}"):
+    c = grid.train_flops(p["model_size"], p["unique_tokens"])
+    per_budget.setdefault(round(math.log10(c), 1), set()).add(p["model_size"])
+  assert max(len(s) for s in per_budget.values()) >= 2  # a profile needs several sizes per budget
+
+
+def test_doubledescent_sweeps_hold_the_other_axes_fixed():
+  model = doubledescent.sweep("scale=cpu,mode=model")
+  assert len({(p["unique_tokens"], p["epochs"]) for p in model}) == 1 and len({p["model_size"] for p in model}) == 4
+  epoch = doubledescent.sweep("scale=cpu,mode=epoch,epoch_size=s1M")
+  assert {p["model_size"] for p in epoch} == {"s1M"} and len({p["epochs"] for p in epoch}) == 8
+  both = doubledescent.sweep("scale=test")  # the shared point (s0.1M, 20k, 1 epoch) appears once
+  assert len(both) == 2 * (2 + 2 - 1)
+
+
+def test_counts_read_and_write_the_same():
+  for x in (20_000, 250_000, 1_000_000, 1_670_000, 25_000_000, 6_670_000_000):
+    assert grid.parse_count(grid.human(x)) == x
+  assert grid.human(16.0) == "16" and grid.human(0.5) == "0.5" and grid.round_sig(1_666_667) == 1_670_000
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("scale=cpu,size=s1M", "key one of"),
+    ("scale=huge", "unknown scale 'huge'"),
+    ("scale=cpu,sizes=s7M", "unknown model size 's7M'"),
+    ("scale=cpu,epochs=many", "does not parse"),
+])
+def test_bad_arguments_name_the_problem(arg, message):
+  with pytest.raises(UserError, match=message):
+    datacons.sweep(arg)
+
+
+def test_overriding_a_missing_key_is_refused():
+  with pytest.raises(UserError, match="no such config key"):
+    grid.apply_overrides(datacons.get_config("scale=test"), {"optim.learning_rate": 1e-3})
