@@ -10,6 +10,10 @@ class UserError(ValueError):
   """A problem the user can fix (bad config, missing file, budget too large); the message says how."""
 
 
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
 def cli_main(fn: Callable[[], int | None]) -> int:
   """Runs a command's body; a UserError becomes `error: ...` on stderr and exit status 2."""
   try:

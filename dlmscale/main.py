@@ -13,6 +13,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from dlmscale.errors import TrainingDiverged, UserError
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py:ar",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
@@ -33,11 +35,9 @@ def _main(argv: list[str]) -> int:
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}; use --config=... --workdir=...", file=sys.stderr)
     return EXIT_USER_ERROR
-  from dlmscale import multihost  # noqa: PLC0415 - after flag parsing, before any JAX computation
-  multihost.maybe_initialize()
-  from dlmscale import train  # noqa: PLC0415
-  from dlmscale.errors import UserError  # noqa: PLC0415
   try:
+    from dlmscale import multihost, train  # noqa: PLC0415 - after flags, before any JAX computation
+    multihost.maybe_initialize()
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except _StoppedEarly as e:
     print(f"stopped by signal {e.args[0]} before training started; re-run the same command to resume.",
@@ -46,7 +46,7 @@ def _main(argv: list[str]) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR
-  except train.TrainingDiverged as e:
+  except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_DIVERGED
   del summary

@@ -22,12 +22,8 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 
 from dlmscale import checkpoint, data, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
-from dlmscale.errors import UserError
+from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
-
-
-class TrainingDiverged(RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
