@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dlmscale.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
@@ -44,7 +46,7 @@ def nominal_params(name: str) -> float:
 def shape(name: str) -> Shape:
   """Looks up a ladder entry; an unknown name lists the valid ones."""
   if name not in LADDER:
-    raise ValueError(
+    raise UserError(
         f"unknown model size {name!r}; choose one of {', '.join(LADDER)} "
         "(or set config.model_size='custom' and the config.model.* fields)")
   return LADDER[name]

@@ -1,0 +1,184 @@
+"""The two training objectives and their evaluation, as pure functions of (params, apply_fn, ...).
+
+Units: nats per token. Neither family ever predicts the reserved `<mask>` id (the last vocabulary
+entry): its logit is set to -inf before log_softmax, so both distribute mass over the same V - 1
+tokens and their numbers are comparable.
+
+AR: the model runs on all L positions (the same shapes and FLOPs as the diffusion denoiser) and the
+logits at positions 0..L-2 predict tokens 1..L-1, so a sequence gives L - 1 predictions; the first
+token is never scored. The loss and the per-sequence eval are means over those L - 1 predictions.
+
+MDM (absorbing state, continuous time): x_t masks each token independently with probability
+1 - alpha(t); the loss is w(t) * sum over masked positions of -log p(x0_i | x_t), divided by L, with
+w(t) = -alpha'(t) / (1 - alpha(t)) (1/t for the linear schedule). Its expectation over t ~ U(0, 1) is
+an upper bound (ELBO) on -log p(x0) / L, which is what eval reports. Training draws one t per sequence,
+stratified over the batch; eval draws K stratified t per sequence from a seed fixed by the sequence id
+alone, so the number does not depend on the batch size, the device count or the step. Both clip t
+at config.mdm.t_min (see mdm_elbo_samples for why that costs only O(t_min^2) in bias).
+
+Comparing the families: AR's number is a mean over L - 1 conditionals (the first token is free),
+the ELBO's is -log p(x) / L over all L tokens, first included; with L in the hundreds the
+difference is small but not zero (about (H(x_1) - H_rate) / L).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dlmscale.errors import UserError
+from dlmscale.schedules import Schedule, make_schedule
+
+Params = Any
+ApplyFn = Callable[[Params, jax.Array], jax.Array]
+LossFn = Callable[[Params, ApplyFn, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+EvalFn = Callable[[Params, ApplyFn, jax.Array, jax.Array], jax.Array]
+
+
+def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_id: int | None = None
+              ) -> jax.Array:
+  """-log p(target) in float32 with the mask id removed from the support (default: last id)."""
+  V = logits_BxLxV.shape[-1]
+  mask_id = V - 1 if mask_id is None else mask_id
+  logits = logits_BxLxV.astype(jnp.float32)
+  logits = jnp.where(jnp.arange(V) == mask_id, -jnp.inf, logits)
+  logp_BxLxV = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(logp_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+
+
+def ar_nll_per_sequence(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
+                        mask_id: int | None = None) -> jax.Array:
+  """Exact next-token NLL per sequence: mean over the L - 1 predicted positions."""
+  logits_BxLxV = apply_fn(params, tokens_BxL)
+  nll_BxL1 = token_nll(logits_BxLxV[:, :-1], tokens_BxL[:, 1:], mask_id)
+  return jnp.mean(nll_BxL1, axis=-1)
+
+
+def ar_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
+            mask_id: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean next-token cross-entropy (nats/token). `rng` is unused; kept for one LossFn signature."""
+  del rng
+  tokens_BxL = batch["tokens"]
+  logits_BxLxV = apply_fn(params, tokens_BxL)
+  nll_BxL1 = token_nll(logits_BxLxV[:, :-1], tokens_BxL[:, 1:], mask_id)
+  correct = jnp.argmax(logits_BxLxV[:, :-1], axis=-1) == tokens_BxL[:, 1:]
+  loss = jnp.mean(nll_BxL1)
+  return loss, {"accuracy": jnp.mean(correct.astype(jnp.float32))}
+
+
+def stratified_times(u: jax.Array, n: int) -> jax.Array:
+  """t_i = (u + i/n) mod 1: one uniform draw, n evenly spaced times (lower variance than iid)."""
+  return jnp.mod(u + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
+
+
+def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
+               mask_BxL: jax.Array, mask_id: int, schedule: Schedule
+               ) -> tuple[jax.Array, jax.Array]:
+  """Per-sequence weighted masked NLL / L, and the unweighted masked NLL sum."""
+  L = tokens_BxL.shape[-1]
+  x_t_BxL = jnp.where(mask_BxL, mask_id, tokens_BxL)
+  nll_BxL = token_nll(apply_fn(params, x_t_BxL), tokens_BxL, mask_id)
+  masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
+  # A sequence with nothing masked contributes 0; t = 1 there keeps w(t) finite (no 0 * inf at t = 0,
+  # in the value or the gradient).
+  t_safe_B = jnp.where(jnp.any(mask_BxL, axis=-1), t_B, 1.0)
+  loss_B = schedule.weight(t_safe_B) * masked_sum_B / L
+  return loss_B, masked_sum_B
+
+
+def mdm_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
+             mask_id: int, schedule: Schedule, t_min: float
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masked-diffusion ELBO estimate (nats/token): one stratified t per sequence, clipped at t_min."""
+  tokens_BxL = batch["tokens"]
+  B, L = tokens_BxL.shape
+  rng_t, rng_mask = jax.random.split(rng)
+  t_B = jnp.maximum(stratified_times(jax.random.uniform(rng_t), B), t_min)
+  mask_BxL = jax.random.uniform(rng_mask, (B, L)) < schedule.mask_prob(t_B)[:, None]
+  loss_B, masked_sum_B = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule)
+  n_masked = jnp.sum(mask_BxL)
+  aux = {
+      "mask_rate": jnp.mean(mask_BxL.astype(jnp.float32)),
+      "masked_nll": jnp.sum(masked_sum_B) / jnp.maximum(n_masked, 1).astype(jnp.float32),
+  }
+  return jnp.mean(loss_B), aux
+
+
+def _eval_corruption(seq_key: jax.Array, k: jax.Array, num_samples: int, length: int,
+                     schedule: Schedule, t_min: float) -> tuple[jax.Array, jax.Array]:
+  """Sample k of K for one sequence: depends only on (seq_key, k), never on batch layout."""
+  key_u, key_mask = jax.random.split(seq_key)
+  t = jnp.mod(jax.random.uniform(key_u) + k.astype(jnp.float32) / num_samples, 1.0)
+  t = jnp.maximum(t, t_min)
+  mask_L = jax.random.uniform(jax.random.fold_in(key_mask, k), (length,)) < schedule.mask_prob(t)
+  return t, mask_L
+
+
+def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
+                     seq_ids_B: jax.Array, *, mask_id: int, schedule: Schedule,
+                     num_samples: int, eval_seed: int, t_min: float) -> jax.Array:
+  """K per-sequence ELBO terms [K, B] (nats/token); their mean over K is the estimate.
+
+  Sequence s uses rng = fold_in(PRNGKey(eval_seed), s) and t_k = max((u_s + k/K) mod 1, t_min).
+  The clip matters: with the 1/t weight a lone masked token at t -> 0 gives the estimator infinite
+  variance (log-divergent), while the integrand is smooth at 0, so clipping biases the bound by only
+  O(t_min^2). Samples run one after another (lax.map): memory stays at one B x L x V logits tensor.
+  """
+  B, L = tokens_BxL.shape
+  base = jax.random.PRNGKey(eval_seed)
+  keys_B = jax.vmap(lambda s: jax.random.fold_in(base, s))(seq_ids_B.astype(jnp.uint32))
+
+  def one_sample(k: jax.Array) -> jax.Array:
+    t_B, mask_BxL = jax.vmap(
+        lambda key: _eval_corruption(key, k, num_samples, L, schedule, t_min))(keys_B)
+    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule)
+    return loss_B
+
+  return jax.lax.map(one_sample, jnp.arange(num_samples))
+
+
+def _t_min(config: ml_collections.ConfigDict) -> float:
+  if not 0.0 <= config.mdm.t_min < 1.0:
+    raise UserError(f"config.mdm.t_min must be in [0, 1), got {config.mdm.t_min} (default 1e-3)")
+  return float(config.mdm.t_min)
+
+
+def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
+  """The configured objective as (params, apply_fn, batch, rng) -> (loss, aux)."""
+  if config.objective == "ar":
+    return functools.partial(ar_loss, mask_id=mask_id)
+  if config.objective == "mdm":
+    schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
+    return functools.partial(mdm_loss, mask_id=mask_id, schedule=schedule, t_min=_t_min(config))
+  raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")
+
+
+def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
+  """(params, apply_fn, tokens_BxL, seq_ids_B) -> per-sequence nats/token [B].
+
+  AR: the exact NLL (seq_ids unused). MDM: the ELBO averaged over config.eval.mc_samples
+  stratified times per sequence, seeded by config.eval.seed and the sequence id, with t clipped at
+  config.mdm.t_min as in training (see mdm_elbo_samples).
+  """
+  if config.objective == "ar":
+    def ar_eval(params, apply_fn, tokens_BxL, seq_ids_B):
+      del seq_ids_B
+      return ar_nll_per_sequence(params, apply_fn, tokens_BxL, mask_id)
+    return ar_eval
+  if config.objective == "mdm":
+    if config.eval.mc_samples < 1:
+      raise UserError(f"config.eval.mc_samples must be >= 1, got {config.eval.mc_samples}")
+    schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
+    t_min, num_samples, seed = _t_min(config), int(config.eval.mc_samples), int(config.eval.seed)
+
+    def mdm_eval(params, apply_fn, tokens_BxL, seq_ids_B):
+      samples_KxB = mdm_elbo_samples(
+          params, apply_fn, tokens_BxL, seq_ids_B, mask_id=mask_id, schedule=schedule,
+          num_samples=num_samples, eval_seed=seed, t_min=t_min)
+      return jnp.mean(samples_KxB, axis=0)
+    return mdm_eval
+  raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")
