@@ -2,7 +2,7 @@
 
 For one unique-token budget U, each family's frontier is its best loss so far as compute grows
 (the running minimum over runs sorted by FLOPs), drawn as a line in log C between the points that
-set a new best. The crossing is the first compute where the MDM frontier falls below the AR one.
+set a new best. The crossing is the compute above which the MDM frontier stays below the AR one.
 Across budgets, log C_crit = a + b log U (Prabhudesai et al.: C_crit = 2.12e15 (U/1e6)^2.174).
 """
 
@@ -53,7 +53,7 @@ def frontier(compute, loss, se=None) -> Frontier:
 @dataclasses.dataclass(frozen=True)
 class Crossing:
   status: str  # "crosses" | "mdm_below_throughout" | "mdm_never_below" | "no_overlap"
-  c_crit: float | None  # FLOPs of the first crossing (status "crosses")
+  c_crit: float | None  # FLOPs above which MDM stays ahead (status "crosses")
   loss_at_crossing: float | None
   c_range: tuple[float, float] | None  # the compute range where both frontiers exist
   gap_at_max: float | None  # AR - MDM at the largest shared compute (> 0: MDM ahead)
@@ -64,7 +64,7 @@ class Crossing:
 
 
 def critical_compute(ar: Frontier, mdm: Frontier) -> Crossing:
-  """First compute in the shared range where MDM's frontier is strictly below AR's."""
+  """The compute above which MDM's frontier stays strictly below AR's (within the shared range)."""
   lo = max(ar.log_c[0], mdm.log_c[0])
   hi = min(ar.log_c[-1], mdm.log_c[-1])
   if not lo < hi:
@@ -77,12 +77,14 @@ def critical_compute(ar: Frontier, mdm: Frontier) -> Crossing:
   gap_se = float(np.hypot(ar.se[min(i_hi, ar.se.size - 1)], mdm.se[min(j_hi, mdm.se.size - 1)]))
   common = dict(c_range=(float(np.exp(lo)), float(np.exp(hi))), gap_at_max=float(gap[-1]),
                 gap_se_at_max=gap_se)
-  if gap[0] > 0:
-    return Crossing("mdm_below_throughout", None, None, **common)
-  above = np.flatnonzero(gap > 0)
-  if above.size == 0:
+  # C_crit is the compute above which MDM stays ahead: the start of the final stretch where it
+  # is lower. A lead at small compute that AR later takes back (often noise) is not a crossing.
+  if gap[-1] <= 0:
     return Crossing("mdm_never_below", None, None, **common)
-  k = int(above[0])
+  not_below = np.flatnonzero(gap <= 0)
+  if not_below.size == 0:
+    return Crossing("mdm_below_throughout", None, None, **common)
+  k = int(not_below[-1]) + 1
   g0, g1 = gap[k - 1], gap[k]
   t = g0 / (g0 - g1) if g0 != g1 else 0.0  # g0 <= 0 < g1
   log_c = knots[k - 1] + t * (knots[k] - knots[k - 1])

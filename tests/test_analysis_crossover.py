@@ -82,3 +82,15 @@ def test_datablations_epoch_wise_bump_near_200_epochs():
   peaks = doubledescent.detect(g["epochs"], g["val_loss"], min_change=0.02)
   assert peaks and peaks[0].x == 200
   assert peaks[0].x_before == 140 and peaks[0].loss == pytest.approx(4.51041)
+
+
+def test_an_early_mdm_lead_that_ar_takes_back_is_not_a_crossing():
+  """Regression: a noise-level MDM lead at the smallest compute once read as 'below throughout'."""
+  from analysis import crossover
+  c = np.array([1e10, 1e11, 1e12, 1e13])
+  ar = crossover.frontier(c, np.array([6.60, 5.30, 5.20, 5.25]))
+  mdm_never = crossover.frontier(c, np.array([6.58, 5.70, 5.60, 5.55]))
+  assert crossover.critical_compute(ar, mdm_never).status == "mdm_never_below"
+  mdm_late = crossover.frontier(c, np.array([6.58, 5.70, 5.10, 5.00]))
+  out = crossover.critical_compute(ar, mdm_late)
+  assert out.status == "crosses" and 1e11 < out.c_crit < 1e12
