@@ -45,7 +45,7 @@ def summarise(per_seq_N: np.ndarray, seq_len: int) -> Validation:
 # --- evaluating a saved run: validation, the built-in task, a task file ---------------------------
 #
 #   python -m dlmscale.evaluate --workdir=RUN [--task=FILE.jsonl] [--mc_samples=K]
-#       [--mc_method=elbo|chain] [--mc_items=N] [--batch_size=B] [--num_sequences=N]
+#       [--mc_method=elbo|chain] [--mc_estimator=time|count] [--mc_items=N] [--batch_size=B] [--num_sequences=N]
 #
 # writes RUN/eval.json: loss, loss_se, n_tokens (validation); mc_accuracy, mc_accuracy_se (the
 # built-in task from the validation split); task_accuracy, task_accuracy_se (the task file, if given).
@@ -71,7 +71,7 @@ def validation(run, batch_size: int, num_sequences: int) -> Validation:
   return summarise(per_seq_N, run.prepared.seq_len)
 
 
-def score_task(run, items, method: str, batch_size: int):
+def score_task(run, items, method: str, batch_size: int, estimator: str = "time"):
   """Multiple-choice accuracy of `items` (mc_scoring.McItem) under the run's model."""
   c = run.config
   with jax.set_mesh(run.mesh):
@@ -79,7 +79,8 @@ def score_task(run, items, method: str, batch_size: int):
         run.params, run.apply_fn, items, method=method, max_len=run.model_cfg.max_len,
         pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
         schedule=make_schedule(c.mdm.schedule, c.mdm.poly_exponent),
-        num_samples=int(c.eval.mc_samples), seed=int(c.eval.seed), put=run.put)
+        num_samples=int(c.eval.mc_samples), seed=int(c.eval.seed), estimator=estimator,
+        t_min=float(c.mdm.t_min), put=run.put)
   return mc_scoring.accuracy(items, scores)
 
 
@@ -95,15 +96,21 @@ def scoring_method(objective: str, mc_method: str) -> str:
 
 
 def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = None,
-                 mc_method: str = "", mc_items: int = 200, batch_size: int | None = None,
-                 num_sequences: int | None = None) -> dict:
+                 mc_method: str = "", mc_estimator: str = "", mc_items: int = 200,
+                 batch_size: int | None = None, num_sequences: int | None = None) -> dict:
   """Validation, built-in task and (optionally) a task file for the run's newest checkpoint."""
   text_items = task_file.read_task(task) if task else None  # bad task files fail before any work
   if mc_samples is not None and mc_samples < 1:
     raise UserError(f"--mc_samples={mc_samples} must be >= 1")
   if mc_items < 1:
     raise UserError(f"--mc_items={mc_items} must be >= 1")
-  method = scoring_method(restore.read_config(workdir).objective, mc_method)
+  run_config = restore.read_config(workdir)
+  method = scoring_method(run_config.objective, mc_method)
+  mc_estimator = mc_estimator or run_config.eval.mdm_estimator
+  if mc_estimator not in mc_scoring.ESTIMATORS:
+    raise UserError(f"--mc_estimator={mc_estimator!r}: choose one of {', '.join(mc_scoring.ESTIMATORS)}")
+  if mc_estimator == "count" and run_config.get("mdm", {}).get("schedule", "linear") != "linear":
+    raise UserError("--mc_estimator=count assumes the linear masking schedule; use time")
 
   def edit(c):
     if mc_samples is not None:
@@ -114,7 +121,8 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
   batch_size = int(batch_size or c.eval.batch_size)
   out = {"workdir": str(run.workdir), "step": run.step, "objective": c.objective,
          "mc_samples": int(c.eval.mc_samples) if c.objective == "mdm" else None,
-         "eval_seed": int(c.eval.seed), "mc_method": method}
+         "eval_seed": int(c.eval.seed), "mc_method": method,
+         "mc_estimator": mc_estimator if method == "elbo" else None}
   t0 = time.perf_counter()
   v = validation(run, batch_size, int(num_sequences or c.eval.num_sequences))
   out.update(loss=v.loss, loss_se=v.loss_se, n_tokens=v.n_tokens, n_sequences=v.n_sequences,
@@ -129,7 +137,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     print(f"warning: no built-in task: {e}", flush=True)
     out.update(mc_accuracy=None, mc_accuracy_se=None, mc_skipped=str(e))
   else:
-    r = score_task(run, items, method, batch_size)
+    r = score_task(run, items, method, batch_size, mc_estimator)
     out.update(mc_accuracy=r.accuracy, mc_accuracy_se=r.accuracy_se, mc_accuracy_norm=r.accuracy_norm,
                mc_accuracy_norm_se=r.accuracy_norm_se, mc_items=r.n_items,
                mc_choices=len(items[0].choices), mc_wall_s=round(time.perf_counter() - t0, 3))
@@ -139,7 +147,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     t0 = time.perf_counter()
     items = task_file.tokenize(text_items, data.load_tokenizer(run.prepared), run.prepared.eod_id,
                                run.model_cfg.max_len, str(task))
-    r = score_task(run, items, method, batch_size)
+    r = score_task(run, items, method, batch_size, mc_estimator)
     out.update(task_file=str(task), task_accuracy=r.accuracy, task_accuracy_se=r.accuracy_se,
                task_accuracy_norm=r.accuracy_norm, task_accuracy_norm_se=r.accuracy_norm_se,
                task_items=r.n_items, task_wall_s=round(time.perf_counter() - t0, 3))
@@ -157,6 +165,9 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_integer("mc_samples", None, "diffusion time samples K (default: config.eval.mc_samples)",
                        flag_values=fv)
   flags.DEFINE_string("mc_method", "", "diffusion choice scoring: elbo (default) | chain", flag_values=fv)
+  flags.DEFINE_string("mc_estimator", "", "elbo sample weights ('' = the run's eval.mdm_estimator): "
+                      "time (1/t, as trained) | count "
+                      "(E[1/t | mask set]: same mean, lower variance; linear schedule)", flag_values=fv)
   flags.DEFINE_integer("mc_items", 200, "items of the built-in task", flag_values=fv)
   flags.DEFINE_integer("batch_size", None, "sequences per batch (default: config.eval.batch_size)",
                        flag_values=fv)
@@ -168,7 +179,7 @@ def _define_flags() -> flags.FlagValues:
 def _main() -> None:
   fv = restore.parse_flags(_define_flags, sys.argv)
   evaluate_run(fv.workdir, task=fv.task, mc_samples=fv.mc_samples, mc_method=fv.mc_method,
-               mc_items=fv.mc_items, batch_size=fv.batch_size, num_sequences=fv.num_sequences)
+               mc_estimator=fv.mc_estimator, mc_items=fv.mc_items, batch_size=fv.batch_size, num_sequences=fv.num_sequences)
 
 
 def main() -> int:

@@ -31,12 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from dlmscale.errors import UserError
-from dlmscale.schedules import Schedule, make_schedule
+from dlmscale.schedules import LinearSchedule, Schedule, make_schedule
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 LossFn = Callable[[Params, ApplyFn, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 EvalFn = Callable[[Params, ApplyFn, jax.Array, jax.Array], jax.Array]
+ESTIMATORS = ("time", "count")  # diffusion ELBO sample weights: w(t), or E[w(t) | mask set]
 
 
 def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_id: int | None = None
@@ -75,18 +76,36 @@ def stratified_times(u: jax.Array, n: int) -> jax.Array:
   return jnp.mod(u + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
 
 
+def elbo_weights(estimator: str, schedule: Schedule, t_KxB, n_masked_KxB, length_B) -> jax.Array:
+  """Sample weights of the ELBO estimate; a sample with nothing masked counts 0 either way.
+
+  "time": w(t), the continuous-time ELBO as trained (1/t for the linear schedule); its variance is
+  dominated by rare draws with a small t that still mask a token (1/t is unbounded). "count" (linear
+  schedule only): E[1/t | the mask set S] = (m + 1) / |S| for m maskable positions, i.e. the same
+  draws Rao-Blackwellised over t: the same expectation, weights at most m + 1. (S ~ Bernoulli(t),
+  t ~ U(0, 1) gives P(S) = 1 / ((m + 1) C(m, |S|)), so the mean is the exact
+  sum_S 1 / (|S| C(m, |S|)) sum_{i in S} nll_i.)
+  """
+  if estimator == "time":
+    return schedule.weight(jnp.where(n_masked_KxB > 0, t_KxB, 1.0))  # no 0 * inf at t = 0
+  if estimator == "count":
+    if not isinstance(schedule, LinearSchedule):
+      raise UserError("the count estimator assumes the linear schedule (mask rate t); use 'time'")
+    return (length_B.astype(jnp.float32) + 1.0) / jnp.maximum(n_masked_KxB, 1.0)
+  raise UserError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
 def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
-               mask_BxL: jax.Array, mask_id: int, schedule: Schedule
+               mask_BxL: jax.Array, mask_id: int, schedule: Schedule, estimator: str = "time"
                ) -> tuple[jax.Array, jax.Array]:
   """Per-sequence weighted masked NLL / L, and the unweighted masked NLL sum."""
   L = tokens_BxL.shape[-1]
   x_t_BxL = jnp.where(mask_BxL, mask_id, tokens_BxL)
   nll_BxL = token_nll(apply_fn(params, x_t_BxL), tokens_BxL, mask_id)
   masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
-  # A sequence with nothing masked contributes 0; t = 1 there keeps w(t) finite (no 0 * inf at t = 0,
-  # in the value or the gradient).
-  t_safe_B = jnp.where(jnp.any(mask_BxL, axis=-1), t_B, 1.0)
-  loss_B = schedule.weight(t_safe_B) * masked_sum_B / L
+  n_masked_B = jnp.sum(mask_BxL, axis=-1).astype(jnp.float32)
+  weight_B = elbo_weights(estimator, schedule, t_B, n_masked_B, jnp.full(t_B.shape, L))
+  loss_B = weight_B * masked_sum_B / L
   return loss_B, masked_sum_B
 
 
@@ -120,7 +139,8 @@ def _eval_corruption(seq_key: jax.Array, k: jax.Array, num_samples: int, length:
 
 def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
                      seq_ids_B: jax.Array, *, mask_id: int, schedule: Schedule,
-                     num_samples: int, eval_seed: int, t_min: float) -> jax.Array:
+                     num_samples: int, eval_seed: int, t_min: float, estimator: str = "time"
+                     ) -> jax.Array:
   """K per-sequence ELBO terms [K, B] (nats/token); their mean over K is the estimate.
 
   Sequence s uses rng = fold_in(PRNGKey(eval_seed), s) and t_k = max((u_s + k/K) mod 1, t_min).
@@ -135,7 +155,7 @@ def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
   def one_sample(k: jax.Array) -> jax.Array:
     t_B, mask_BxL = jax.vmap(
         lambda key: _eval_corruption(key, k, num_samples, L, schedule, t_min))(keys_B)
-    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule)
+    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule, estimator)
     return loss_B
 
   return jax.lax.map(one_sample, jnp.arange(num_samples))
@@ -162,7 +182,8 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
 
   AR: the exact NLL (seq_ids unused). MDM: the ELBO averaged over config.eval.mc_samples
   stratified times per sequence, seeded by config.eval.seed and the sequence id, with t clipped at
-  config.mdm.t_min as in training (see mdm_elbo_samples).
+  config.mdm.t_min as in training (see mdm_elbo_samples), each sample weighted as
+  config.eval.mdm_estimator says (see elbo_weights).
   """
   if config.objective == "ar":
     def ar_eval(params, apply_fn, tokens_BxL, seq_ids_B):
@@ -174,11 +195,13 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
       raise UserError(f"config.eval.mc_samples must be >= 1, got {config.eval.mc_samples}")
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
     t_min, num_samples, seed = _t_min(config), int(config.eval.mc_samples), int(config.eval.seed)
+    estimator = config.eval.mdm_estimator
+    elbo_weights(estimator, schedule, jnp.ones(1), jnp.ones(1), jnp.ones(1))  # bad choices fail now
 
     def mdm_eval(params, apply_fn, tokens_BxL, seq_ids_B):
       samples_KxB = mdm_elbo_samples(
           params, apply_fn, tokens_BxL, seq_ids_B, mask_id=mask_id, schedule=schedule,
-          num_samples=num_samples, eval_seed=seed, t_min=t_min)
+          num_samples=num_samples, eval_seed=seed, t_min=t_min, estimator=estimator)
       return jnp.mean(samples_KxB, axis=0)
     return mdm_eval
   raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")

@@ -24,6 +24,22 @@ OPERATIONAL_KEYS = frozenset({
 })
 
 
+# Keys added after runs already existed, with the value those older runs implicitly used.
+LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time"}
+
+
+def with_legacy_defaults(config: dict) -> dict:
+  """A stored config.json from before a key existed, completed with what that run actually did."""
+  out = json.loads(json.dumps(config))
+  for key, value in LEGACY_DEFAULTS.items():
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node.setdefault(leaf, value)
+  return out
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
   out = {}
   for k, v in d.items():
@@ -62,7 +78,7 @@ def claim_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> bo
   if not path.exists():
     write_json_atomic(path, new)
     return False
-  diffs = config_differences(json.loads(path.read_text()), new)
+  diffs = config_differences(with_legacy_defaults(json.loads(path.read_text())), new)
   if diffs:
     raise UserError(
         f"{workdir} holds a run with a different config:\n  " + "\n  ".join(diffs)

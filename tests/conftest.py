@@ -12,6 +12,23 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# Most test time is XLA compilation of the same small programs, in this process and in the trainer
+# subprocesses the tests start: one persistent compilation cache per test session serves them all.
+# (Set before JAX is imported; subprocesses inherit it through the environment.)
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  import tempfile
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlmscale-jax-cache-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+  del session, exitstatus
+  if _OWN_CACHE:
+    import shutil
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 def write_tiny_corpus(root: pathlib.Path, n_docs: int = 60, doc_chars: int = 3000) -> str:
   """Documents cut from real stdlib source, written as one .txt per document; returns a glob."""

@@ -267,3 +267,29 @@ def test_both_families_train_toward_the_entropy_rate_and_never_below():
     start, end = curve[0][0], curve[-1][0]
     assert start > floor + 0.7  # an untrained model is far off (about log 7 = 1.95 nats)
     assert end - floor < 0.25 * (start - floor), (objective, curve, floor)
+
+
+def test_count_estimator_matches_exact_elbo_with_less_spread_than_time():
+  """(L+1)/|S| is E[1/t | S] under the linear schedule: the same mean as 1/t, a smaller spread."""
+  V, L = 6, 5
+  params, apply_fn = _tiny_model(V, L)
+  x_L = np.array([2, 0, 4, 4, 1])
+  exact = _exact_elbo_linear(params, apply_fn, x_L, V - 1)
+  R, K = 1024, 4
+  tokens = jnp.broadcast_to(jnp.asarray(x_L), (R, L))
+  spread = {}
+  for estimator in ("time", "count"):
+    samples_KxR = mdm_elbo_samples(params, apply_fn, tokens, jnp.arange(R), mask_id=V - 1,
+                                   schedule=LinearSchedule(), num_samples=K, eval_seed=3,
+                                   t_min=1e-3, estimator=estimator)
+    est_R = np.asarray(jnp.mean(samples_KxR, axis=0), np.float64)
+    assert abs(est_R.mean() - exact) < 4 * est_R.std(ddof=1) / math.sqrt(R), (estimator, exact)
+    spread[estimator] = est_R.std(ddof=1)
+  assert spread["count"] < 0.8 * spread["time"], spread
+
+
+def test_count_estimator_needs_the_linear_schedule():
+  c = _mdm_config(mdm_estimator="count")
+  c.mdm.schedule = "cosine"
+  with pytest.raises(UserError, match="linear"):
+    make_eval_fn(c, 5)

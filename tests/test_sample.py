@@ -1,0 +1,98 @@
+"""Sampling: reproducible from a seed, never the mask id, filters that keep what they promise."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlmscale import sample
+from dlmscale.errors import UserError
+from dlmscale.schedules import LinearSchedule
+from test_evaluate import trained_run
+
+V, MASK, L = 12, 11, 24
+_TABLE = jax.random.normal(jax.random.key(0), (V, V)) * 2.0
+
+
+def _toy_apply(params, tokens_BxL):
+  """A bigram model that would pick <mask> above everything if allowed (its logit is +20)."""
+  del params
+  return _TABLE[tokens_BxL] + 20.0 * (jnp.arange(V) == MASK)
+
+
+def _ar(prompt=(3, 4), seed=0, **kw):
+  kw = {"num_tokens": 12, **kw}
+  return sample.sample_ar(None, _toy_apply, list(prompt), max_len=L, mask_id=MASK, seed=seed, **kw)
+
+
+def _mdm(prompt=(3, 4), seed=0, **kw):
+  kw = {"num_tokens": 12, **kw}
+  return sample.sample_mdm(None, _toy_apply, list(prompt), max_len=L, mask_id=MASK, seed=seed,
+                           schedule=LinearSchedule(), **kw)
+
+
+@pytest.mark.parametrize("draw", [_ar, lambda **kw: _mdm(method="ancestral", steps=5, **kw),
+                                  lambda **kw: _mdm(method="confidence", steps=4, **kw)],
+                         ids=["ar", "ancestral", "confidence"])
+def test_reproducible_from_a_seed_and_never_the_mask(draw):
+  a, b, c = draw(seed=0), draw(seed=0), draw(seed=1)
+  assert a.shape == (12,) and np.array_equal(a, b) and not np.array_equal(a, c)
+  for out in (a, c, draw(seed=2, top_k=3), draw(seed=3, top_p=0.5, temperature=2.0)):
+    assert MASK not in out and out.min() >= 0 and out.max() < V
+
+
+def test_greedy_ar_follows_the_argmax_chain_without_the_mask():
+  out = _ar(temperature=0.0)
+  expected, prev = [], 4
+  table = np.asarray(_TABLE)
+  for _ in range(12):
+    prev = int(np.argmax(table[prev][:MASK]))
+    expected.append(prev)
+  assert list(out) == expected
+  assert np.array_equal(_ar(top_k=1, seed=5), out)  # top-1 sampling is greedy whatever the seed
+
+
+def test_filters_keep_the_promised_tokens():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05, 0.0]]) + 1e-30)
+  keep = lambda **kw: np.isfinite(np.asarray(sample.filter_logits(  # noqa: E731
+      logits, mask_id=4, temperature=1.0, **kw))[0])
+  assert list(keep(top_k=2, top_p=1.0)) == [True, True, False, False, False]
+  assert list(keep(top_k=0, top_p=0.75)) == [True, True, False, False, False]  # 0.5 < 0.75 <= 0.8
+  assert list(keep(top_k=0, top_p=0.5)) == [True, False, False, False, False]
+  assert list(keep(top_k=0, top_p=1.0)) == [True, True, True, True, False]  # mask id always out
+
+
+def test_one_diffusion_step_reveals_everything():
+  out = _mdm(method="ancestral", steps=1, temperature=0.0)
+  assert MASK not in out
+  # Greedy confidence unmasking and greedy ancestral with one step agree: argmax everywhere at once.
+  assert np.array_equal(_mdm(method="confidence", steps=1, temperature=0.0), out)
+
+
+def test_bad_options_are_user_errors():
+  with pytest.raises(UserError, match="num_tokens"):
+    _ar(num_tokens=L)
+  with pytest.raises(UserError, match="top_p"):
+    _ar(top_p=0.0)
+  with pytest.raises(UserError, match="method"):
+    _mdm(method="random")
+
+
+def test_cli_prints_a_reproducible_continuation(tmp_path_factory, tiny_corpus, data_cache,
+                                                monkeypatch, capsys):
+  for objective, extra in (("mdm", ["--method=confidence", "--steps=4"]), ("ar", ["--top_k=20"])):
+    run = trained_run(tmp_path_factory, tiny_corpus, data_cache, objective)
+    capsys.readouterr()  # training's progress lines
+    outs = []
+    for _ in range(2):
+      monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--prompt=def main(",
+                                        "--num_tokens=8", "--seed=3", *extra])
+      assert sample.main() == 0
+      outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].startswith("def main(")
+  monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--num_tokens=99"])
+  assert sample.main() == 2 and "num_tokens=99" in capsys.readouterr().err
