@@ -67,9 +67,18 @@ def loss_fn(p: dict, tokens_BxL, key, objective: str):
   return jnp.mean(jnp.sum(jnp.where(m_BxL, nll_BxL, 0.0), -1) / (t_B * L))
 
 
-def make_step(objective: str, lr: float = 1e-3, b1=0.9, b2=0.95, wd=0.1, clip=1.0):
-  """(params, m, v, step, tokens) -> same, loss: AdamW with global-norm clipping, donated state."""
-  def step(p, m, v, i, tokens_BxL):
+def init_state(key, V: int, D: int, n_layers: int, H: int, F: int) -> tuple:
+  """(params, Adam m, Adam v, step): what make_step's function carries from step to step."""
+  p = init(key, V, D, n_layers, H, F)
+  return p, jax.tree.map(jnp.zeros_like, p), jax.tree.map(jnp.zeros_like, p), jnp.zeros((), jnp.int32)
+
+
+def make_step(objective: str, lr: float = 1e-3, b1=0.9, b2=0.95, wd=0.1, clip=1.0,
+              compiler_options: dict[str, str] | None = None):
+  """(state, tokens) -> (state, {"loss"}): AdamW with global-norm clipping, donated state, the
+  same calling convention as dlmscale.steps' train_step."""
+  def step(state, tokens_BxL):
+    p, m, v, i = state
     loss, g = jax.value_and_grad(loss_fn)(p, tokens_BxL, jax.random.fold_in(jax.random.key(0), i),
                                           objective)
     norm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g)))
@@ -78,5 +87,5 @@ def make_step(objective: str, lr: float = 1e-3, b1=0.9, b2=0.95, wd=0.1, clip=1.
     v = jax.tree.map(lambda a, x: b2 * a + (1 - b2) * x * x, v, g)
     c1, c2 = 1 - b1**(i + 1.0), 1 - b2**(i + 1.0)
     p = jax.tree.map(lambda w, a, b: w - lr * (a / c1 / (jnp.sqrt(b / c2) + 1e-8) + wd * w), p, m, v)
-    return p, m, v, i + 1, loss
-  return jax.jit(step, donate_argnums=(0, 1, 2, 3))
+    return (p, m, v, i + 1), {"loss": loss}
+  return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)

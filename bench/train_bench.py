@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART_SIZES = ("s0.1M", "s0.4M", "s1M", "s3M", "s10M")
@@ -54,6 +53,7 @@ class Spec:
   remat: str = "none"
   attention: str = "auto"  # auto = cudnn on GPU where it applies, else xla
   peak_n: int = 2048  # side of the square matmul that measures the CPU peak
+  xla_options: str = "auto"  # auto = dlmscale/xla_options.py (as train.py); none; or "KEY=VALUE,..."
 
 
 def _split(values: list[str]) -> list[str]:
@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (compute)")
   p.add_argument("--remat", default="none", help="none | full | dots")
   p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
+  p.add_argument("--xla_options", action="append", default=[],
+                 help="auto (the trainer's, from dlmscale/xla_options.py), none (XLA's defaults) "
+                      "or KEY=VALUE[,KEY=VALUE]; repeatable, each one a variant timed beside the "
+                      "others, e.g. --xla_options none --xla_options auto")
   p.add_argument("--json_out", default="", help="append the JSON lines to this file")
   p.add_argument("--interleave", action="store_true",
                  help="build every configuration in one process and time them round-robin: the "
@@ -82,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def specs_from(args: argparse.Namespace) -> list[Spec]:
-  from dlmscale import sizes
+  from dlmscale import sizes, xla_options
   from dlmscale.errors import UserError
   names = _split(args.size) or list(QUICKSTART_SIZES)
   for name in names:
@@ -98,10 +102,15 @@ def specs_from(args: argparse.Namespace) -> list[Spec]:
       raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
   if args.vocab < 3 or args.warmup < 1:
     raise UserError("--vocab must be at least 3 and --warmup at least 1 (the compile step)")
+  variants = args.xla_options or ["auto"]
+  for v in variants:
+    if v != "auto":
+      xla_options.parse(v)  # a UserError naming the format
   return [Spec(size=s, objective=o, impl=i, batch=args.batch, seq_len=args.seq_len,
                vocab=args.vocab, steps=args.steps, warmup=args.warmup, reps=args.reps,
-               dtype=args.dtype, remat=args.remat, attention=args.attention, peak_n=args.peak_n)
-          for s in names for o in objectives for i in impls]
+               dtype=args.dtype, remat=args.remat, attention=args.attention, peak_n=args.peak_n,
+               xla_options=x)
+          for s in names for o in objectives for i in impls for x in variants]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,13 +118,18 @@ def specs_from(args: argparse.Namespace) -> list[Spec]:
 
 
 class MatmulPeak:
-  """FLOP/s (wall and per CPU-second) of one n x n float32 matmul, compiled once and re-timed."""
+  """FLOP/s (wall and per CPU-second) of one n x n matmul, compiled once and re-timed: float32 on
+  CPU (the MFU denominator there), bfloat16 and n >= 8192 on accelerators (printed beside the
+  datasheet peak, which is the denominator there)."""
 
   def __init__(self, n: int):
     import jax
     import jax.numpy as jnp
-    self.flops = 2.0 * n**3
-    self.a = jnp.full((n, n), 1.0 / n, jnp.float32)
+    cpu = jax.default_backend() == "cpu"
+    n = n if cpu else max(n, 8192)
+    self.flops, dtype = 2.0 * n**3, jnp.float32 if cpu else jnp.bfloat16
+    self.label = f"measured {jnp.dtype(dtype).name} matmul {n}^2"
+    self.a = jnp.full((n, n), 1.0 / n, dtype)
     self.f = jax.jit(lambda x: x @ self.a)
     self.f(self.a).block_until_ready()
 
@@ -150,65 +164,66 @@ def _config(spec: Spec, dtype: str, attention: str):
   return c
 
 
-def _real_step(spec: Spec, config) -> tuple[Callable, Callable, object, dict]:
-  """(run(n) -> last loss, compile() -> compiled, model_cfg, state info) for dlmscale.steps.build."""
+def _build(spec: Spec, config) -> tuple:
+  """(jitted step, initial state, host batch -> device batch, mesh, ModelConfig, XLA options).
+
+  real: dlmscale.steps.build and its setup.init / setup.train_step / put_batch, as train.py uses
+  them. plain: bench/plain_step.py (float32) with the same calling convention. Both are compiled
+  with the XLA options of spec.xla_options.
+  """
   import jax
-  from dlmscale import sharding, steps
+  from dlmscale import model as model_lib, sharding, steps, xla_options
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(spec.batch, mesh)
-  setup = steps.build(config, spec.vocab, spec.vocab - 1, 1000, mesh)
-  rng = __import__("numpy").random.default_rng(0)
-  host = [rng.integers(0, spec.vocab - 1, (spec.batch, spec.seq_len), dtype="int32") for _ in range(2)]
-  with jax.set_mesh(mesh):
-    box = {"state": setup.init()}
-
-  def compile_():
+  options = (xla_options.for_backend(jax.default_backend()) if spec.xla_options == "auto"
+             else xla_options.parse(spec.xla_options) or None)
+  if spec.impl == "real":
+    setup = steps.build(config, spec.vocab, spec.vocab - 1, 1000, mesh, compiler_options=options)
     with jax.set_mesh(mesh):
-      return setup.train_step.lower(box["state"], steps.put_batch(host[0], setup)).compile()
-
-  def run(n: int) -> float:
-    """train.py's loop minus the data pipeline: put, step, fetch the previous step's metrics."""
-    pending, loss = None, float("nan")
-    with jax.set_mesh(mesh):
-      for i in range(n):
-        box["state"], metrics = setup.train_step(box["state"], steps.put_batch(host[i % 2], setup))
-        if pending is not None:
-          loss = float(jax.device_get(pending["loss"]))
-        pending = metrics
-      loss = float(jax.device_get(pending["loss"]))
-    return loss
-
-  state_bytes = sum(x.nbytes for x in jax.tree.leaves(box["state"]))
-  return run, compile_, setup.model_cfg, {"state_mb": state_bytes / 2**20}
-
-
-def _plain_step(spec: Spec, model_cfg) -> tuple[Callable, Callable, dict]:
-  """The same loop around bench/plain_step.py (float32 whatever --dtype says)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
+      state = setup.init()
+    return (setup.train_step, state, lambda x: steps.put_batch(x, setup), mesh, setup.model_cfg,
+            setup.compiler_options)
   from bench import plain_step
-  c = model_cfg
-  p = plain_step.init(jax.random.key(0), c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.d_ff)
-  zeros = lambda: jax.tree.map(jnp.zeros_like, p)  # noqa: E731
-  box = {"state": (p, zeros(), zeros(), jnp.zeros((), jnp.int32))}
-  step = plain_step.make_step(spec.objective)
-  rng = np.random.default_rng(0)
-  host = [rng.integers(0, spec.vocab - 1, (spec.batch, spec.seq_len), dtype="int32") for _ in range(2)]
+  c = model_lib.model_config_from(config, spec.vocab)
+  state = plain_step.init_state(jax.random.key(0), c.vocab_size, c.d_model, c.n_layers,
+                                c.n_heads, c.d_ff)
+  return (plain_step.make_step(spec.objective, compiler_options=options), state, jax.numpy.asarray,
+          mesh, c, options)
 
-  def run(n: int) -> float:
-    pending, loss = None, float("nan")
-    for i in range(n):
-      *state, out = step(*box["state"], jnp.asarray(host[i % 2]))
-      box["state"] = tuple(state)
-      if pending is not None:
-        loss = float(pending)
-      pending = out
-    return float(pending) if n else loss
 
-  compile_ = lambda: step.lower(*box["state"], jnp.asarray(host[0])).compile()  # noqa: E731
-  state_bytes = sum(x.nbytes for x in jax.tree.leaves(box["state"]))
-  return run, compile_, {"state_mb": state_bytes / 2**20}
+class _Loop:
+  """train.py's loop minus the data pipeline: put a host batch, step, fetch the previous loss."""
+
+  def __init__(self, spec: Spec, config):
+    import numpy as np
+    self.spec, self.row, self.loss = spec, {}, float("nan")
+    self.walls, self.cpus, self.peaks = [], [], []  # per repetition; peaks: (wall, cpu) FLOP/s
+    self.step, self.state, self.put, self.mesh, self.model_cfg, self.compiler_options = _build(
+        spec, config)
+    rng = np.random.default_rng(0)
+    self.host = [rng.integers(0, spec.vocab - 1, (spec.batch, spec.seq_len), dtype=np.int32)
+                 for _ in range(2)]
+
+  def compile(self):
+    """The compile the first step triggers (timed by the caller)."""
+    import jax
+    with jax.set_mesh(self.mesh):
+      return self.step.lower(self.state, self.put(self.host[0])).compile()
+
+  def run(self, n: int) -> float:
+    import jax
+    pending = None
+    with jax.set_mesh(self.mesh):
+      for i in range(n):
+        self.state, metrics = self.step(self.state, self.put(self.host[i % 2]))
+        if pending is not None:
+          jax.device_get(pending)  # never more than one step in flight, as in train.py
+        pending = metrics["loss"]
+      return float(jax.device_get(pending))
+
+  def state_mb(self) -> float:
+    import jax
+    return sum(x.nbytes for x in jax.tree.leaves(self.state)) / 2**20
 
 
 def _rss_mb() -> float:
@@ -219,36 +234,17 @@ def _median(xs: list[float]) -> float:
   return float(statistics.median(xs))
 
 
-@dataclasses.dataclass
-class _Timing:
-  """One compiled configuration and what its timed repetitions measured so far."""
-  spec: Spec
-  run: Callable[[int], float]
-  model_flops: float
-  row: dict  # the fields known before timing
-  walls: list[float] = dataclasses.field(default_factory=list)
-  cpus: list[float] = dataclasses.field(default_factory=list)
-  peaks: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (wall, cpu) FLOP/s
-  loss: float = float("nan")
-
-
-def prepare(spec: Spec) -> _Timing:
+def prepare(spec: Spec) -> _Loop:
   """Builds, compiles (timed) and warms up one configuration."""
   import jax
-  from dlmscale import flops, model as model_lib
+  from dlmscale import flops
   backend, device = jax.default_backend(), jax.devices()[0]
   load_avg = os.getloadavg()[0]
-  dtype, attention = _resolve(spec, backend)
-  if spec.impl == "plain":
-    dtype, attention = "float32", "xla"
-  config = _config(spec, dtype, attention)
-  if spec.impl == "real":
-    run, compile_, model_cfg, info = _real_step(spec, config)
-  else:
-    model_cfg = model_lib.model_config_from(config, spec.vocab)
-    run, compile_, info = _plain_step(spec, model_cfg)
+  dtype, attention = _resolve(spec, backend) if spec.impl == "real" else ("float32", "xla")
+  loop = _Loop(spec, _config(spec, dtype, attention))
+  model_cfg = loop.model_cfg
   t0 = time.perf_counter()
-  compiled = compile_()
+  compiled = loop.compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis() or {}
   cost = cost[0] if isinstance(cost, list) else cost
@@ -262,14 +258,14 @@ def prepare(spec: Spec) -> _Timing:
       "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
       "flops_per_step": flops.train_flops_per_step(model_cfg, spec.seq_len, spec.batch),
       "xla_flops_per_step": float(cost.get("flops", float("nan"))), "compile_s": compile_s,
-      "temp_mb": getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem else None, **info,
+      "temp_mb": getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem else None,
+      "state_mb": loop.state_mb(), "compiler_options": loop.compiler_options,
   }
-  timing = _Timing(spec, run, row["flops_per_step"], row)
-  timing.loss = run(spec.warmup)
-  return timing
+  loop.row, loop.loss = row, loop.run(spec.warmup)
+  return loop
 
 
-def time_rep(t: _Timing, meter: MatmulPeak) -> None:
+def time_rep(t: _Loop, meter: MatmulPeak) -> None:
   """One repetition: the matmul peak, `steps` steps (wall and CPU time), the peak again."""
   before = meter()
   w0, c0 = time.perf_counter(), time.process_time()
@@ -280,11 +276,11 @@ def time_rep(t: _Timing, meter: MatmulPeak) -> None:
   t.peaks.append((max(before[0], after[0]), max(before[1], after[1])))
 
 
-def finish(t: _Timing, rss_baseline: float) -> dict:
+def finish(t: _Loop, meter: MatmulPeak, rss_baseline: float) -> dict:
   """The JSON row: medians and bests over repetitions, MFU against the right peak, memory."""
   import jax
   from dlmscale import hardware
-  device, f = jax.devices()[0], t.model_flops
+  device, f = jax.devices()[0], t.row["flops_per_step"]
   walls, cpus = t.walls, t.cpus
   mfus = [f / w / p for w, (p, _) in zip(walls, t.peaks)]
   mfus_cpu = [f / c / p for c, (_, p) in zip(cpus, t.peaks)]
@@ -294,7 +290,7 @@ def finish(t: _Timing, rss_baseline: float) -> dict:
     denom, source = published * jax.device_count(), "datasheet bf16"
     mfu, mfu_best, mfu_cpu = f / _median(walls) / denom, f / min(walls) / denom, None
   else:
-    denom, source = _median(peaks), f"measured f32 matmul {t.spec.peak_n}^2"
+    denom, source = _median(peaks), meter.label
     mfu, mfu_best, mfu_cpu = _median(mfus), max(mfus), _median(mfus_cpu)
   tokens = t.spec.batch * t.spec.seq_len
   row = {
@@ -312,26 +308,16 @@ def finish(t: _Timing, rss_baseline: float) -> dict:
   return row
 
 
-def measure(spec: Spec) -> dict:
-  """Times one configuration in this process; returns its JSON row."""
-  meter = MatmulPeak(spec.peak_n)
-  rss_baseline = _rss_mb()
-  t = prepare(spec)
-  for _ in range(spec.reps):
-    time_rep(t, meter)
-  return finish(t, rss_baseline)
-
-
-def measure_interleaved(specs: list[Spec]) -> list[dict]:
-  """All configurations in this process, timed round-robin: ratios between them survive changes
-  in machine load that separate runs would see; peak memory is then the process's, not each one's."""
+def measure(specs: list[Spec]) -> list[dict]:
+  """Times configurations in this process, round-robin when there are several: ratios between them
+  then survive changes in machine load that separate runs would see (but peak memory is shared)."""
   meter = MatmulPeak(specs[0].peak_n)
   rss_baseline = _rss_mb()
-  timings = [prepare(s) for s in specs]
+  loops = [prepare(s) for s in specs]
   for _ in range(max(s.reps for s in specs)):
-    for t in timings:
+    for t in loops:
       time_rep(t, meter)
-  return [{**finish(t, rss_baseline), "interleaved": True} for t in timings]
+  return [{**finish(t, meter, rss_baseline), "interleaved": len(loops) > 1} for t in loops]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,12 +346,14 @@ HEADER = ("size", "obj", "impl", "BxL", "dtype", "remat", "GFLOP/step", "step ms
 
 
 def table(rows: list[dict]) -> str:
-  """A markdown table, then MDM/AR and real/plain step-cost ratios wherever both were timed.
+  """A markdown table, then step-cost ratios: MDM/AR, real/plain, XLA-option variant/none.
 
   The cost of a step is its time x the matmul peak measured around it (= model FLOPs / MFU), so a
   ratio between two configurations holds even when other processes slowed one of them down.
   """
-  lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+  variants = len({r.get("xla_options", "auto") for r in rows}) > 1
+  header = HEADER + (("xla options",) if variants else ())
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     mfu_cpu = f"{100 * r['mfu_cpu']:.1f}%" if r.get("mfu_cpu") is not None else "-"
     cells = (r["size"], r["objective"], r["impl"], f"{r['batch']}x{r['seq_len']}", r["dtype"],
@@ -373,19 +361,28 @@ def table(rows: list[dict]) -> str:
              f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_s_best']:.1f}", f"{r['tokens_per_s']:,.0f}",
              f"{100 * r['mfu']:.1f}% / {100 * r['mfu_best']:.1f}%", mfu_cpu,
              f"{r['matmul_peak_measured'] / 1e9:.0f}", f"{r['peak_rss_mb']:.0f}")
+    cells += ((r.get("xla_options", "auto"),) if variants else ())
     lines.append("| " + " | ".join(map(str, cells)) + " |")
-  by_key = {(r["size"], r["impl"], r["objective"], r["remat"]): r for r in rows}
+  key = lambda r, **kw: tuple({"xla_options": "auto", **r, **kw}.get(k, "") for k in (  # noqa: E731
+      "size", "impl", "objective", "remat", "xla_options"))
+  by_key = {key(r): r for r in rows}
   cost = lambda x: x["flops_per_step"] / x["mfu"]  # noqa: E731
+
+  def note(what: str, a: dict, b: dict | None) -> None:
+    if b is not None and a is not b:
+      notes.append(f"{what}: step cost {cost(a) / cost(b):.3f} (CPU seconds "
+                   f"{a['step_cpu_s'] / b['step_cpu_s']:.3f}, raw wall time {a['step_s'] / b['step_s']:.3f})")
+
   notes = []
-  for (size, impl, obj, remat), r in by_key.items():
-    ar, plain = by_key.get((size, impl, "ar", remat)), by_key.get((size, "plain", obj, remat))
-    if obj == "mdm" and ar:
-      notes.append(f"{size} {impl} remat={remat}: MDM/AR step cost {cost(r) / cost(ar):.3f} "
-                   f"(CPU seconds {r['step_cpu_s'] / ar['step_cpu_s']:.3f}, "
-                   f"raw wall time {r['step_s'] / ar['step_s']:.3f})")
-    if impl == "real" and plain:
-      notes.append(f"{size} {obj}: real/plain step cost {cost(r) / cost(plain):.3f} "
-                   f"(CPU seconds {r['step_cpu_s'] / plain['step_cpu_s']:.3f})")
+  for r in rows:
+    option = r.get("xla_options", "auto")
+    name = f"{r['size']} {r['impl']}" + (f" [xla_options {option}]" if variants else "")
+    if r["objective"] == "mdm":
+      note(f"{name} MDM/AR", r, by_key.get(key(r, objective="ar")))
+    if r["impl"] == "real":
+      note(f"{name} {r['objective']} real/plain", r, by_key.get(key(r, impl="plain")))
+    if option != "none":
+      note(f"{name} {r['objective']} vs xla_options none", r, by_key.get(key(r, xla_options="none")))
   return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -399,11 +396,11 @@ def _emit(row: dict, json_out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   if args.child:
-    print(json.dumps(measure(Spec(**json.loads(args.child)))), flush=True)
+    print(json.dumps(measure([Spec(**json.loads(args.child))])[0]), flush=True)
     return 0
   specs, rows = specs_from(args), []
   if args.interleave:
-    rows = measure_interleaved(specs)
+    rows = measure(specs)
     for row in rows:
       _emit(row, args.json_out)
   else:

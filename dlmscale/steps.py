@@ -21,7 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from dlmscale import model as model_lib
-from dlmscale import objectives, optim, sharding
+from dlmscale import objectives, optim, sharding, xla_options
 
 
 @flax.struct.dataclass
@@ -43,6 +43,7 @@ class Setup:
   eval_step: Callable[[Any, jax.Array, jax.Array], jax.Array]
   schedule: optax.Schedule
   abstract_state: Any
+  compiler_options: dict[str, str] | None  # what the steps were compiled with (xla_options.py)
 
 
 def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
@@ -82,7 +83,10 @@ def _train_step_fn(apply_fn, loss_fn, tx, schedule, seed: int):
 
 
 def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
-          mesh: Mesh) -> Setup:
+          mesh: Mesh, compiler_options: dict[str, str] | None | str = "auto") -> Setup:
+  """compiler_options: "auto" = xla_options.for_backend(the mesh's platform); None = XLA's own."""
+  if compiler_options == "auto":
+    compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
   model_cfg = model_lib.model_config_from(config, vocab_size)
   model = model_lib.Transformer(model_cfg)
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
@@ -102,14 +106,16 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
   jit_init = jax.jit(init, out_shardings=shard)
   train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, tx, schedule, config.seed),
-                       in_shardings=(shard, batch_sh), out_shardings=(shard, repl), donate_argnums=0)
+                       in_shardings=(shard, batch_sh), out_shardings=(shard, repl), donate_argnums=0,
+                       compiler_options=compiler_options)
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
-                      in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl)
+                      in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl,
+                      compiler_options=compiler_options)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
   return Setup(model_cfg=model_cfg, mesh=mesh, state_shardings=shard, batch_sharding=batch_sh,
                init=lambda: jit_init(init_key), train_step=train_step, eval_step=eval_step,
-               schedule=schedule, abstract_state=abstract_state)
+               schedule=schedule, abstract_state=abstract_state, compiler_options=compiler_options)
 
 
 def put_batch(local_BxL: np.ndarray, setup: Setup) -> jax.Array:

@@ -16,7 +16,7 @@ from configs import base
 from dlmscale.errors import UserError
 from dlmscale.model import ModelConfig, Transformer
 from dlmscale.objectives import (ar_loss, make_eval_fn, make_loss_fn, mdm_elbo_samples, mdm_loss,
-                                 stratified_times)
+                                 stratified_times, token_nll, top1_correct)
 from dlmscale.schedules import CosineSchedule, LinearSchedule, PolySchedule, make_schedule
 
 
@@ -151,6 +151,42 @@ def test_ar_loss_matches_hand_computed_next_token_nll():
   ar_eval = make_eval_fn(base.get_config(), mask_id=V - 1)
   assert float(jnp.mean(ar_eval(None, apply_fn, tokens, jnp.arange(B)))) == pytest.approx(want,
                                                                                          rel=1e-5)
+
+
+def _reference_nll(logits_BxLxV, targets_BxL, mask_id):
+  """The textbook form: mask logit to -inf, log_softmax, gather (what autodiff differentiates)."""
+  V = logits_BxLxV.shape[-1]
+  x = jnp.where(jnp.arange(V) == mask_id, -jnp.inf, logits_BxLxV.astype(jnp.float32))
+  return -jnp.take_along_axis(jax.nn.log_softmax(x, -1), targets_BxL[..., None], -1)[..., 0]
+
+
+@pytest.mark.parametrize("dtype,mask_id", [(jnp.float32, 10), (jnp.float32, 3), (jnp.bfloat16, 10)])
+def test_token_nll_and_its_handwritten_gradient_match_autodiff(dtype, mask_id):
+  V, B, L = 11, 3, 5
+  logits = (4 * jax.random.normal(jax.random.PRNGKey(0), (B, L, V))).astype(dtype)
+  targets = jax.random.randint(jax.random.PRNGKey(1), (B, L), 0, V - 1)
+  targets = jnp.where(targets == mask_id, V - 1, targets)  # never the mask id itself
+  weights = jax.random.uniform(jax.random.PRNGKey(2), (B, L))  # a non-uniform cotangent
+  got = token_nll(logits, targets, mask_id)
+  want = _reference_nll(logits, targets, mask_id)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  g_got = jax.grad(lambda x: jnp.sum(weights * token_nll(x, targets, mask_id)))(logits)
+  g_want = jax.grad(lambda x: jnp.sum(weights * _reference_nll(x, targets, mask_id)))(logits)
+  assert g_got.dtype == dtype
+  np.testing.assert_allclose(np.asarray(g_got, np.float32), np.asarray(g_want, np.float32),
+                             rtol=1e-5, atol=1e-6 if dtype == jnp.float32 else 1e-2)
+  assert float(jnp.max(jnp.abs(g_got[..., mask_id]))) == 0.0  # the mask id gets no gradient
+  # Per position the gradient sums to zero over the support (softmax minus one-hot).
+  np.testing.assert_allclose(np.asarray(jnp.sum(g_got.astype(jnp.float32), -1)), 0.0, atol=1e-2)
+
+
+def test_top1_correct_is_argmax_equals_target():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (4, 50, 9))
+  targets = jax.random.randint(jax.random.PRNGKey(1), (4, 50), 0, 9)
+  want = jnp.argmax(logits, -1) == targets
+  assert 0 < int(jnp.sum(want)) < want.size  # both outcomes occur
+  np.testing.assert_array_equal(top1_correct(logits, targets), want)
 
 
 def test_mdm_loss_masks_at_rate_t_and_only_scores_masked_positions():
