@@ -54,6 +54,7 @@ class Spec:
   attention: str = "auto"  # auto = cudnn on GPU where it applies, else xla
   peak_n: int = 2048  # side of the square matmul that measures the CPU peak
   xla_options: str = "auto"  # auto = dlmscale/xla_options.py (as train.py); none; or "KEY=VALUE,..."
+  cpu_devices: str = "auto"  # auto = dlmscale/cpu_devices.py (as dlmscale.main), or a count
 
 
 def _split(values: list[str]) -> list[str]:
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  help="auto (the trainer's, from dlmscale/xla_options.py), none (XLA's defaults) "
                       "or KEY=VALUE[,KEY=VALUE]; repeatable, each one a variant timed beside the "
                       "others, e.g. --xla_options none --xla_options auto")
+  p.add_argument("--cpu_devices", default="auto",
+                 help="auto (one per core, as dlmscale.main: dlmscale/cpu_devices.py) or a count; "
+                      "1 = one device using every core through XLA's intra-op threads")
   p.add_argument("--json_out", default="", help="append the JSON lines to this file")
   p.add_argument("--interleave", action="store_true",
                  help="build every configuration in one process and time them round-robin: the "
@@ -102,6 +106,8 @@ def specs_from(args: argparse.Namespace) -> list[Spec]:
       raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
   if args.vocab < 3 or args.warmup < 1:
     raise UserError("--vocab must be at least 3 and --warmup at least 1 (the compile step)")
+  if args.cpu_devices != "auto" and not (args.cpu_devices.isdigit() and int(args.cpu_devices) > 0):
+    raise UserError(f"--cpu_devices must be auto or a positive count, got {args.cpu_devices!r}")
   variants = args.xla_options or ["auto"]
   for v in variants:
     if v != "auto":
@@ -109,7 +115,7 @@ def specs_from(args: argparse.Namespace) -> list[Spec]:
   return [Spec(size=s, objective=o, impl=i, batch=args.batch, seq_len=args.seq_len,
                vocab=args.vocab, steps=args.steps, warmup=args.warmup, reps=args.reps,
                dtype=args.dtype, remat=args.remat, attention=args.attention, peak_n=args.peak_n,
-               xla_options=x)
+               xla_options=x, cpu_devices=args.cpu_devices)
           for s in names for o in objectives for i in impls for x in variants]
 
 
@@ -200,6 +206,7 @@ class _Loop:
     self.walls, self.cpus, self.peaks = [], [], []  # per repetition; peaks: (wall, cpu) FLOP/s
     self.step, self.state, self.put, self.mesh, self.model_cfg, self.compiler_options = _build(
         spec, config)
+    self.step_devices = self.mesh.size if spec.impl == "real" else 1
     rng = np.random.default_rng(0)
     self.host = [rng.integers(0, spec.vocab - 1, (spec.batch, spec.seq_len), dtype=np.int32)
                  for _ in range(2)]
@@ -257,7 +264,9 @@ def prepare(spec: Spec) -> _Loop:
       "d_model": model_cfg.d_model, "n_layers": model_cfg.n_layers,
       "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
       "flops_per_step": flops.train_flops_per_step(model_cfg, spec.seq_len, spec.batch),
-      "xla_flops_per_step": float(cost.get("flops", float("nan"))), "compile_s": compile_s,
+      # cost_analysis counts one device's partition of the SPMD program: times the devices it runs on.
+      "xla_flops_per_step": float(cost.get("flops", float("nan"))) * loop.step_devices,
+      "compile_s": compile_s,
       "temp_mb": getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem else None,
       "state_mb": loop.state_mb(), "compiler_options": loop.compiler_options,
   }
@@ -308,9 +317,23 @@ def finish(t: _Loop, meter: MatmulPeak, rss_baseline: float) -> dict:
   return row
 
 
+def set_cpu_devices(spec: Spec) -> None:
+  """Before JAX starts its backends: the CPU device count dlmscale.main would pick, or the one asked."""
+  import jax
+  from configs import base
+  from dlmscale import cpu_devices
+  if spec.cpu_devices == "auto":
+    c = base.get_config()
+    c.batch_size = c.eval.batch_size = spec.batch
+    cpu_devices.configure(c)
+  elif not cpu_devices.user_chose():
+    jax.config.update("jax_num_cpu_devices", int(spec.cpu_devices))
+
+
 def measure(specs: list[Spec]) -> list[dict]:
   """Times configurations in this process, round-robin when there are several: ratios between them
   then survive changes in machine load that separate runs would see (but peak memory is shared)."""
+  set_cpu_devices(specs[0])
   meter = MatmulPeak(specs[0].peak_n)
   rss_baseline = _rss_mb()
   loops = [prepare(s) for s in specs]
@@ -341,7 +364,7 @@ def run_child(spec: Spec) -> dict:
   return json.loads(lines[-1])
 
 
-HEADER = ("size", "obj", "impl", "BxL", "dtype", "remat", "GFLOP/step", "step ms med/best",
+HEADER = ("size", "obj", "impl", "BxL", "devices", "dtype", "remat", "GFLOP/step", "step ms med/best",
           "tok/s", "MFU med/best", "MFU cpu", "peak GF/s", "RSS MB")
 
 
@@ -356,7 +379,8 @@ def table(rows: list[dict]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     mfu_cpu = f"{100 * r['mfu_cpu']:.1f}%" if r.get("mfu_cpu") is not None else "-"
-    cells = (r["size"], r["objective"], r["impl"], f"{r['batch']}x{r['seq_len']}", r["dtype"],
+    cells = (r["size"], r["objective"], r["impl"], f"{r['batch']}x{r['seq_len']}", r["n_devices"],
+             r["dtype"],
              r["remat"], f"{r['flops_per_step'] / 1e9:.2f}",
              f"{1e3 * r['step_s']:.1f} / {1e3 * r['step_s_best']:.1f}", f"{r['tokens_per_s']:,.0f}",
              f"{100 * r['mfu']:.1f}% / {100 * r['mfu_best']:.1f}%", mfu_cpu,

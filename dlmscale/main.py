@@ -36,8 +36,9 @@ def _main(argv: list[str]) -> int:
     print(f"error: unexpected arguments {argv[1:]}; use --config=... --workdir=...", file=sys.stderr)
     return EXIT_USER_ERROR
   try:
-    from dlmscale import multihost, train  # noqa: PLC0415 - after flags, before any JAX computation
-    multihost.maybe_initialize()
+    from dlmscale import cpu_devices, multihost, train  # noqa: PLC0415 - after flags, before JAX starts
+    if not multihost.maybe_initialize():
+      cpu_devices.configure(_CONFIG.value)
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except _StoppedEarly as e:
     print(f"stopped by signal {e.args[0]} before training started; re-run the same command to resume.",
