@@ -1,9 +1,9 @@
 """python -m analysis.fit --law=chinchilla|datacons --csv=FILE [...]: fitted constants as JSON.
 
 Examples (reference data):
-  python -m analysis.fit --law=chinchilla --csv=../shared/reference/chinchilla_besiroglu.csv \
+  python -m analysis.fit --law=chinchilla --csv=analysis/reference/chinchilla_besiroglu.csv \
       --drop_highest=5 --bootstrap=200
-  python -m analysis.fit --law=datacons --csv=../shared/reference/datablations_runs_fit182.csv \
+  python -m analysis.fit --law=datacons --csv=analysis/reference/datablations_runs_fit182.csv \
       --loss_col=val_loss --frozen_base --search=published
 """
 

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import laws_chinchilla  # noqa: E402
 
-REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "analysis" / "reference"
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import pytest
 from analysis import laws_approaches, laws_chinchilla, multistart
 from dlmscale.errors import UserError
 
-REF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+from analysis.reference import DIR as REF
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from analysis import crossover, doubledescent
 
-REF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+from analysis.reference import DIR as REF
 
 
 def _curves(c, e_ar=2.0, k_ar=10.0, e_mdm=1.7, k_mdm=20.0, p=0.1):

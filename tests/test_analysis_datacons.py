@@ -11,7 +11,7 @@ import pytest
 from analysis import laws_datacons as ld
 from dlmscale.errors import UserError
 
-REF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+from analysis.reference import DIR as REF
 PUBLISHED = dict(ld.MUENNIGHOFF_C4, R_D_star=15.387756, R_N_star=5.309743)
 
 

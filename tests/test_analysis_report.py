@@ -14,7 +14,7 @@ from analysis import report
 from test_analysis_fakeruns import make_grid, make_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-REF = REPO.parent / "shared" / "reference"
+from analysis.reference import DIR as REF
 UNFINISHED = "ar_m100K_U1e+06_E64_s0"
 FIGURES = ("loss_vs_flops", "loss_vs_epochs", "loss_vs_size", "law_contours", "c_crit", "residuals")
 
