@@ -1,10 +1,11 @@
-"""python -m analysis.fit --law=chinchilla|datacons --csv=FILE [...]: fitted constants as JSON.
+"""python -m analysis.fit --law=chinchilla|datacons|kaplan --csv=FILE [...]: fitted constants as JSON.
 
 Examples (reference data):
   python -m analysis.fit --law=chinchilla --csv=analysis/reference/chinchilla_besiroglu.csv \
       --drop_highest=5 --bootstrap=200
   python -m analysis.fit --law=datacons --csv=analysis/reference/datablations_runs_fit182.csv \
       --loss_col=val_loss --frozen_base --search=published
+  python -m analysis.fit --law=kaplan --csv=FILE --bootstrap=200   # D = dataset size (tokens)
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 
 import numpy as np
 
-from analysis import checks, laws_approaches, laws_chinchilla, laws_datacons, multistart
+from analysis import checks, laws_approaches, laws_chinchilla, laws_datacons, laws_kaplan
+from analysis import multistart
 from analysis.jsonable import to_jsonable
 from analysis.study_fits import COARSE_AXES
 from dlmscale.errors import UserError, cli_main
@@ -69,6 +71,8 @@ def run(args) -> dict:
   cols = dict(n=args.n_col, d=args.d_col, loss=loss_col)
   if args.law == "datacons":
     cols["u"] = args.u_col
+  if args.law == "kaplan" and (args.c_col or "C_flops" in df.columns):
+    cols["c"] = args.c_col or "C_flops"
   checks.require_columns(df, cols, args.csv)
   for c in cols.values():
     df[c] = checks.numeric_column(df, c, args.csv)
@@ -79,6 +83,14 @@ def run(args) -> dict:
   n, d, loss = df[cols["n"]].to_numpy(), df[cols["d"]].to_numpy(), df[loss_col].to_numpy()
   out = dict(law=args.law, csv=str(args.csv), n_points=int(len(df)),
              columns=dict(cols, loss=loss_col))
+  if args.law == "kaplan":
+    c = df[cols["c"]].to_numpy() if "c" in cols else None
+    out["compute"] = cols.get("c", "6 N D")
+    out.update(laws_kaplan.fit_all(n, d, loss, c, n_boot=args.bootstrap, seed=args.seed))
+    if not any(out[f]["status"] == "ok" for f in laws_kaplan.FORMS):
+      raise UserError("no Kaplan law is identifiable from these rows: "
+                      + "; ".join(f"L({f}): {out[f]['reason']}" for f in laws_kaplan.FORMS))
+    return out
   if args.law == "chinchilla":
     starts = None if args.grid == "full" else multistart.grid_starts(COARSE_AXES)
     f = laws_chinchilla.fit(n, d, loss, starts=starts)
@@ -113,11 +125,14 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m analysis.fit",
                                description="Fit a scaling law to a CSV; prints JSON.")
-  ap.add_argument("--law", required=True, choices=["chinchilla", "datacons"])
+  ap.add_argument("--law", required=True, choices=["chinchilla", "datacons", "kaplan"])
   ap.add_argument("--csv", required=True)
   ap.add_argument("--n_col", default="N_params", help="parameter-count column")
-  ap.add_argument("--d_col", default="D_tokens", help="tokens-seen column")
+  ap.add_argument("--d_col", default="D_tokens", help="tokens-seen column (kaplan: the dataset "
+                                                       "size, runs early-stopped)")
   ap.add_argument("--u_col", default="U_unique_tokens", help="unique-tokens column (datacons)")
+  ap.add_argument("--c_col", default=None, help="kaplan: compute column (default C_flops when "
+                                                 "present, else 6 N D)")
   ap.add_argument("--loss_col", default=None, help=f"loss column (default: first of "
                                                     f"{', '.join(LOSS_GUESSES)})")
   ap.add_argument("--drop_highest", type=int, default=0,

@@ -191,6 +191,7 @@ def fits_section(fits: dict) -> list[str]:
       alt = "; ".join(f"R_D* = {m['R_D_star']:.3g} (objective {m['objective']:.4g})"
                       for m in d["other_minima"][:3])
       lines.append(f"  Other local minima (objective {d['objective']:.4g} at the best): {alt}.")
+  lines += kaplan_lines(fits.get("kaplan", {}))
   ratio = fits.get("R_D_star_ratio_mdm_over_ar")
   if ratio:
     ci = f" (95% CI {ratio['ci'][0]:.3g}–{ratio['ci'][1]:.3g})" if "ci" in ratio else ""
@@ -200,6 +201,43 @@ def fits_section(fits: dict) -> list[str]:
                  "than AR (published: 512.85 / 31.93 = 16.1).")
   return lines + ["", "![law contours](figures/law_contours.png)", "",
                   "![residuals](figures/residuals.png)", ""]
+
+
+KAPLAN_SHOWN = {"N": ("a_N", "N_c"), "D": ("a_D", "D_c"), "C": ("a_C", "C_c"),
+                "joint": ("a_N", "a_D", "N_c", "D_c")}
+KAPLAN_NAMES = {"N": "L(N)", "D": "L(D)", "C": "L(C_min)", "joint": "L(N, D)"}
+
+
+def _kaplan_param(k: dict, name: str) -> str:
+  """A value with its CI, or why it is not a finding (on a search bound in the fit or in more
+  than 2.5% of resamples)."""
+  boot = k.get("bootstrap") or {}
+  on_edge = name in k["unidentified"] or f"log_{name}" in k["unidentified"]
+  frac = max(boot.get("frac_at_bound", {}).get(n, 0.0) for n in (name, f"log_{name}"))
+  if on_edge:
+    return f"{name} not identified (on a search bound or its term negligible)"
+  txt = f"{name} = {k['params'][name]:.3g}{_ci(boot, name)}"
+  return txt + (f" (on a bound in {frac:.0%} of resamples)" if frac > 0.025 else "")
+
+
+def kaplan_lines(kap: dict) -> list[str]:
+  """One line per family: the four Kaplan fits, each with the points it used."""
+  lines = []
+  for fam, per in sorted(kap.items()):
+    parts = []
+    for form in ("N", "D", "C", "joint"):
+      k = per.get(form, {})
+      if k.get("status") != "ok":
+        parts.append(f"{KAPLAN_NAMES[form]} {k.get('status', 'not fitted')}")
+        continue
+      vals = ", ".join(_kaplan_param(k, nm) for nm in KAPLAN_SHOWN[form])
+      parts.append(f"{KAPLAN_NAMES[form]} on {k['n_points']} points: {vals}")
+    lines.append(f"- {FAM.get(fam, fam)}, Kaplan laws (D = dataset size, early-stopped loss; C in "
+                 f"FLOPs): " + "; ".join(parts) + ".")
+  if lines:
+    lines += ["  Kaplan et al. 2020 (WebText2): a_N = 0.076, a_D = 0.095, a_C = 0.050; joint "
+              "a_N = 0.076, a_D = 0.103."]
+  return ([""] + lines) if lines else []
 
 
 def dd_section(dd: dict) -> list[str]:

@@ -4,7 +4,8 @@ Chinchilla approach 3 uses single-epoch points only (the form assumes fresh data
 become the frozen base of the data-constrained law, which is then fitted on every point
 (Muennighoff et al.'s recipe). Too few single-epoch points -> a joint fit of all seven constants if
 the grid is large enough, else "not identifiable". R_D* needs repeated-data runs; R_N* needs runs
-with more parameters than their budget can use. Missing evidence is reported, never guessed.
+with more parameters than their budget can use. Kaplan's laws (laws_kaplan) use every point, with
+D the dataset size and the early-stopped loss. Missing evidence is reported, never guessed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import laws_approaches, laws_chinchilla, laws_datacons, multistart
+from analysis import laws_approaches, laws_chinchilla, laws_datacons, laws_kaplan, multistart
 from dlmscale.errors import UserError
 
 COARSE_AXES = (np.array([0.0, 5.0, 10.0, 20.0]), np.array([0.0, 5.0, 10.0, 20.0]),
@@ -59,6 +60,7 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
   if n_boot > 0:
     boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
     out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
+    out["_samples"] = boot.samples  # per-replicate constants, for analysis.plan; not in fits.json
   try:
     out["approach2"] = laws_approaches.approach2(n, d, l, one["C"].to_numpy(), min_groups=3)
   except UserError as e:
@@ -102,20 +104,30 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int) ->
   if n_boot > 0:
     boot = laws_datacons.bootstrap(n, d, u, l, fit, spec, n_boot=n_boot, seed=seed)
     out["bootstrap"] = {k: v for k, v in boot.items() if k != "samples"}
-    out["_samples"] = {k: boot["samples"][k] for k in ("R_D_star", "R_N_star")
-                       if k in boot["samples"]}
+    out["_samples"] = boot["samples"]
   return out
+
+
+def kaplan_family(pts: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
+  """Kaplan's laws with D = the dataset size (unique tokens seen) and the early-stopped loss,
+  as Kaplan et al. measured them; L(C_min) on the final losses against compute."""
+  d = np.minimum(pts["unique_tokens"].to_numpy(dtype=np.float64), pts["D"].to_numpy())
+  best = pts["best_loss"].to_numpy(dtype=np.float64)
+  loss = np.where(np.isfinite(best), best, pts["loss"].to_numpy(dtype=np.float64))
+  return laws_kaplan.fit_all(pts["N"].to_numpy(), d, loss, pts["C"].to_numpy(),
+                             loss_c=pts["loss"].to_numpy(), n_boot=n_boot, seed=seed)
 
 
 def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot: int = 200,
                 seed: int = 0, grid: str = "full") -> dict:
   """curves: eval points of single-epoch runs (objective, run_name, N, flops, loss) for
   approach 1."""
-  chin, dcons = {}, {}
+  chin, dcons, kap = {}, {}, {}
   for obj, g in pts.groupby("objective"):
     fam_curves = None if curves is None else curves[curves["objective"] == obj]
     chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid, curves=fam_curves)
     dcons[obj] = datacons_family(g, chin[obj], n_boot=n_boot, seed=seed)
+    kap[obj] = kaplan_family(g, n_boot=n_boot, seed=seed)
   ratio = None
   if all(dcons.get(k, {}).get("status") == "ok" for k in ("ar", "mdm")):
     r_ar = dcons["ar"]["params"]["R_D_star"]
@@ -127,6 +139,6 @@ def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot
       k = min(s_ar.size, s_mdm.size)
       q = s_mdm[:k] / s_ar[:k]  # independent resamples of the two families
       ratio["ci"] = (float(np.percentile(q, 2.5)), float(np.percentile(q, 97.5)))
-  for v in dcons.values():
+  for v in (*chin.values(), *dcons.values()):
     v.pop("_samples", None)
-  return dict(chinchilla=chin, datacons=dcons, R_D_star_ratio_mdm_over_ar=ratio)
+  return dict(chinchilla=chin, datacons=dcons, kaplan=kap, R_D_star_ratio_mdm_over_ar=ratio)
