@@ -160,8 +160,10 @@ def fit(form: str, x_cols: tuple[np.ndarray, ...], loss) -> KaplanFit:
                                    **dict(zip(names, x_cols)), loss=loss)
   fun = _setup(form, tuple(x_cols), loss)
   lo, hi = _bounds(form)
+  # one polish: the power laws are convex, and the joint law's valley (a_D against D_c) is so
+  # flat that each polish runs ~1,000 scipy iterations; the best batched end point is polished
   res = multistart.multistart_minimize(fun, _starts(form, x_cols, loss), lower=lo, upper=hi,
-                                       n_polish=4)
+                                       n_polish=1)
   params = _named(form, res.x)
   at_bound = _edge_names(form, res.x)[0]
   weak = negligible_terms(params, *x_cols) if form == "joint" else []
@@ -251,8 +253,8 @@ def fit_all(n, d, loss, c=None, *, loss_c=None, n_boot: int = 200, seed: int = 0
   """The four Kaplan fits on one family's points. d is the dataset size (unique tokens, the
   runs early-stopped), c the compute each run spent (default 6 N D) and loss_c the loss it ended
   at (default loss). A form without enough distinct values is "not identifiable", with why."""
-  n, d, loss = check_fit_inputs(n_params=n, d_tokens=d, loss=loss, n_free=2, law="Kaplan")
-  c = 6.0 * n * d if c is None else check_fit_inputs(n_params=n, compute=c, n_free=2,
+  n, d, loss = check_fit_inputs(n_params=n, d_tokens=d, loss=loss, n_free=0, law="Kaplan")
+  c = 6.0 * n * d if c is None else check_fit_inputs(n_params=n, compute=c, n_free=0,
                                                      law="Kaplan")[1]
   out: dict[str, dict] = {}
   for form, x, what in (("N", n, "lowest loss per model size (size-limited)"),
@@ -263,7 +265,7 @@ def fit_all(n, d, loss, c=None, *, loss_c=None, n_boot: int = 200, seed: int = 0
                        reason=f"{xs.size} distinct {form} value(s); a power law needs >= 3")
       continue
     out[form] = _one(form, (xs,), ls, n_boot, seed, what)
-  loss_c = loss if loss_c is None else check_fit_inputs(c=c, loss=loss_c, n_free=2,
+  loss_c = loss if loss_c is None else check_fit_inputs(c=c, loss=loss_c, n_free=0,
                                                        law="Kaplan L(C)")[1]
   cs, ls = compute_frontier(c, loss_c)
   if cs.size < 3:

@@ -216,7 +216,9 @@ def _kaplan_param(k: dict, name: str) -> str:
   frac = max(boot.get("frac_at_bound", {}).get(n, 0.0) for n in (name, f"log_{name}"))
   if on_edge:
     return f"{name} not identified (on a search bound or its term negligible)"
-  txt = f"{name} = {k['params'][name]:.3g}{_ci(boot, name)}"
+  ci = boot.get("ci", {}).get(name)
+  ci_txt = _ci(boot, name) if ci is None or None not in ci else " (95% CI unbounded)"
+  txt = f"{name} = {k['params'][name]:.3g}{ci_txt}"
   return txt + (f" (on a bound in {frac:.0%} of resamples)" if frac > 0.025 else "")
 
 

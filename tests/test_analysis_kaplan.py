@@ -121,7 +121,8 @@ def test_fit_cli_kaplan_bad_input_exits_2_with_one_line(tmp_path, capsys):
   few.write_text("N_params,D_tokens,loss\n1e8,1e9,3.0\n2e8,2e9,2.9\n")
   assert fit_cli.main(["--law=kaplan", f"--csv={few}"]) == 2
   err = capsys.readouterr().err
-  assert "needs more points than its 2 free parameters, got 2" in err and err.count("\n") == 1
+  assert err.startswith("error: no Kaplan law is identifiable") and err.count("\n") == 1
+  assert "L(N): 2 distinct N value(s); a power law needs >= 3" in err
   bad = tmp_path / "bad.csv"
   bad.write_text("N_params,D_tokens,loss\n" + "".join(
       f"{1e8 * (i + 1)},{1e9 * (i + 1)},{-1.0 if i == 2 else 3.0 - 0.1 * i}\n" for i in range(6)))
