@@ -1,8 +1,8 @@
 """Kaplan et al. 2020 laws: L(N), L(D), L(C_min) power laws and the joint L(N, D).
 
-L(X) = (X_c / X)^a_X is fitted on the points that X limits: per model size the lowest
-(early-stopped) loss for L(N), per dataset size the lowest loss for L(D), the loss-vs-compute
-frontier for L(C_min). The joint L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
+L(X) = (X_c / X)^a_X is fitted on the points that X limits: those setting a new lowest
+(early-stopped) loss as N grows for L(N), as the dataset size grows for L(D), as compute grows for
+L(C_min) (on a grid: the lowest loss per size, per dataset, per compute). The joint L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
 All four are fitted like the other laws here: Huber loss of log residuals (huber.py), multistart
 L-BFGS (multistart.py), point-resampling bootstrap in one batch. Parameters live in boxes; one
 that ends on its box edge is listed in `at_bound` and is not a finding.
@@ -19,6 +19,7 @@ from analysis import multistart
 from analysis.checks import check_fit_inputs
 from analysis.crossover import frontier
 from analysis.laws_chinchilla import summarize_samples
+from dlmscale.errors import UserError
 
 PF_DAY = 1e15 * 86400.0  # FLOPs in one petaflop/s-day, Kaplan's compute unit
 # Kaplan et al. 2020 (WebText2, non-embedding N, nats/token); the sets quoted in the reference
@@ -158,6 +159,9 @@ def fit(form: str, x_cols: tuple[np.ndarray, ...], loss) -> KaplanFit:
   names = ("n_params", "d_tokens") if form == "joint" else ("x",)
   *x_cols, loss = check_fit_inputs(n_free=4 if form == "joint" else 2, law=f"Kaplan L({form})",
                                    **dict(zip(names, x_cols)), loss=loss)
+  if form != "joint" and _distinct(x_cols[0]) < 3:
+    raise UserError(f"Kaplan L({form}) needs >= 3 distinct x values, got "
+                    f"{_distinct(x_cols[0])}; a power law through fewer is not a measurement")
   fun = _setup(form, tuple(x_cols), loss)
   lo, hi = _bounds(form)
   # one polish: the power laws are convex, and the joint law's valley (a_D against D_c) is so
@@ -217,23 +221,15 @@ def predict(form: str, params: dict[str, float], *x_cols) -> np.ndarray:
 
 # --- which points each law is fitted on ------------------------------------------------------------
 
-def envelope(x, loss) -> tuple[np.ndarray, np.ndarray]:
-  """Per distinct x (to 6 digits in log), the lowest loss: the points x limits."""
-  x = np.asarray(x, dtype=np.float64)
-  loss = np.asarray(loss, dtype=np.float64)
-  key = np.round(np.log(x), 6)
-  uniq = np.unique(key)
-  idx = [np.flatnonzero(key == k)[np.argmin(loss[key == k])] for k in uniq]
-  return x[idx], loss[idx]
-
-
-def compute_frontier(c, loss) -> tuple[np.ndarray, np.ndarray]:
-  """The points that set a new lowest loss as compute grows (crossover.frontier's knots)."""
-  fr = frontier(c, loss)
-  log_c, fl = fr.log_c, fr.loss
-  if fl.size > 1 and fl[-1] == fl[-2]:  # the flat extension to the largest compute tried
-    log_c, fl = log_c[:-1], fl[:-1]
-  return np.exp(log_c), fl
+def frontier_points(x, loss) -> tuple[np.ndarray, np.ndarray]:
+  """The points that set a new lowest loss as x grows (crossover.frontier's knots): the lowest
+  loss per x on a grid, and on scattered x only the runs that x limits, not smaller models or
+  shorter runs sitting above the envelope."""
+  fr = frontier(x, loss)
+  log_x, fl = fr.log_c, fr.loss
+  if fl.size > 1 and fl[-1] == fl[-2]:  # the flat extension to the largest x tried
+    log_x, fl = log_x[:-1], fl[:-1]
+  return np.exp(log_x), fl
 
 
 def _distinct(v) -> int:
@@ -256,23 +252,19 @@ def fit_all(n, d, loss, c=None, *, loss_c=None, n_boot: int = 200, seed: int = 0
   n, d, loss = check_fit_inputs(n_params=n, d_tokens=d, loss=loss, n_free=0, law="Kaplan")
   c = 6.0 * n * d if c is None else check_fit_inputs(n_params=n, compute=c, n_free=0,
                                                      law="Kaplan")[1]
-  out: dict[str, dict] = {}
-  for form, x, what in (("N", n, "lowest loss per model size (size-limited)"),
-                        ("D", d, "lowest loss per dataset size (data-limited)")):
-    xs, ls = envelope(x, loss)
-    if xs.size < 3:
-      out[form] = dict(status="not identifiable",
-                       reason=f"{xs.size} distinct {form} value(s); a power law needs >= 3")
-      continue
-    out[form] = _one(form, (xs,), ls, n_boot, seed, what)
   loss_c = loss if loss_c is None else check_fit_inputs(c=c, loss=loss_c, n_free=0,
                                                        law="Kaplan L(C)")[1]
-  cs, ls = compute_frontier(c, loss_c)
-  if cs.size < 3:
-    out["C"] = dict(status="not identifiable",
-                    reason=f"{cs.size} point(s) on the loss-vs-compute frontier; need >= 3")
-  else:
-    out["C"] = _one("C", (cs,), ls, n_boot, seed, "loss-vs-compute frontier (C_min)")
+  out: dict[str, dict] = {}
+  for form, x, l, what in (("N", n, loss, "loss frontier over model size (size-limited)"),
+                           ("D", d, loss, "loss frontier over dataset size (data-limited)"),
+                           ("C", c, loss_c, "loss frontier over compute (C_min)")):
+    xs, ls = frontier_points(x, l)
+    if xs.size < 3:
+      out[form] = dict(status="not identifiable",
+                       reason=f"{xs.size} point(s) on the loss frontier over {form}; a power law "
+                              "needs >= 3")
+      continue
+    out[form] = _one(form, (xs,), ls, n_boot, seed, what)
   n_sz, n_d = _distinct(n), _distinct(d)
   if n.size <= 4 or n_sz < 3 or n_d < 3:
     out["joint"] = dict(status="not identifiable",

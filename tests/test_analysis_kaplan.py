@@ -11,6 +11,7 @@ import pytest
 from analysis import fit as fit_cli
 from analysis import laws_kaplan as lk
 from analysis import report_md
+from dlmscale.errors import UserError
 
 PUB = lk.PUBLISHED
 
@@ -53,13 +54,13 @@ def test_power_law_recovers_published_constants(form):
   assert f.at_bound == () and f.unidentified == ()
 
 
-def test_compute_frontier_selects_envelope_and_recovers_a_c():
+def test_compute_frontier_selects_the_envelope_and_recovers_a_c():
   """Runs above the frontier (too small or too large for their compute) are ignored."""
   c = np.geomspace(1e17, 1e23, 13)
   truth = PUB["C"]
   on = _noisy(lk.predict("C", truth, c), seed=2, sd=0.002)
   above = on * 1.05  # an off-optimal run at every compute
-  cs, ls = lk.compute_frontier(np.concatenate([c, c * 1.01]), np.concatenate([on, above]))
+  cs, ls = lk.frontier_points(np.concatenate([c, c * 1.01]), np.concatenate([on, above]))
   np.testing.assert_allclose(cs, c)
   np.testing.assert_allclose(ls, on)
   f = lk.fit("C", (cs,), ls)
@@ -94,24 +95,32 @@ def test_fit_cli_kaplan_recovers_joint_exponents(tmp_path, capsys):
 
 
 def test_unidentifiable_parameters_are_flagged_not_headlined():
-  """Loss that does not depend on D: a_D (L(D)) sits on its bound, and the joint law's D term
-  is negligible everywhere, so neither a_D nor D_c is a finding."""
+  """Loss that does not depend on D: a power law in D puts a_D on its bound, and the joint law's
+  D term is negligible everywhere, so neither a_D nor D_c is a finding."""
   n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e6, 1e9, 5), np.geomspace(1e8, 1e11, 5)))
   loss = _noisy(lk.predict("N", PUB["N"], n), seed=4, sd=0.001)
+  flat = lk.fit("D", (np.geomspace(1e8, 1e11, 5),), np.full(5, 3.0) * np.exp([0.001, -0.001, 0.0, 0.001, -0.001]))
+  assert "a_D" in flat.at_bound and "a_D" in flat.unidentified
   fam = lk.fit_all(n, d, loss, n_boot=0)
-  assert "a_D" in fam["D"]["at_bound"] and "a_D" in fam["D"]["unidentified"]
   assert {"a_D", "log_D_c"} <= set(fam["joint"]["unidentified"])
   assert "a_N" not in fam["joint"]["unidentified"]
+  fam["D"] = dict(status="ok", **flat.named())
   text = "\n".join(report_md.kaplan_lines({"ar": fam}))
   assert text.count("a_D not identified") == 2 and "D_c not identified" in text
   assert f"a_N = {fam['N']['params']['a_N']:.3g}" in text
 
 
+def test_power_law_on_one_x_value_is_refused():
+  with pytest.raises(UserError, match="needs >= 3 distinct x values, got 1"):
+    lk.fit("N", (np.full(4, 1e6),), np.array([3.0, 3.1, 2.9, 3.0]))
+
+
 def test_too_few_distinct_values_are_not_identifiable():
   n = np.array([1e6, 1e6, 2e6, 2e6, 1e6, 2e6])
   d = np.array([1e8, 2e8, 1e8, 2e8, 4e8, 4e8])
-  fam = lk.fit_all(n, d, 3.0 + np.arange(6) * 0.01, n_boot=0)
-  assert fam["N"]["status"] == "not identifiable" and "2 distinct N" in fam["N"]["reason"]
+  fam = lk.fit_all(n, d, 3.0 * (d / 1e8) ** -0.05 * (n / 1e6) ** -0.01, n_boot=0)
+  assert fam["N"]["status"] == "not identifiable"
+  assert "2 point(s) on the loss frontier over N" in fam["N"]["reason"]
   assert fam["joint"]["status"] == "not identifiable"
   assert fam["D"]["status"] == "ok"
 
@@ -122,7 +131,7 @@ def test_fit_cli_kaplan_bad_input_exits_2_with_one_line(tmp_path, capsys):
   assert fit_cli.main(["--law=kaplan", f"--csv={few}"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: no Kaplan law is identifiable") and err.count("\n") == 1
-  assert "L(N): 2 distinct N value(s); a power law needs >= 3" in err
+  assert "L(N): 2 point(s) on the loss frontier over N" in err
   bad = tmp_path / "bad.csv"
   bad.write_text("N_params,D_tokens,loss\n" + "".join(
       f"{1e8 * (i + 1)},{1e9 * (i + 1)},{-1.0 if i == 2 else 3.0 - 0.1 * i}\n" for i in range(6)))
@@ -134,3 +143,22 @@ def test_fit_cli_kaplan_bad_input_exits_2_with_one_line(tmp_path, capsys):
   assert "no Kaplan law is identifiable" in capsys.readouterr().err
   assert fit_cli.main(["--law=kaplan", f"--csv={few}", "--c_col=flops"]) == 2
   assert "'flops' (the c column, set with --c_col)" in capsys.readouterr().err
+
+
+def test_family_fit_uses_dataset_size_and_early_stopped_loss():
+  """study_fits.kaplan_family: D is the unique-token budget (not tokens seen) and the loss the
+  best (early-stopped) one, as in Kaplan et al.; the final loss, worse after overfitting, must
+  not leak into L(N, D)."""
+  import pandas as pd
+
+  from analysis import study_fits
+  rows = []
+  for n in np.geomspace(1e6, 1e10, 6):
+    for u in np.geomspace(1e8, 1e14, 6):
+      best = float(lk.predict("joint", PUB["joint"], n, u))
+      rows.append(dict(N=n, unique_tokens=u, D=4 * u, C=6 * n * 4 * u, best_loss=best,
+                       loss=best * 1.1, epochs=4.0))
+  fam = study_fits.kaplan_family(pd.DataFrame(rows), n_boot=0, seed=0)
+  for name in ("a_N", "a_D", "N_c", "D_c"):
+    assert fam["joint"]["params"][name] == pytest.approx(PUB["joint"][name], rel=1e-3)
+  assert fam["C"]["status"] == "ok" and fam["C"]["n_points"] >= 3
