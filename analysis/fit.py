@@ -1,4 +1,4 @@
-"""python -m analysis.fit --law=chinchilla|datacons|kaplan --csv=FILE [...]: fitted constants as JSON.
+"""python -m analysis.fit --law=chinchilla|datacons|kaplan --csv=FILE [...]: constants as JSON.
 
 Examples (reference data):
   python -m analysis.fit --law=chinchilla --csv=analysis/reference/chinchilla_besiroglu.csv \

@@ -2,10 +2,12 @@
 
 L(X) = (X_c / X)^a_X is fitted on the points that X limits: those setting a new lowest
 (early-stopped) loss as N grows for L(N), as the dataset size grows for L(D), as compute grows for
-L(C_min) (on a grid: the lowest loss per size, per dataset, per compute). The joint L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
+L(C_min) (on a grid: the lowest loss per size, per dataset, per compute). The joint
+L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
 All four are fitted like the other laws here: Huber loss of log residuals (huber.py), multistart
 L-BFGS (multistart.py), point-resampling bootstrap in one batch. Parameters live in boxes; one
-that ends on its box edge is listed in `at_bound` and is not a finding.
+that ends on its box edge (`at_bound`), or belongs to a joint-law term that is negligible at every
+point, is listed in `unidentified` and is not a finding.
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def predict(form: str, params: dict[str, float], *x_cols) -> np.ndarray:
   return (params[f"{form}_c"] / x) ** params[f"a_{form}"]
 
 
-# --- which points each law is fitted on ------------------------------------------------------------
+# --- which points each law is fitted on -----------------------------------------------------------
 
 def frontier_points(x, loss) -> tuple[np.ndarray, np.ndarray]:
   """The points that set a new lowest loss as x grows (crossover.frontier's knots): the lowest

@@ -101,11 +101,21 @@ def _replicates(chin: dict, dcons: dict) -> dict[str, np.ndarray] | None:
   return out
 
 
+def extrapolation(best: dict, unique: float, fitted: dict[str, list[float]]) -> list[str]:
+  """Which of N, D, U lie outside the range the law was fitted on (a prediction, not a fit)."""
+  want = dict(N=best["N_opt"], D=best["D_opt"], U=unique)
+  return [k for k, (lo, hi) in fitted.items() if not lo * (1 - 1e-9) <= want[k] <= hi * (1 + 1e-9)]
+
+
 def plan_family(label: str, params: dict[str, float], compute: float, unique: float,
-                replicates: dict[str, np.ndarray] | None = None, level: float = 0.95) -> dict:
+                replicates: dict[str, np.ndarray] | None = None, level: float = 0.95,
+                fitted: dict[str, list[float]] | None = None) -> dict:
+  """fitted: the [min, max] of N, D and U over the points the law came from, if known."""
   best = {k: float(v[0]) for k, v in optimum(_as_theta(params), compute, unique).items()}
   out = dict(status="ok", source=label, N_opt=best["N_opt"], D_opt=best["D_opt"],
              epochs=best["epochs"], loss=best["loss"], at_search_edge=bool(best["at_edge"]))
+  if fitted is not None:
+    out.update(fitted_range=fitted, extrapolated=extrapolation(best, unique, fitted))
   if replicates is not None:
     r = optimum(replicates, compute, unique)
     ok = np.isfinite(r["loss"])
@@ -113,7 +123,9 @@ def plan_family(label: str, params: dict[str, float], compute: float, unique: fl
     out["ci"] = {k: [float(np.percentile(r[k][ok], q[0])), float(np.percentile(r[k][ok], q[1]))]
                  for k in ("loss", "N_opt", "epochs")}
     out.update(ci_level=level, n_boot=int(ok.sum()),
-               frac_at_search_edge=float(np.mean(r["at_edge"][ok])))
+               frac_at_search_edge=float(np.mean(r["at_edge"][ok])),
+               ci_note="percentiles over bootstrap refits: base constants and R_D*, R_N* "
+                       "resampled in their own stages and paired by index")
   return out
 
 
@@ -136,13 +148,15 @@ def verdict(families: dict[str, dict]) -> tuple[str | None, str]:
 def sentence(compute: float, unique: float, families: dict[str, dict], winner, why) -> str:
   parts = []
   for fam, p in families.items():
-    name = FAM.get(fam, fam)
+    name = FAM.get(fam) or p.get("source", fam)
     if p["status"] != "ok":
       parts.append(f"{name}: {p['status']} ({p['reason']})")
       continue
     ci = p.get("ci", {}).get("loss")
     loss = f"{p['loss']:.3f}" + (f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
-    edge = " — at the edge of the size search, so not a true optimum" if p["at_search_edge"] else ""
+    edge = " — at the edge of the size search, not an optimum" if p["at_search_edge"] else ""
+    far = p.get("extrapolated")
+    edge += f" — extrapolated ({', '.join(far)} outside the fitted range)" if far else ""
     parts.append(f"{name}: {p['N_opt']:.3g} parameters on {p['D_opt']:.3g} tokens "
                  f"({p['epochs']:.3g} epochs), predicted loss {loss}{edge}")
   head = f"At C = {compute:.3g} FLOPs (C = 6ND) and U = {tok(unique)} unique tokens: "
@@ -163,13 +177,17 @@ def from_runs(runs_dir: pathlib.Path, compute: float, unique: float, *, n_boot: 
     if dcons["status"] != "ok":
       out[fam] = dict(status=dcons["status"], reason=dcons["reason"])
       continue
+    fitted = {k: [float(g[col].min()), float(g[col].max())]
+              for k, col in (("N", "N"), ("D", "D"), ("U", "unique_tokens"))}
     out[fam] = plan_family(f"fitted on {runs_dir} ({dcons['mode']})", dcons["params"], compute,
-                           unique, _replicates(chin, dcons))
+                           unique, _replicates(chin, dcons), fitted=fitted)
   return out
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m analysis.plan", description=__doc__.split("\n")[0])
+  ap = argparse.ArgumentParser(prog="python -m analysis.plan",
+                               description="Best size and epochs per family at a compute and "
+                                           "unique-token budget; prints JSON (sentence on stderr).")
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--runs", help="grid workdir: fit the law per family on its runs")
   src.add_argument("--constants", help=f"a published set: {', '.join(CONSTANTS)}")
@@ -208,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     winner, why = verdict(fams)
     out = dict(compute=args.compute, unique_tokens=args.unique, constraint="C = 6 N D",
                definition="argmin over N of L(N, C/6N, U) (datablations optimal_allocation)",
+               loss_note="validation nats/token; MDM's is an ELBO bound on its NLL",
                families=fams, winner=winner, winner_reason=why)
     out["sentence"] = sentence(args.compute, args.unique, fams, winner, why)
     print(json.dumps(to_jsonable(out), indent=1))

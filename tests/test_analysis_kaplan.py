@@ -99,7 +99,8 @@ def test_unidentifiable_parameters_are_flagged_not_headlined():
   D term is negligible everywhere, so neither a_D nor D_c is a finding."""
   n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e6, 1e9, 5), np.geomspace(1e8, 1e11, 5)))
   loss = _noisy(lk.predict("N", PUB["N"], n), seed=4, sd=0.001)
-  flat = lk.fit("D", (np.geomspace(1e8, 1e11, 5),), np.full(5, 3.0) * np.exp([0.001, -0.001, 0.0, 0.001, -0.001]))
+  wobble = np.exp([0.001, -0.001, 0.0, 0.001, -0.001])
+  flat = lk.fit("D", (np.geomspace(1e8, 1e11, 5),), 3.0 * wobble)
   assert "a_D" in flat.at_bound and "a_D" in flat.unidentified
   fam = lk.fit_all(n, d, loss, n_boot=0)
   assert {"a_D", "log_D_c"} <= set(fam["joint"]["unidentified"])

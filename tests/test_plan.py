@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -63,6 +64,27 @@ def test_replicates_pair_frozen_base_with_star_resamples():
   assert plan._replicates(chin, {"params": dict(C4)}) is None
 
 
+def test_extrapolation_names_what_lies_outside_the_fitted_range():
+  fitted = dict(N=[1e6, 1e8], D=[1e8, 1e10], U=[1e8, 1e9])
+  assert plan.extrapolation(dict(N_opt=5e7, D_opt=2e9), 5e8, fitted) == []
+  assert plan.extrapolation(dict(N_opt=5e8, D_opt=2e9), 5e9, fitted) == ["N", "U"]
+  p = plan.plan_family("x", C4, 1e22, 25e9, fitted=fitted)
+  assert p["extrapolated"] == ["N", "D", "U"]
+  assert "extrapolated (N, D, U outside the fitted range)" in plan.sentence(
+      1e22, 25e9, {"ar": p}, None, "")
+
+
+def test_cli_entry_point_prints_json_then_the_sentence():
+  import subprocess
+  import sys
+  res = subprocess.run([sys.executable, "-m", "analysis.plan", "--constants=muennighoff_c4",
+                        "--compute=1e21", "--unique=1e10"], capture_output=True, text=True,
+                       cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert res.returncode == 0, res.stderr
+  out = json.loads(res.stdout)
+  assert res.stderr.strip() == out["sentence"] and out["constraint"] == "C = 6 N D"
+
+
 def test_verdict_needs_separated_cis():
   fam = lambda loss, lo, hi: dict(status="ok", loss=loss, ci={"loss": [lo, hi]})
   assert plan.verdict({"ar": fam(2.0, 1.9, 2.1), "mdm": fam(2.3, 2.2, 2.4)})[0] == "ar"
@@ -112,3 +134,5 @@ def test_plan_from_fabricated_runs_picks_the_better_family(tmp_path, capsys):
   true_loss = float(plan.optimum(plan._as_theta(truth), 1e15, 1e7)["loss"][0])
   lo, hi = res["families"]["ar"]["ci"]["loss"]
   assert lo <= true_loss <= hi
+  # the true optimum (7.7M parameters) lies beyond the largest size fabricated (3M): flagged
+  assert res["families"]["ar"]["extrapolated"] == ["N"]
