@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--runs={args.runs!r} is not a directory; pass the grid workdir")
       fams = from_runs(runs, args.compute, args.unique, n_boot=args.n_boot, seed=args.seed,
                        grid=args.grid, param_col=f"params_{args.params}")
+      if not any(p["status"] == "ok" for p in fams.values()):
+        raise UserError("no family's data-constrained law can be fitted from these runs ("
+                        + "; ".join(f"{k}: {p['reason']}" for k, p in fams.items())
+                        + "); add runs (see analysis.report's fits section)")
     winner, why = verdict(fams)
     out = dict(compute=args.compute, unique_tokens=args.unique, constraint="C = 6 N D",
                definition="argmin over N of L(N, C/6N, U) (datablations optimal_allocation)",

@@ -108,6 +108,16 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, message):
   assert err.count("\n") == 1
 
 
+def test_runs_without_a_fittable_law_exit_2(tmp_path, capsys):
+  from test_analysis_fakeruns import make_run
+  for e in (1, 4):
+    make_run(tmp_path / "runs", objective="ar", n=1e5, u=1e6, epochs=e)
+  rc, out, err = _run(capsys, f"--runs={tmp_path / 'runs'}", "--compute=1e15", "--unique=1e7",
+                      "--n_boot=0")
+  assert rc == 2 and out == "" and err.count("\n") == 1
+  assert err.startswith("error: no family's data-constrained law can be fitted") and "ar: " in err
+
+
 def test_runs_plan_needs_exactly_one_source(capsys):
   for argv in (["--compute=1e20", "--unique=1e9"],
                ["--runs=x", "--constants=muennighoff_c4", "--compute=1e20", "--unique=1e9"]):
