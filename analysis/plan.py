@@ -141,7 +141,8 @@ def verdict(families: dict[str, dict]) -> tuple[str | None, str]:
   hi = ok[best]["ci"]["loss"][1]
   overlap = [k for k in ok if k != best and ok[k]["ci"]["loss"][0] <= hi]
   if overlap:
-    return "inconclusive", f"the loss CIs of {best} and {', '.join(overlap)} overlap"
+    names = [FAM.get(k, k) for k in [best] + overlap]
+    return "inconclusive", f"the loss CIs of {' and '.join(names)} overlap"
   return best, "its loss CI lies below every other family's"
 
 
