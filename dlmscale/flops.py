@@ -31,6 +31,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
   """{"total", "embedding", "non_embedding"}: exact, equal to the size of Transformer's param tree."""
   D, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
   embedding = V * D * (1 if cfg.tie_embeddings else 2)
+  embedding += cfg.max_len * D if cfg.target_position_embedding else 0  # a lookup table, like V x D
   per_layer = 4 * D * cfg.n_heads * cfg.head_dim + 3 * D * F + 2 * D
   non_embedding = cfg.n_layers * per_layer + D
   return {"total": embedding + non_embedding, "embedding": embedding,
