@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Autoregressive.
   c.ar = ml_collections.ConfigDict()
   c.ar.num_orders = 1  # > 1: each training sequence read in one of N seeded orders (dlmscale/orders.py)
+  c.ar.target_position = True  # N > 1: tell the model the position it predicts (False: as the authors' code)
 
   # Masked diffusion.
   c.mdm = ml_collections.ConfigDict()

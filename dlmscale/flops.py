@@ -1,7 +1,8 @@
 """Parameter and FLOP accounting: the x-axes of every scaling plot.
 
 Parameters. `embedding` counts the vocabulary matrices: the [V, D] input embedding, plus the [D, V]
-output projection when embeddings are untied. `non_embedding` is everything else: per layer the
+output projection when embeddings are untied (and the [L, D] target-position table of AR token-order
+augmentation, orders.py). `non_embedding` is everything else: per layer the
 attention q/k/v/o kernels (4 D^2), the SwiGLU kernels (3 D F) and two RMSNorm scales (2 D), plus the
 final norm (D). Scaling laws are fitted against non-embedding parameters (Kaplan et al. 2020).
 

@@ -97,7 +97,7 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
       vocab_size=int(vocab_size), max_len=int(config.data.seq_len),
       causal=config.objective == "ar", dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
       tie_embeddings=bool(m.tie_embeddings), attention=m.attention,
-      target_position_embedding=orders.num_orders(config) > 1, **shape))
+      target_position_embedding=orders.tells_target(config), **shape))
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],

@@ -20,6 +20,7 @@ diffusion-data-constraint, `pretrain_gpt.py:get_batch_pipe` and `megatron/argume
   follows, which a model can do for small N and cannot do for N -> infinity (the any-order limit the
   paper compares with diffusion); with it, every N poses a well-defined conditional. The embedding
   exists only when N > 1, so N = 1 keeps the plain parameter tree, golden values and checkpoints.
+  `config.ar.target_position=False` drops it and reproduces the authors' definition exactly.
 
 Randomness: the order set comes from SeedSequence([config.seed, _ORDERS_SEED_TAG]); which order a
 sequence takes is drawn from the train step's own key (fold_in(seed, step)), so a resumed run draws
@@ -54,6 +55,11 @@ def num_orders(config: ml_collections.ConfigDict) -> int:
   if n > 1 and config.data.seq_len < 3:
     raise UserError(f"config.ar.num_orders={n} needs data.seq_len >= 3 to have more than one order")
   return int(n)
+
+
+def tells_target(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model gets the target-position embedding: N > 1 and config.ar.target_position."""
+  return num_orders(config) > 1 and bool(config.ar.get("target_position", True))
 
 
 def order_set(seed: int, n: int, length: int) -> np.ndarray:
@@ -101,4 +107,5 @@ def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int):
   """The augmented AR loss for config.ar.num_orders > 1 (callers keep the plain loss for N = 1)."""
   n = num_orders(config)
   orders_NxL = jnp.asarray(order_set(config.seed, n, config.data.seq_len))
-  return functools.partial(ar_orders_loss, orders_NxL=orders_NxL, mask_id=mask_id)
+  return functools.partial(ar_orders_loss, orders_NxL=orders_NxL, mask_id=mask_id,
+                           tell_target=tells_target(config))

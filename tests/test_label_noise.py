@@ -4,12 +4,13 @@ every epoch and in every batch layout, never the mask id, never validation or th
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import data, label_noise, train
+from dlmscale import data, label_noise, rundir, train
 from dlmscale.errors import UserError
 
 V, MASK = 16, 15
@@ -94,3 +95,19 @@ def test_bad_fractions_are_refused_before_training(tiny_corpus, data_cache, valu
     cfg = tiny_config(tiny_corpus, data_cache, **{"data.label_noise": value})
     with pytest.raises(UserError, match="label_noise"):
       train.validate(cfg)
+
+
+@pytest.mark.slow
+def test_a_noisy_run_fits_its_training_stream_worse_than_the_clean_run(tiny_corpus, data_cache, tmp_path):
+  """The trainer feeds the corrupted stream: a uniform target costs ~ln(V - 1) nats where the clean
+  stream's costs the clean loss, so 30% noise should add about 0.3 (ln(V - 1) - clean) to the train
+  loss (more, as corrupted inputs also blur the context); we ask for at least half of that."""
+  final = {}
+  for name, noise in (("clean", 0.0), ("noisy", 0.3)):
+    cfg = tiny_config(tiny_corpus, data_cache, epochs=6.0, **{"data.label_noise": noise})
+    train.train_and_evaluate(cfg, tmp_path / name)
+    rows = [r["loss"] for r in rundir.read_rows(tmp_path / name / "metrics.jsonl") if r["split"] == "train"]
+    final[name] = np.mean(rows[-3:])
+  vocab = json.loads((tmp_path / "clean" / "summary.json").read_text())["vocab_size"]
+  assert final["noisy"] - final["clean"] > 0.5 * 0.3 * (np.log(vocab - 1) - final["clean"])
+  assert json.loads((tmp_path / "noisy" / "config.json").read_text())["data"]["label_noise"] == 0.3

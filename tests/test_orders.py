@@ -97,6 +97,14 @@ def test_many_orders_add_only_the_target_embedding_and_train_on_permuted_sequenc
   assert len({value(s) for s in range(4)}) > 1  # different steps draw different orders
   grads = jax.grad(lambda p: loss_fn(p, apply_fn, {"tokens": tokens}, jax.random.key(1))[0])(p4)
   assert float(jnp.abs(grads["target_embedding"]).sum()) > 0  # the model uses the target position
+  # The authors' definition: the same orders, no target position, the plain parameter tree.
+  theirs = tiny_config(tiny_corpus, data_cache, "ar", **{"ar.num_orders": 4, "ar.target_position": False})
+  _, _, p_theirs = _setup(theirs)
+  assert jax.tree.structure(p_theirs) == jax.tree.structure(p1)
+  loss_theirs = objectives.make_loss_fn(theirs, prepared.mask_id)
+  assert loss_theirs.keywords["tell_target"] is False
+  assert np.isfinite(float(loss_theirs(p_theirs, _apply(theirs, prepared.vocab_size), {"tokens": tokens},
+                                       jax.random.key(1))[0]))
 
 
 def test_many_orders_evaluate_the_left_to_right_nll(tiny_corpus, data_cache):
