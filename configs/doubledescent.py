@@ -22,6 +22,7 @@ epoch_list; Nakkiran: noises (label-noise levels, 0 = clean), widths, width_laye
 width_epochs, width_lr, curve_size, curve_unique, curve_epochs, curve_evals, sample_size,
 sample_epochs, sample_unique (lists joined with '+'; counts accept k/M/B). Run names: width points
 are OBJ-dWIDTHLDEPTH-uU-eE-seedS, curve runs end in -curve, noisy runs in -nFRACTION.
+Why no CI-sized run shows a noise-only peak: docs/doubledescent.md.
 """
 
 from __future__ import annotations
