@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.seq_len = 256
   c.data.tokenizer = ""  # a sentencepiece .model to use instead of training one
   c.data.seed = 0  # document split, tokenizer training and the budget permutation
+  c.data.label_noise = 0.0  # fraction of training tokens replaced by uniform draws (dlmscale/label_noise.py)
   c.data.cache_dir = ""  # "" = $DLMSCALE_CACHE or ~/.cache/dlmscale
   c.data.num_workers = 0  # tokenizer processes; 0 = all cores
 
@@ -47,6 +48,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.remat = "none"  # none | full | dots (jax.checkpoint policies)
   c.model.tie_embeddings = True
   c.model.attention = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+
+  # Autoregressive.
+  c.ar = ml_collections.ConfigDict()
+  c.ar.num_orders = 1  # > 1: each training sequence read in one of N seeded orders (dlmscale/orders.py)
+  c.ar.target_position = True  # N > 1: tell the model the position it predicts (False: as the authors' code)
 
   # Masked diffusion.
   c.mdm = ml_collections.ConfigDict()

@@ -24,6 +24,7 @@ import sentencepiece as spm
 
 from dlmscale import chunks
 from dlmscale import corpus as corpus_lib
+from dlmscale import label_noise as label_noise_lib
 from dlmscale import preprocess
 from dlmscale import tokenizer as tok
 from dlmscale.errors import UserError
@@ -200,13 +201,15 @@ def budget_chunk_ids(n_train_chunks: int, unique_tokens: int, seq_len: int, seed
 
 
 def train_iterator(prepared: Prepared, *, unique_tokens: int, epochs: float, global_batch: int, seed: int,
-                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+                   process_index: int = 0, process_count: int = 1, label_noise: float = 0.0
+                   ) -> grain.DatasetIterator:
   """Batches of the U-token budget repeated E times: {"tokens": int32[B/P, L], "epoch": float}.
 
   A grain MapDataset of chunk positions: shuffle(seed) -> repeat(ceil(E)) (grain reseeds the shuffle
   every epoch) -> global batches of positions, cut to exactly steps_for_budget batches -> this
   host's rows [p*B/P, (p+1)*B/P) read with one fancy-indexed memmap read. "epoch" is the number of
   epochs completed once the batch is consumed. The state is {"next_index": step}, JSON-serialisable.
+  label_noise > 0 corrupts that fraction of each training chunk, the same way every epoch (label_noise.py).
   """
   import grain  # pylint: disable=g-import-not-at-top  (imports jax: only training pays for it)
   if process_count < 1 or not 0 <= process_index < process_count:
@@ -219,7 +222,9 @@ def train_iterator(prepared: Prepared, *, unique_tokens: int, epochs: float, glo
   steps = steps_for_budget(unique_tokens, epochs, global_batch, seq_len)
   ids = budget_chunk_ids(len(prepared.train_chunks), unique_tokens, seq_len, prepared.manifest["seed"])
   rows = global_batch // process_count
-  reader = _BatchReader(prepared.train_chunks, ids, process_index * rows, rows, global_batch / len(ids))
+  noise = label_noise_lib.from_config(label_noise, prepared.manifest["seed"], prepared.vocab_size,
+                                      prepared.mask_id)
+  reader = _BatchReader(prepared.train_chunks, ids, process_index * rows, rows, global_batch / len(ids), noise)
   # grain reseeds epoch e with seed + e; spreading the user's seed keeps runs with seeds s and s+1 from
   # sharing epoch orders.
   shuffle_seed = int(np.random.SeedSequence([int(seed), _SHUFFLE_SEED_TAG]).generate_state(1)[0])
@@ -236,10 +241,12 @@ class _BatchReader:
   start: int  # this host's first row of the global batch
   rows: int
   epochs_per_batch: float
+  noise: label_noise_lib.Corruption | None = None
 
   def __call__(self, step: int, positions_B: np.ndarray) -> dict:
     ids_b = self.ids[positions_B[self.start:self.start + self.rows]]
-    return {"tokens": np.asarray(self.chunks_NxL[ids_b], dtype=np.int32),
+    tokens = np.asarray(self.chunks_NxL[ids_b], dtype=np.int32)
+    return {"tokens": self.noise(tokens, ids_b) if self.noise else tokens,
             "epoch": (step + 1) * self.epochs_per_batch}
 
 

@@ -1,7 +1,8 @@
 """Parameter and FLOP accounting: the x-axes of every scaling plot.
 
 Parameters. `embedding` counts the vocabulary matrices: the [V, D] input embedding, plus the [D, V]
-output projection when embeddings are untied. `non_embedding` is everything else: per layer the
+output projection when embeddings are untied (and the [L, D] target-position table of AR token-order
+augmentation, orders.py). `non_embedding` is everything else: per layer the
 attention q/k/v/o kernels (4 D^2), the SwiGLU kernels (3 D F) and two RMSNorm scales (2 D), plus the
 final norm (D). Scaling laws are fitted against non-embedding parameters (Kaplan et al. 2020).
 
@@ -31,6 +32,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
   """{"total", "embedding", "non_embedding"}: exact, equal to the size of Transformer's param tree."""
   D, F, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
   embedding = V * D * (1 if cfg.tie_embeddings else 2)
+  embedding += cfg.max_len * D if cfg.target_position_embedding else 0  # a lookup table, like V x D
   per_layer = 4 * D * cfg.n_heads * cfg.head_dim + 3 * D * F + 2 * D
   non_embedding = cfg.n_layers * per_layer + D
   return {"total": embedding + non_embedding, "embedding": embedding,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dlmscale import sizes
+from dlmscale import orders, sizes
 from dlmscale.errors import UserError
 
 REMAT = ("none", "full", "dots")
@@ -44,6 +44,9 @@ class ModelConfig:
   remat: str = "none"  # none | full | dots
   tie_embeddings: bool = True
   attention: str = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+  # AR token-order augmentation (orders.py): a learned [max_len, D] embedding of the position each
+  # slot predicts. Off by default, so plain models keep their parameter tree and numbers.
+  target_position_embedding: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -93,7 +96,8 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> Mod
   return validate(ModelConfig(
       vocab_size=int(vocab_size), max_len=int(config.data.seq_len),
       causal=config.objective == "ar", dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-      tie_embeddings=bool(m.tie_embeddings), attention=m.attention, **shape))
+      tie_embeddings=bool(m.tie_embeddings), attention=m.attention,
+      target_position_embedding=orders.tells_target(config), **shape))
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
@@ -114,12 +118,20 @@ class RMSNorm(nn.Module):
     return (x * scale_D.astype(jnp.float32)).astype(self.cfg.dtype)
 
 
-def rope(x_BxLxHxK: jax.Array) -> jax.Array:
-  """Rotary position embedding (rotate-half form), computed in float32."""
+def rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array | None = None) -> jax.Array:
+  """Rotary position embedding (rotate-half form), computed in float32.
+
+  positions_BxL: each slot's position in the original sequence (token-order augmentation feeds a
+  permuted sequence); None = 0..L-1, the plain path, computed exactly as before the option existed.
+  """
   L, K = x_BxLxHxK.shape[1], x_BxLxHxK.shape[3]
   inv_freq_K2 = ROPE_BASE**(-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
-  angle_LxK2 = jnp.arange(L, dtype=jnp.float32)[:, None] * inv_freq_K2[None, :]
-  sin, cos = jnp.sin(angle_LxK2)[None, :, None, :], jnp.cos(angle_LxK2)[None, :, None, :]
+  if positions_BxL is None:
+    angle_LxK2 = jnp.arange(L, dtype=jnp.float32)[:, None] * inv_freq_K2[None, :]
+    sin, cos = jnp.sin(angle_LxK2)[None, :, None, :], jnp.cos(angle_LxK2)[None, :, None, :]
+  else:
+    angle_BxLxK2 = positions_BxL.astype(jnp.float32)[..., None] * inv_freq_K2
+    sin, cos = jnp.sin(angle_BxLxK2)[:, :, None, :], jnp.cos(angle_BxLxK2)[:, :, None, :]
   x = x_BxLxHxK.astype(jnp.float32)
   x1, x2 = x[..., :K // 2], x[..., K // 2:]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -130,7 +142,7 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
     D, H, K = cfg.d_model, cfg.n_heads, cfg.head_dim
     out_std = INIT_STD / (2 * cfg.n_layers)**0.5
@@ -140,8 +152,8 @@ class Attention(nn.Module):
       w_DxHxK = _param(self, name, (D, H, K), in_axes, INIT_STD).astype(cfg.dtype)
       return jnp.einsum("BLD,DHK->BLHK", x_BxLxD, w_DxHxK)
 
-    q_BxLxHxK = nn.with_logical_constraint(rope(proj("query")), act_axes)
-    k_BxLxHxK = nn.with_logical_constraint(rope(proj("key")), act_axes)
+    q_BxLxHxK = nn.with_logical_constraint(rope(proj("query"), positions_BxL), act_axes)
+    k_BxLxHxK = nn.with_logical_constraint(rope(proj("key"), positions_BxL), act_axes)
     v_BxLxHxK = nn.with_logical_constraint(proj("value"), act_axes)
     o_BxLxHxK = jax.nn.dot_product_attention(
         q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=cfg.causal, implementation=cfg.attention)
@@ -171,9 +183,10 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None) -> jax.Array:
     axes = ("batch", "length", "embed")
-    x_BxLxD = x_BxLxD + Attention(self.cfg, name="attn")(RMSNorm(self.cfg, name="attn_norm")(x_BxLxD))
+    attn = Attention(self.cfg, name="attn")
+    x_BxLxD = x_BxLxD + attn(RMSNorm(self.cfg, name="attn_norm")(x_BxLxD), positions_BxL)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, axes)
     x_BxLxD = x_BxLxD + Mlp(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxLxD))
     return nn.with_logical_constraint(x_BxLxD, axes)
@@ -192,18 +205,29 @@ class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
-    """Token ids [B, L] -> float32 logits [B, L, V]."""
+  def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None,
+               target_positions_BxL: jax.Array | None = None) -> jax.Array:
+    """Token ids [B, L] -> float32 logits [B, L, V].
+
+    positions_BxL / target_positions_BxL (token-order augmentation only, see orders.py): where each
+    slot's token sits in the original sequence, and which position its logits predict. None = left
+    to right (slot i holds position i and predicts i + 1), which is how every evaluation runs.
+    """
     cfg = self.cfg
     if tokens_BxL.shape[-1] > cfg.max_len:
       raise ValueError(f"sequence length {tokens_BxL.shape[-1]} exceeds max_len={cfg.max_len}")
     V, D = cfg.vocab_size, cfg.d_model
     embed_VxD = _param(self, "embedding", (V, D), ("vocab", "embed"), INIT_STD)
     x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(cfg.dtype)
+    if cfg.target_position_embedding:
+      if target_positions_BxL is None:
+        target_positions_BxL = orders.left_to_right_targets(tokens_BxL.shape[-1])[None]
+      target_LxD = _param(self, "target_embedding", (cfg.max_len, D), ("length", "embed"), INIT_STD)
+      x_BxLxD = x_BxLxD + jnp.take(target_LxD, target_positions_BxL, axis=0).astype(cfg.dtype)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
     block = _block_class(cfg.remat)
     for i in range(cfg.n_layers):
-      x_BxLxD = block(cfg, name=f"block_{i}")(x_BxLxD)
+      x_BxLxD = block(cfg, name=f"block_{i}")(x_BxLxD, positions_BxL)
     x_BxLxD = RMSNorm(cfg, name="final_norm")(x_BxLxD).astype(jnp.float32)
     if cfg.tie_embeddings:
       logits_BxLxV = jnp.einsum("BLD,VD->BLV", x_BxLxD, embed_VxD.astype(jnp.float32))

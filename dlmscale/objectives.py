@@ -211,6 +211,9 @@ def _t_min(config: ml_collections.ConfigDict) -> float:
 def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
   """The configured objective as (params, apply_fn, batch, rng) -> (loss, aux)."""
   if config.objective == "ar":
+    from dlmscale import orders  # pylint: disable=g-import-not-at-top  (orders uses token_nll)
+    if orders.num_orders(config) > 1:
+      return orders.make_loss_fn(config, mask_id)
     return functools.partial(ar_loss, mask_id=mask_id)
   if config.objective == "mdm":
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)

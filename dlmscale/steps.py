@@ -97,9 +97,9 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   batch_sh = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
 
-  def apply_fn(params, tokens_BxL):
+  def apply_fn(params, tokens_BxL, **positions):  # positions: token-order augmentation (orders.py)
     with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-      return model.apply({"params": params}, tokens_BxL)
+      return model.apply({"params": params}, tokens_BxL, **positions)
 
   loss_fn = objectives.make_loss_fn(config, mask_id)
   eval_fn = objectives.make_eval_fn(config, mask_id)

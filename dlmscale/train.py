@@ -22,6 +22,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 
 from dlmscale import checkpoint, data, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
+from dlmscale import label_noise, orders
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
 
@@ -39,6 +40,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("log_every_steps",):
     if config[key] <= 0:
       raise UserError(f"{key} must be positive, got {config[key]}")
+  orders.num_orders(config)  # bad token-order settings fail before the run directory exists
+  label_noise.check_fraction(config.data.get("label_noise", 0.0))
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
                     ("eval", "batch_size"), ("eval", "mc_samples")):
     if config[sect][key] <= 0:
@@ -127,7 +130,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
   val_NxL = data.val_chunks_for_eval(prepared, config.eval.num_sequences)
   it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                            global_batch=batch, seed=config.seed, process_index=jax.process_index(),
-                           process_count=jax.process_count())
+                           process_count=jax.process_count(), label_noise=config.data.label_noise)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep)
   with jax.set_mesh(mesh):
     restored = ckpt.restore_latest(setup.abstract_state)

@@ -3,6 +3,7 @@ in the config schema, and command-line flags that ml_collections parses back to 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -10,13 +11,14 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import datacons, doubledescent, grid, isoflop
+from configs import datacons, doubledescent, grid, isoflop, orders
+from dlmscale import model as model_lib
 from dlmscale import sizes
 from dlmscale.errors import UserError
 
-FILES = {"datacons": datacons, "isoflop": isoflop, "doubledescent": doubledescent}
+FILES = {"datacons": datacons, "isoflop": isoflop, "doubledescent": doubledescent, "orders": orders}
 SCALES = ["test", "cpu", "cluster"]
-NAME_RE = re.compile(r"^(ar|mdm)-(s[\d.]+[MB])-u([\d.]+[kMB]?)-e([\d.]+)-seed(\d+)$")
+NAME_RE = re.compile(r"^(ar|mdm)-(s[\d.]+[MB])-u([\d.]+[kMB]?)-e([\d.]+)-seed(\d+)(?:-o(\d+))?$")
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -33,8 +35,9 @@ def test_sweep_names_are_unique_readable_and_configs_load(file, scale):
     c = grid.apply_overrides(base, p)  # raises on a key configs/base.py does not define
     m = NAME_RE.match(p["run_name"])
     assert m, p["run_name"]
-    obj, size, u, e, seed = m.groups()
+    obj, size, u, e, seed, n_orders = m.groups()
     assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
+    assert c.ar.num_orders == int(n_orders or 1)
     assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
     assert c.optim.lr == grid.LR_BY_SIZE[size] and c.model_size in sizes.LADDER
     assert isinstance(c.epochs, float) and isinstance(c.unique_tokens, int)
@@ -147,3 +150,109 @@ def test_bad_arguments_name_the_problem(arg, message):
 def test_overriding_a_missing_key_is_refused():
   with pytest.raises(UserError, match="no such config key"):
     grid.apply_overrides(datacons.get_config("scale=test"), {"optim.learning_rate": 1e-3})
+
+
+# --- token orders and Nakkiran-style double descent -------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_orders_grid_varies_only_the_number_of_orders(scale):
+  points = orders.sweep(f"scale={scale}")
+  ar = [p for p in points if p["objective"] == "ar"]
+  assert sorted(p["ar.num_orders"] for p in ar) == [1, 2, 4, 16]
+  axes = {(p["model_size"], p["unique_tokens"], p["epochs"]) for p in points}
+  assert len(axes) == 1 and next(iter(axes))[2] >= 4  # one size and budget, many epochs
+  (mdm,) = [p for p in points if p["objective"] == "mdm"]
+  assert "ar.num_orders" not in mdm  # the diffusion reference is an ordinary run
+  base = orders.get_config(f"scale={scale}")
+  strip = lambda p: {k: v for k, v in p.items() if k not in ("ar.num_orders", "run_name")}
+  assert all(strip(p) == strip(ar[0]) for p in ar)
+  assert grid.apply_overrides(base, ar[-1]).ar.num_orders == 16
+  assert [p["run_name"] for p in orders.sweep("scale=cpu,orders=1+8,mdm=false")] == [
+      "ar-s0.4M-u250k-e100-seed0-o1", "ar-s0.4M-u250k-e100-seed0-o8"]
+
+
+def _dd(arg: str) -> list[dict]:
+  return doubledescent.sweep(arg)
+
+
+def _without_noise(p: dict) -> dict:
+  out = {k: v for k, v in p.items() if k != "data.label_noise"}
+  out["run_name"] = re.sub(r"-n[\d.]+$", "", p["run_name"])
+  return out
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_width_sweep_changes_only_the_width(scale):
+  points = _dd(f"scale={scale},mode=width")
+  base = doubledescent.get_config(f"scale={scale},mode=width")
+  clean = [p for p in points if "data.label_noise" not in p]
+  noisy = [p for p in points if "data.label_noise" in p]
+  assert {p["objective"] for p in clean} == {p["objective"] for p in noisy} == {"ar", "mdm"}
+  assert [_without_noise(p) for p in noisy] == clean  # each noisy run is a clean one plus noise
+  for obj in ("ar", "mdm"):
+    mine = [p for p in clean if p["objective"] == obj]
+    widths = [p["model.d_model"] for p in mine]
+    assert len(widths) >= 8 and widths == sorted(set(widths))
+    fixed = {k for k in mine[0] if k not in ("model.d_model", "model.n_heads", "model.d_ff", "run_name")}
+    assert all({k: p[k] for k in fixed} == {k: mine[0][k] for k in fixed} for p in mine)
+    for p in mine:
+      c = grid.apply_overrides(base, p)
+      m = model_lib.model_config_from(c, c.data.vocab_size)  # a valid shape at every width
+      assert (m.d_model, m.n_layers, m.d_ff) == (p["model.d_model"], c.model.n_layers, 3 * m.d_model)
+      assert m.head_dim <= 64 and c.model_size == "custom"
+      assert p["run_name"] == f"{obj}-d{m.d_model}L{m.n_layers}-u{grid.human(c.unique_tokens)}-e" \
+                              f"{grid.human(c.epochs)}-seed{c.seed}"
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_epoch_curve_is_one_long_constant_lr_run_per_family_and_noise(scale):
+  points = _dd(f"scale={scale},mode=curve")
+  assert sorted((p["objective"], p.get("data.label_noise", 0.0)) for p in points) == [
+      ("ar", 0.0), ("ar", 0.2), ("mdm", 0.0), ("mdm", 0.2)]
+  base = doubledescent.get_config(f"scale={scale},mode=curve")
+  evals = doubledescent.AXES[scale]["curve_evals"]
+  for p in points:
+    c = grid.apply_overrides(base, p)
+    steps = grid.steps_for(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
+    assert c.optim.schedule == "constant" and steps // c.eval.every_steps >= evals
+    assert c.epochs >= 8 and p["run_name"].split("-n")[0].endswith("-curve")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_sample_sweep_steps_the_unique_budget_finely_at_one_size(scale):
+  points = _dd(f"scale={scale},mode=sample")
+  for obj, noise in itertools.product(("ar", "mdm"), (0.0, 0.2)):
+    mine = [p for p in points if p["objective"] == obj and p.get("data.label_noise", 0.0) == noise]
+    assert len({(p["model_size"], p["epochs"]) for p in mine}) == 1
+    us = [p["unique_tokens"] for p in mine]
+    assert len(us) >= 6 and us == sorted(set(us))
+    assert max(b / a for a, b in zip(us, us[1:])) < 1.35  # fine steps: 2^(1/3) apart, rounded
+
+
+def test_nakkiran_flags_parse_back_and_the_ladder_sweeps_are_unchanged():
+  arg = "scale=test,mode=nakkiran"
+  base = doubledescent.get_config(arg)
+  points = _dd(arg)
+  assert {p["run_name"] for p in points} >= {"ar-d8L2-u8k-e4-seed0-n0.2", "mdm-s0.1M-u8k-e8-seed0-curve"}
+  for p in (points[0], points[9], points[-1]):  # a width point, its noisy twin's family, a sample one
+    assert _parse_with_config_flags(f"configs/doubledescent.py:{arg}", p) == \
+        grid.apply_overrides(base, p).to_dict()
+  assert all("data.label_noise" not in p and p["model_size"] in sizes.LADDER for p in _dd("scale=cpu"))
+  assert len(_dd("scale=test,mode=all")) == len(_dd("scale=test")) + len(points)
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("scale=test,mode=widths", "mode='widths'"),
+    ("scale=test,mode=width,noises=1.5", "noises="),
+    ("scale=test,mode=width,widths=8+13", "widths must be even"),
+    ("scale=test,sample_size=s7M", "unknown model size 's7M'"),
+])
+def test_bad_doubledescent_arguments_name_the_problem(arg, message):
+  with pytest.raises(UserError, match=message):
+    doubledescent.sweep(arg)
+
+
+def test_bad_orders_argument_names_the_problem():
+  with pytest.raises(UserError, match="orders="):
+    orders.sweep("scale=test,orders=0+4")
