@@ -68,6 +68,8 @@ def task_script(grid: grid_lib.Grid, names: list[str], workdir: pathlib.Path, ar
       '  if [ "$lk" -eq 75 ]; then echo "$RUN is running elsewhere (its lock is held): not starting it twice"; exit 0; fi',
       '  if [ "$lk" -ne 0 ]; then echo "warning: no flock on this filesystem; the trainer\'s own lock still refuses a second run"; fi',
       "fi",
+      '# (re-checked under the lock: another task may have finished the point in between)',
+      'if [ -f "$WORKDIR/$RUN/summary.json" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
       'echo "$(date -Is) task $SLURM_ARRAY_TASK_ID: $RUN (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}"',
       "mark running",
       "trap 'echo \"SIGTERM: the trainer checkpoints and stops\"' TERM",
