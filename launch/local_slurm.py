@@ -31,6 +31,7 @@ PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")  # start order; stopped in reverse
 PARTITION = "local"
 UP_TIMEOUT_S = 90.0
+CONF_HEADER = "# Written by launch/local_slurm.py: a single-node test cluster; everything lives in this folder."
 
 
 # --- Pure parts: the configuration ---------------------------------------------------------------
@@ -50,7 +51,7 @@ def slurm_conf(root: pathlib.Path, node: str, host: str, port: int) -> str:
   """A minimal slurm.conf: root runs everything, no cgroups (works in containers), CPUs as the
   consumable resource, every path inside ROOT."""
   return "\n".join([
-      "# Written by launch/local_slurm.py: a single-node test cluster; everything lives in this folder.",
+      CONF_HEADER,
       "ClusterName=dlmscale-local",
       f"SlurmctldHost={host}(127.0.0.1)",
       f"SlurmctldPort={port}",
@@ -143,7 +144,7 @@ def read_pid(root: pathlib.Path, daemon: str) -> int | None:
 def _make_dirs(root: pathlib.Path) -> None:
   for sub in ("state", "spool", "log", "munge"):
     (root / sub).mkdir(parents=True, exist_ok=True)
-  os.chmod(root / "munge", 0o700)  # munged refuses a key or socket in a folder others can write
+  os.chmod(root / "munge", 0o755)  # others may reach the socket (to submit), never write here
 
 
 def _munge_key(root: pathlib.Path) -> pathlib.Path:
@@ -197,9 +198,12 @@ def up(root: pathlib.Path, port: int = 6817, install: bool = True) -> dict[str, 
   """Brings the cluster up (idempotent: daemons already running from ROOT are kept); returns pids."""
   ensure_installed(install)
   root = root.resolve()
-  _make_dirs(root)
   conf = root / "slurm.conf"
-  if not conf.exists():
+  if conf.exists() and not conf.read_text().startswith(CONF_HEADER):
+    raise UserError(f"{conf} exists and was not written by launch/local_slurm.py; it is left as it is: "
+                    "choose another folder for the local cluster")
+  _make_dirs(root)
+  if not any(read_pid(root, d) for d in DAEMONS):  # (re)written only while nothing runs from ROOT
     probe = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     conf.write_text(slurm_conf(root, node_line(probe.stdout), socket.gethostname().split(".")[0], port))
   _munge_key(root)
@@ -269,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
   root = pathlib.Path(args.dir).expanduser()
 
   def body() -> int:
+    if os.geteuid() != 0:
+      raise UserError(f"`{args.action}` needs root: the local cluster's daemons run as root "
+                      "(from a virtual environment: sudo .venv/bin/python -m launch.local_slurm ...)")
     if args.action == "down":
       stopped = down(root)
       print(f"stopped {', '.join(stopped)}" if stopped else f"nothing of {root} was running")
