@@ -232,10 +232,8 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
 def cancel_all(root: pathlib.Path, timeout_s: float = 60.0) -> None:
   """Cancels every job of this cluster and waits for them to leave the node."""
   env = client_env(root)
-  jobs = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, env=env,
-                        stdin=subprocess.DEVNULL).stdout.split()
-  if jobs:
-    subprocess.run(["scancel", *sorted(set(jobs))], capture_output=True, env=env, stdin=subprocess.DEVNULL)
+  subprocess.run(["scancel", f"--partition={PARTITION}"], capture_output=True, env=env,
+                 stdin=subprocess.DEVNULL)
   deadline = time.monotonic() + timeout_s
   while time.monotonic() < deadline:
     if not subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=env,
