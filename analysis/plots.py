@@ -1,17 +1,21 @@
 """The study's figures (PNG for the report, PDF for papers), drawn from the points table and fits.
 
 Colour is the family (AR blue, MDM orange) everywhere; within a family, shade is model size.
-Every function returns the paths it wrote and draws nothing when it has no data.
+Every function returns the paths it wrote and draws nothing when it has no data (NOT_DRAWN says
+why, for the report). Before saving, titles wider than their panel (or the figure) are wrapped, so
+nothing is cut at the canvas edge whatever the panel count.
 """
 
 from __future__ import annotations
 
 import pathlib
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -21,10 +25,68 @@ from analysis import laws_chinchilla, laws_datacons  # noqa: E402
 FAMILY_COLOR = {"ar": "tab:blue", "mdm": "tab:orange"}
 FAMILY_LABEL = {"ar": "AR", "mdm": "MDM"}
 FAMILY_CMAP = {"ar": "Blues", "mdm": "Oranges"}
+# Why a figure is absent from a report: the condition under which its function draws nothing.
+NOT_DRAWN = {
+    "loss_vs_flops": "no finished runs",
+    "loss_vs_epochs": "no finished runs",
+    "loss_vs_size": "needs runs of at least two model sizes",
+    "law_contours": "needs a Chinchilla fit (approach 3) for at least one family, and none was identifiable",
+    "c_crit": "needs a budget at which MDM's loss crosses below AR's, and there is none",
+    "residuals": "needs at least one fitted law (Chinchilla or data-constrained), and none was identifiable",
+}
+
+
+def _titles(fig) -> list[tuple[matplotlib.text.Text, float]]:
+  """Each non-empty title with the width (pixels) it must fit in: its panel's, or the figure's."""
+  out = [(fig._suptitle, 0.98 * fig.bbox.width)] if fig._suptitle is not None else []
+  for ax in fig.axes:
+    if ax.get_visible():
+      out += [(t, ax.bbox.width) for t in (ax.title, ax._left_title, ax._right_title)]
+  return [(t, w) for t, w in out if t.get_text()]
+
+
+def _renderer(fig, draw: bool):
+  """A renderer to measure text with, after laying the panels out (draw: after drawing it all)."""
+  canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+  if draw:
+    canvas.draw()
+  elif fig.get_layout_engine() is not None:
+    fig.get_layout_engine().execute(fig)  # panel widths without rasterising every artist
+  return canvas.get_renderer()
+
+
+def fit_titles(fig) -> None:
+  """Wraps every title that is wider than its room onto more lines (a single-panel figure's
+  suptitle, a long panel title), so no title runs past the canvas edge or into its neighbour."""
+  renderer = _renderer(fig, draw=False)
+  for text, room in _titles(fig):
+    words = " ".join(text.get_text().split())
+    width = len(words)
+    while text.get_window_extent(renderer).width > room and width > 8:
+      width = int(width * 0.85)
+      text.set_text(textwrap.fill(words, width, break_long_words=False))
+
+
+def text_outside_canvas(fig) -> list[str]:
+  """Titles, axis labels and legends whose drawn extent leaves the canvas (what a reader sees cut)."""
+  renderer = _renderer(fig, draw=True)
+  width, height = fig.bbox.width, fig.bbox.height
+  items = [(t.get_text(), t) for t, _ in _titles(fig)]
+  for ax in fig.axes:
+    if ax.get_visible():
+      items += [(a.get_text(), a) for a in (ax.xaxis.label, ax.yaxis.label) if a.get_text()]
+      items += [("legend", ax.get_legend())] if ax.get_legend() else []
+  bad = []
+  for label, artist in items:
+    bb = artist.get_window_extent(renderer)
+    if bb.x0 < -1 or bb.y0 < -1 or bb.x1 > width + 1 or bb.y1 > height + 1:
+      bad.append(label)
+  return bad
 
 
 def _save(fig, out: pathlib.Path, name: str) -> list[pathlib.Path]:
   out.mkdir(parents=True, exist_ok=True)
+  fit_titles(fig)
   paths = [out / f"{name}.png", out / f"{name}.pdf"]
   fig.savefig(paths[0], dpi=130)
   fig.savefig(paths[1])

@@ -46,7 +46,9 @@ def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = Tr
   tables = collect.write_tables(collected, out)
   pts.to_csv(out / "points.csv", index=False)
   figures = plots_mod.all_figures(pts, findings, out / "figures") if plots else {}
-  findings = dict(findings, figures=figures)
+  not_drawn = ({n: why for n, why in plots_mod.NOT_DRAWN.items() if n not in figures} if plots
+               else {n: "figures were not drawn (--no_plots)" for n in plots_mod.NOT_DRAWN})
+  findings = dict(findings, figures=figures, figures_not_drawn=not_drawn)
   (out / "fits.json").write_text(json.dumps(findings, indent=1))
   (out / "report.md").write_text(report_md.render(findings))
   return dict(tables=[str(t) for t in tables], figures=figures,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 FAM = {"ar": "AR", "mdm": "MDM"}
 
@@ -128,8 +129,7 @@ def crossover_section(cross: dict) -> list[str]:
     lines.append("")
     lines.append("C_crit(U) needs crossings at >= 2 budgets; not fitted.")
   return lines + ["", "![loss vs FLOPs](figures/loss_vs_flops.png)", "",
-                  "![C_crit](figures/c_crit.png)" if fit or any(
-                      b["status"] == "crosses" for b in cross["per_budget"]) else "", ""]
+                  "![C_crit](figures/c_crit.png)", ""]
 
 
 def _ci(boot: dict | None, key: str) -> str:
@@ -283,6 +283,20 @@ def downstream_section(rows: list[dict]) -> list[str]:
   return lines + [""]
 
 
+FIGURE_LINK = re.compile(r"^!\[[^\]]*\]\(figures/([\w-]+)\.png\)$")
+
+
+def link_drawn_figures(lines: list[str], drawn: dict, not_drawn: dict[str, str]) -> list[str]:
+  """Keeps a figure's link only when the figure was drawn; otherwise one line says why not."""
+  out = []
+  for line in lines:
+    m = FIGURE_LINK.match(line)
+    if m and m.group(1) not in drawn:
+      line = f"*Figure {m.group(1)} not drawn: {not_drawn.get(m.group(1), 'no data for it')}.*"
+    out.append(line)
+  return out
+
+
 def render(findings: dict) -> str:
   lines = ["# dlmscale report: masked diffusion vs autoregressive under data constraints", "",
            "Losses are validation nats/token (AR: exact NLL; MDM: ELBO bound). ± is one standard "
@@ -294,4 +308,5 @@ def render(findings: dict) -> str:
   lines += fits_section(findings["fits"])
   lines += dd_section(findings["double_descent"])
   lines += downstream_section(findings["downstream"])
+  lines = link_drawn_figures(lines, findings.get("figures") or {}, findings.get("figures_not_drawn", {}))
   return "\n".join(lines)

@@ -9,7 +9,8 @@ point's lock (flock, so a local launcher or a second submission never runs it tw
 `srun python -m dlmscale.main ...`: one process per task of a multi-node allocation, which join
 through `jax.distributed` (dlmscale/multihost.py detects SLURM). `--requeue` lets SLURM restart a
 preempted task; `--signal=TERM@S` asks the trainer to checkpoint S seconds before the time limit, and
-a task that stopped without summary.json requeues itself, so a long run spans several allocations.
+a task whose trainer stopped without summary.json requeues itself, so a long run spans several
+allocations (unless SLURM signalled the task's shell too: a cancelled task stays cancelled).
 After the array, a dependent job writes the analysis report (when analysis/report.py exists).
 """
 
@@ -68,12 +69,20 @@ def task_script(grid: grid_lib.Grid, names: list[str], workdir: pathlib.Path, ar
       '  if [ "$lk" -eq 75 ]; then echo "$RUN is running elsewhere (its lock is held): not starting it twice"; exit 0; fi',
       '  if [ "$lk" -ne 0 ]; then echo "warning: no flock on this filesystem; the trainer\'s own lock still refuses a second run"; fi',
       "fi",
+      '# (re-checked under the lock: another task may have finished the point in between)',
+      'if [ -f "$WORKDIR/$RUN/summary.json" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
       'echo "$(date -Is) task $SLURM_ARRAY_TASK_ID: $RUN (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}"',
       "mark running",
-      "trap 'echo \"SIGTERM: the trainer checkpoints and stops\"' TERM",
+      "# --signal=TERM@S reaches the trainer only; scancel, scontrol requeue and preemption also signal",
+      "# this shell: SLURM then ends or requeues the task itself, and it must not requeue itself.",
+      "SHELL_SIGNALLED=0",
+      "trap 'SHELL_SIGNALLED=1; echo \"SIGTERM: the trainer checkpoints and stops\"' TERM",
       f'srun --kill-on-bad-exit=1 {py} -m {args.trainer_module} "${{ARGS[@]}}"',
       "rc=$?",
       'if [ -f "$WORKDIR/$RUN/summary.json" ]; then mark "done:$rc"; exit 0; fi',
+      'if [ "$SHELL_SIGNALLED" -eq 1 ]; then',
+      '  mark "preempted:$rc"; echo "$RUN stopped by SLURM (cancelled, requeued or preempted): not requeueing it here"; exit 0',
+      "fi",
       f'if [ "$rc" -eq 0 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {args.max_requeues} ]; then',
       '  mark "preempted:0"; echo "$RUN stopped before the end: requeueing to resume"',
       '  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; exit 0',

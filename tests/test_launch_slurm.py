@@ -136,3 +136,21 @@ def test_second_submission_of_another_grid_is_refused(submitted, capsys):
   assert slurm.main(["--config=configs/isoflop.py:scale=test", f"--workdir={workdir}"]) == 2
   assert "was launched with another grid" in capsys.readouterr().err
   assert (workdir / "grid_manifest.json").read_bytes() == before and len(calls.read_text().splitlines()) == 1
+
+
+def test_array_task_cancelled_by_slurm_does_not_requeue_itself(submitted):
+  workdir, script, env, calls = submitted
+  env = {**env, "FAKE_STEPS": "40", "FAKE_STEP_S": "0.05"}
+  task = _task(script, env, 0)
+  ledger = pathlib.Path(env["FAKE_LEDGER"])
+  deadline = time.time() + 30
+  while not any(e["event"] == "step" for e in ledger_events(ledger)):
+    assert time.time() < deadline
+    time.sleep(0.05)
+  trainer = next(e["pid"] for e in ledger_events(ledger) if e["event"] == "start")
+  os.kill(task.pid, signal.SIGTERM)  # scancel (and scontrol requeue) signal the batch shell too
+  os.kill(trainer, signal.SIGTERM)
+  assert task.wait(timeout=60) == 0
+  assert "not requeueing it here" in task.stdout.read()
+  assert not any(line.startswith("scontrol") for line in calls.read_text().splitlines())
+  assert _state(workdir, NAMES[0]) == "preempted" and not (workdir / NAMES[0] / "summary.json").exists()
