@@ -41,6 +41,12 @@ def e_reason(params: dict[str, float]) -> list[str]:
   return []
 
 
+def exponent_reasons(params: dict[str, float]) -> list[str]:
+  """A non-positive exponent: the term grows with scale, or its constant is meaningless."""
+  return [f"{k} = {params[k]:.3g} is not positive" for k in ("alpha", "beta")
+          if k in params and not params[k] > 0]
+
+
 def zero_width_reasons(ci: dict[str, tuple[float, float]] | None, names) -> list[str]:
   """Parameters whose bootstrap percentile interval has zero width."""
   out = []

@@ -57,6 +57,10 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
   starts = None if grid == "full" else multistart.grid_starts(COARSE_AXES)
   n, d, l = one["N"].to_numpy(), one["D"].to_numpy(), one["loss"].to_numpy()
   fit = laws_chinchilla.fit(n, d, l, starts=starts)
+  early = identify.e_reason(fit.params) + identify.exponent_reasons(fit.params)
+  if early:  # no allocation or bootstrap from a degenerate optimum
+    return _not_identifiable(dict(status="ok", n_points=n_pts, params=fit.params,
+                                  objective=fit.objective, approach1=approach1_family(curves)), early)
   alloc = laws_chinchilla.allocation(fit.params, 1.0)
   out = dict(status="ok", n_points=n_pts, params=fit.params, objective=fit.objective,
              n_starts=fit.n_starts,
@@ -68,8 +72,7 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
   if n_boot > 0:
     boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
     out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
-  reasons = identify.e_reason(fit.params) + identify.zero_width_reasons(
-      out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
+  reasons = identify.zero_width_reasons(out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
   if reasons:
     return _not_identifiable(out, reasons)
   try:
