@@ -142,8 +142,10 @@ def crossover_section(cross: dict) -> list[str]:
     lines.append("")
     lines.append(f"Across the {fit['n_points']} crossing budgets, C_crit(U) = "
                  f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{pm(fit['exponent'], fit['exponent_se'], 2)}"
-                 f" FLOPs (Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^"
-                 f"{ref['exponent']}). With two budgets the fit is exact and has no SE.")
+                 f" FLOPs in 6ND (non-embedding N), the convention of the published law "
+                 f"(Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}); "
+                 "the per-budget C_crit above are in counted FLOPs (causal attention at half). "
+                 "With two budgets the fit is exact and has no SE.")
   else:
     lines.append("")
     lines.append("C_crit(U) needs crossings at >= 2 budgets; not fitted.")

@@ -35,7 +35,9 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
     rows.append(dict(
         zip(POINT_KEYS, key), N=float(np.nanmedian(g[param_col])),
         N_total=float(np.nanmedian(g["params_total"])), D=float(g["tokens_seen"].mean()),
-        C=float(g["flops"].mean()), loss=float(loss.mean()), se=_combine_se(loss, se),
+        C=float(g["flops"].mean()),
+        C_6ND=6.0 * float(np.nanmedian(g[param_col])) * float(g["tokens_seen"].mean()),
+        loss=float(loss.mean()), se=_combine_se(loss, se),
         best_loss=float(np.nanmean(best)), best_se=_combine_se(best, best_se),
         best_epoch=float(np.nanmean(g["best_epoch"])), n_seeds=int(len(g)),
         mc_accuracy=float(np.nanmean(g["mc_accuracy"])) if g["mc_accuracy"].notna().any()
@@ -146,13 +148,21 @@ def crossover_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = No
     per_budget.append(dict(unique_tokens=float(u), **cross,
                            frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
                                      for k, f in fr.items()}))
-  crossing = [b for b in per_budget if b.get("status") == "crosses"]
+  # The published C_crit(U) law is stated in 6ND FLOPs (N non-embedding): the comparison with it
+  # uses the crossings recomputed on that axis, not the counted FLOPs (causal attention at half).
+  crossing = []
+  for u, g in pts.groupby("unique_tokens"):
+    fams = {obj: gg for obj, gg in g.groupby("objective")}
+    if {"ar", "mdm"} <= set(fams) and "C_6ND" in g:
+      fr6 = {k: crossover.frontier(fams[k]["C_6ND"], fams[k]["loss"], fams[k]["se"]) for k in ("ar", "mdm")}
+      c6 = crossover.critical_compute(fr6["ar"], fr6["mdm"])
+      if c6.status == "crosses":
+        crossing.append((float(u), c6.c_crit))
   fit = None
   if len(crossing) >= 2:
-    law = crossover.fit_c_crit([b["unique_tokens"] for b in crossing],
-                               [b["c_crit"] for b in crossing])
-    fit = dict(law.named(), coef_at_1e6=float(law(1e6)))
-  return dict(per_budget=per_budget, c_crit_fit=fit,
+    law = crossover.fit_c_crit([u for u, _ in crossing], [c for _, c in crossing])
+    fit = dict(law.named(), coef_at_1e6=float(law(1e6)), flops="6ND (non-embedding N)")
+  return dict(per_budget=per_budget, c_crit_fit=fit, c_crit_6nd={str(u): c for u, c in crossing},
               reference=dict(coef_at_1e6=2.12e15, exponent=2.174,
                              source="Prabhudesai et al. 2025, U = 25M..100M"))
 

@@ -87,7 +87,7 @@ def score_task(run, items, method: str, batch_size: int, estimator: str = "time"
         pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
         schedule=make_schedule(c.mdm.schedule, c.mdm.poly_exponent),
         num_samples=int(c.eval.mc_samples), seed=int(c.eval.seed), estimator=estimator,
-        t_min=float(c.mdm.t_min), put=run.put)
+        t_min=0.0 if estimator == "count" else float(c.mdm.t_min), put=run.put)  # count: t ~ U(0, 1)
   return mc_scoring.accuracy(items, scores)
 
 

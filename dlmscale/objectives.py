@@ -187,9 +187,12 @@ def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
   Sequence s uses rng = fold_in(PRNGKey(eval_seed), s) and t_k = max((u_s + k/K) mod 1, t_min).
   The clip matters: with the 1/t weight a lone masked token at t -> 0 gives the estimator infinite
   variance (log-divergent), while the integrand is smooth at 0, so clipping biases the bound by only
-  O(t_min^2). Samples run one after another (lax.map): memory stays at one B x L x V logits tensor.
+  O(t_min^2). The count estimator draws t unclipped: its weight (L+1)/|S| is exact only for
+  t ~ U(0, 1) and bounded anyway. Samples run one after another (lax.map): memory stays at one
+  B x L x V logits tensor.
   """
   B, L = tokens_BxL.shape
+  t_min = 0.0 if estimator == "count" else t_min
   base = jax.random.PRNGKey(eval_seed)
   keys_B = jax.vmap(lambda s: jax.random.fold_in(base, s))(seq_ids_B.astype(jnp.uint32))
 

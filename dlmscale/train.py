@@ -187,7 +187,9 @@ class _Loop:
   def coords(self, step: int) -> dict:
     tokens = step * self.batch * self.seq_len
     return {"step": step, "tokens_seen": tokens, "epoch": step * self.batch / self.budget_chunks,
-            "flops": step * self.flops_per_step, "wall_s": round(self.wall_s(), 3)}
+            "flops": step * self.flops_per_step,  # as counted (causal attention at half)
+            "flops_6nd": 6 * self.counts["non_embedding"] * tokens,  # the published laws' convention
+            "wall_s": round(self.wall_s(), 3)}
 
   def write(self, row: dict, tb_scalars: dict) -> None:
     if self.log:

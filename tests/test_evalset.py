@@ -87,6 +87,8 @@ def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, t
   assert es.n_documents > np.unique(first).size  # the first N chunks are fewer documents
   summary = train.train_and_evaluate(cfg, tmp_path)
   assert summary["eval_documents"] == es.n_documents and summary["n_sequences"] == len(es.tokens_NxL)
+  assert summary["flops_6nd"] == 6 * summary["params_non_embedding"] * summary["tokens_seen"]
+  assert summary["flops"] < summary["flops_6nd"] * 10  # both recorded, counted keeps its own value
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   ev = [r for r in rows if r["split"] == "eval"]
   for r in ev:
