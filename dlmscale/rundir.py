@@ -25,7 +25,7 @@ OPERATIONAL_KEYS = frozenset({
 
 
 # Keys added after runs already existed, with the value those older runs implicitly used.
-LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time"}
+LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time", "eval.mdm_positions": "all"}
 
 
 def with_legacy_defaults(config: dict) -> dict:

@@ -47,3 +47,33 @@ def test_c_crit_law_is_fitted_on_6nd_flops():
   six = cross["c_crit_6nd"]
   counted = {str(b["unique_tokens"]): b["c_crit"] for b in cross["per_budget"]}
   assert set(six) == set(counted) and all(six[k] != counted[k] for k in six)
+
+
+def _exact_shifted_elbo(params, apply_fn, x_L: np.ndarray, mask_id: int) -> float:
+  """sum over mask sets S of positions 1..L-1 of 1/(|S| C(m,|S|)) sum_{i in S} nll_i, / m (m = L-1)."""
+  import itertools
+  import math
+  from dlmscale.objectives import token_nll
+  L, m = len(x_L), len(x_L) - 1
+  total = 0.0
+  for s in itertools.product([0, 1], repeat=m):
+    if not any(s):
+      continue
+    mask = np.array((0,) + s, bool)
+    x_t = np.where(mask, mask_id, x_L)[None]
+    nll = np.asarray(token_nll(apply_fn(params, jnp.asarray(x_t)), jnp.asarray(x_L)[None], mask_id))[0]
+    k = int(mask.sum())
+    total += nll[mask].sum() / (k * math.comb(m, k))
+  return total / m
+
+
+def test_shifted_positions_never_mask_position_0_and_match_the_exact_conditional_elbo():
+  params, apply_fn = _model()
+  x_L = np.array([2, 0, 4, 4, 1])
+  exact = _exact_shifted_elbo(params, apply_fn, x_L, 5)
+  R = 1024
+  tokens = jnp.broadcast_to(jnp.asarray(x_L), (R, 5))
+  est_R = np.asarray(jnp.mean(mdm_elbo_samples(
+      params, apply_fn, tokens, jnp.arange(R), mask_id=5, schedule=LinearSchedule(), num_samples=4,
+      eval_seed=3, t_min=0.0, estimator="count", positions="shifted"), axis=0), np.float64)
+  assert abs(est_R.mean() - exact) < 4 * est_R.std(ddof=1) / np.sqrt(R)
