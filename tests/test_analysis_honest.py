@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,3 +124,32 @@ def test_sizes_spanning_2x_cannot_identify_alpha_and_no_ratio_is_rendered():
   assert "value" not in fits["R_D_star_ratio_mdm_over_ar"]
   md = "\n".join(report_md.fits_section(fits))
   assert "R_D*(MDM) / R_D*(AR): not reported" in md and "R_D* =" not in md
+
+
+def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
+  """Fake runs with saved per-sequence losses: the epoch rise and within-run rise use paired SEs."""
+  from analysis import collect, study
+  from test_analysis_fakeruns import make_run
+  rng = np.random.default_rng(0)
+  doc_N = np.repeat(np.arange(20), 3)
+  hard_N = rng.normal(0, 1.0, 20)[doc_N]
+  es = evalset.EvalSet(chunk_ids_N=np.arange(60), document_N=doc_N, tokens_NxL=np.zeros((60, 2), np.int32))
+  for e in (1, 8):  # bump: the 8-epoch run ends higher, so there is a rise to pair
+    run = make_run(tmp_path, objective="ar", n=1e5, u=1e6, epochs=e, bump=2.0 if e == 8 else 0.0)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in (r for r in rows if r["split"] == "eval"):  # per-sequence losses averaging to the row's
+      loss_N = 5.0 + hard_N + rng.normal(0, 0.05, 60)
+      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
+  c = collect.collect(tmp_path)
+  pts = study.points(c.runs)
+  records = study.point_records(c.runs, pts)
+  assert len(records) == 2
+  ep = study.epoch_findings(pts, records)["per_size"][0]
+  a, b = (records[tuple(r[k] for k in study.POINT_KEYS)] for _, r in pts.sort_values("epochs").iterrows())
+  assert ep["best_epochs"] == 1 and ep["rise_after"] > 0
+  assert ep["rise_after_se_kind"] == paired.PAIRED
+  assert ep["rise_after_se"] == pytest.approx(paired.difference(b, a)["se"])
+  assert paired.difference(b, a)["se"] < 0.2 * np.hypot(evalset.clustered_se(a["loss_N"], doc_N),
+                                                          evalset.clustered_se(b["loss_N"], doc_N))
+  within = study.within_run_overfitting(c.runs)
+  assert within and all(w["rise_se_kind"] == paired.PAIRED for w in within)
