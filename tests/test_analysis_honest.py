@@ -153,3 +153,19 @@ def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
                                                           evalset.clustered_se(b["loss_N"], doc_N))
   within = study.within_run_overfitting(c.runs)
   assert within and all(w["rise_se_kind"] == paired.PAIRED for w in within)
+
+
+def test_tables_round_trip_for_re_analysis_and_missing_tables_are_a_user_error(tmp_path):
+  from analysis import collect
+  from dlmscale.errors import UserError
+  from test_analysis_fakeruns import make_run
+  for e in (1, 4):
+    make_run(tmp_path / "runs", objective="mdm", n=1e5, u=1e6, epochs=e)
+  c = collect.collect(tmp_path / "runs")
+  collect.write_tables(c, tmp_path / "out")
+  back = collect.read_tables(tmp_path / "out")
+  pd.testing.assert_frame_equal(back.runs[["run_name", "final_eval_loss", "epochs"]].reset_index(drop=True),
+                                c.runs[["run_name", "final_eval_loss", "epochs"]].reset_index(drop=True))
+  assert back.runs["finished"].all() and len(back.curves) == len(c.curves)
+  with pytest.raises(UserError, match="runs.csv"):
+    collect.read_tables(tmp_path / "runs")
