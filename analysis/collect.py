@@ -20,19 +20,20 @@ import pandas as pd
 from dlmscale.errors import UserError
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
-SKIP_DIRS = {"checkpoints", "tb", "__pycache__"}
+SKIP_DIRS = {"checkpoints", "tb", "eval_losses", "__pycache__"}
 
 RUN_COLUMNS = [
     "run_name", "objective", "model_size", "params_total", "params_non_embedding",
     "unique_tokens", "epochs", "tokens_seen", "flops", "seed", "steps", "finished",
     "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
-    "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "last_step", "wall_s",
+    "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "final_eval_step", "n_sequences",
+    "eval_documents", "last_step", "wall_s",
     "mc_accuracy", "run_dir",
 ]
 CURVE_COLUMNS = [
     "run_name", "objective", "model_size", "unique_tokens", "epochs_planned", "seed",
     "params_non_embedding", "params_total", "step", "split", "loss", "loss_se", "tokens_seen",
-    "epoch", "flops", "wall_s",
+    "epoch", "flops", "wall_s", "n_sequences", "eval_documents",
 ]
 
 
@@ -160,6 +161,9 @@ def read_run(run_dir: pathlib.Path, problems: list[str]) -> tuple[dict, pd.DataF
       best_flops=from_row(best, "flops"),
       best_tokens_seen=from_row(best, "tokens_seen"),
       n_eval=int(len(evals)),
+      final_eval_step=from_row(final, "step"),
+      n_sequences=_num(_first(summary.get("n_sequences"), from_row(final, "n_sequences"))),
+      eval_documents=_num(_first(summary.get("eval_documents"), from_row(final, "eval_documents"))),
       last_step=from_row(last, "step"),
       wall_s=_num(_first(summary.get("wall_s"), from_row(last, "wall_s"))),
       mc_accuracy=_num(_first(eval_json.get("mc_accuracy"), summary.get("mc_accuracy"))),
@@ -210,6 +214,31 @@ def require_finished(collected: Collected, root) -> pd.DataFrame:
         "none with summary.json and an eval loss); wait for runs to finish or point --runs at the "
         "grid's workdir")
   return done
+
+
+def read_tables(root: str | pathlib.Path) -> Collected:
+  """runs.csv and curves.csv written by write_tables (a committed report), as collected tables."""
+  root = pathlib.Path(root)
+  missing = [n for n in ("runs.csv", "curves.csv") if not (root / n).is_file()]
+  if missing:
+    raise UserError(f"{root} holds no {' or '.join(missing)}; --tables wants a report directory "
+                    "written by python -m analysis.report")
+  try:
+    runs = pd.read_csv(root / "runs.csv")
+    curves = pd.read_csv(root / "curves.csv")
+  except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+    raise UserError(f"{root}: unreadable table ({e})") from None
+  for col in RUN_COLUMNS:
+    if col not in runs.columns:
+      runs[col] = np.nan
+  for col in CURVE_COLUMNS:
+    if col not in curves.columns:
+      curves[col] = np.nan
+  runs["finished"] = runs["finished"].astype(str).str.lower().isin(["true", "1"])
+  runs["run_name"] = runs["run_name"].astype(str)
+  curves["run_name"] = curves["run_name"].astype(str)
+  return Collected(runs=runs[RUN_COLUMNS], curves=curves[CURVE_COLUMNS],
+                   problems=[f"re-analysed from {root}/runs.csv and curves.csv (no run directories)"])
 
 
 def write_tables(collected: Collected, out: pathlib.Path) -> list[pathlib.Path]:

@@ -8,6 +8,7 @@ and plain improvement (no rise) are not double descent.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -33,18 +34,21 @@ def _z(diff: float, se_a: float, se_b: float) -> float:
   return diff / s if s > 0 else (np.inf if diff > 0 else 0.0)
 
 
-def detect(x, loss, se=None, *, z: float = 2.0, min_change: float = 0.0) -> list[Peak]:
+def detect(x, loss, se=None, *, z: float = 2.0, min_change: float = 0.0,
+           pair_se: Callable[[int, int], float] | None = None) -> list[Peak]:
   """Significant peaks of the series sorted by x, most significant first.
 
   se None means no uncertainty is known: any rise and fall above min_change counts.
+  pair_se(i, j), given, is the SE of loss[i] - loss[j] (input positions), e.g. paired per sequence.
   """
   x = np.asarray(x, dtype=np.float64)
   y = np.asarray(loss, dtype=np.float64)
   s = np.zeros_like(y) if se is None else np.nan_to_num(np.asarray(se, dtype=np.float64))
   ok = np.isfinite(x) & np.isfinite(y)
   x, y, s = x[ok], y[ok], s[ok]
-  order = np.argsort(x, kind="stable")
-  x, y, s = x[order], y[order], s[order]
+  sort = np.argsort(x, kind="stable")
+  order = np.flatnonzero(ok)[sort]  # sorted position -> input position
+  x, y, s = x[sort], y[sort], s[sort]
   peaks = []
   for j in range(1, x.size - 1):
     if not (y[j] > y[j - 1] and y[j] >= y[j + 1]):
@@ -52,7 +56,10 @@ def detect(x, loss, se=None, *, z: float = 2.0, min_change: float = 0.0) -> list
     i = int(np.argmin(y[:j]))
     k = j + 1 + int(np.argmin(y[j + 1:]))
     rise, fall = y[j] - y[i], y[j] - y[k]
-    rz, fz = _z(rise, s[i], s[j]), _z(fall, s[j], s[k])
+    if pair_se is None:
+      rz, fz = _z(rise, s[i], s[j]), _z(fall, s[j], s[k])
+    else:
+      rz, fz = _z(rise, pair_se(order[i], order[j]), 0.0), _z(fall, pair_se(order[j], order[k]), 0.0)
     if rise > min_change and fall > min_change and rz > z and fz > z:
       peaks.append(Peak(x=float(x[j]), loss=float(y[j]), x_before=float(x[i]),
                         x_after=float(x[k]), rise=float(rise), fall=float(fall),

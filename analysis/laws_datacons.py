@@ -177,6 +177,11 @@ def _bounds(free: tuple[str, ...], star_max: float) -> tuple[np.ndarray, np.ndar
   return lo, hi
 
 
+def search_bounds(free: tuple[str, ...], search: str) -> tuple[np.ndarray, np.ndarray]:
+  """The box the fit searched for the free parameters (for identifiability checks)."""
+  return _bounds(tuple(free), SEARCHES[search][1])
+
+
 STAR_MIN = 1e-2
 WIDE_STAR_MAX = 1e5  # beyond 1e5 repetitions no grid of ours could tell the difference
 WIDE_STARS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 1e4)

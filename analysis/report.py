@@ -18,23 +18,28 @@ from dlmscale.errors import UserError, cli_main
 
 
 def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: str = "full",
-            param_col: str = "params_non_embedding") -> tuple[collect.Collected, object, dict]:
-  collected = collect.collect(runs_dir)
+            param_col: str = "params_non_embedding", target: str = "envelope",
+            collected: collect.Collected | None = None) -> tuple[collect.Collected, object, dict]:
+  """collected: tables read elsewhere (--tables); by default every run under runs_dir."""
+  collected = collected or collect.collect(runs_dir)
   collect.require_finished(collected, runs_dir)
   pts = study.points(collected.runs, param_col=param_col)
   if pts["N"].isna().any():
     raise UserError(f"some finished runs lack {param_col} in summary.json; rerun their summary "
                     "or choose --params=total")
   manifest = collect.manifest_status(runs_dir, collected.runs)
+  records = study.point_records(collected.runs, pts)
   findings = dict(
       grid=study.grid_summary(collected.runs, manifest, collected.problems),
       param_column=param_col,
-      epochs=study.epoch_findings(pts),
+      evaluation=study.evaluation_summary(collected.runs, records),
+      epochs=study.epoch_findings(pts, records),
       within_run_overfitting=study.within_run_overfitting(collected.runs),
-      crossover=study.crossover_findings(pts),
+      crossover=study.crossover_findings(pts, records),
       fits=study_fits.family_fits(pts, curves=study.single_epoch_curves(
-          collected.runs, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid),
-      double_descent=study.double_descent_findings(pts, collected.curves, collected.runs),
+          collected.runs, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
+          target=target),
+      double_descent=study.double_descent_findings(pts, collected.curves, collected.runs, records),
       downstream=study.downstream_findings(pts),
   )
   return collected, pts, to_jsonable(findings)
@@ -57,7 +62,10 @@ def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = Tr
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
-  ap.add_argument("--runs", required=True, help="grid workdir: one subdirectory per run")
+  src = ap.add_mutually_exclusive_group(required=True)
+  src.add_argument("--runs", help="grid workdir: one subdirectory per run")
+  src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "
+                   "and curves.csv (no per-sequence losses: comparisons use independent SEs)")
   ap.add_argument("--out", required=True, help="where tables, fits.json, figures, report.md go")
   ap.add_argument("--n_boot", type=int, default=200, help="bootstrap resamples per fit (0: none)")
   ap.add_argument("--seed", type=int, default=0)
@@ -65,15 +73,20 @@ def main(argv: list[str] | None = None) -> int:
                   help="approach-3 starts: the 4,500-point Besiroglu grid or a 432-point subset")
   ap.add_argument("--params", choices=["non_embedding", "total"], default="non_embedding",
                   help="which parameter count is N in the fits")
+  ap.add_argument("--datacons_target", choices=["envelope", "final"], default="envelope",
+                  help="fit the data-constrained law on the epoch envelope (best loss within E "
+                  "epochs) or on final losses")
   ap.add_argument("--no_plots", action="store_true")
   args = ap.parse_args(argv)
 
   def body():
     if args.n_boot < 0:
       raise UserError("--n_boot must be >= 0")
-    runs_dir = pathlib.Path(args.runs)
+    runs_dir = pathlib.Path(args.runs or args.tables)
+    tables = collect.read_tables(runs_dir) if args.tables else None
     collected, pts, findings = analyze(runs_dir, n_boot=args.n_boot, seed=args.seed,
-                                       grid=args.grid, param_col=f"params_{args.params}")
+                                       grid=args.grid, param_col=f"params_{args.params}",
+                                       target=args.datacons_target, collected=tables)
     written = write(pathlib.Path(args.out), collected, pts, findings, plots=not args.no_plots)
     print(f"wrote {written['report']} ({findings['grid']['n_finished']} finished runs of "
           f"{findings['grid']['n_runs']})")

@@ -57,6 +57,19 @@ def grid_section(grid: dict) -> list[str]:
   return lines + [""]
 
 
+def evaluation_section(ev: dict | None) -> list[str]:
+  """What every ± rests on: how many sequences and documents, and how errors were computed."""
+  if not ev:
+    return []
+  docs = ev.get("eval_documents")
+  seqs = ev.get("n_sequences")
+  basis = (f"{', '.join(map(str, seqs))} sequences from {', '.join(map(str, docs))} validation documents"
+           if docs and seqs else "an eval set whose documents the runs did not record")
+  return ["## Validation set", "", f"Every loss is measured on {basis}; standard errors: "
+          f"{ev['se']}. Per-sequence losses were found for {ev['points_with_per_sequence_losses']} "
+          "grid point(s).", ""]
+
+
 def epochs_section(ep: dict, within: list[dict]) -> list[str]:
   lines = ["## Epochs: where each family's validation loss is best", ""]
   if not ep["per_budget"]:
@@ -81,7 +94,7 @@ def epochs_section(ep: dict, within: list[dict]) -> list[str]:
         parts.append(f"{fam} is best at E = {b['best_epochs']:g} ({b['model_size']}, loss "
                      f"{pm(b['best_loss'], b['best_se'])}) and rises by "
                      f"{pm(b['rise_after'], b['rise_after_se'])} by E = {b['last_epochs']:g}"
-                     f"{' (significant)' if sig else ' (within 2 SE)'}")
+                     f"{' (significant)' if sig else ' (within 2 SE, inconclusive)'}")
     lines.append(f"At U = {tok(u)}: " + "; ".join(parts) + ".")
     lines.append("")
   sig = [w for w in within if w["rise_se"] > 0 and w["rise"] > 2 * w["rise_se"]]
@@ -101,15 +114,22 @@ def crossover_section(cross: dict) -> list[str]:
   for b in sorted(cross["per_budget"], key=lambda b: b["unique_tokens"]):
     u = tok(b["unique_tokens"])
     st = b["status"]
-    if st == "crosses":
-      gap = pm(b["gap_at_max"], b["gap_se_at_max"])
+    gap = pm(b.get("gap_at_max"), b.get("gap_se_at_max"))
+    inconclusive = b.get("gap_verdict") in ("inconclusive", "no interval")
+    how = f"; SE {b['gap_se_kind']}" if b.get("gap_se_kind") else ""
+    if st == "crosses" and inconclusive:
+      lines.append(f"- U = {u}: inconclusive: MDM's best loss dips below AR's at {b['c_crit']:.3g} "
+                   f"FLOPs, but at the largest shared compute ({b['c_range'][1]:.3g}) AR − MDM = "
+                   f"{gap}, whose 95% interval contains 0{how}.")
+    elif st == "crosses":
       lines.append(f"- U = {u}: MDM's best loss falls below AR's at C_crit = {b['c_crit']:.3g} "
                    f"FLOPs (loss {b['loss_at_crossing']:.3f}); at the largest shared compute "
-                   f"({b['c_range'][1]:.3g}) AR − MDM = {gap}.")
+                   f"({b['c_range'][1]:.3g}) AR − MDM = {gap}{how}.")
     elif st == "mdm_never_below":
+      verdict = " (inconclusive: the interval contains 0)" if inconclusive else ""
       lines.append(f"- U = {u}: MDM stays above AR over the shared compute range "
                    f"{b['c_range'][0]:.3g}–{b['c_range'][1]:.3g} FLOPs (gap at the top "
-                   f"{pm(b['gap_at_max'], b['gap_se_at_max'])}); C_crit, if any, lies beyond.")
+                   f"{gap}{how}){verdict}; C_crit, if any, lies beyond.")
     elif st == "mdm_below_throughout":
       lines.append(f"- U = {u}: MDM is below AR over the whole shared range; C_crit < "
                    f"{b['c_range'][0]:.3g} FLOPs.")
@@ -123,8 +143,10 @@ def crossover_section(cross: dict) -> list[str]:
     lines.append("")
     lines.append(f"Across the {fit['n_points']} crossing budgets, C_crit(U) = "
                  f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{pm(fit['exponent'], fit['exponent_se'], 2)}"
-                 f" FLOPs (Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^"
-                 f"{ref['exponent']}). With two budgets the fit is exact and has no SE.")
+                 f" FLOPs in 6ND (non-embedding N), the convention of the published law "
+                 f"(Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}); "
+                 "the per-budget C_crit above are in counted FLOPs (causal attention at half). "
+                 "With two budgets the fit is exact and has no SE.")
   else:
     lines.append("")
     lines.append("C_crit(U) needs crossings at >= 2 budgets; not fitted.")
@@ -155,7 +177,7 @@ def fits_section(fits: dict) -> list[str]:
   for fam, c in sorted(fits["chinchilla"].items()):
     name = FAM.get(fam, fam)
     if c["status"] != "ok":
-      lines.append(f"- {name}, Chinchilla approach 3: {c['status']} — {c['reason']}.")
+      lines.append(f"- {name}, Chinchilla approach 3: {c['status']}: {c['reason']}.")
       continue
     p, b = c["params"], c.get("bootstrap")
     se = (b or {}).get("se", {})
@@ -168,7 +190,7 @@ def fits_section(fits: dict) -> list[str]:
   for fam, d in sorted(fits["datacons"].items()):
     name = FAM.get(fam, fam)
     if d["status"] != "ok":
-      lines.append(f"- {name}, data-constrained law: {d['status']} — {d['reason']}.")
+      lines.append(f"- {name}, data-constrained law: {d['status']}: {d['reason']}.")
       continue
     p, b = d["params"], d.get("bootstrap")
     se = (b or {}).get("se", {})
@@ -179,10 +201,7 @@ def fits_section(fits: dict) -> list[str]:
                  f"{upper:.0%} of resamples: repetition never hurt measurably here, so only a "
                  "lower bound is meaningful")
     if not d["R_N_star_identifiable"]:
-      rn_txt = "R_N* not identifiable (no run has excess parameters)"
-    elif "rn" in d["at_bound"]:
-      rn_txt = (f"R_N* at the search limit ({p['R_N_star']:.3g}){_ci(b, 'R_N_star')}: no penalty "
-                "for excess parameters is detectable")
+      rn_txt = "R_N* " + d.get("R_N_star_note", "not identifiable (no run has excess parameters)")
     else:
       rn_txt = f"R_N* = {p['R_N_star']:.3g}{_ci(b, 'R_N_star')}"
     lines.append(f"- {name}, data-constrained law ({d['mode']}, {d['n_points']} points, "
@@ -192,13 +211,11 @@ def fits_section(fits: dict) -> list[str]:
                       for m in d["other_minima"][:3])
       lines.append(f"  Other local minima (objective {d['objective']:.4g} at the best): {alt}.")
   lines += kaplan_lines(fits.get("kaplan", {}))
-  ratio = fits.get("R_D_star_ratio_mdm_over_ar")
-  if ratio:
-    ci = f" (95% CI {ratio['ci'][0]:.3g}–{ratio['ci'][1]:.3g})" if "ci" in ratio else ""
-    lines.append("")
-    lines.append(f"R_D*(MDM) / R_D*(AR) = {ratio['value']:.3g}{ci}: diffusion keeps extracting "
-                 f"value from repeated data for {'longer' if ratio['value'] > 1 else 'less long'} "
-                 "than AR (published: 512.85 / 31.93 = 16.1).")
+  target = fits.get("datacons_target")
+  if target:
+    lines += ["", f"The data-constrained law is fitted on {target['description']} "
+                  f"(`--datacons_target={target['name']}`)."]
+  lines += ["", ratio_sentence(fits.get("R_D_star_ratio_mdm_over_ar"))]
   return lines + ["", "![law contours](figures/law_contours.png)", "",
                   "![residuals](figures/residuals.png)", ""]
 
@@ -240,6 +257,23 @@ def kaplan_lines(kap: dict) -> list[str]:
     lines += ["  Kaplan et al. 2020 (WebText2): a_N = 0.076, a_D = 0.095, a_C = 0.050; joint "
               "a_N = 0.076, a_D = 0.103."]
   return ([""] + lines) if lines else []
+def ratio_sentence(ratio: dict | None) -> str:
+  """The R_D* ratio, worded by its interval: a direction only when the interval excludes 1."""
+  if not ratio or "value" not in ratio:
+    why = (ratio or {}).get("reason", "R_D* needs a fit for both families")
+    return f"R_D*(MDM) / R_D*(AR): not reported: {why}."
+  if "ci" not in ratio:
+    return (f"R_D*(MDM) / R_D*(AR) = {ratio['value']:.3g} without an interval (no bootstrap): "
+            "no conclusion is drawn from it.")
+  lo, hi = ratio["ci"]
+  head = f"R_D*(MDM) / R_D*(AR) = {ratio['value']:.3g} (95% CI {lo:.3g}–{hi:.3g})"
+  if ratio.get("verdict") == "above 1":
+    tail = "diffusion keeps extracting value from repeated data for longer than AR"
+  elif ratio.get("verdict") == "below 1":
+    tail = "diffusion extracts value from repeated data for less long than AR"
+  else:
+    tail = "inconclusive: the interval contains 1"
+  return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
 
 
 def dd_section(dd: dict) -> list[str]:
@@ -303,6 +337,7 @@ def render(findings: dict) -> str:
            "error (validation sampling and seed spread); CIs are bootstrap percentile intervals.",
            ""]
   lines += grid_section(findings["grid"])
+  lines += evaluation_section(findings.get("evaluation"))
   lines += epochs_section(findings["epochs"], findings.get("within_run_overfitting", []))
   lines += crossover_section(findings["crossover"])
   lines += fits_section(findings["fits"])

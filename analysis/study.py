@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import crossover, doubledescent
+from analysis import crossover, doubledescent, paired
 
 POINT_KEYS = ["objective", "unique_tokens", "model_size", "epochs"]
 
@@ -35,7 +35,9 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
     rows.append(dict(
         zip(POINT_KEYS, key), N=float(np.nanmedian(g[param_col])),
         N_total=float(np.nanmedian(g["params_total"])), D=float(g["tokens_seen"].mean()),
-        C=float(g["flops"].mean()), loss=float(loss.mean()), se=_combine_se(loss, se),
+        C=float(g["flops"].mean()),
+        C_6ND=6.0 * float(np.nanmedian(g[param_col])) * float(g["tokens_seen"].mean()),
+        loss=float(loss.mean()), se=_combine_se(loss, se),
         best_loss=float(np.nanmean(best)), best_se=_combine_se(best, best_se),
         best_epoch=float(np.nanmean(g["best_epoch"])), n_seeds=int(len(g)),
         mc_accuracy=float(np.nanmean(g["mc_accuracy"])) if g["mc_accuracy"].notna().any()
@@ -44,21 +46,40 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
   return pd.DataFrame(rows)
 
 
-def epoch_findings(pts: pd.DataFrame) -> dict:
-  """Per (family, U, size): the epoch count with the lowest final loss and the rise after it;
-  per (family, U): the best grid point overall and the rise of its size's curve after it."""
+def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> dict[tuple, dict]:
+  """Per grid point (POINT_KEYS), the seed-mean per-sequence losses of its runs' final evals
+  (points whose runs saved none are left out: their comparisons fall back to independent SEs)."""
+  done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
+  out = {}
+  for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
+    rec = paired.mean_of([paired.load(r.run_dir, r.final_eval_step) for r in g.itertuples()])
+    if rec is not None:
+      out[tuple(key)] = rec
+  return out
+
+
+def _key(row) -> tuple:
+  return tuple(row[k] for k in POINT_KEYS)
+
+
+def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
+  """Per (family, U, size): the epoch count with the lowest final loss and the rise after it
+  (SE paired over sequences where the runs saved them); per (family, U): the best grid point
+  overall and the rise of its size's curve after it."""
+  records = records or {}
   series = []
   for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
     g = g.sort_values("epochs")
     i = int(np.argmin(g["loss"].to_numpy()))
     best, last = g.iloc[i], g.iloc[-1]
     rise = float(last["loss"] - best["loss"])
-    rise_se = float(np.hypot(last["se"], best["se"]))
+    rise_se, kind = paired.diff_se(records.get(_key(last)), records.get(_key(best)), last["se"],
+                                   best["se"])
     series.append(dict(objective=obj, unique_tokens=float(u), model_size=size, N=float(best["N"]),
                        epochs_tried=g["epochs"].tolist(), best_epochs=float(best["epochs"]),
                        best_loss=float(best["loss"]), best_se=float(best["se"]),
                        last_epochs=float(last["epochs"]), last_loss=float(last["loss"]),
-                       rise_after=rise, rise_after_se=rise_se,
+                       rise_after=rise, rise_after_se=rise_se, rise_after_se_kind=kind,
                        rise_z=rise / rise_se if rise_se > 0 else None))
   per_budget = []
   for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
@@ -68,25 +89,46 @@ def epoch_findings(pts: pd.DataFrame) -> dict:
     per_budget.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
                            best_epochs=float(b["epochs"]), best_loss=float(b["loss"]),
                            best_se=float(b["se"]), rise_after=s["rise_after"],
-                           rise_after_se=s["rise_after_se"], last_epochs=s["last_epochs"]))
+                           rise_after_se=s["rise_after_se"], rise_after_se_kind=s["rise_after_se_kind"],
+                           last_epochs=s["last_epochs"]))
   return dict(per_size=series, per_budget=per_budget)
 
 
 def within_run_overfitting(runs: pd.DataFrame) -> list[dict]:
-  """Runs whose validation loss ended above its best: the epoch of the best and the rise."""
+  """Runs whose validation loss ended above its best: the epoch of the best and the rise (paired
+  over the run's own two evaluations where it saved them)."""
   out = []
   done = runs[runs["finished"] & np.isfinite(runs["best_eval_loss"])]
   for r in done.itertuples():
     rise = float(r.final_eval_loss - r.best_eval_loss)
-    se = float(np.hypot(np.nan_to_num(r.final_eval_loss_se), np.nan_to_num(r.best_eval_loss_se)))
     if rise > 0:
+      se, kind = paired.diff_se(paired.load(r.run_dir, getattr(r, "final_eval_step", None)),
+                                paired.load(r.run_dir, r.best_step), r.final_eval_loss_se,
+                                r.best_eval_loss_se)
       out.append(dict(run_name=r.run_name, objective=r.objective, unique_tokens=r.unique_tokens,
                       model_size=r.model_size, best_epoch=r.best_epoch, epochs=r.epochs,
-                      rise=rise, rise_se=se))
+                      rise=rise, rise_se=se, rise_se_kind=kind))
   return out
 
 
-def crossover_findings(pts: pd.DataFrame) -> dict:
+def _frontier_point(g: pd.DataFrame, fr: crossover.Frontier, log_c: float):
+  """The grid point whose loss is the frontier's value at log_c (None where it is interpolated)."""
+  value = float(fr.at(log_c))
+  hit = g[np.isclose(g["loss"].to_numpy(dtype=np.float64), value, rtol=1e-12, atol=0.0)
+          & (np.log(g["C"].to_numpy(dtype=np.float64)) <= log_c + 1e-9)]
+  return None if hit.empty else hit.iloc[0]
+
+
+def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict) -> dict | None:
+  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs."""
+  a, m = (_frontier_point(fams[k], fr[k], float(np.log(c_top))) for k in ("ar", "mdm"))
+  if a is None or m is None:
+    return None
+  return paired.difference(records.get(_key(a)), records.get(_key(m)))
+
+
+def crossover_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
+  records = records or {}
   per_budget = []
   for u, g in pts.groupby("unique_tokens"):
     fams = {obj: gg for obj, gg in g.groupby("objective")}
@@ -96,28 +138,51 @@ def crossover_findings(pts: pd.DataFrame) -> dict:
       continue
     fr = {k: crossover.frontier(fams[k]["C"], fams[k]["loss"], fams[k]["se"])
           for k in ("ar", "mdm")}
-    cross = crossover.critical_compute(fr["ar"], fr["mdm"])
-    per_budget.append(dict(unique_tokens=float(u), **cross.named(),
+    cross = crossover.critical_compute(fr["ar"], fr["mdm"]).named()
+    cross["gap_se_kind"] = paired.INDEPENDENT
+    pg = _paired_gap(fams, fr, cross["c_range"][1], records) if cross["c_range"] else None
+    if pg is not None and np.isfinite(pg["se"]):
+      cross.update(gap_se_at_max=pg["se"], gap_se_kind=paired.PAIRED)
+    if cross["gap_at_max"] is not None:
+      cross["gap_verdict"] = paired.verdict(cross["gap_at_max"], cross["gap_se_at_max"])
+    per_budget.append(dict(unique_tokens=float(u), **cross,
                            frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
                                      for k, f in fr.items()}))
-  crossing = [b for b in per_budget if b.get("status") == "crosses"]
+  # The published C_crit(U) law is stated in 6ND FLOPs (N non-embedding): the comparison with it
+  # uses the crossings recomputed on that axis, not the counted FLOPs (causal attention at half).
+  crossing = []
+  for u, g in pts.groupby("unique_tokens"):
+    fams = {obj: gg for obj, gg in g.groupby("objective")}
+    if {"ar", "mdm"} <= set(fams) and "C_6ND" in g:
+      fr6 = {k: crossover.frontier(fams[k]["C_6ND"], fams[k]["loss"], fams[k]["se"]) for k in ("ar", "mdm")}
+      c6 = crossover.critical_compute(fr6["ar"], fr6["mdm"])
+      if c6.status == "crosses":
+        crossing.append((float(u), c6.c_crit))
   fit = None
   if len(crossing) >= 2:
-    law = crossover.fit_c_crit([b["unique_tokens"] for b in crossing],
-                               [b["c_crit"] for b in crossing])
-    fit = dict(law.named(), coef_at_1e6=float(law(1e6)))
-  return dict(per_budget=per_budget, c_crit_fit=fit,
+    law = crossover.fit_c_crit([u for u, _ in crossing], [c for _, c in crossing])
+    fit = dict(law.named(), coef_at_1e6=float(law(1e6)), flops="6ND (non-embedding N)")
+  return dict(per_budget=per_budget, c_crit_fit=fit, c_crit_6nd={str(u): c for u, c in crossing},
               reference=dict(coef_at_1e6=2.12e15, exponent=2.174,
                              source="Prabhudesai et al. 2025, U = 25M..100M"))
 
 
-def double_descent_findings(pts: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame) -> dict:
+def _pair_se(g: pd.DataFrame, records: dict[tuple, dict]):
+  """pair_se(i, j) for doubledescent.detect: paired SE of rows i, j of g (positions)."""
+  rows = [g.iloc[k] for k in range(len(g))]
+  return lambda i, j: paired.diff_se(records.get(_key(rows[i])), records.get(_key(rows[j])),
+                                     rows[i]["se"], rows[j]["se"])[0]
+
+
+def double_descent_findings(pts: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame,
+                            records: dict[tuple, dict] | None = None) -> dict:
+  records = records or {}
   epoch_wise, model_wise, within = [], [], []
   for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
-    for p in doubledescent.detect(g["epochs"], g["loss"], g["se"]):
+    for p in doubledescent.detect(g["epochs"], g["loss"], g["se"], pair_se=_pair_se(g, records)):
       epoch_wise.append(dict(objective=obj, unique_tokens=float(u), model_size=size, **p.named()))
   for (obj, u, e), g in pts.groupby(["objective", "unique_tokens", "epochs"]):
-    for p in doubledescent.detect(g["N"], g["loss"], g["se"]):
+    for p in doubledescent.detect(g["N"], g["loss"], g["se"], pair_se=_pair_se(g, records)):
       model_wise.append(dict(objective=obj, unique_tokens=float(u), epochs=float(e), **p.named()))
   finished = set(runs.loc[runs["finished"], "run_name"])
   ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(finished)]
@@ -128,7 +193,8 @@ def double_descent_findings(pts: pd.DataFrame, curves: pd.DataFrame, runs: pd.Da
       within.append(dict(run_name=name, objective=g["objective"].iloc[0], **p.named()))
   return dict(epoch_wise=epoch_wise, model_wise=model_wise, within_run=within,
               criterion="rise above the lowest earlier point and fall after the peak, "
-                        "each > 2 combined standard errors")
+                        "each > 2 standard errors of the difference (paired per sequence and "
+                        "clustered by document where runs saved per-sequence losses)")
 
 
 def downstream_findings(pts: pd.DataFrame) -> list[dict]:
@@ -151,6 +217,20 @@ def single_epoch_curves(runs: pd.DataFrame, curves: pd.DataFrame,
   n_of = dict(zip(done["run_name"], done[param_col]))
   return pd.DataFrame(dict(objective=ev["objective"], run_name=ev["run_name"],
                            N=ev["run_name"].map(n_of), flops=ev["flops"], loss=ev["loss"]))
+
+
+def evaluation_summary(runs: pd.DataFrame, records: dict[tuple, dict]) -> dict:
+  """What the validation numbers rest on: sequences, documents, and how errors were computed."""
+  done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
+  docs = pd.to_numeric(done.get("eval_documents"), errors="coerce") if "eval_documents" in done else None
+  seqs = pd.to_numeric(done.get("n_sequences"), errors="coerce") if "n_sequences" in done else None
+  known = None if docs is None or docs.isna().all() else sorted({int(v) for v in docs.dropna()})
+  return dict(eval_documents=known,
+              n_sequences=None if seqs is None or seqs.isna().all() else sorted({int(v) for v in seqs.dropna()}),
+              points_with_per_sequence_losses=len(records),
+              se=("clustered by document; comparisons paired per sequence" if known else
+                  "as recorded by the runs (from before the eval set was spread over documents: "
+                  "sequences treated as independent, which understates the error)"))
 
 
 def grid_summary(runs: pd.DataFrame, manifest: dict | None, problems: list[str]) -> dict:

@@ -5,17 +5,26 @@ become the frozen base of the data-constrained law, which is then fitted on ever
 (Muennighoff et al.'s recipe). Too few single-epoch points -> a joint fit of all seven constants if
 the grid is large enough, else "not identifiable". R_D* needs repeated-data runs; R_N* needs runs
 with more parameters than their budget can use. Kaplan's laws (laws_kaplan) use every point, with
-D the dataset size and the early-stopped loss. Missing evidence is reported, never guessed.
+D the dataset size and the early-stopped loss. Missing evidence is reported, never guessed, and a
+fit whose optimum the data do not pin down (identify.py) is reported as not identifiable.
+
+The data-constrained law is monotone in D: it cannot describe a loss that rises with repetition.
+By default it is fitted on each family's epoch envelope, the best loss reached with at most E
+epochs at each (N, U) ("envelope"); "final" fits the final losses instead.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 
-from analysis import laws_approaches, laws_chinchilla, laws_datacons, laws_kaplan, multistart
+from analysis import identify, laws_approaches, laws_chinchilla, laws_datacons, laws_kaplan, multistart
 from dlmscale.errors import UserError
 
+TARGETS = {"envelope": "the epoch envelope (best loss reached with at most E epochs at each N, U)",
+           "final": "the final loss of each run"}
 COARSE_AXES = (np.array([0.0, 5.0, 10.0, 20.0]), np.array([0.0, 5.0, 10.0, 20.0]),
                np.array([-1.0, 0.0, 1.0]), np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
 
@@ -49,6 +58,10 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
   starts = None if grid == "full" else multistart.grid_starts(COARSE_AXES)
   n, d, l = one["N"].to_numpy(), one["D"].to_numpy(), one["loss"].to_numpy()
   fit = laws_chinchilla.fit(n, d, l, starts=starts)
+  early = identify.e_reason(fit.params) + identify.exponent_reasons(fit.params)
+  if early:  # no allocation or bootstrap from a degenerate optimum
+    return _not_identifiable(dict(status="ok", n_points=n_pts, params=fit.params,
+                                  objective=fit.objective, approach1=approach1_family(curves)), early)
   alloc = laws_chinchilla.allocation(fit.params, 1.0)
   out = dict(status="ok", n_points=n_pts, params=fit.params, objective=fit.objective,
              n_starts=fit.n_starts,
@@ -61,6 +74,9 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
     boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
     out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
     out["_samples"] = boot.samples  # per-replicate constants, for analysis.plan; not in fits.json
+  reasons = identify.zero_width_reasons(out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
+  if reasons:
+    return _not_identifiable(out, reasons)
   try:
     out["approach2"] = laws_approaches.approach2(n, d, l, one["C"].to_numpy(), min_groups=3)
   except UserError as e:
@@ -68,12 +84,45 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
   return out
 
 
+def _not_identifiable(out: dict, reasons: list[str]) -> dict:
+  """The fit kept for inspection under `degenerate_fit`, never as a headline number."""
+  keep = {k: v for k, v in out.items() if k not in ("status", "_samples", "approach1")}
+  res = dict(status="not identifiable", reason="; ".join(reasons), degenerate_fit=keep)
+  if "approach1" in out:
+    res["approach1"] = out["approach1"]
+  return res
+
+
+def envelope(pts: pd.DataFrame) -> pd.DataFrame:
+  """Each point's loss replaced by the best loss reached with at most its E epochs at its
+  (objective, N, U): the running minimum over E of each run's best validation loss."""
+  out = []
+  for _, g in pts.groupby(["objective", "unique_tokens", "model_size"], sort=False):
+    g = g.sort_values("epochs").copy()
+    best = g["best_loss"].to_numpy(dtype=np.float64)
+    best_se = g["best_se"].to_numpy(dtype=np.float64)
+    at = np.array([int(np.argmin(best[:i + 1])) for i in range(best.size)])
+    g["loss"], g["se"] = best[at], best_se[at]
+    out.append(g)
+  return pd.concat(out) if out else pts.copy()
+
+
+def family_seed(seed: int, family: str) -> int:
+  """An independent bootstrap stream per family: the same seed would draw the same resample
+  indices for both (equal point counts) and correlate the families' intervals."""
+  return int(np.random.SeedSequence([int(seed), zlib.crc32(family.encode())]).generate_state(1)[0])
+
+
 def _r_n_identifiable(pts: pd.DataFrame, base: dict) -> bool:
   n_u = laws_chinchilla.d_to_n_opt(base, pts["unique_tokens"].to_numpy())
   return bool(np.any(pts["N"].to_numpy() > n_u * 1.01))
 
 
-def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int) -> dict:
+def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
+                    target: str = "envelope") -> dict:
+  """The data-constrained law on `target` (TARGETS) of one family's points."""
+  if target == "envelope":
+    pts = envelope(pts)
   n, d, u, l = (pts[c].to_numpy(dtype=np.float64) for c in ("N", "D", "unique_tokens", "loss"))
   if not np.any(d > u * 1.01):
     return dict(status="not identifiable", reason="no run repeats data (all E <= 1), so R_D* "
@@ -94,7 +143,7 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int) ->
     return dict(status="not identifiable",
                 reason=f"{len(pts)} points for {len(spec.free)} free constants")
   fit = laws_datacons.fit(n, d, u, l, spec=spec, search="wide")
-  out = dict(status="ok", mode=mode, n_points=int(len(pts)), params=fit.params,
+  out = dict(status="ok", mode=mode, target=target, n_points=int(len(pts)), params=fit.params,
              objective=fit.objective, r2=fit.r2, free=list(fit.free), at_bound=list(fit.at_bound),
              other_minima=[{k: v for k, v in m.items() if k != "x"} for m in fit.other_minima],
              R_N_star_identifiable=fit_rn)
@@ -105,6 +154,23 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int) ->
     boot = laws_datacons.bootstrap(n, d, u, l, fit, spec, n_boot=n_boot, seed=seed)
     out["bootstrap"] = {k: v for k, v in boot.items() if k != "samples"}
     out["_samples"] = boot["samples"]
+  # R_N* is its own quantity: on its bound (no excess-parameter penalty detectable) or flat, it is
+  # not identified, but R_D* and the base still are. Anything else degenerate sinks the whole fit.
+  lo, hi = laws_datacons.search_bounds(fit.free, fit.search)
+  ci = out.get("bootstrap", {}).get("ci")
+  others = [k for k in fit.free if k != "rn"]
+  sel = [i for i, k in enumerate(fit.free) if k != "rn"]
+  reasons = (identify.bound_reasons(fit.params, others, lo[sel], hi[sel]) + identify.e_reason(fit.params)
+             + identify.zero_width_reasons(ci, others + ["R_D_star"]))
+  if reasons:
+    return _not_identifiable(out, reasons)
+  if "rn" in fit.free:
+    i = fit.free.index("rn")
+    rn_reasons = (identify.bound_reasons(fit.params, ["rn"], lo[i:i + 1], hi[i:i + 1])
+                  + identify.zero_width_reasons(ci, ["rn"]))
+    if rn_reasons:
+      out["R_N_star_identifiable"] = False
+      out["R_N_star_note"] = "not identifiable: " + "; ".join(rn_reasons)
   return out
 
 
@@ -119,26 +185,33 @@ def kaplan_family(pts: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
 
 
 def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot: int = 200,
-                seed: int = 0, grid: str = "full") -> dict:
+                seed: int = 0, grid: str = "full", target: str = "envelope") -> dict:
   """curves: eval points of single-epoch runs (objective, run_name, N, flops, loss) for
-  approach 1."""
+  approach 1. target: what the data-constrained law is fitted on (TARGETS)."""
+  if target not in TARGETS:
+    raise UserError(f"unknown datacons target {target!r}; use one of {', '.join(TARGETS)}")
   chin, dcons, kap = {}, {}, {}
   for obj, g in pts.groupby("objective"):
     fam_curves = None if curves is None else curves[curves["objective"] == obj]
-    chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid, curves=fam_curves)
-    dcons[obj] = datacons_family(g, chin[obj], n_boot=n_boot, seed=seed)
-    kap[obj] = kaplan_family(g, n_boot=n_boot, seed=seed)
+    fseed = family_seed(seed, str(obj))
+    chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=fseed, grid=grid, curves=fam_curves)
+    dcons[obj] = datacons_family(g, chin[obj], n_boot=n_boot, seed=fseed, target=target)
+    kap[obj] = kaplan_family(g, n_boot=n_boot, seed=fseed)
   ratio = None
   if all(dcons.get(k, {}).get("status") == "ok" for k in ("ar", "mdm")):
-    r_ar = dcons["ar"]["params"]["R_D_star"]
-    r_mdm = dcons["mdm"]["params"]["R_D_star"]
-    ratio = dict(value=r_mdm / r_ar)
+    ratio = dict(value=dcons["mdm"]["params"]["R_D_star"] / dcons["ar"]["params"]["R_D_star"])
     s_ar = dcons["ar"].get("_samples", {}).get("R_D_star")
     s_mdm = dcons["mdm"].get("_samples", {}).get("R_D_star")
-    if s_ar is not None and s_mdm is not None and min(s_ar.size, s_mdm.size) > 1:
-      k = min(s_ar.size, s_mdm.size)
-      q = s_mdm[:k] / s_ar[:k]  # independent resamples of the two families
-      ratio["ci"] = (float(np.percentile(q, 2.5)), float(np.percentile(q, 97.5)))
+    ci = identify.ratio_interval(s_mdm, s_ar) if s_ar is not None and s_mdm is not None else None
+    if ci is not None:
+      ratio["ci"] = ci
+    ratio["verdict"] = identify.ratio_verdict(ci)
+  else:
+    why = [f"{k}: {dcons.get(k, {}).get('status', 'no runs')}" for k in ("ar", "mdm")
+           if dcons.get(k, {}).get("status") != "ok"]
+    ratio = dict(status="not available", reason="R_D* is not identified for both families ("
+                 + "; ".join(why or ["a family is missing"]) + ")")
   for v in (*chin.values(), *dcons.values()):
     v.pop("_samples", None)
-  return dict(chinchilla=chin, datacons=dcons, kaplan=kap, R_D_star_ratio_mdm_over_ar=ratio)
+  return dict(chinchilla=chin, datacons=dcons, kaplan=kap, R_D_star_ratio_mdm_over_ar=ratio,
+              datacons_target=dict(name=target, description=TARGETS[target]))

@@ -108,7 +108,7 @@ def main(argv) -> None:
   run = restore.load_run(workdir)
   if run.config.objective != "mdm":
     raise UserError(f"{workdir} is an {run.config.objective} run; this benchmark needs a diffusion run")
-  val_NxL = data.val_chunks_for_eval(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences)
+  val_NxL = data.eval_set(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL
   print(f"run {workdir} (step {run.step}), {len(val_NxL)} validation sequences of "
         f"{run.prepared.seq_len} tokens, {jax.device_count()} {jax.default_backend()} device(s), "
         f"{_SEEDS.value} eval seeds per K")

@@ -78,11 +78,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Evaluation.
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 200
-  c.eval.num_sequences = 256  # the first N validation chunks, same for every run
+  c.eval.num_sequences = 256  # validation chunks, round-robin over documents, same for every run
   c.eval.batch_size = 64
   c.eval.mc_samples = 8  # diffusion ELBO time samples per sequence (K)
   c.eval.mdm_estimator = "count"  # ELBO sample weight: "count" ((L+1)/|masked|, linear schedule;
   # ~5x fewer samples for the same noise, see BENCHMARKS.md) or "time" (w(t) = 1/t, as trained)
+  c.eval.mdm_positions = "all"  # "all" | "shifted": never mask position 0, score AR's L-1 positions
   c.eval.seed = 1234  # fixed: the eval number does not depend on the training seed
 
   # Checkpoints and logging.

@@ -25,6 +25,7 @@ import sentencepiece as spm
 from dlmscale import chunks
 from dlmscale import corpus as corpus_lib
 from dlmscale import label_noise as label_noise_lib
+from dlmscale import evalset
 from dlmscale import preprocess
 from dlmscale import tokenizer as tok
 from dlmscale.errors import UserError
@@ -263,16 +264,10 @@ def _exact(x: float, name: str) -> fractions.Fraction:
 # --- evaluation data and the tokenizer ----------------------------------------------------------
 
 
-def val_chunks_for_eval(prepared: Prepared, num_sequences: int) -> np.ndarray:
-  """The first N validation chunks as int32[N, L]: the same sequences for every run on this data."""
-  available = len(prepared.val_chunks)
-  if num_sequences < 1:
-    raise UserError(f"eval.num_sequences={num_sequences} must be positive")
-  if num_sequences > available:
-    raise UserError(f"eval.num_sequences={num_sequences} exceeds the validation split's {available} chunks of "
-                    f"{prepared.seq_len} tokens; lower eval.num_sequences or hold out more with "
-                    "data.val_tokens (a token count) or data.val_fraction")
-  return np.asarray(prepared.val_chunks[:num_sequences], dtype=np.int32)
+def eval_set(prepared: Prepared, num_sequences: int) -> evalset.EvalSet:
+  """N validation chunks spread round-robin over the split's documents (evalset.py): the same
+  sequences for every run and both families on this data."""
+  return evalset.draw(prepared.val_chunks, prepared.eod_id, num_sequences, prepared.manifest["seed"])
 
 
 def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:

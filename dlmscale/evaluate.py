@@ -12,13 +12,17 @@ from typing import Callable
 import jax
 import numpy as np
 
+from dlmscale import evalset
+
 
 @dataclasses.dataclass(frozen=True)
 class Validation:
   loss: float  # nats per token: AR exact NLL, diffusion ELBO (an upper bound on the NLL)
-  loss_se: float  # standard error over sequences
+  loss_se: float  # standard error clustered by document (evalset.clustered_se)
+  loss_se_naive: float  # the same treating every sequence as independent (too small)
   n_sequences: int
   n_tokens: int
+  eval_documents: int  # distinct validation documents among the sequences
 
 
 def per_sequence_losses(eval_step: Callable, params, val_NxL: np.ndarray, batch_size: int,
@@ -36,10 +40,13 @@ def per_sequence_losses(eval_step: Callable, params, val_NxL: np.ndarray, batch_
   return out_N
 
 
-def summarise(per_seq_N: np.ndarray, seq_len: int) -> Validation:
+def summarise(per_seq_N: np.ndarray, seq_len: int, document_N: np.ndarray | None = None) -> Validation:
+  """Mean loss with its document-clustered SE (document_N None: every sequence its own document)."""
   n = len(per_seq_N)
-  se = float(np.std(per_seq_N, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-  return Validation(loss=float(np.mean(per_seq_N)), loss_se=se, n_sequences=n, n_tokens=n * seq_len)
+  docs = np.arange(n) if document_N is None else np.asarray(document_N)
+  return Validation(loss=float(np.mean(per_seq_N)), loss_se=evalset.clustered_se(per_seq_N, docs),
+                    loss_se_naive=evalset.clustered_se(per_seq_N), n_sequences=n, n_tokens=n * seq_len,
+                    eval_documents=int(np.unique(docs).size))
 
 
 # --- evaluating a saved run: validation, the built-in task, a task file ---------------------------
@@ -65,10 +72,10 @@ from dlmscale.schedules import make_schedule  # noqa: E402
 def validation(run, batch_size: int, num_sequences: int) -> Validation:
   """The training-time validation number (same chunks, same eval fn) for a restored run."""
   sharding.check_batch(batch_size, run.mesh, "--batch_size")
-  val_NxL = data.val_chunks_for_eval(run.prepared, num_sequences)
+  es = data.eval_set(run.prepared, num_sequences)
   with jax.set_mesh(run.mesh):
-    per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, val_NxL, batch_size, run.put)
-  return summarise(per_seq_N, run.prepared.seq_len)
+    per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
+  return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
 
 
 def score_task(run, items, method: str, batch_size: int, estimator: str = "time"):
@@ -80,7 +87,7 @@ def score_task(run, items, method: str, batch_size: int, estimator: str = "time"
         pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
         schedule=make_schedule(c.mdm.schedule, c.mdm.poly_exponent),
         num_samples=int(c.eval.mc_samples), seed=int(c.eval.seed), estimator=estimator,
-        t_min=float(c.mdm.t_min), put=run.put)
+        t_min=0.0 if estimator == "count" else float(c.mdm.t_min), put=run.put)  # count: t ~ U(0, 1)
   return mc_scoring.accuracy(items, scores)
 
 
@@ -125,10 +132,11 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
          "mc_estimator": mc_estimator if method == "elbo" else None}
   t0 = time.perf_counter()
   v = validation(run, batch_size, int(num_sequences or c.eval.num_sequences))
-  out.update(loss=v.loss, loss_se=v.loss_se, n_tokens=v.n_tokens, n_sequences=v.n_sequences,
+  out.update(loss=v.loss, loss_se=v.loss_se, loss_se_naive=v.loss_se_naive, n_tokens=v.n_tokens,
+             n_sequences=v.n_sequences, eval_documents=v.eval_documents,
              validation_wall_s=round(time.perf_counter() - t0, 3))
   print(f"validation: {v.loss:.4f} +/- {v.loss_se:.4f} nats/token ({v.n_sequences} sequences, "
-        f"{v.n_tokens} tokens)", flush=True)
+        f"{v.n_tokens} tokens, {v.eval_documents} documents; SE clustered by document)", flush=True)
   t0 = time.perf_counter()
   try:
     items = builtin_task.make_task(run.prepared.val_chunks, run.prepared.eod_id,

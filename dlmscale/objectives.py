@@ -117,6 +117,9 @@ def stratified_times(u: jax.Array, n: int) -> jax.Array:
   return jnp.mod(u + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
 
 
+EVAL_POSITIONS = ("all", "shifted")  # eval.mdm_positions: every position, or AR's L - 1
+
+
 def elbo_weights(estimator: str, schedule: Schedule, t_KxB, n_masked_KxB, length_B) -> jax.Array:
   """Sample weights of the ELBO estimate; a sample with nothing masked counts 0 either way.
 
@@ -137,10 +140,11 @@ def elbo_weights(estimator: str, schedule: Schedule, t_KxB, n_masked_KxB, length
 
 
 def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
-               mask_BxL: jax.Array, mask_id: int, schedule: Schedule, estimator: str = "time"
-               ) -> tuple[jax.Array, jax.Array]:
-  """Per-sequence weighted masked NLL / L, and the unweighted masked NLL sum."""
-  L = tokens_BxL.shape[-1]
+               mask_BxL: jax.Array, mask_id: int, schedule: Schedule, estimator: str = "time",
+               n_positions: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Per-sequence weighted masked NLL / n_positions (default L: every position maskable), and the
+  unweighted masked NLL sum."""
+  L = tokens_BxL.shape[-1] if n_positions is None else n_positions
   x_t_BxL = jnp.where(mask_BxL, mask_id, tokens_BxL)
   nll_BxL = token_nll(apply_fn(params, x_t_BxL), tokens_BxL, mask_id)
   masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
@@ -180,23 +184,36 @@ def _eval_corruption(seq_key: jax.Array, k: jax.Array, num_samples: int, length:
 
 def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
                      seq_ids_B: jax.Array, *, mask_id: int, schedule: Schedule,
-                     num_samples: int, eval_seed: int, t_min: float, estimator: str = "time"
-                     ) -> jax.Array:
+                     num_samples: int, eval_seed: int, t_min: float, estimator: str = "time",
+                     positions: str = "all") -> jax.Array:
   """K per-sequence ELBO terms [K, B] (nats/token); their mean over K is the estimate.
+
+  positions="shifted" scores the same L - 1 positions as AR: position 0 is never masked (it is
+  the condition, as AR's first token is) and the bound is per token of positions 1..L-1, i.e. an
+  ELBO on -log p(x_1..x_{L-1} | x_0) / (L - 1). "all" masks every position and divides by L.
 
   Sequence s uses rng = fold_in(PRNGKey(eval_seed), s) and t_k = max((u_s + k/K) mod 1, t_min).
   The clip matters: with the 1/t weight a lone masked token at t -> 0 gives the estimator infinite
   variance (log-divergent), while the integrand is smooth at 0, so clipping biases the bound by only
-  O(t_min^2). Samples run one after another (lax.map): memory stays at one B x L x V logits tensor.
+  O(t_min^2). The count estimator draws t unclipped: its weight (L+1)/|S| is exact only for
+  t ~ U(0, 1) and bounded anyway. Samples run one after another (lax.map): memory stays at one
+  B x L x V logits tensor.
   """
   B, L = tokens_BxL.shape
+  t_min = 0.0 if estimator == "count" else t_min
+  if positions not in EVAL_POSITIONS:
+    raise UserError(f"eval.mdm_positions={positions!r}: choose one of {', '.join(EVAL_POSITIONS)}")
+  shifted = positions == "shifted"
   base = jax.random.PRNGKey(eval_seed)
   keys_B = jax.vmap(lambda s: jax.random.fold_in(base, s))(seq_ids_B.astype(jnp.uint32))
 
   def one_sample(k: jax.Array) -> jax.Array:
     t_B, mask_BxL = jax.vmap(
         lambda key: _eval_corruption(key, k, num_samples, L, schedule, t_min))(keys_B)
-    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule, estimator)
+    if shifted:
+      mask_BxL = mask_BxL & (jnp.arange(L) > 0)[None, :]
+    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule, estimator,
+                           n_positions=L - 1 if shifted else L)
     return loss_B
 
   return jax.lax.map(one_sample, jnp.arange(num_samples))
@@ -240,12 +257,16 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
     t_min, num_samples, seed = _t_min(config), int(config.eval.mc_samples), int(config.eval.seed)
     estimator = config.eval.mdm_estimator
+    positions = str(config.eval.get("mdm_positions", "all"))
+    if positions not in EVAL_POSITIONS:
+      raise UserError(f"eval.mdm_positions={positions!r}: choose one of {', '.join(EVAL_POSITIONS)}")
     elbo_weights(estimator, schedule, jnp.ones(1), jnp.ones(1), jnp.ones(1))  # bad choices fail now
 
     def mdm_eval(params, apply_fn, tokens_BxL, seq_ids_B):
       samples_KxB = mdm_elbo_samples(
           params, apply_fn, tokens_BxL, seq_ids_B, mask_id=mask_id, schedule=schedule,
-          num_samples=num_samples, eval_seed=seed, t_min=t_min, estimator=estimator)
+          num_samples=num_samples, eval_seed=seed, t_min=t_min, estimator=estimator,
+          positions=positions)
       return jnp.mean(samples_KxB, axis=0)
     return mdm_eval
   raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")

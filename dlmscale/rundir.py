@@ -27,7 +27,8 @@ OPERATIONAL_KEYS = frozenset({
 # Keys added after runs already existed, with the value those older runs implicitly used.
 LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time",
                                    "ar.num_orders": 1, "ar.target_position": True,
-                                   "data.label_noise": 0.0}
+                                   "data.label_noise": 0.0,
+                                   "eval.mdm_positions": "all"}
 
 
 def with_legacy_defaults(config: dict) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, data, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, data, evalset, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
 from dlmscale import label_noise, orders
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
@@ -127,7 +127,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
   sharding.check_batch(batch, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
-  val_NxL = data.val_chunks_for_eval(prepared, config.eval.num_sequences)
+  val_set = data.eval_set(prepared, config.eval.num_sequences)
   it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                            global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                            process_count=jax.process_count(), label_noise=config.data.label_noise)
@@ -144,7 +144,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
     ckpt.close()
     return json.loads((workdir / "summary.json").read_text())
-  loop = _Loop(config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start)
+  loop = _Loop(config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start)
   if primary and start == 0:
     overview = parameter_overview.get_parameter_overview(state.params, include_stats=False)
     (workdir / "params.txt").write_text(overview + "\n")
@@ -167,9 +167,9 @@ def _check_same_tokenizer(meta: dict, prepared: data.Prepared) -> None:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start):
+  def __init__(self, config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start):
     self.config, self.workdir, self.primary = config, workdir, primary
-    self.prepared, self.setup, self.total, self.val_NxL = prepared, setup, total, val_NxL
+    self.prepared, self.setup, self.total, self.val_set = prepared, setup, total, val_set
     self.ckpt, self.it, self.start = ckpt, it, start
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
     self.counts = flops.param_counts(setup.model_cfg)
@@ -190,7 +190,9 @@ class _Loop:
   def coords(self, step: int) -> dict:
     tokens = step * self.batch * self.seq_len
     return {"step": step, "tokens_seen": tokens, "epoch": step * self.batch / self.budget_chunks,
-            "flops": step * self.flops_per_step, "wall_s": round(self.wall_s(), 3)}
+            "flops": step * self.flops_per_step,  # as counted (causal attention at half)
+            "flops_6nd": 6 * self.counts["non_embedding"] * tokens,  # the published laws' convention
+            "wall_s": round(self.wall_s(), 3)}
 
   def write(self, row: dict, tb_scalars: dict) -> None:
     if self.log:
@@ -225,15 +227,18 @@ class _Loop:
 
   def evaluate(self, step: int, params) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = evaluate.per_sequence_losses(self.setup.eval_step, params, self.val_NxL,
+    per_seq = evaluate.per_sequence_losses(self.setup.eval_step, params, self.val_set.tokens_NxL,
                                            self.config.eval.batch_size, put)
-    v = evaluate.summarise(per_seq, self.seq_len)
+    v = evaluate.summarise(per_seq, self.seq_len, self.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
-           "n_tokens": v.n_tokens}
+           "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
+           "eval_documents": v.eval_documents}
+    if self.primary:  # per-sequence losses first: a metrics row always has its file
+      evalset.save_losses(self.workdir, step, per_seq, self.val_set)
     self.write(row, {"eval/loss": v.loss})
     if self.primary:
       print(f"eval step {step}: loss {v.loss:.4f} +/- {v.loss_se:.4f} nats/token "
-            f"({v.n_sequences} sequences)", flush=True)
+            f"({v.n_sequences} sequences, {v.eval_documents} documents)", flush=True)
     self.last_eval_step = step
     return row
 
@@ -289,6 +294,8 @@ class _Loop:
         "flops_per_token": flops.flops_per_token(self.setup.model_cfg, self.seq_len),
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
+        "n_sequences": self.val_set.tokens_NxL.shape[0], "eval_documents": self.val_set.n_documents,
+        "eval_se": "clustered by document",
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
         "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,

@@ -350,13 +350,16 @@ def test_budget_errors_from_the_iterator(tiny):
     data.train_iterator(p, unique_tokens=100, epochs=4, global_batch=8, seed=0)
 
 
-def test_val_chunks_for_eval(tiny):
+def test_eval_set(tiny):
   _, _, p = tiny
-  v = data.val_chunks_for_eval(p, 5)
+  es = data.eval_set(p, 5)
+  v = es.tokens_NxL
   assert v.dtype == np.int32 and v.shape == (5, L)
-  np.testing.assert_array_equal(v, p.val_chunks[:5])
+  np.testing.assert_array_equal(v, p.val_chunks[es.chunk_ids_N])
+  np.testing.assert_array_equal(es.chunk_ids_N, data.eval_set(p, 5).chunk_ids_N)  # fixed by the data
+  assert es.n_documents == 5  # one chunk from each of five documents
   with pytest.raises(UserError, match="val_tokens"):
-    data.val_chunks_for_eval(p, len(p.val_chunks) + 1)
+    data.eval_set(p, len(p.val_chunks) + 1)
 
 
 @pytest.mark.slow

@@ -1,0 +1,117 @@
+"""The evaluation set: validation chunks spread over documents, drawn once per prepared dataset.
+
+Neighbouring chunks of one file are not independent samples: the first N validation chunks are one
+or two files, and a standard error over them says nothing about the split. So the eval set is drawn
+round-robin over all validation documents (every document's first drawn chunk, then every
+document's second, ...) in an order fixed by the data seed: the same set for every run and both
+families, at most ceil(N / documents) chunks of any document that has that many.
+
+A chunk's document is the one holding its middle token. The chunk store does not record document
+boundaries; they are read from the end-of-document marker that the packer writes after every
+document (chunks.PackWriter), which the tokenizer never emits for text (sentencepiece control id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+
+from dlmscale.errors import UserError
+
+_EVAL_SEED_TAG = 4  # SeedSequence([data.seed, tag]) orders documents and chunks for the eval set
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  chunk_ids_N: np.ndarray  # int64, positions in the validation chunk store, ascending
+  document_N: np.ndarray  # int64, the validation document (in packing order) of each chunk
+  tokens_NxL: np.ndarray  # int32
+
+  @property
+  def n_documents(self) -> int:
+    return int(np.unique(self.document_N).size)
+
+
+def chunk_documents(val_NxL: np.ndarray, eod_id: int) -> np.ndarray:
+  """The document index of each chunk: how many end-of-document markers precede its middle token."""
+  n, seq_len = val_NxL.shape
+  if n == 0:
+    return np.zeros(0, np.int64)
+  eod_pos = np.flatnonzero(np.asarray(val_NxL).reshape(-1) == eod_id)
+  middle_N = np.arange(n, dtype=np.int64) * seq_len + seq_len // 2
+  return np.searchsorted(eod_pos, middle_N, side="left").astype(np.int64)
+
+
+def round_robin(document_N: np.ndarray, num_sequences: int, seed: int) -> np.ndarray:
+  """`num_sequences` chunk ids, taken one per document per round in a seeded order (ascending)."""
+  n = document_N.size
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), _EVAL_SEED_TAG]))
+  docs, doc_index_N = np.unique(document_N, return_inverse=True)
+  doc_rank = rng.permutation(docs.size)  # the order documents are visited within a round
+  chunk_order = rng.permutation(n)  # the order a document's chunks are taken
+  by_doc = chunk_order[np.argsort(doc_index_N[chunk_order], kind="stable")]
+  starts = np.searchsorted(doc_index_N[by_doc], np.arange(docs.size))
+  round_of = np.empty(n, np.int64)
+  round_of[by_doc] = np.arange(n) - starts[doc_index_N[by_doc]]  # 0 for a document's first chunk
+  pick = np.lexsort((doc_rank[doc_index_N], round_of))[:num_sequences]
+  return np.sort(pick)
+
+
+def draw(val_NxL: np.ndarray, eod_id: int, num_sequences: int, seed: int) -> EvalSet:
+  """The eval set of a prepared dataset (a pure function of its validation chunks and seed)."""
+  available = len(val_NxL)
+  if num_sequences < 1:
+    raise UserError(f"eval.num_sequences={num_sequences} must be positive")
+  if num_sequences > available:
+    raise UserError(f"eval.num_sequences={num_sequences} exceeds the validation split's {available} chunks; "
+                    "lower eval.num_sequences or hold out more with data.val_tokens (a token count) or "
+                    "data.val_fraction")
+  document_N = chunk_documents(val_NxL, eod_id)
+  ids_N = round_robin(document_N, num_sequences, seed)
+  return EvalSet(chunk_ids_N=ids_N, document_N=document_N[ids_N],
+                 tokens_NxL=np.asarray(val_NxL[ids_N], dtype=np.int32))
+
+
+# --- errors that respect the grouping, and the per-sequence record ---------------------------------
+
+LOSSES_DIR = "eval_losses"  # in a run directory: one step_XXXXXXXX.npz per evaluation
+
+
+def clustered_se(x_N: np.ndarray, group_N: np.ndarray | None = None) -> float:
+  """Cluster-robust standard error of mean(x) with clusters `group_N` (CR1: G/(G-1) correction).
+
+  Sequences of one document share its difficulty, so they are one sample, not several. With one
+  sequence per group this is the usual std/sqrt(n); NaN with fewer than two groups.
+  """
+  x_N = np.asarray(x_N, dtype=np.float64)
+  if group_N is None:
+    group_N = np.arange(x_N.size)
+  _, g_N = np.unique(np.asarray(group_N), return_inverse=True)
+  n_groups = int(g_N.max()) + 1 if x_N.size else 0
+  if n_groups < 2:
+    return float("nan")
+  sums_G = np.bincount(g_N, weights=x_N - x_N.mean(), minlength=n_groups)
+  return float(np.sqrt(n_groups / (n_groups - 1) * np.sum(sums_G ** 2)) / x_N.size)
+
+
+def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
+  return pathlib.Path(workdir) / LOSSES_DIR / f"step_{int(step):08d}.npz"
+
+
+def save_losses(workdir: str | os.PathLike, step: int, loss_N: np.ndarray, es: EvalSet) -> None:
+  """Writes the per-sequence losses of one evaluation with their chunk and document ids (atomic)."""
+  path = losses_path(workdir, step)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  with open(tmp, "wb") as f:
+    np.savez(f, loss_N=np.asarray(loss_N, np.float64), document_N=es.document_N, chunk_N=es.chunk_ids_N)
+  os.replace(tmp, path)
+
+
+def load_losses(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """{"loss_N", "document_N", "chunk_N"} of one saved evaluation."""
+  with np.load(path) as z:
+    return {k: np.asarray(z[k]) for k in ("loss_N", "document_N", "chunk_N")}

@@ -1,0 +1,171 @@
+"""Honest numbers in the analysis: paired errors, identifiability, intervals that word the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import identify, paired, report_md, study_fits
+from dlmscale import evalset
+
+
+def _record(loss_N, document_N):
+  return dict(loss_N=np.asarray(loss_N, np.float64), document_N=np.asarray(document_N),
+              chunk_N=np.arange(len(loss_N)))
+
+
+def test_paired_difference_covers_the_truth_and_is_tighter_than_independent_ses():
+  """Two runs share each document's difficulty (sd 1); run B is better by 0.05 plus chunk noise."""
+  rng = np.random.default_rng(0)
+  doc_N = np.repeat(np.arange(40), 4)
+  hits, paired_se, indep_se = 0, [], []
+  for _ in range(500):
+    hard_N = rng.normal(0, 1.0, 40)[doc_N]
+    a = _record(4.0 + hard_N + rng.normal(0, 0.1, doc_N.size), doc_N)
+    b = _record(3.95 + hard_N + rng.normal(0, 0.1, doc_N.size), doc_N)
+    d = paired.difference(a, b)
+    hits += abs(d["diff"] - 0.05) <= 1.96 * d["se"]
+    paired_se.append(d["se"])
+    indep_se.append(np.hypot(evalset.clustered_se(a["loss_N"], doc_N), evalset.clustered_se(b["loss_N"], doc_N)))
+  assert 0.9 <= hits / 500 <= 0.98
+  assert np.median(paired_se) < 0.2 * np.median(indep_se)
+  assert paired.verdict(0.05, float(np.median(paired_se))) == "positive"
+  assert paired.verdict(0.05, float(np.median(indep_se))) == "inconclusive"
+
+
+def test_paired_refuses_different_eval_sets_and_falls_back_to_independent():
+  a = _record([1.0, 2.0, 3.0], [0, 1, 2])
+  b = dict(_record([1.0, 2.0, 3.0], [0, 1, 2]), chunk_N=np.array([0, 1, 5]))
+  assert paired.difference(a, b) is None
+  se, kind = paired.diff_se(a, b, 0.3, 0.4)
+  assert se == pytest.approx(0.5) and kind == paired.INDEPENDENT
+  se, kind = paired.diff_se(a, a, 0.3, 0.4)
+  assert kind == paired.PAIRED and se == 0.0
+
+
+def test_identify_flags_bounds_tiny_e_and_zero_width_intervals():
+  p = dict(a=2.0, e=np.log(1e-5), alpha=5.0, beta=0.3, rd=np.log(20.0), E=1e-5)
+  r = identify.bound_reasons(p, ["alpha", "beta", "rd"], [1e-3, 1e-3, np.log(1e-2)], [5.0, 5.0, np.log(1e5)])
+  assert r == ["alpha = 5 is on its upper bound"]
+  assert identify.e_reason(p) and not identify.e_reason(dict(p, E=0.5))
+  z = identify.zero_width_reasons({"a": (2.0, 2.0), "beta": (0.2, 0.4), "rn": (4.19, 4.19)}, ["a", "beta", "rn"])
+  assert len(z) == 2 and "a has zero width" in z[0] and "R_N*" in z[1]
+  assert identify.exponent_reasons(dict(alpha=-0.1, beta=0.3)) == ["alpha = -0.1 is not positive"]
+
+
+def test_ratio_and_gap_sentences_follow_their_intervals():
+  incon = report_md.ratio_sentence(dict(value=1.75, ci=(0.81, 131.0), verdict="inconclusive"))
+  assert "inconclusive" in incon and "longer" not in incon
+  sure = report_md.ratio_sentence(dict(value=16.0, ci=(5.0, 40.0), verdict="above 1"))
+  assert "for longer than AR" in sure and "inconclusive" not in sure
+  none = report_md.ratio_sentence(dict(status="not available", reason="ar: not identifiable"))
+  assert "not reported" in none and "=" not in none.split(":")[0]
+  cross = dict(per_budget=[dict(unique_tokens=1e6, status="crosses", c_crit=1e12, loss_at_crossing=4.0,
+                                c_range=(1e11, 1e13), gap_at_max=0.02, gap_se_at_max=0.05,
+                                gap_se_kind=paired.PAIRED, gap_verdict="inconclusive")],
+               c_crit_fit=None, reference=dict(coef_at_1e6=2.12e15, exponent=2.174))
+  text = "\n".join(report_md.crossover_section(cross))
+  assert "inconclusive" in text and "C_crit =" not in text
+
+
+def test_fits_section_renders_no_number_from_an_unidentifiable_fit():
+  fits = dict(chinchilla={}, datacons=dict(
+      ar=dict(status="not identifiable", reason="alpha = 5 is on its upper bound",
+              degenerate_fit=dict(params=dict(R_D_star=5.12))),
+      mdm=dict(status="not identifiable", reason="E = 8.7e-17 nats is below 0.001",
+               degenerate_fit=dict(params=dict(R_D_star=8.96)))),
+      R_D_star_ratio_mdm_over_ar=dict(status="not available", reason="ar: not identifiable"),
+      datacons_target=dict(name="envelope", description=study_fits.TARGETS["envelope"]))
+  md = "\n".join(report_md.fits_section(fits))
+  assert "not identifiable: alpha = 5 is on its upper bound" in md
+  assert "5.12" not in md and "8.96" not in md and "1.75" not in md
+  assert "R_D*(MDM) / R_D*(AR): not reported" in md and "epoch envelope" in md
+
+
+def test_envelope_is_the_best_loss_within_e_epochs():
+  pts = pd.DataFrame(dict(objective="ar", unique_tokens=1e6, model_size="s1",
+                          epochs=[1.0, 4.0, 16.0, 64.0], loss=[5.0, 4.0, 4.5, 6.0],
+                          best_loss=[5.0, 4.0, 3.9, 4.2], se=0.1, best_se=[0.1, 0.2, 0.3, 0.4]))
+  env = study_fits.envelope(pts).sort_values("epochs")
+  np.testing.assert_allclose(env["loss"], [5.0, 4.0, 3.9, 3.9])
+  np.testing.assert_allclose(env["se"], [0.1, 0.2, 0.3, 0.3])
+
+
+def test_family_bootstrap_streams_are_independent():
+  from analysis import huber
+  a, b = study_fits.family_seed(0, "ar"), study_fits.family_seed(0, "mdm")
+  assert a != b and study_fits.family_seed(0, "ar") == a
+  wa, wb = huber.bootstrap_weights(20, 50, a), huber.bootstrap_weights(20, 50, b)
+  assert not np.array_equal(wa, wb)
+  # independent draws: per-replicate weight vectors are uncorrelated on average
+  corr = np.mean([np.corrcoef(wa[i], wb[i])[0, 1] for i in range(50)])
+  assert abs(corr) < 0.1
+
+
+@pytest.mark.slow
+def test_sizes_spanning_2x_cannot_identify_alpha_and_no_ratio_is_rendered():
+  """No size effect in the truth, three sizes over 2x: the joint fit's alpha is not identified."""
+  rng = np.random.default_rng(2)
+  rows = []
+  for obj, rd in (("ar", 4.0), ("mdm", 50.0)):
+    for n in (1e5, 1.4e5, 2e5):
+      for u in (1e6, 3e6, 1e7):
+        for e in (1, 4, 16, 64):
+          deff = u * (1 + rd * (1 - np.exp(-(e - 1) / rd)))
+          loss = 2.0 + 60 / deff ** 0.3 + rng.normal(0, 0.02)
+          rows.append(dict(objective=obj, unique_tokens=u, model_size=f"m{n:g}", epochs=float(e), N=n,
+                           D=u * e, C=6 * n * u * e, loss=loss, se=0.02, best_loss=loss, best_se=0.02))
+  fits = study_fits.family_fits(pd.DataFrame(rows), n_boot=20, grid="coarse", target="final")
+  assert fits["datacons"]["ar"]["status"] == "not identifiable"
+  assert "alpha" in fits["datacons"]["ar"]["reason"]
+  assert "value" not in fits["R_D_star_ratio_mdm_over_ar"]
+  md = "\n".join(report_md.fits_section(fits))
+  assert "R_D*(MDM) / R_D*(AR): not reported" in md and "R_D* =" not in md
+
+
+def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
+  """Fake runs with saved per-sequence losses: the epoch rise and within-run rise use paired SEs."""
+  from analysis import collect, study
+  from test_analysis_fakeruns import make_run
+  rng = np.random.default_rng(0)
+  doc_N = np.repeat(np.arange(20), 3)
+  hard_N = rng.normal(0, 1.0, 20)[doc_N]
+  es = evalset.EvalSet(chunk_ids_N=np.arange(60), document_N=doc_N, tokens_NxL=np.zeros((60, 2), np.int32))
+  for e in (1, 8):  # bump: the 8-epoch run ends higher, so there is a rise to pair
+    run = make_run(tmp_path, objective="ar", n=1e5, u=1e6, epochs=e, bump=2.0 if e == 8 else 0.0)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in (r for r in rows if r["split"] == "eval"):  # per-sequence losses averaging to the row's
+      loss_N = 5.0 + hard_N + rng.normal(0, 0.05, 60)
+      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
+  c = collect.collect(tmp_path)
+  pts = study.points(c.runs)
+  records = study.point_records(c.runs, pts)
+  assert len(records) == 2
+  ep = study.epoch_findings(pts, records)["per_size"][0]
+  a, b = (records[tuple(r[k] for k in study.POINT_KEYS)] for _, r in pts.sort_values("epochs").iterrows())
+  assert ep["best_epochs"] == 1 and ep["rise_after"] > 0
+  assert ep["rise_after_se_kind"] == paired.PAIRED
+  assert ep["rise_after_se"] == pytest.approx(paired.difference(b, a)["se"])
+  assert paired.difference(b, a)["se"] < 0.2 * np.hypot(evalset.clustered_se(a["loss_N"], doc_N),
+                                                          evalset.clustered_se(b["loss_N"], doc_N))
+  within = study.within_run_overfitting(c.runs)
+  assert within and all(w["rise_se_kind"] == paired.PAIRED for w in within)
+
+
+def test_tables_round_trip_for_re_analysis_and_missing_tables_are_a_user_error(tmp_path):
+  from analysis import collect
+  from dlmscale.errors import UserError
+  from test_analysis_fakeruns import make_run
+  for e in (1, 4):
+    make_run(tmp_path / "runs", objective="mdm", n=1e5, u=1e6, epochs=e)
+  c = collect.collect(tmp_path / "runs")
+  collect.write_tables(c, tmp_path / "out")
+  back = collect.read_tables(tmp_path / "out")
+  pd.testing.assert_frame_equal(back.runs[["run_name", "final_eval_loss", "epochs"]].reset_index(drop=True),
+                                c.runs[["run_name", "final_eval_loss", "epochs"]].reset_index(drop=True))
+  assert back.runs["finished"].all() and len(back.curves) == len(c.curves)
+  with pytest.raises(UserError, match="runs.csv"):
+    collect.read_tables(tmp_path / "runs")
