@@ -14,6 +14,7 @@ import sys
 
 from analysis import collect, report_md, study, study_fits
 from analysis.jsonable import to_jsonable
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 
 
@@ -54,7 +55,7 @@ def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = Tr
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+  ap = cli_guard.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
   ap.add_argument("--runs", required=True, help="grid workdir: one subdirectory per run")
   ap.add_argument("--out", required=True, help="where tables, fits.json, figures, report.md go")
   ap.add_argument("--n_boot", type=int, default=200, help="bootstrap resamples per fit (0: none)")

@@ -29,6 +29,7 @@ import time
 from typing import Any, TextIO
 
 from configs import grid as grid_lib
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 from launch import manifest as mf
 
@@ -339,7 +340,7 @@ def dry_run(grid: grid_lib.Grid, workdir: pathlib.Path, names: list[str], args: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n")[0])
+  p = cli_guard.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n")[0])
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cpu")
   p.add_argument("--workdir", required=True, help="grid directory; each point runs in WORKDIR/<run_name>/")
   p.add_argument("--parallel", type=int, default=1, help="concurrent runs (at most the CPU cores)")
