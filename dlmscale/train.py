@@ -162,7 +162,8 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
          prepared: data.Prepared, setup: steps_lib.Setup, total: int, val_NxL: np.ndarray, it,
          allow_new_data: bool) -> dict | None:
   mesh, seq_len, batch = setup.mesh, config.data.seq_len, config.batch_size
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep)
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep,
+                                set_aside_unreadable=True)
   with jax.set_mesh(mesh):
     restored = ckpt.restore_latest(setup.abstract_state)
     if restored is not None:
