@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from configs import grid as grid_lib
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
+from dlmscale.rundir import check_workdir
 from launch import manifest as mf
 
 REPO_ROOT = grid_lib.REPO_ROOT
@@ -372,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
       return dry_run(grid, workdir, names, args)
     check_parallel(args.parallel, len(usable_cpus()))  # before anything is written
+    check_workdir(workdir)
     mf.init(workdir, grid, launcher="local", extend=args.extend)
     mf.refresh(workdir)
     launcher = Launcher(grid, workdir, args, names)
