@@ -9,7 +9,6 @@ Examples (reference data):
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys

@@ -7,7 +7,6 @@ is an error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys

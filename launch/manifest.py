@@ -21,7 +21,6 @@ TPU launchers call these on the machines that hold the grid directory).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import fcntl
