@@ -151,7 +151,13 @@ def _main() -> int:
 
 def run() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  sys.exit(cli_guard.guard(_main, "dlmscale.main"))
+  rc = cli_guard.guard(_main, "dlmscale.main")
+  # The run is settled (finished, stopped or refused); a stop during the interpreter's teardown has
+  # nothing left to stop. Python would restore the default handler for it there and the process
+  # would die by the signal after a finished run, so the exit status reports what happened instead.
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, signal.SIG_IGN)
+  sys.exit(rc)
 
 
 if __name__ == "__main__":
