@@ -74,7 +74,7 @@ def read_metrics(path: pathlib.Path, problems: list[str]) -> pd.DataFrame:
   """metrics.jsonl rows; a malformed line (say, half-written by a live run) is skipped and noted."""
   rows = []
   if path.is_file():
-    with path.open() as f:
+    with path.open(errors="replace") as f:  # damaged bytes become malformed lines, not a crash
       for lineno, line in enumerate(f, 1):
         line = line.strip()
         if not line:
@@ -206,7 +206,10 @@ def collect(root: str | pathlib.Path) -> Collected:
 
 
 def require_finished(collected: Collected, root) -> pd.DataFrame:
-  done = collected.runs[collected.runs["finished"] & np.isfinite(collected.runs["final_eval_loss"])]
+  runs = collected.runs
+  finished = runs["finished"].astype(bool) & np.isfinite(pd.to_numeric(runs["final_eval_loss"],
+                                                                       errors="coerce"))
+  done = runs[finished]
   if done.empty:
     n = len(collected.runs)
     raise UserError(

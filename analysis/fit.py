@@ -10,7 +10,6 @@ Examples (reference data):
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -21,6 +20,7 @@ from analysis import checks, laws_approaches, laws_chinchilla, laws_datacons, la
 from analysis import multistart
 from analysis.jsonable import to_jsonable
 from analysis.study_fits import COARSE_AXES
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 
 LOSS_GUESSES = ("loss", "val_loss", "final_eval_loss")
@@ -123,7 +123,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m analysis.fit",
+  ap = cli_guard.ArgumentParser(prog="python -m analysis.fit",
                                description="Fit a scaling law to a CSV; prints JSON.")
   ap.add_argument("--law", required=True, choices=["chinchilla", "datacons", "kaplan"])
   ap.add_argument("--csv", required=True)

@@ -7,13 +7,13 @@ is an error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
 from analysis import collect, report_md, study, study_fits
 from analysis.jsonable import to_jsonable
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 
 
@@ -61,7 +61,7 @@ def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = Tr
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+  ap = cli_guard.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--runs", help="grid workdir: one subdirectory per run")
   src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "

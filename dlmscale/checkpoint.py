@@ -1,20 +1,34 @@
 """Orbax checkpoints of the train state and the data iterator, saved together so they never disagree.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a kill mid-save
-leaves the previous checkpoint as the latest. A checkpoint that is complete but unreadable (a bad
-disk, a truncated file) is reported and skipped in favour of the one before; it is never deleted.
+leaves the previous checkpoint as the latest. Once a save is complete, the sha256 of every file in
+it is written to `<step>/checksums.json`; a restore verifies them first, so a flipped or zeroed
+byte in the array data is caught instead of trained on. A checkpoint that fails the check or that
+orbax cannot read is reported in one line (the traceback goes to checkpoint_errors.log beside
+checkpoints/), skipped in favour of the one before, and, in the trainer, moved aside to
+`unreadable-<step>` so that rotation can never delete a good checkpoint to keep a broken one.
+Nothing is deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import pathlib
+import time
+import traceback
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
 from dlmscale.errors import UserError
+
+CHECKSUMS = "checksums.json"
+ERROR_LOG = "checkpoint_errors.log"
+UNREADABLE_PREFIX = "unreadable-"
 
 
 class Restored(NamedTuple):
@@ -24,12 +38,53 @@ class Restored(NamedTuple):
   meta: dict
 
 
+def _file_sha256(path: pathlib.Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def file_checksums(step_dir: pathlib.Path) -> dict[str, str]:
+  """sha256 of every file of a complete checkpoint, by path relative to its step directory."""
+  return {str(p.relative_to(step_dir)): _file_sha256(p) for p in sorted(step_dir.rglob("*"))
+          if p.is_file() and p.name != CHECKSUMS}
+
+
+def write_checksums(step_dir: pathlib.Path) -> None:
+  tmp = step_dir / (CHECKSUMS + ".tmp")
+  tmp.write_text(json.dumps(file_checksums(step_dir), indent=1, sort_keys=True) + "\n")
+  os.replace(tmp, step_dir / CHECKSUMS)
+
+
+def verify(step_dir: pathlib.Path) -> str | None:
+  """Why a checkpoint's files do not match its checksums, or None (also when it has none: a
+  checkpoint from before checksums, or one killed between its save and its checksums)."""
+  path = step_dir / CHECKSUMS
+  if not path.exists():
+    return None
+  try:
+    expected = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    return f"{CHECKSUMS} is damaged"
+  for rel, sha in sorted(expected.items()):
+    f = step_dir / rel
+    if not f.is_file():
+      return f"{rel} is missing"
+    if _file_sha256(f) != sha:
+      return f"{rel} does not match its sha256 (the array data changed after it was saved)"
+  return None
+
+
 class Checkpointer:
-  def __init__(self, directory: pathlib.Path, keep: int):
+  def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False):
     options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
     self._mgr = ocp.CheckpointManager(directory.resolve(), options=options,
                                       item_names=("state", "data", "meta"))
     self.directory = directory
+    self._set_aside = set_aside_unreadable and jax.process_index() == 0
+    self._unsealed: list[int] = []  # saved (maybe still in flight), no checksums yet
 
   def steps(self) -> list[int]:
     return sorted(self._mgr.all_steps())
@@ -37,35 +92,91 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
     if step in self._mgr.all_steps():
       return
+    self._seal()  # orbax would wait for the previous save here anyway
     self._mgr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)), force=True)
+    self._unsealed.append(step)
+
+  def _seal(self) -> None:
+    """Waits for saves in flight, then writes the checksums of each finished one (process 0)."""
+    self._mgr.wait_until_finished()
+    if jax.process_index() == 0:
+      for step in self._unsealed:
+        step_dir = self.directory / str(step)
+        if step_dir.is_dir():  # rotation may have removed it already
+          write_checksums(step_dir)
+    self._unsealed = []
 
   def wait(self) -> None:
-    self._mgr.wait_until_finished()
+    self._seal()
 
   def restore_latest(self, abstract_state: Any) -> Restored | None:
-    """The newest readable checkpoint, or None when there is none at all."""
+    """The newest checkpoint that verifies and reads, or None when there is none at all."""
     steps = self.steps()
+    skipped = False
     for step in reversed(steps):
-      try:
-        out = self._mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore()))
-        return Restored(step, out["state"], dict(out["data"]), dict(out["meta"]))
-      except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-        logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
-                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-        print(f"warning: checkpoint step {step} is unreadable ({type(e).__name__}); "
-              "falling back to the previous one", flush=True)
+      why = verify(self.directory / str(step))
+      if why is None:
+        try:
+          out = self._restore(step, abstract_state)
+          if skipped and self._set_aside:
+            self._mgr.reload()
+          return Restored(step, out["state"], dict(out["data"]), dict(out["meta"]))
+        except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
+          why = f"orbax cannot read it ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]})"
+          self._log(step, why, traceback.format_exc())
+      else:
+        self._log(step, why, "")
+      skipped = True
+      where = self._move_aside(step)
+      print(f"warning: checkpoint step {step} in {self.directory} is unreadable: {why}; "
+            f"falling back to the previous one{where} (details: {self.directory.parent / ERROR_LOG})",
+            flush=True)
+    if skipped and self._set_aside:
+      self._mgr.reload()
     if steps:
       raise UserError(
-          f"none of the checkpoints in {self.directory} (steps {steps}) can be read. Move that "
-          "directory aside to start the run from scratch; nothing was deleted.")
+          f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see "
+          f"{self.directory.parent / ERROR_LOG}). Move that directory aside to start the run from "
+          "scratch; nothing was deleted.")
     return None
 
+  def _restore(self, step: int, abstract_state: Any) -> dict:
+    quiet = [logging.getLogger(n) for n in ("absl", "orbax", "")]
+    levels = [l.level for l in quiet]
+    for l in quiet:  # orbax logs each failed read coroutine's traceback: those go to our log file
+      l.setLevel(logging.CRITICAL)
+    try:
+      return self._mgr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+          meta=ocp.args.JsonRestore()))
+    finally:
+      for l, level in zip(quiet, levels):
+        l.setLevel(level)
+
+  def _log(self, step: int, why: str, trace: str) -> None:
+    try:
+      with open(self.directory.parent / ERROR_LOG, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} step {step}: {why}\n{trace}\n")
+    except OSError:  # a read-only run directory: the one-line warning still says what happened
+      pass
+
+  def _move_aside(self, step: int) -> str:
+    """Renames an unreadable step out of orbax's sight (kept, never deleted); says where."""
+    if not self._set_aside:
+      return ""
+    src = self.directory / str(step)
+    dst = self.directory / f"{UNREADABLE_PREFIX}{step}"
+    n = 1
+    while dst.exists():
+      n += 1
+      dst = self.directory / f"{UNREADABLE_PREFIX}{step}.{n}"
+    os.rename(src, dst)
+    return f"; it is kept as {dst}"
+
   def close(self) -> None:
-    self._mgr.wait_until_finished()
+    self._seal()
     self._mgr.close()
 
 
@@ -75,6 +186,7 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 
 
 def latest_step(directory: pathlib.Path) -> int | None:
+  """The newest step directory (unreadable-<step> ones are set aside, not steps)."""
   steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() else []
   return max(steps) if steps else None
 

@@ -324,10 +324,11 @@ def _define_flags():
   return flags.FLAGS
 
 
-def _main(argv) -> int:
+def _main() -> int:
+  import sys  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}; options are --name=value")
+  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top
+  cli_guard.parse_absl(flags.FLAGS, sys.argv)
   f = flags.FLAGS
   cfg = ml_collections.ConfigDict({k: f[k].value for k in (
       "corpus", "cache_dir", "format", "text_field", "doc_separator", "val_fraction", "val_tokens",
@@ -337,7 +338,7 @@ def _main(argv) -> int:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from dlmscale.errors import cli_main  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(lambda argv: cli_main(lambda: _main(argv)))
+  sys.exit(cli_guard.guard(_main, "dlmscale.data"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import sys
 from typing import Callable
 
@@ -14,10 +15,14 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def cli_main(fn: Callable[[], int | None]) -> int:
-  """Runs a command's body; a UserError becomes `error: ...` on stderr and exit status 2."""
-  try:
-    return int(fn() or 0)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def cli_main(fn: Callable[[], int | None], command: str | None = None) -> int:
+  """Runs a command's body in the entry guard (dlmscale/cli_guard.py): exit 2 for a UserError,
+  3 for divergence, 1 plus a traceback file for a bug; never a traceback on the terminal."""
+  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top  (cli_guard imports us)
+  return cli_guard.guard(fn, command or _command_name())
+
+
+def _command_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return getattr(spec, "name", None) or pathlib.Path(sys.argv[0]).stem or "dlmscale"

@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 from jax.sharding import Mesh
 
-from dlmscale import checkpoint, data, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, cli_guard, data, rundir, sharding, steps as steps_lib
 from dlmscale import model as model_lib
 from dlmscale.errors import UserError
 
@@ -66,9 +66,14 @@ def read_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     raise UserError(f"{workdir} holds no config.json, so it is not a run directory; give the --workdir "
                     "that python -m dlmscale.main trained")
   try:
-    return ml_collections.ConfigDict(rundir.with_legacy_defaults(json.loads(path.read_text())))
+    stored = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise UserError(f"{path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is not text (damaged?); restore it from a copy") from None
+  if not isinstance(stored, dict):
+    raise UserError(f"{path} holds no config object; restore it from a copy")
+  return ml_collections.ConfigDict(rundir.with_legacy_defaults(rundir.config_without_records(stored)))
 
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
@@ -116,12 +121,7 @@ def load_run(workdir: str | pathlib.Path,
 def parse_flags(define: Callable[[], flags.FlagValues], argv: list[str]) -> flags.FlagValues:
   """absl flags into a private registry; a bad flag is a UserError, not a traceback."""
   fv = define()
-  try:
-    rest = fv(argv)
-  except flags.Error as e:
-    raise UserError(str(e).strip().splitlines()[-1]) from None
-  if len(rest) > 1:
-    raise UserError(f"unexpected arguments {rest[1:]}; options are --name=value")
+  rest = cli_guard.parse_absl(fv, argv)
   if not fv.workdir:
     raise UserError("--workdir=RUN is required (the directory of a trained run)")
   return fv

@@ -60,10 +60,15 @@ def config_differences(old: dict, new: dict) -> list[str]:
   return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys if a.get(k) != b.get(k)]
 
 
-def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+  """Replaces path in one rename: a stop or a kill never leaves half a file."""
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+  tmp.write_text(text)
   os.replace(tmp, path)
+
+
+def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(x: Any) -> Any:
@@ -74,20 +79,81 @@ def _jsonable(x: Any) -> Any:
   raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def claim_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
-  """Writes config.json, or checks it against the stored one. Returns True when resuming."""
+DATA_KEY = "data_sha256"  # config.json's record of the prepared data the run trains on
+REPLACED_KEY = "data_sha256_replaced"  # earlier records, kept when a resume moved to new data
+
+
+def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
+  """The workdir as a path, if it is (or can be created as) a writable directory; creates nothing."""
+  path = pathlib.Path(workdir).expanduser()
+  if path.exists() and not path.is_dir():
+    raise UserError(f"--workdir {path} is a file, not a directory; give a directory (it is created "
+                    "if missing)")
+  existing = path
+  while not existing.exists() and existing != existing.parent:
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UserError(f"--workdir {path} cannot be created: {existing} is a file; give a directory path")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"--workdir {path}: {existing} is not writable by this user; choose a directory "
+                    "you can write to (or fix its permissions)")
+  return path
+
+
+def data_differences(old: dict, new: dict) -> list[str]:
+  """The parts of the prepared data (train chunks, val chunks, tokenizer) whose content changed."""
+  return [f"{k} sha256 {str(old[k])[:12]}... -> {str(new.get(k))[:12]}..."
+          for k in sorted(old) if k in new and old[k] != new[k]]
+
+
+def stored_config(workdir: pathlib.Path) -> dict | None:
+  path = workdir / "config.json"
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path} is not valid JSON ({e}); it holds the run's identity, so restore it or "
+                    "use a new --workdir") from None
+
+
+def claim_config(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                 data_sha256: dict[str, str] | None = None, allow_new_data: bool = False) -> bool:
+  """Writes config.json, or checks it against the stored one. Returns True when resuming.
+
+  `data_sha256` (content hashes of the prepared data) is recorded with the config; a resume on data
+  with other hashes is refused unless `allow_new_data`, which keeps the old record as well.
+  Everything is checked before anything is written.
+  """
   path = workdir / "config.json"
   new = json.loads(config.to_json_best_effort())
-  if not path.exists():
-    write_json_atomic(path, new)
+  old = stored_config(workdir)
+  if old is None:
+    write_json_atomic(path, {**new, DATA_KEY: data_sha256} if data_sha256 else new)
     return False
-  diffs = config_differences(with_legacy_defaults(json.loads(path.read_text())), new)
+  old_data, replaced = old.pop(DATA_KEY, None), old.pop(REPLACED_KEY, [])
+  diffs = config_differences(with_legacy_defaults(old), new)
   if diffs:
     raise UserError(
         f"{workdir} holds a run with a different config:\n  " + "\n  ".join(diffs)
         + f"\nUse a new --workdir for this config, or delete {workdir} to start it fresh.")
-  write_json_atomic(path, new)  # operational keys may have changed
+  data_diffs = data_differences(old_data or {}, data_sha256 or {})
+  if data_diffs and not allow_new_data:
+    raise UserError(
+        f"{workdir} was trained on other data than is prepared now ({'; '.join(data_diffs)}): the "
+        "corpus or data.* settings changed. Restore the original data, or pass --allow_new_data to "
+        "continue this run on the new data (recorded in config.json)")
+  if data_diffs:
+    replaced = [*replaced, old_data]
+  record = data_sha256 or old_data
+  write_json_atomic(path, {**new, **({DATA_KEY: record} if record else {}),
+                           **({REPLACED_KEY: replaced} if replaced else {})})
   return True
+
+
+def config_without_records(stored: dict) -> dict:
+  """A stored config.json without the data records: just the config."""
+  return {k: v for k, v in stored.items() if k not in (DATA_KEY, REPLACED_KEY)}
 
 
 class WorkdirLock:
@@ -107,18 +173,32 @@ class WorkdirLock:
 
 
 class MetricsLog:
-  """metrics.jsonl, one JSON object per line; on resume, rows past the checkpoint are dropped."""
+  """metrics.jsonl, append-only while training; on resume, rows past the checkpoint are dropped.
+
+  Rows that cannot be read (torn, binary, without an integer `step`) are dropped too, and so are
+  any past `resume_step`; `self.dropped` counts the unreadable ones and `self.last_step` is the
+  last step still recorded, so the trainer can say what was lost.
+  """
 
   def __init__(self, path: pathlib.Path, resume_step: int):
     self.path = path
+    self.dropped, self.last_step = 0, None
     if path.exists():
-      rows = [r for r in read_rows(path) if r["step"] <= resume_step]
-      tmp = path.with_name(path.name + ".tmp")
-      tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-      os.replace(tmp, path)
+      rows, self.dropped = read_rows_counted(path)
+      kept = [r for r in rows if r["step"] <= resume_step]
+      self.last_step = max((r["step"] for r in kept), default=None)
+      if len(kept) != len(rows) or self.dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
     self._f = open(path, "a")
 
   def write(self, row: dict[str, Any]) -> None:
+    if not self.path.exists():  # deleted while the run was live: start it again, said once
+      print(f"warning: {self.path} was deleted during the run; writing it again from step "
+            f"{row.get('step')}", flush=True)
+      self._f.close()
+      self._f = open(self.path, "a")
     self._f.write(json.dumps(row, default=_jsonable) + "\n")
     self._f.flush()
 
@@ -126,15 +206,34 @@ class MetricsLog:
     self._f.close()
 
 
-def read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
-  """Rows of a metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError:
+def _row(line: str) -> dict[str, Any] | None:
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row["step"], bool):
+    return None
+  return row
+
+
+def read_rows_counted(path: pathlib.Path) -> tuple[list[dict[str, Any]], int]:
+  """(readable rows, number of non-empty lines that are not): bytes that are not UTF-8 JSON
+  objects with an integer `step` (a torn last line, a damaged file) are skipped, never fatal."""
+  rows, bad = [], 0
+  for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+    if not line.strip():
       continue
-  return rows
+    row = _row(line)
+    if row is None:
+      bad += 1
+    else:
+      rows.append(row)
+  return rows, bad
+
+
+def read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
+  """Rows of a metrics.jsonl; a torn last line (a kill mid-write) or a damaged row is skipped."""
+  return read_rows_counted(path)[0] if path.exists() else []
 
 
 def best_eval(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

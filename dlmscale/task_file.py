@@ -50,17 +50,21 @@ def read_task(path: str | pathlib.Path) -> list[TextItem]:
   if not path.is_file():
     raise UserError(f"task file {path} does not exist (expected JSONL, one item a line: {EXAMPLE})")
   items = []
-  with open(path, encoding="utf-8") as f:
-    for n, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      where = f"{path} line {n}"
-      try:
-        obj = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected e.g. "
-                        f"{EXAMPLE}") from None
-      items.append(_item(obj, where, n))
+  try:
+    lines = path.read_text(encoding="utf-8").split("\n")
+  except UnicodeDecodeError as e:
+    raise UserError(f"task file {path} is not UTF-8 text (byte {e.start}); expected JSONL, one item a "
+                    f"line: {EXAMPLE}") from None
+  for n, text in enumerate(lines, start=1):
+    if not text.strip():
+      continue
+    where = f"{path} line {n}"
+    try:
+      obj = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected e.g. "
+                      f"{EXAMPLE}") from None
+    items.append(_item(obj, where, n))
   if not items:
     raise UserError(f"task file {path} holds no items (expected JSONL, one item a line: {EXAMPLE})")
   return items

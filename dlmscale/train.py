@@ -27,25 +27,45 @@ from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
 
 
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  if config.objective not in ("ar", "mdm"):
-    raise UserError(f"objective must be 'ar' or 'mdm', got {config.objective!r}")
-  for key in ("unique_tokens", "batch_size"):
-    if config[key] <= 0:
-      raise UserError(f"{key} must be positive, got {config[key]}")
-  if config.epochs <= 0:
-    raise UserError(f"epochs must be positive, got {config.epochs}")
-  if config.data.seq_len <= 1:
-    raise UserError(f"data.seq_len must be at least 2, got {config.data.seq_len}")
-  for key in ("log_every_steps",):
-    if config[key] <= 0:
-      raise UserError(f"{key} must be positive, got {config[key]}")
+  """Every range the config must satisfy, checked before anything is read or written.
+
+  Comparisons are written `not (x > 0)` style so NaN fails them too.
+  """
+  _require(config.objective in ("ar", "mdm"), f"objective must be 'ar' or 'mdm', got {config.objective!r}")
+  for key in ("unique_tokens", "batch_size", "log_every_steps"):
+    _require(config[key] > 0, f"{key} must be positive, got {config[key]}")
+  _require(_is_number(config.epochs) and config.epochs > 0,
+           f"epochs must be a positive number, got {config.epochs}")
+  _require(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+  _require(config.data.seq_len > 1, f"data.seq_len must be at least 2, got {config.data.seq_len}")
   orders.num_orders(config)  # bad token-order settings fail before the run directory exists
   label_noise.check_fraction(config.data.get("label_noise", 0.0))
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
-                    ("eval", "batch_size"), ("eval", "mc_samples")):
-    if config[sect][key] <= 0:
-      raise UserError(f"{sect}.{key} must be positive, got {config[sect][key]}")
+                    ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
+    _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")
+  o = config.optim
+  _require(_is_number(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}")
+  for key in ("warmup_frac", "min_lr_ratio", "decay_frac"):
+    _require(_is_number(o[key]) and 0 <= o[key] <= 1, f"optim.{key} must lie in [0, 1], got {o[key]}")
+  for key in ("b1", "b2"):
+    _require(_is_number(o[key]) and 0 <= o[key] < 1, f"optim.{key} must lie in [0, 1), got {o[key]}")
+  _require(_is_number(o.eps) and o.eps > 0, f"optim.eps must be positive, got {o.eps}")
+  for key in ("weight_decay", "grad_clip", "warmup_steps"):
+    _require(_is_number(o[key]) and o[key] >= 0, f"optim.{key} must be >= 0, got {o[key]}")
+  _require(_is_number(config.mdm.t_min) and 0 < config.mdm.t_min < 1,
+           f"mdm.t_min must lie in (0, 1), got {config.mdm.t_min}")
+  # The budget needs no data: a sequence length no budget can fill fails here, not after preparing.
+  data.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
 
 
 def _fault_injection() -> tuple[str, int] | None:
@@ -102,24 +122,15 @@ def _progress(step: int, total: int, loss: float, tok_s: float, mfu: float | Non
           f"{mfu_s} | epoch {epoch:7.2f} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
-                       ) -> dict[str, Any] | None:
-  """Trains until the token budget is spent; returns the summary, or None if stopped by a signal."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       allow_new_data: bool = False) -> dict[str, Any] | None:
+  """Trains until the token budget is spent; returns the summary, or None if stopped by a signal.
+
+  Everything that can fail on the user's input (the config, the workdir, the data, the mesh, the
+  model) is checked before the workdir is created or touched, so a failed start leaves it as it was.
+  """
   validate(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  primary = jax.process_index() == 0
-  lock = rundir.WorkdirLock(workdir) if primary else None
-  try:
-    return _run(config, workdir, primary)
-  finally:
-    if lock:
-      lock.release()
-
-
-def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool) -> dict | None:
-  if primary:
-    rundir.claim_config(workdir, config)
+  workdir = rundir.check_workdir(workdir)
   prepared = data.prepare(config.data)
   seq_len, batch = config.data.seq_len, config.batch_size
   total = data.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
@@ -131,11 +142,35 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
   it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                            global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                            process_count=jax.process_count(), label_noise=config.data.label_noise)
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep)
+  workdir.mkdir(parents=True, exist_ok=True)
+  primary = jax.process_index() == 0
+  lock = rundir.WorkdirLock(workdir) if primary else None
+  try:
+    if primary:
+      rundir.claim_config(workdir, config, data_sha256(prepared), allow_new_data)
+    return _run(config, workdir, primary, prepared, setup, total, val_set, it, allow_new_data)
+  finally:
+    if lock:
+      lock.release()
+
+
+def data_sha256(prepared: data.Prepared) -> dict[str, str]:
+  """Content hashes of what the run trains and is evaluated on (from the data's manifest)."""
+  splits = prepared.manifest["splits"]
+  return {"train": splits["train"]["sha256"], "val": splits["val"]["sha256"],
+          "tokenizer": prepared.tokenizer_sha256}
+
+
+def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
+         prepared: data.Prepared, setup: steps_lib.Setup, total: int, val_set: evalset.EvalSet, it,
+         allow_new_data: bool) -> dict | None:
+  mesh, seq_len, batch = setup.mesh, config.data.seq_len, config.batch_size
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep,
+                                set_aside_unreadable=True)
   with jax.set_mesh(mesh):
     restored = ckpt.restore_latest(setup.abstract_state)
     if restored is not None:
-      _check_same_tokenizer(restored.meta, prepared)
+      _check_same_data(restored.meta, prepared, allow_new_data)
       state, start, meta = restored.state, restored.step, restored.meta
       it.set_state(restored.data_state)
     else:
@@ -147,7 +182,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
   loop = _Loop(config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start)
   if primary and start == 0:
     overview = parameter_overview.get_parameter_overview(state.params, include_stats=False)
-    (workdir / "params.txt").write_text(overview + "\n")
+    rundir.write_text_atomic(workdir / "params.txt", overview + "\n")
   print(f"{config.objective} {setup.model_cfg.n_layers}L d{setup.model_cfg.d_model}: "
         f"{loop.counts['non_embedding'] / 1e6:.3f}M non-embedding params, {total} steps of "
         f"{batch}x{seq_len} tokens" + (f", resuming at step {start}" if start else ""), flush=True)
@@ -155,13 +190,29 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
     return loop.run(state)
 
 
-def _check_same_tokenizer(meta: dict, prepared: data.Prepared) -> None:
-  saved = meta.get("tokenizer_sha256")
-  if saved and saved != prepared.tokenizer_sha256:
+def _check_same_data(meta: dict, prepared: data.Prepared, allow_new_data: bool) -> None:
+  """The checkpoint's record of its data against the data prepared now (config.json is checked
+  first; this catches a checkpoint copied between runs)."""
+  saved = dict(meta.get("data_sha256") or {})
+  saved.setdefault("tokenizer", meta.get("tokenizer_sha256"))
+  diffs = rundir.data_differences({k: v for k, v in saved.items() if v}, data_sha256(prepared))
+  if diffs and not allow_new_data:
     raise UserError(
-        f"the checkpoint was trained with tokenizer sha256 {saved[:12]}..., but the prepared data "
-        f"in {prepared.root} uses {prepared.tokenizer_sha256[:12]}... Resume with the same data "
-        "and tokenizer (same corpus, data.* settings and Python version), or start a new --workdir.")
+        f"the checkpoint was trained on other data than is prepared in {prepared.root} "
+        f"({'; '.join(diffs)}). Resume with the same data (same corpus, data.* settings and Python "
+        "version), pass --allow_new_data to continue on this data, or start a new --workdir.")
+
+
+def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
+  """Says (once, on stdout) what a resume found missing from metrics.jsonl; True if rows are lost."""
+  if start == 0 or (log.last_step is not None and not log.dropped):
+    return False
+  what = (f"had {log.dropped} unreadable row(s)" if log.last_step is not None
+          else "was missing or held no readable row")
+  print(f"warning: {log.path} {what}; the rows before step {start} that it lacks cannot be rebuilt "
+        "(checkpoints hold parameters, not curves), so the restored step is evaluated again and the "
+        "curve continues from there", flush=True)
+  return True
 
 
 class _Loop:
@@ -183,6 +234,7 @@ class _Loop:
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
+    self.reevaluate_start = bool(self.log) and _metrics_lost(self.log, start) and jax.process_count() == 1
 
   def wall_s(self) -> float:
     return self.wall_before + time.perf_counter() - self.t_start
@@ -204,10 +256,12 @@ class _Loop:
     """Handles the fetched scalars of `step` (1-based: the state after `step` updates)."""
     loss = float(m["loss"])
     if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
+      kept = self.ckpt.steps()
+      where = (f"The last good checkpoint (step {kept[-1]}) in {self.workdir / 'checkpoints'} is "
+               "kept." if kept else "No checkpoint had been saved yet.")
       raise TrainingDiverged(
-          f"loss is {loss} (grad norm {float(m['grad_norm'])}) at step {step}; stopping. The last "
-          f"good checkpoint in {self.workdir / 'checkpoints'} is kept. Lower optim.lr or raise "
-          "optim.warmup_frac, and start a new --workdir.")
+          f"loss is {loss} (grad norm {float(m['grad_norm'])}) at step {step}; stopping. {where} "
+          "Lower optim.lr or raise optim.warmup_frac, and start a new --workdir.")
     self.window.add(loss)
     if step % self.config.log_every_steps and step != self.total:
       return
@@ -225,7 +279,7 @@ class _Loop:
       print(_progress(step, self.total, avg, tok_s, mfu, row["epoch"], eta), flush=True)
     self.window = _Window()
 
-  def evaluate(self, step: int, params) -> dict:
+  def evaluate(self, step: int, params, write: bool = True) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
     per_seq = evaluate.per_sequence_losses(self.setup.eval_step, params, self.val_set.tokens_NxL,
                                            self.config.eval.batch_size, put)
@@ -233,10 +287,11 @@ class _Loop:
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
            "eval_documents": v.eval_documents}
-    if self.primary:  # per-sequence losses first: a metrics row always has its file
+    if self.primary and write:  # per-sequence losses first: a metrics row always has its file
       evalset.save_losses(self.workdir, step, per_seq, self.val_set)
-    self.write(row, {"eval/loss": v.loss})
-    if self.primary:
+    if write:
+      self.write(row, {"eval/loss": v.loss})
+    if self.primary and write:
       print(f"eval step {step}: loss {v.loss:.4f} +/- {v.loss_se:.4f} nats/token "
             f"({v.n_sequences} sequences, {v.eval_documents} documents)", flush=True)
     self.last_eval_step = step
@@ -244,13 +299,16 @@ class _Loop:
 
   def save(self, step: int, state) -> None:
     meta = {"wall_s": self.wall_s(), "window": self.window.sums(),
-            "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step}
+            "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step,
+            "data_sha256": data_sha256(self.prepared)}
     self.ckpt.save(step, state, self.it.get_state(), meta)
 
   def run(self, state) -> dict | None:
     stop, fault = _StopFlag(), _fault_injection()
     pending = None
     try:
+      if self.reevaluate_start:
+        self.evaluate(self.start, state.params)
       for step in range(self.start + 1, self.total + 1):
         _maybe_fault(fault, step)
         tokens = next(self.it)["tokens"]
@@ -271,17 +329,21 @@ class _Loop:
           print(f"stopped by signal {stop.signal} at step {step}/{self.total}; checkpoint saved. "
                 "Re-run the same command to resume.", flush=True)
           return None
-      return self.finish()
+      return self.finish(state)
     finally:
-      stop.restore()
-      self.ckpt.close()
+      self.ckpt.close()  # under the loop's handler: a stop now cannot cut a save short
       for f in (self.log, self.tb):
         if f:
           f.close()
+      stop.restore()
 
-  def finish(self) -> dict:
+  def finish(self, state) -> dict:
     rows = rundir.read_rows(self.workdir / "metrics.jsonl") if self.primary else []
-    evals = [r for r in rows if r["split"] == "eval"]
+    if self.last_eval_step != self.total:  # resumed at the end: the same decision on every host
+      has_final = any(r.get("split") == "eval" and r["step"] == self.total for r in rows)
+      self.evaluate(self.total, state.params, write=not has_final)
+      rows = rundir.read_rows(self.workdir / "metrics.jsonl") if self.primary else []
+    evals = [r for r in rows if r.get("split") == "eval"]
     best, final = rundir.best_eval(rows), (evals[-1] if evals else None)
     c = self.config
     summary = {

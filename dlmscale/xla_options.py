@@ -57,7 +57,8 @@ def _rejection(items: tuple[tuple[str, str], ...]) -> str | None:
   try:
     jax.jit(lambda x: x @ x, compiler_options=dict(items))(jnp.ones((2, 2))).block_until_ready()
     return None
-  except Exception as e:  # noqa: BLE001 - XLA reports bad options as assorted runtime errors
+  except (RuntimeError, ValueError, TypeError) as e:  # XLA's ways of refusing an option; nothing
+    # broader, so a stop (KeyboardInterrupt, SystemExit) or a bug is never mistaken for a refusal
     return str(e).splitlines()[0].rstrip(".")
 
 

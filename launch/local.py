@@ -29,7 +29,9 @@ import time
 from typing import Any, TextIO
 
 from configs import grid as grid_lib
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
+from dlmscale.rundir import check_workdir
 from launch import manifest as mf
 
 REPO_ROOT = grid_lib.REPO_ROOT
@@ -339,7 +341,7 @@ def dry_run(grid: grid_lib.Grid, workdir: pathlib.Path, names: list[str], args: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n")[0])
+  p = cli_guard.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n")[0])
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cpu")
   p.add_argument("--workdir", required=True, help="grid directory; each point runs in WORKDIR/<run_name>/")
   p.add_argument("--parallel", type=int, default=1, help="concurrent runs (at most the CPU cores)")
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
       return dry_run(grid, workdir, names, args)
     check_parallel(args.parallel, len(usable_cpus()))  # before anything is written
+    check_workdir(workdir)
     mf.init(workdir, grid, launcher="local", extend=args.extend)
     mf.refresh(workdir)
     launcher = Launcher(grid, workdir, args, names)

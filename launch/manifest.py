@@ -21,7 +21,6 @@ TPU launchers call these on the machines that hold the grid directory).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import fcntl
@@ -34,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 from configs import grid as grid_lib
 from configs.grid import Grid
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 
 MANIFEST = "grid_manifest.json"
@@ -236,7 +236,7 @@ def status_lines(workdir: pathlib.Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m launch.manifest", description=__doc__.split("\n")[0])
+  p = cli_guard.ArgumentParser(prog="python -m launch.manifest", description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="grid directory holding grid_manifest.json")
   p.add_argument("--init", default="", metavar="configs/FILE.py[:ARGS]",
                  help="create (or check) the manifest for this grid; launchers on other machines use it")

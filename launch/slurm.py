@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 from configs import grid as grid_lib
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 from launch import manifest as mf
 
@@ -103,7 +104,7 @@ def report_command(workdir: pathlib.Path, args: argparse.Namespace) -> list[str]
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n")[0])
+  p = cli_guard.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n")[0])
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cluster")
   p.add_argument("--workdir", required=True, help="grid directory on a filesystem every node sees")
   p.add_argument("--dry_run", action="store_true", help="print the script and commands; submit and write nothing")

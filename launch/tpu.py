@@ -29,6 +29,7 @@ import tarfile
 import time
 
 from configs import grid as grid_lib
+from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 
 REPO_ROOT = grid_lib.REPO_ROOT
@@ -228,7 +229,7 @@ class Driver:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n")[0])
+  p = cli_guard.ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n")[0])
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cluster")
   p.add_argument("--workdir", required=True, help="grid directory, the same path on every worker")
   p.add_argument("--tpu", required=True, help="TPU VM (and queued resource) name")

@@ -1,0 +1,124 @@
+"""The one entry guard every command runs its body in, so no traceback ever reaches a user.
+
+- A problem the user can fix (`UserError`, a bad flag) is exit 2 with one line: what is wrong and
+  what to do instead.
+- A diverged run (`TrainingDiverged`) is exit 3 with one line.
+- Anything else is a bug of ours: one line naming the error and the file holding its traceback,
+  exit 1 (the traceback goes to a file under the temp directory, never into the user's workdir).
+- Ctrl-C is exit 130 with one line. Signals are never swallowed here: `KeyboardInterrupt` and
+  `SystemExit` are not `Exception`s and pass the last-resort handler untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import Callable, Iterable, Sequence
+
+from dlmscale.errors import TrainingDiverged, UserError
+
+EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def one_line(message: object) -> str:
+  """A message as one line: its own lines joined with '; ' (a table stays readable, a log greppable)."""
+  parts = [p.strip() for p in str(message).splitlines() if p.strip()]
+  return "; ".join(parts) if parts else type(message).__name__
+
+
+def user_error_line(message: object) -> str:
+  return f"error: {one_line(message)}"
+
+
+def write_traceback(command: str, exc: BaseException) -> str:
+  """The full traceback in a fresh file (never overwriting anything); returns its path."""
+  fd, path = tempfile.mkstemp(prefix=f"dlmscale-{command.replace('.', '-')}-crash-", suffix=".txt")
+  with os.fdopen(fd, "w") as f:
+    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} python -m {command} "
+            f"{' '.join(sys.argv[1:])}\n\n")
+    f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+  return path
+
+
+def guard(body: Callable[[], int | None], command: str) -> int:
+  """Runs a command's body; returns the exit status the module should `sys.exit` with."""
+  try:
+    return int(body() or 0)
+  except UserError as e:
+    print(user_error_line(e), file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+  except TrainingDiverged as e:
+    print(user_error_line(e), file=sys.stderr, flush=True)
+    return EXIT_DIVERGED
+  except KeyboardInterrupt:
+    print(f"interrupted; {command} stopped", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+  except Exception as e:  # noqa: BLE001 - the last resort: a bug becomes one line and a file
+    path = write_traceback(command, e)
+    first = one_line(e)[:300]
+    print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
+          f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
+    return EXIT_INTERNAL
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one `error: ...` line and exit 2 (no usage block)."""
+
+  def error(self, message: str):  # type: ignore[override]
+    print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+  """The valid names nearest to a mistyped one: whole dotted names first, then by the last part."""
+  choices = list(choices)
+  near = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+  if not near:
+    by_leaf: dict[str, list[str]] = {}
+    for c in choices:
+      by_leaf.setdefault(c.rsplit(".", 1)[-1], []).append(c)
+    for m in difflib.get_close_matches(word.rsplit(".", 1)[-1], list(by_leaf), n=n, cutoff=0.6):
+      near += by_leaf[m]
+  return near[:n]
+
+
+def stray_arguments(rest: Sequence[str], argv: Sequence[str]) -> str | None:
+  """Why positional leftovers of a flag parse are an error, with the `=` fix for `--flag value`."""
+  if not rest:
+    return None
+  first = rest[0]
+  i = list(argv).index(first) if first in argv else -1
+  prev = argv[i - 1] if i > 0 else ""
+  if prev.startswith("--") and "=" not in prev:
+    return (f"unexpected argument {first!r} after {prev}: write {prev}={first} (flags take their "
+            "value after '='; a bare boolean flag means true)")
+  return f"unexpected arguments {list(rest)}; options are --name=value"
+
+
+def parse_absl(fv, argv: Sequence[str]) -> list[str]:
+  """Parses argv into absl FlagValues `fv`; a bad flag or a stray argument is a UserError."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  exit_on_help(fv, argv)
+  try:
+    rest = fv(list(argv))
+  except flags.Error as e:
+    raise UserError(f"{one_line(str(e).strip().splitlines()[-1])} (see --help)") from None
+  why = stray_arguments(rest[1:], argv)
+  if why:
+    raise UserError(why)
+  return rest
+
+
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull")
+
+
+def exit_on_help(fv, argv: Sequence[str]) -> None:
+  """`--help` prints the flags and exits 0 (absl's app.run would; we parse without it)."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(fv.get_help())
+    sys.exit(0)

@@ -1,0 +1,99 @@
+"""Checkpoints carry sha256s of their files: a flipped byte in the array data is detected, the
+checkpoint is skipped (and set aside, never deleted) and the run resumes bitwise from the one before.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from dlmscale import checkpoint, rundir, train
+
+
+def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.name != checkpoint.CHECKSUMS]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_corpus, data_cache, tmp_path_factory):
+  cfg = tiny_config(tiny_corpus, data_cache, "ar")
+  workdir = tmp_path_factory.mktemp("integrity") / "run"
+  train.train_and_evaluate(cfg, workdir)
+  return cfg, workdir
+
+
+def test_every_checkpoint_records_checksums_that_verify(finished):
+  _, workdir = finished
+  steps = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(steps) == 3  # checkpoint.keep
+  for step_dir in steps:
+    sums = json.loads((step_dir / checkpoint.CHECKSUMS).read_text())
+    assert any(k.startswith("state/") for k in sums)
+    assert checkpoint.verify(step_dir) is None
+
+
+def test_flipped_byte_is_detected_skipped_set_aside_and_resumed_bitwise(finished, tmp_path, capsys):
+  cfg, original = finished
+  final = checkpoint.load_arrays(original / "checkpoints")["params"]
+  rows = [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(original / "metrics.jsonl")]
+  # A copy of the run whose newest checkpoint gets one flipped byte, same size.
+  workdir = tmp_path / "run"
+  import shutil
+  shutil.copytree(original, workdir)
+  (workdir / "summary.json").unlink()
+  newest = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  victim = _largest_array_file(workdir / "checkpoints" / str(newest))
+  blob = bytearray(victim.read_bytes())
+  blob[len(blob) // 2] ^= 0x01
+  victim.write_bytes(bytes(blob))
+  assert "sha256" in checkpoint.verify(workdir / "checkpoints" / str(newest))
+
+  capsys.readouterr()
+  train.train_and_evaluate(cfg, workdir)
+  out = capsys.readouterr().out
+  warnings = [l for l in out.splitlines() if l.startswith("warning: checkpoint")]
+  assert len(warnings) == 1 and f"step {newest}" in warnings[0] and "sha256" in warnings[0]
+  assert "Traceback" not in out
+  assert (workdir / "checkpoints" / f"{checkpoint.UNREADABLE_PREFIX}{newest}").is_dir()  # kept
+  assert (workdir / "checkpoint_errors.log").read_text().count(f"step {newest}") == 1
+  assert f"resuming at step {newest - cfg.checkpoint.every_steps}" in out
+  got = checkpoint.load_arrays(workdir / "checkpoints")["params"]
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(final)):
+    np.testing.assert_array_equal(a, b)
+  assert [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(workdir / "metrics.jsonl")] == rows
+  # The re-trained newest checkpoint is readable again and rotation kept the readable ones.
+  kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert newest in kept and all(checkpoint.verify(workdir / "checkpoints" / str(s)) is None for s in kept)
+
+
+def test_truncated_file_is_one_warning_line_not_orbax_tracebacks(finished, tmp_path, capsys):
+  cfg, original = finished
+  workdir = tmp_path / "run"
+  import shutil
+  shutil.copytree(original, workdir)
+  for step_dir in (workdir / "checkpoints").iterdir():
+    if step_dir.name.isdigit():
+      (step_dir / checkpoint.CHECKSUMS).unlink()  # as a checkpoint from before checksums
+  newest = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  victim = _largest_array_file(workdir / "checkpoints" / str(newest))
+  victim.write_bytes(victim.read_bytes()[:10])
+  capsys.readouterr()
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", 3)
+  from dlmscale import data, sharding, steps as steps_lib
+  prepared = data.prepare(cfg.data)
+  mesh = sharding.make_mesh(cfg.mesh)
+  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, 12, mesh)
+  with jax.set_mesh(mesh):
+    restored = ckpt.restore_latest(setup.abstract_state)
+  ckpt.close()
+  captured = capsys.readouterr()
+  assert restored.step < newest
+  assert "Traceback" not in captured.out + captured.err
+  assert len([l for l in captured.out.splitlines() if l.startswith("warning:")]) == 1
+  assert (workdir / "checkpoints" / str(newest)).is_dir()  # not set aside outside the trainer
