@@ -112,3 +112,28 @@ def test_runs_started_by_hand_join_curves_to_runs(tmp_path):
   for r in got.runs.itertuples():
     n_lines = len((pathlib.Path(r.run_dir) / "metrics.jsonl").read_text().splitlines())
     assert per_run[r.run_name] == n_lines
+
+
+def test_manifest_written_by_launch_manifest_is_read(tmp_path, capsys):
+  """The real manifest shape: {"runs": {name: {"state", "in_grid", ...}}}, here with the mdm points of
+  an earlier launch kept as in_grid False after an --extend launch of the ar points alone."""
+  from configs import datacons
+  from launch import manifest as launch_manifest
+  assert launch_manifest.main([f"--workdir={tmp_path}", "--init=configs/datacons.py:scale=test"]) == 0
+  assert launch_manifest.main([f"--workdir={tmp_path}", "--init=configs/datacons.py:scale=test,objectives=ar",
+                               "--extend"]) == 0
+  ar = [p["run_name"] for p in datacons.sweep("scale=test,objectives=ar")]
+  mdm = [p["run_name"] for p in datacons.sweep("scale=test,objectives=mdm")]
+  written = json.loads((tmp_path / "grid_manifest.json").read_text())["runs"]
+  assert {n: e["in_grid"] for n, e in written.items()} == {**{n: True for n in ar}, **{n: False for n in mdm}}
+  make_run(tmp_path, objective="ar", n=1e5, u=2e4, epochs=1, name=ar[0])
+  make_run(tmp_path, objective="ar", n=1e5, u=2e4, epochs=2, name=ar[1], finished=False)
+  assert launch_manifest.main([f"--workdir={tmp_path}", f"--mark={ar[0]}=done"]) == 0
+  capsys.readouterr()
+  status = collect.manifest_status(tmp_path, collect.collect(tmp_path).runs)
+  rows = {r["run_name"]: (r["manifest_state"], r["found"]) for r in status["rows"]}
+  assert rows[ar[0]] == ("done", "finished") and rows[ar[1]] == ("pending", "partial")
+  assert all(rows[n] == ("pending", "missing") for n in mdm)  # still points of this directory
+  assert (status["expected"], status["n_finished"], status["n_partial"], status["n_missing"]) == (
+      len(ar) + len(mdm), 1, 1, len(mdm))
+  assert status["not_in_manifest"] == []

@@ -48,8 +48,8 @@ def runs(tmp_path_factory, tiny_corpus, data_cache):
   return cfg, root
 
 
-def test_nan_loss_exits_3_and_keeps_the_last_good_checkpoint(runs, tmp_path):
-  cfg, _ = runs
+def test_nan_loss_exits_3_and_keeps_the_last_good_checkpoint(tiny_corpus, data_cache, tmp_path):
+  cfg = tiny_config(tiny_corpus, data_cache, "mdm")
   out = _main(cfg, tmp_path, DLMSCALE_FAULT="nan:5", **ONE_DEVICE)
   assert out.returncode == 3
   line = _one_line_error(out)
@@ -62,6 +62,7 @@ def test_nan_loss_exits_3_and_keeps_the_last_good_checkpoint(runs, tmp_path):
   assert max(r["step"] for r in rows) < 5 and all(np.isfinite(r["loss"]) for r in rows)
 
 
+@pytest.mark.slow  # three trainer runs (the fixture's two are shared)
 def test_unreadable_checkpoint_falls_back_and_the_resume_is_still_exact(runs, tmp_path):
   cfg, root = runs
   work = tmp_path / "run"
@@ -78,8 +79,8 @@ def test_unreadable_checkpoint_falls_back_and_the_resume_is_still_exact(runs, tm
     np.testing.assert_array_equal(x, y)
 
 
-def test_a_workdir_held_by_another_trainer_is_refused(runs, tmp_path):
-  cfg, _ = runs
+def test_a_workdir_held_by_another_trainer_is_refused(tiny_corpus, data_cache, tmp_path):
+  cfg = tiny_config(tiny_corpus, data_cache, "mdm")
   tmp_path.mkdir(exist_ok=True)
   lock = rundir.WorkdirLock(tmp_path)  # this process plays the other trainer
   try:
@@ -91,6 +92,7 @@ def test_a_workdir_held_by_another_trainer_is_refused(runs, tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing of a run was written
 
 
+@pytest.mark.slow  # two trainer runs and a data preparation
 def test_a_changed_tokenizer_is_refused_on_resume(tmp_path, data_cache):
   corpus = write_tiny_corpus(tmp_path / "corpus")
   cfg = tiny_config(corpus, data_cache, "ar")
@@ -109,6 +111,7 @@ def test_a_changed_tokenizer_is_refused_on_resume(tmp_path, data_cache):
   assert not changed, changed  # the refused resume touched nothing the run had
 
 
+@pytest.mark.slow  # three trainer runs (the fixture's two are shared)
 def test_resume_on_another_device_count_continues_with_the_same_data(runs, tmp_path):
   """Stopped on 2 CPU devices, resumed on 1: the run continues from its checkpoint with the same
   batches and masks. Not bitwise (the 2-device gradient sum rounds differently), so the check is the
