@@ -137,7 +137,8 @@ def read_run(run_dir: pathlib.Path, problems: list[str]) -> tuple[dict, pd.DataF
   def from_row(row, col):
     return None if row is None else _num(row.get(col))
 
-  name = _first(summary.get("run_name"), config.get("run_name") or None, run_dir.name)
+  # A run started by hand has run_name "": it is named by its directory, like one without a name.
+  name = _first(summary.get("run_name") or None, config.get("run_name") or None, run_dir.name)
   row = dict(
       run_name=str(name),
       objective=_first(summary.get("objective"), config.get("objective")),
@@ -193,15 +194,16 @@ def collect(root: str | pathlib.Path) -> Collected:
     row, curve = read_run(run_dir, problems)
     rows.append(row)
     curves.append(curve)
+  names = pd.Series([r["run_name"] for r in rows], dtype=object)
+  for d in names[names.duplicated()].unique():
+    problems.append(f"run name {d!r} appears in several directories; names made unique by path")
+  for row, curve in zip(rows, curves):  # one name per run, the same in both tables (they join on it)
+    if (names == row["run_name"]).sum() > 1:
+      row["run_name"] = f"{row['run_name']}@{pathlib.Path(row['run_dir']).relative_to(root)}"
+    curve["run_name"] = row["run_name"]
   runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
   curve_df = (pd.concat(curves, ignore_index=True) if curves else
               pd.DataFrame(columns=CURVE_COLUMNS))
-  dup = runs["run_name"][runs["run_name"].duplicated()].unique()
-  for d in dup:
-    problems.append(f"run name {d!r} appears in several directories; names made unique by path")
-    sel = runs["run_name"] == d
-    runs.loc[sel, "run_name"] = [f"{d}@{pathlib.Path(p).relative_to(root)}"
-                                 for p in runs.loc[sel, "run_dir"]]
   return Collected(runs=runs, curves=curve_df, problems=problems)
 
 

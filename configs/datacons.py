@@ -6,7 +6,8 @@ a fit can separate the value of repeated tokens from fresh ones (R_D*) for each 
 
   --config=configs/datacons.py:scale=cpu                    the whole CPU grid
   --config=configs/datacons.py:scale=cluster,sizes=s10M+s50M,epochs=1+4+16,seeds=0+1
-  --config=configs/datacons.py:scale=cpu,objectives=mdm,sizes=s1M,unique=1M,epochs=16   one run
+  --config=configs/datacons.py:scale=cpu,objectives=mdm,sizes=s1M,unique=1M,epochs=16,max_flops=0
+                                                            one run (above the CPU FLOP cap)
 
 Argument keys: scale (test|cpu|cluster), objectives, sizes, unique, epochs, seeds (lists joined
 with '+'; counts accept k/M/B), max_flops (skip points above 6*N*U*E; 0 = keep all).

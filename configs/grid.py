@@ -64,7 +64,8 @@ def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or key not in defaults:
-      raise UserError(f"bad config argument {item!r}: expected key=value with key one of "
+      hint = f" (did you mean {key + 's'!r}?)" if key + "s" in defaults else ""
+      raise UserError(f"bad config argument {item!r}{hint}: expected key=value with key one of "
                       f"{', '.join(defaults)} (e.g. 'scale=cpu,seeds=0+1')")
     out[key] = _typed(key, value.strip(), defaults[key])
   if "scale" in out and out["scale"] not in SCALES:

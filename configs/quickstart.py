@@ -5,8 +5,10 @@ AR and diffusion, model s0.2M, U = 6.4k unique tokens of the default corpus repe
 
   python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart
 
-One run of it: `python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16
---workdir=runs/qs-mdm`. Arguments as in configs/cpu_study.py.
+One run of it (the first point of the narrowed grid; argument keys as in configs/cpu_study.py,
+lists joined with '+'):
+
+  python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16 --workdir=runs/qs-mdm
 """
 
 from __future__ import annotations

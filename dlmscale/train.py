@@ -69,7 +69,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _fault_injection() -> tuple[str, int] | None:
-  """Test hook: DLMSCALE_FAULT=kill:N (SIGKILL) or term:N (SIGTERM) sent to itself before step N."""
+  """Test hook: DLMSCALE_FAULT=kill:N (SIGKILL) or term:N (SIGTERM) sent to itself before step N,
+  or nan:N (the parameters become NaN before step N, so step N's loss is NaN: divergence)."""
   spec = os.environ.get("DLMSCALE_FAULT", "")
   if not spec:
     return None
@@ -77,9 +78,13 @@ def _fault_injection() -> tuple[str, int] | None:
   return kind, int(step)
 
 
-def _maybe_fault(fault: tuple[str, int] | None, step: int) -> None:
+def _maybe_fault(fault: tuple[str, int] | None, step: int, state):
+  """The state to train step `step` from (poisoned for nan:N)."""
   if fault and fault[1] == step:
+    if fault[0] == "nan":
+      return state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
     os.kill(os.getpid(), {"kill": signal.SIGKILL, "term": signal.SIGTERM}[fault[0]])
+  return state
 
 
 class _StopFlag:
@@ -310,7 +315,7 @@ class _Loop:
       if self.reevaluate_start:
         self.evaluate(self.start, state.params)
       for step in range(self.start + 1, self.total + 1):
-        _maybe_fault(fault, step)
+        state = _maybe_fault(fault, step, state)
         tokens = next(self.it)["tokens"]
         state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
         if pending is not None:

@@ -38,6 +38,7 @@ REMOTE_TARBALL = "/tmp/dlmscale.tgz"
 LIBTPU_INDEX = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 SKIP_IN_TARBALL = {".venv", ".git", "__pycache__", ".pytest_cache", "runs", ".ci"}
 USER_ERROR_RC = 2
+DIVERGED_RC = 3  # dlmscale.main: the loss became NaN/inf; a retry would diverge again
 
 
 class Gcloud:
@@ -207,7 +208,7 @@ class Driver:
       if rc == 0:
         self.call(self.g.ssh(mark_command(w, name, "done"), worker="0"), check=False)
         return "done"
-      if rc == USER_ERROR_RC or self.args.dry_run:
+      if rc in (USER_ERROR_RC, DIVERGED_RC) or self.args.dry_run:
         break
       print(f"{name}: attempt {attempt} exited {rc}; checking the VM and resuming", flush=True)
       self.ensure_vm()

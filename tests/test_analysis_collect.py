@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -89,3 +90,50 @@ def test_no_finished_run_and_missing_directory_are_user_errors(tmp_path):
     collect.require_finished(got, tmp_path)
   with pytest.raises(UserError, match="does not exist"):
     collect.collect(tmp_path / "nope")
+
+
+def test_runs_started_by_hand_join_curves_to_runs(tmp_path):
+  """run_name "" (a hand-started dlmscale.main run) and a name shared by two directories: each run
+  gets one name, the same in the runs and the curves tables, so analyses joining them keep it."""
+  for sub in ("a", "b"):
+    run = make_run(tmp_path / sub, objective="ar", n=1e5, u=1e6, epochs=2, name="hand")
+    for f in ("config.json", "summary.json"):
+      d = json.loads((run / f).read_text())
+      d["run_name"] = ""
+      (run / f).write_text(json.dumps(d))
+  make_run(tmp_path / "a", objective="mdm", n=1e5, u=1e6, epochs=2, name="twin")
+  make_run(tmp_path / "b", objective="mdm", n=1e5, u=1e6, epochs=2, name="twin")
+  got = collect.collect(tmp_path)
+  assert sorted(got.runs["run_name"]) == ["hand@a/hand", "hand@b/hand", "twin@a/twin", "twin@b/twin"]
+  assert set(got.curves["run_name"]) == set(got.runs["run_name"])
+  joined = got.curves.merge(got.runs[["run_name", "run_dir"]], on="run_name", how="left")
+  assert joined["run_dir"].notna().all()
+  per_run = got.curves.groupby("run_name").size()
+  for r in got.runs.itertuples():
+    n_lines = len((pathlib.Path(r.run_dir) / "metrics.jsonl").read_text().splitlines())
+    assert per_run[r.run_name] == n_lines
+
+
+def test_manifest_written_by_launch_manifest_is_read(tmp_path, capsys):
+  """The real manifest shape: {"runs": {name: {"state", "in_grid", ...}}}, here with the mdm points of
+  an earlier launch kept as in_grid False after an --extend launch of the ar points alone."""
+  from configs import datacons
+  from launch import manifest as launch_manifest
+  assert launch_manifest.main([f"--workdir={tmp_path}", "--init=configs/datacons.py:scale=test"]) == 0
+  assert launch_manifest.main([f"--workdir={tmp_path}", "--init=configs/datacons.py:scale=test,objectives=ar",
+                               "--extend"]) == 0
+  ar = [p["run_name"] for p in datacons.sweep("scale=test,objectives=ar")]
+  mdm = [p["run_name"] for p in datacons.sweep("scale=test,objectives=mdm")]
+  written = json.loads((tmp_path / "grid_manifest.json").read_text())["runs"]
+  assert {n: e["in_grid"] for n, e in written.items()} == {**{n: True for n in ar}, **{n: False for n in mdm}}
+  make_run(tmp_path, objective="ar", n=1e5, u=2e4, epochs=1, name=ar[0])
+  make_run(tmp_path, objective="ar", n=1e5, u=2e4, epochs=2, name=ar[1], finished=False)
+  assert launch_manifest.main([f"--workdir={tmp_path}", f"--mark={ar[0]}=done"]) == 0
+  capsys.readouterr()
+  status = collect.manifest_status(tmp_path, collect.collect(tmp_path).runs)
+  rows = {r["run_name"]: (r["manifest_state"], r["found"]) for r in status["rows"]}
+  assert rows[ar[0]] == ("done", "finished") and rows[ar[1]] == ("pending", "partial")
+  assert all(rows[n] == ("pending", "missing") for n in mdm)  # still points of this directory
+  assert (status["expected"], status["n_finished"], status["n_partial"], status["n_missing"]) == (
+      len(ar) + len(mdm), 1, 1, len(mdm))
+  assert status["not_in_manifest"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -69,8 +70,66 @@ def test_report_markdown_says_what_is_missing_and_shows_figures(reported):
   _, _, md = reported
   assert f"Not finished (1): {UNFINISHED}" in md
   assert "| mdm_m10000K_U1e+07_E64_s0 | pending | missing |" in md
-  assert "C_crit" in md and "R_D*" in md and "±" in md
   assert "![loss vs FLOPs](figures/loss_vs_flops.png)" in md
+
+
+def _pm3(value: float, se: float) -> str:
+  return f"{value:.3f} ± {se:.3f}"
+
+
+def test_report_markdown_numbers_are_the_ones_in_fits_json(reported):
+  """Every number a reader takes from report.md is the one in fits.json, in its own sentence."""
+  _, fits, md = reported
+  fam = {"ar": "AR", "mdm": "MDM"}
+  lines = md.splitlines()
+  for b in fits["epochs"]["per_budget"]:
+    u = f"{b['unique_tokens'] / 1e6:g}M"
+    row = (f"| {u} | {fam[b['objective']]} | {b['model_size']} | {b['best_epochs']:g} | "
+           f"{_pm3(b['best_loss'], b['best_se'])} | E={b['last_epochs']:g} | "
+           f"{_pm3(b['rise_after'], b['rise_after_se'])} |")
+    assert row in lines, row
+  for b in fits["crossover"]["per_budget"]:
+    u = f"{b['unique_tokens'] / 1e6:g}M"
+    (line,) = [l for l in lines if l.startswith(f"- U = {u}: ")]
+    if b["status"] == "crosses":
+      assert f"C_crit = {b['c_crit']:.3g} FLOPs (loss {b['loss_at_crossing']:.3f})" in line
+      assert f"AR − MDM = {_pm3(b['gap_at_max'], b['gap_se_at_max'])}" in line
+    else:
+      assert b["status"] == "mdm_never_below", b["status"]
+      lo, hi = b["c_range"]
+      assert f"MDM stays above AR over the shared compute range {lo:.3g}–{hi:.3g} FLOPs" in line
+      assert f"(gap at the top {_pm3(b['gap_at_max'], b['gap_se_at_max'])})" in line
+      assert "C_crit =" not in line
+  fit = fits["crossover"]["c_crit_fit"]
+  assert f"C_crit(U) = {fit['coef_at_1e6']:.3g} × (U/1e6)^{fit['exponent']:.2f}" in md
+  for f, d in fits["fits"]["datacons"].items():
+    (line,) = [l for l in lines if l.startswith(f"- {fam[f]}, data-constrained law")]
+    assert f"R_D* = {d['params']['R_D_star']:.3g}" in line and f"{d['n_points']} points" in line
+    lo, hi = d["bootstrap"]["ci"]["R_D_star"]
+    assert f"(95% CI {lo:.3g}–{hi:.3g})" in line
+  ratio = fits["fits"]["R_D_star_ratio_mdm_over_ar"]
+  assert (f"R_D*(MDM) / R_D*(AR) = {ratio['value']:.3g} (95% CI {ratio['ci'][0]:.3g}–"
+          f"{ratio['ci'][1]:.3g})") in md
+  c = fits["fits"]["chinchilla"]["ar"]
+  (line,) = [l for l in lines if l.startswith("- AR, Chinchilla approach 3")]
+  se = c["bootstrap"]["se"]
+  assert f"alpha = {_pm3(c['params']['alpha'], se['alpha'])}" in line
+  assert f"E = {_pm3(c['params']['E'], se['E'])}" in line
+
+
+@pytest.mark.parametrize("rise,se,best_e,phrase", [
+    (0.05, 0.01, 16.0, "(significant)"),       # rise > 2 SE
+    (0.015, 0.01, 16.0, "(within 2 SE)"),      # rise <= 2 SE
+    (0.021, 0.01, 16.0, "(significant)"),      # just above the line
+    (0.0, 0.01, 64.0, "still improving"),      # best at the largest E tried
+])
+def test_epoch_sentences_follow_their_intervals(rise, se, best_e, phrase):
+  from analysis import report_md
+  b = dict(objective="ar", unique_tokens=1e6, model_size="m100K", best_epochs=best_e,
+           best_loss=3.0, best_se=0.004, rise_after=rise, rise_after_se=se, last_epochs=64.0)
+  text = "\n".join(report_md.epochs_section(dict(per_budget=[b]), []))
+  others = {"(significant)", "(within 2 SE)", "still improving"} - {phrase}
+  assert phrase in text and not any(o in text for o in others), text
 
 
 def test_report_on_a_tiny_grid_degrades_to_not_identifiable(tmp_path):
@@ -138,3 +197,29 @@ def test_fit_cli_prints_published_datacons_constants(capsys):
   assert out["R_D_star"] == pytest.approx(15.39, abs=0.15)
   assert out["R_N_star"] == pytest.approx(5.31, abs=0.03)
   assert out["columns"]["loss"] == "val_loss" and out["n_points"] == 182
+
+
+def test_report_averages_seeds_with_their_spread_in_the_standard_error(tmp_path):
+  """Two seeds per point: fits.json's loss is their mean and its SE combines the eval SE with the
+  seed spread, sqrt(SE_eval^2 + s^2 / 2) with s the two finals' sample standard deviation."""
+  make_grid(tmp_path / "runs", sizes=(1e5,), budgets=(1e6,), epochs=(1, 4, 16), objectives=("ar",),
+            seeds=(0, 1), noise=0.05)
+  assert report.main([f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}", "--n_boot=0",
+                      "--no_plots"]) == 0
+  fits = json.loads((tmp_path / "out" / "fits.json").read_text())
+  per_size = {s["model_size"]: s for s in fits["epochs"]["per_size"]}["m100K"]
+  finals = {}
+  for e in (1, 4, 16):
+    for s in (0, 1):
+      summ = json.loads((tmp_path / "runs" / f"ar_m100K_U1e+06_E{e}_s{s}" / "summary.json").read_text())
+      finals.setdefault(e, []).append((summ["final_eval_loss"], summ["final_eval_loss_se"]))
+  def mean_se(e):
+    (a, sa), (b, sb) = finals[e]
+    spread2 = (a - b) ** 2 / 2  # the sample variance of two values
+    return (a + b) / 2, math.sqrt((sa ** 2 + sb ** 2) / 2 + spread2 / 2)
+  best_e = min(finals, key=lambda e: mean_se(e)[0])
+  assert per_size["best_epochs"] == best_e
+  assert per_size["best_loss"] == pytest.approx(mean_se(best_e)[0], rel=1e-12)
+  assert per_size["best_se"] == pytest.approx(mean_se(best_e)[1], rel=1e-9)
+  assert per_size["best_se"] > 0.004 * 1.5  # the seed spread is in it, not just the eval SE
+  assert per_size["last_loss"] == pytest.approx(mean_se(16)[0], rel=1e-12)

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import pathlib
 import re
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import datacons, doubledescent, grid, isoflop, orders
+from configs import cpu_study, datacons, doubledescent, grid, isoflop, orders, quickstart
 from dlmscale import model as model_lib
 from dlmscale import sizes
 from dlmscale.errors import UserError
+
+REPO_README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 FILES = {"datacons": datacons, "isoflop": isoflop, "doubledescent": doubledescent, "orders": orders}
 SCALES = ["test", "cpu", "cluster"]
@@ -256,3 +259,60 @@ def test_bad_doubledescent_arguments_name_the_problem(arg, message):
 def test_bad_orders_argument_names_the_problem():
   with pytest.raises(UserError, match="orders="):
     orders.sweep("scale=test,orders=0+4")
+
+
+# --- configs/cpu_study.py and configs/quickstart.py (no scale= argument: one fixed CPU setting) ---
+
+
+
+def _check_points(points: list[dict], base) -> None:
+  names = [p["run_name"] for p in points]
+  assert len(set(names)) == len(names)
+  hashes = set()
+  for p in points:
+    c = grid.apply_overrides(base, p)
+    obj, size, u, e, seed, _ = NAME_RE.match(p["run_name"]).groups()
+    assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
+    assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
+    assert c.optim.lr == grid.LR_BY_SIZE[size]
+    steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
+    assert 1 <= c.eval.every_steps <= max(steps, cpu_study.MIN_EVAL_INTERVAL)
+    hashes.add(grid.config_hash(c))
+  assert len(hashes) == len(points)
+
+
+def test_cpu_study_is_the_58_runs_the_readme_describes():
+  points = cpu_study.sweep()
+  _check_points(points, cpu_study.base_config())
+  assert len(points) == 58
+  main = [p for p in points if p["seed"] == 0 and p["epochs"] <= 64]
+  assert len(main) == 2 * 3 * 2 * 4
+  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.2M", 6400)}
+  assert {(p["model_size"], p["epochs"]) for p in points if p["epochs"] == 256} == {("s0.1M", 256.0)}
+  c = cpu_study.get_config()
+  assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
+
+
+def test_quickstart_is_the_8_run_slice_of_the_cpu_study():
+  points = quickstart.sweep()
+  _check_points(points, cpu_study.base_config())
+  assert sorted(p["run_name"] for p in points) == sorted(
+      f"{o}-s0.2M-u6.4k-e{e}-seed0" for o in ("ar", "mdm") for e in (1, 4, 16, 64))
+  study = {p["run_name"]: p for p in cpu_study.sweep()}
+  assert all(study[p["run_name"]] == p for p in points)  # the same points, so the same prepared data
+
+
+def test_quickstart_one_run_spelling_from_the_readme_and_docstring():
+  """The README's and the docstring's `configs/quickstart.py:objectives=mdm,epochs=16`."""
+  spec = "objectives=mdm,epochs=16"
+  for doc in (REPO_README.read_text(), quickstart.__doc__):
+    assert f"configs/quickstart.py:{spec} --workdir=runs/qs-mdm" in doc
+  c = quickstart.get_config(spec)
+  assert (c.run_name, c.objective, c.epochs, c.unique_tokens) == ("mdm-s0.2M-u6.4k-e16-seed0", "mdm", 16.0, 6400)
+  fv = flags.FlagValues()
+  argv = ["prog", f"--config=configs/quickstart.py:{spec}"]
+  config_flags.DEFINE_config_file("config", None, "q", flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
+  assert fv.config.to_dict() == c.to_dict()
+  with pytest.raises(UserError, match="did you mean 'objectives'"):
+    quickstart.get_config("objective=mdm")  # one strict parser: the singular is refused, with a hint

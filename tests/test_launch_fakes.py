@@ -4,7 +4,7 @@ Run as `python -m test_launch_fakes --config=... --workdir=RUNDIR --config.KEY=V
 FAKE_STARTUP_S seconds with the default SIGTERM action, then
 FAKE_STEPS steps of FAKE_STEP_S seconds, checkpoints after every step, resumes from RUNDIR, exits 0
 on SIGTERM without summary.json, refuses (exit 2) a RUNDIR holding a different config, fails with
-exit 1 for names in FAKE_FAIL, and appends one JSON event per line to FAKE_LEDGER, so a test can
+exit 1 for names in FAKE_FAIL (exit 3, diverged, for names in FAKE_DIVERGE), and appends one JSON event per line to FAKE_LEDGER, so a test can
 count how often each run started, stepped and finished. The tests below check the double itself.
 """
 
@@ -46,6 +46,10 @@ def _fake_main(argv: list[str]) -> int:
     event("fail")
     return 1
   event("boot")
+  if name in os.environ.get("FAKE_DIVERGE", "").split(","):  # the trainer's NaN/inf contract: exit 3
+    print(f"error: loss is nan (grad norm nan) at step 1; stopping ({name})", file=sys.stderr)
+    event("diverged")
+    return 3
   time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0")))  # like imports + compile: SIGTERM still kills
   ckpt = workdir / "ckpt.json"
   step = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0

@@ -1,5 +1,6 @@
 """The TPU launcher: --dry_run prints the exact gcloud commands; with a stand-in gcloud, a spot slice
-preempted mid-point is recreated through its queued resource and the point resumed."""
+preempted mid-point is recreated through its queued resource and the point resumed (the stand-in
+runs the fake trainer, so "resumed" is counted step by step); a diverged point is not retried."""
 
 from __future__ import annotations
 
@@ -60,8 +61,10 @@ def test_direct_create_without_queued_resources(capsys):
   assert (report in out) == (tpu.REPO_ROOT / "analysis" / "report.py").exists()  # the report, when there is one
 
 
-FAKE_GCLOUD = r'''#!{python}
-import json, pathlib, sys
+FAKE_GCLOUD = r"""#!{python}
+# A stand-in gcloud: VM and queued-resource states in a JSON file; `ssh --command=...` runs the
+# command here (the repository is the 'VM', the venv's python is this one), except the install.
+import json, os, pathlib, signal, subprocess, sys, time
 state_path = pathlib.Path({state!r})
 s = json.loads(state_path.read_text())
 argv = sys.argv[1:]
@@ -69,6 +72,9 @@ with open({calls!r}, "a") as f:
   f.write(" ".join(argv) + "\n")
 kind, verb = argv[2], argv[3]
 rc = 0
+def ledger_steps():
+  p = pathlib.Path({ledger!r})
+  return [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
 if kind == "tpu-vm" and verb == "describe":
   print(s["vm"]); rc = 0 if s["vm"] else 1
 elif kind == "queued-resources" and verb == "describe":
@@ -77,30 +83,65 @@ elif kind == "queued-resources" and verb == "create":
   s.update(qr="ACTIVE", vm="READY")
 elif kind == "queued-resources" and verb == "delete":
   s.update(qr="", vm="")
-elif verb == "ssh" and "dlmscale.main" in argv[-1] and s["preempt"]:
-  s.update(preempt=s["preempt"] - 1, vm="", qr="SUSPENDED"); rc = 255
+elif verb == "ssh":
+  cmd = next(a for a in argv if a.startswith("--command="))[len("--command="):]
+  cmd = cmd.replace({remote!r}, "").replace(".venv/bin/python", sys.executable)
+  if "tar -xzf" not in cmd:
+    proc = subprocess.Popen(["bash", "-c", cmd], cwd={repo!r}, start_new_session=True)
+    if " -m test_launch_fakes " in cmd and s["preempt"]:
+      # a spot preemption: the VM's shutdown notice (SIGTERM) after a few steps, then it is gone
+      while proc.poll() is None and sum(e["event"] == "step" for e in ledger_steps()) < s["preempt_after"]:
+        time.sleep(0.02)
+      os.killpg(proc.pid, signal.SIGTERM); proc.wait()  # every process on the VM
+      s.update(preempt=s["preempt"] - 1, vm="", qr="SUSPENDED"); rc = 255
+    else:
+      rc = proc.wait()
 state_path.write_text(json.dumps(s))
 sys.exit(rc)
-'''
+"""
 
 
-def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatch, capsys):
-  state, calls = tmp_path / "state.json", tmp_path / "calls.txt"
-  state.write_text(json.dumps({"vm": "", "qr": "", "preempt": 1}))
+def _stand_in(tmp_path, monkeypatch, **state) -> tuple[pathlib.Path, pathlib.Path]:
+  """gcloud on PATH runs the launcher's commands on this machine with the fake trainer."""
+  from test_launch_fakes import REPO as REPO_DIR, TESTS
+  state_path, calls, ledger = tmp_path / "state.json", tmp_path / "calls.txt", tmp_path / "ledger.jsonl"
+  state_path.write_text(json.dumps({"vm": "", "qr": "", "preempt": 0, "preempt_after": 3, **state}))
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  (bin_dir / "gcloud").write_text(FAKE_GCLOUD.format(python=sys.executable, state=str(state), calls=str(calls)))
+  (bin_dir / "gcloud").write_text(FAKE_GCLOUD.format(
+      python=sys.executable, state=str(state_path), calls=str(calls), ledger=str(ledger),
+      remote=REMOTE, repo=str(REPO_DIR)))
   (bin_dir / "gcloud").chmod(0o755)
   monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-  assert tpu.main([*ARGV, "--queued", "--spot", "--noreport"]) == 0
-  verbs = []
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO_DIR)]))
+  monkeypatch.setenv("FAKE_LEDGER", str(ledger))
+  monkeypatch.setenv("FAKE_STEPS", "8")
+  monkeypatch.setenv("FAKE_STEP_S", "0.05")
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  return calls, ledger
+
+
+def _steps(calls: pathlib.Path) -> list[str]:
+  out = []
   for line in calls.read_text().splitlines():
     a = line.split()
-    verbs.append(f"{a[2]} {a[3]}" + (f" {a[5]}" if a[3] == "ssh" else ""))
-  kinds = ["" if "ssh" not in v else ("train" if "dlmscale.main" in l else "mark" if "--mark" in l
-           else "init" if "--init" in l else "install") for v, l in zip(verbs, calls.read_text().splitlines())]
-  steps = [f"{v} {k}".strip() for v, k in zip(verbs, kinds)]
-  assert steps == [
+    v = f"{a[2]} {a[3]}" + (f" {a[5]}" if a[3] == "ssh" else "")
+    if a[3] == "ssh":
+      v += " " + ("train" if "test_launch_fakes" in line else "mark" if "--mark" in line
+                  else "init" if "--init" in line else "install")
+    out.append(v)
+  return out
+
+
+def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatch):
+  """The stand-in runs the (fake) trainer; a spot preemption after 3 steps recreates the slice and
+  the point resumes from its checkpoint: every step runs exactly once, and the manifest says done."""
+  from test_launch_fakes import ledger_events
+  calls, ledger = _stand_in(tmp_path, monkeypatch, preempt=1)
+  workdir = tmp_path / "dc"
+  argv = [a.replace("/mnt/runs/dc", str(workdir)) for a in ARGV]
+  assert tpu.main([*argv, "--queued", "--spot", "--noreport", "--trainer_module=test_launch_fakes"]) == 0
+  assert _steps(calls) == [
       "tpu-vm describe", "queued-resources describe", "queued-resources describe", "queued-resources create",
       "queued-resources describe", "tpu-vm scp", "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 init",
       "tpu-vm ssh --worker=0 mark", "tpu-vm ssh --worker=all train",  # preempted here
@@ -108,7 +149,29 @@ def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatc
       "queued-resources create", "queued-resources describe", "tpu-vm describe", "tpu-vm scp",
       "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 mark", "tpu-vm ssh --worker=all train",
       "tpu-vm ssh --worker=0 mark"]
-  assert calls.read_text().splitlines()[-1].endswith(f"--mark={NAME}=done")
+  events = [e for e in ledger_events(ledger) if e["run"] == NAME]
+  starts = [e["step"] for e in events if e["event"] == "start"]
+  assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 3  # the second attempt resumed
+  assert sorted(e["step"] for e in events if e["event"] == "step") == list(range(1, 9))
+  assert [e["event"] for e in events].count("finished") == 1
+  assert (workdir / NAME / "summary.json").exists()
+  manifest = json.loads((workdir / "grid_manifest.json").read_text())
+  assert json.dumps(manifest).count('"done"') >= 1 and NAME in json.dumps(manifest)
+
+
+def test_a_diverged_point_is_not_retried_like_a_preemption(tmp_path, monkeypatch):
+  """Exit 3 (NaN/inf loss) is deterministic: one attempt, marked failed:3, the VM left alone."""
+  from test_launch_fakes import ledger_events
+  calls, ledger = _stand_in(tmp_path, monkeypatch, vm="READY", qr="ACTIVE")
+  monkeypatch.setenv("FAKE_DIVERGE", NAME)
+  workdir = tmp_path / "dc"
+  argv = [a.replace("/mnt/runs/dc", str(workdir)) for a in ARGV]
+  assert tpu.main([*argv, "--noreport", "--trainer_module=test_launch_fakes"]) == 1
+  steps = _steps(calls)
+  assert steps.count("tpu-vm ssh --worker=all train") == 1
+  assert [e["event"] for e in ledger_events(ledger)] == ["boot", "diverged"]
+  assert calls.read_text().splitlines()[-1].endswith(f"--mark={NAME}=failed:3")
+  assert "queued-resources delete" not in steps and "queued-resources create" not in steps
 
 
 def test_repo_tarball_holds_the_code_not_the_venv():

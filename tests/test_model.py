@@ -112,14 +112,73 @@ def test_logical_axes_and_sharding_rules():
   assert used <= {name for name, _ in sharding.LOGICAL_RULES}
 
 
-def test_constraints_apply_under_a_mesh():
-  """Activations carry logical names: under rules + mesh the model still runs and matches."""
-  model, params = _init(TINY)
-  x = _tokens(2, 8, TINY.vocab_size, 3)
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), sharding.MESH_AXES)
-  with mesh, nn.logical_axis_rules(sharding.LOGICAL_RULES):
-    sharded = jax.jit(model.apply)(params, x)
-  np.testing.assert_allclose(sharded, jax.jit(model.apply)(params, x), rtol=1e-5, atol=1e-6)
+_SHARDED_PROBE = r"""
+import json
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+from dlmscale import sharding
+from dlmscale.model import ModelConfig, Transformer
+cfg = ModelConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=8)
+model = Transformer(cfg)
+mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(2, 2), sharding.MESH_AXES)
+tokens_1xL = jnp.zeros((1, 8), jnp.int32)
+boxed = jax.eval_shape(model.init, jax.random.key(0), tokens_1xL)["params"]
+param_sh = sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh)
+with jax.set_mesh(mesh):
+  params = jax.jit(lambda k: nn.meta.unbox(model.init(k, tokens_1xL)["params"]),
+                   out_shardings=param_sh)(jax.random.key(0))
+acts = {}
+def spy(next_fun, args, kwargs, context):  # the sharding XLA gave each module's output
+  out = next_fun(*args, **kwargs)
+  if context.method_name == "__call__" and isinstance(out, jax.Array):
+    name = "/".join(context.module.path) or "logits"
+    jax.debug.inspect_array_sharding(out, callback=lambda s: acts.setdefault(name, str(s.spec)))
+  return out
+def apply(p, t):
+  with nn.intercept_methods(spy):
+    return model.apply({"params": p}, t)
+x_BxL = jnp.asarray(np.random.default_rng(0).integers(0, 11, (8, 8)), jnp.int32)
+with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_RULES):
+  logits = jax.jit(apply)(params, jax.device_put(x_BxL, sharding.batch_sharding(mesh)))
+host = jax.device_get(params)
+ref = jax.jit(lambda p, t: model.apply({"params": p}, t))(
+    jax.tree.map(lambda a: jax.device_put(a, jax.devices()[0]), host), jax.device_put(x_BxL, jax.devices()[0]))
+print(json.dumps({
+    "devices": jax.device_count(),
+    "params": {"/".join(k.key for k in path): [str(v.sharding.spec), list(v.addressable_shards[0].data.shape)]
+               for path, v in jax.tree_util.tree_flatten_with_path(params)[0]},
+    "acts": acts, "logits": [str(logits.sharding.spec), list(logits.addressable_shards[0].data.shape)],
+    "max_abs_diff": float(np.max(np.abs(np.asarray(logits) - np.asarray(ref))))}))
+"""
+
+
+def test_parameters_and_activations_are_sharded_on_a_2x2_mesh():
+  """4 forced CPU devices, mesh data=2 x fsdp=2: every parameter is split over fsdp along its embed
+  (d_model) dimension, every activation along the batch over all 4 devices, and the sharded model
+  computes the unsharded model's logits."""
+  import json, subprocess, sys
+  from conftest import REPO, subprocess_env
+  proc = subprocess.run([sys.executable, "-c", _SHARDED_PROBE], cwd=REPO, capture_output=True, text=True,
+                        env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert got["devices"] == 4
+  D, H, K, F, V = 32, 2, 16, 48, 12  # each device holds half of d_model (32 -> 16)
+  want = {"embedding": ["P(None, 'fsdp')", [V, D // 2]], "final_norm/scale": ["P('fsdp',)", [D // 2]]}
+  for i in range(2):
+    b = f"block_{i}"
+    for w in ("query", "key", "value"):
+      want[f"{b}/attn/{w}"] = ["P('fsdp', None, None)", [D // 2, H, K]]
+    want[f"{b}/attn/out"] = ["P(None, None, 'fsdp')", [H, K, D // 2]]
+    want[f"{b}/mlp/wi_gate"] = want[f"{b}/mlp/wi_up"] = ["P('fsdp', None)", [D // 2, F]]
+    want[f"{b}/mlp/wo"] = ["P(None, 'fsdp')", [F, D // 2]]
+    want[f"{b}/attn_norm/scale"] = want[f"{b}/mlp_norm/scale"] = ["P('fsdp',)", [D // 2]]
+  assert got["params"] == want
+  batch_over_all = "P(('data', 'fsdp'),)"
+  assert len(got["acts"]) == 2 * 5 + 2  # per block: 2 norms, attention, MLP, the block; final norm; logits
+  assert all(spec == batch_over_all for spec in got["acts"].values()), got["acts"]
+  assert got["logits"] == [batch_over_all, [8 // 4, 8, V]]
+  assert got["max_abs_diff"] < 1e-5
 
 
 @pytest.mark.parametrize("remat", ["full", "dots"])

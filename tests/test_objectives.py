@@ -189,24 +189,32 @@ def test_top1_correct_is_argmax_equals_target():
   np.testing.assert_array_equal(top1_correct(logits, targets), want)
 
 
-def test_mdm_loss_masks_at_rate_t_and_only_scores_masked_positions():
-  V, B, L = 5, 64, 32
+@pytest.mark.parametrize("t_min", [0.05, 0.3])
+def test_mdm_loss_masks_at_rate_t_and_only_scores_masked_positions(t_min):
+  """Closed forms: row b of a stratified batch masks a fraction t_b in [b/B, (b+1)/B) (sorted;
+  t_min below that), never touches an unmasked token, and a uniform model's weighted loss
+  sum_b (1/t_b) |masked_b| ln(V-1) / (B L) has expectation ln(V-1), whatever t_min."""
+  V, B, L = 5, 32, 4096
   seen = []
   def spy_apply(params, x):
     seen.append(x)
     return jnp.zeros(x.shape + (V,))
   tokens = jax.random.randint(jax.random.PRNGKey(0), (B, L), 0, V - 1)
   loss, aux = mdm_loss(None, spy_apply, {"tokens": tokens}, jax.random.PRNGKey(3), mask_id=V - 1,
-                       schedule=LinearSchedule(), t_min=0.05)
-  x_t = seen[0]
+                       schedule=LinearSchedule(), t_min=t_min)
+  x_t = np.asarray(seen[0])
   masked = x_t == V - 1
-  assert bool(jnp.all(jnp.where(masked, True, x_t == tokens)))  # unmasked tokens are untouched
-  rate_B = np.asarray(jnp.mean(masked, axis=1))
-  t_sorted = np.sort(rate_B)  # stratified t spans (0, 1): rates cover it evenly
-  assert t_sorted[0] < 0.15 and t_sorted[-1] > 0.85
-  assert float(aux["mask_rate"]) == pytest.approx(0.5, abs=0.05)
+  np.testing.assert_array_equal(np.where(masked, np.asarray(tokens), x_t), np.asarray(tokens))
+  rate_B = np.sort(masked.mean(axis=1))
+  lo_B = np.maximum(np.arange(B) / B, t_min)
+  hi_B = np.maximum(np.arange(1, B + 1) / B, t_min)
+  tol_B = 4 * np.sqrt(hi_B * (1 - lo_B) / L)  # 4 binomial standard errors
+  assert np.all(rate_B > lo_B - tol_B) and np.all(rate_B < hi_B + tol_B), rate_B
+  assert float(aux["mask_rate"]) == pytest.approx(masked.mean(), rel=1e-6)
   assert float(aux["masked_nll"]) == pytest.approx(math.log(V - 1), rel=1e-5)
-  assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
+  # E[|masked_b| / (t_b L)] = 1 per row; the sample's relative spread is about 1 / sqrt(B L t).
+  assert float(loss) == pytest.approx(math.log(V - 1), rel=0.03)
+  assert float(loss) / math.log(V - 1) > float(aux["mask_rate"]) + 0.3  # weighted, not a plain mean
 
 
 def test_stratified_times_cover_the_unit_interval_evenly():

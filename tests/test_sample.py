@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
 import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from dlmscale import sample
+from dlmscale import checkpoint, data, sample
+from dlmscale import model as model_lib
 from dlmscale.errors import UserError
 from dlmscale.schedules import LinearSchedule
 from test_evaluate import trained_run
@@ -82,17 +86,45 @@ def test_bad_options_are_user_errors():
     _mdm(method="random")
 
 
-def test_cli_prints_a_reproducible_continuation(tmp_path_factory, tiny_corpus, data_cache,
-                                                monkeypatch, capsys):
+def _library_sample(run: pathlib.Path, prompt: str, seed: int, **kw) -> str:
+  """The continuation the library samplers give on the parameters read straight from the newest
+  checkpoint (numpy arrays, the model rebuilt from config.json; not through dlmscale.restore)."""
+  config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
+  prepared = data.prepare(config.data)
+  params = checkpoint.load_arrays(run / "checkpoints")["params"]
+  mcfg = model_lib.model_config_from(config, prepared.vocab_size)
+  model = model_lib.Transformer(mcfg)
+  apply_fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
+  sp = data.load_tokenizer(prepared)
+  ids = [prepared.eod_id, *sp.encode(prompt)]  # a prompt starts a document
+  common = dict(num_tokens=8, max_len=mcfg.max_len, mask_id=prepared.mask_id, seed=seed)
+  if config.objective == "ar":
+    new = sample.sample_ar(params, apply_fn, ids, top_k=20, **common)
+  else:
+    new = sample.sample_mdm(params, apply_fn, ids, schedule=LinearSchedule(), method="confidence",
+                            steps=4, **common)
+  return sp.decode(sample.until_eod(new, prepared.eod_id))
+
+
+def test_cli_prints_the_library_samplers_continuation(tmp_path_factory, tiny_corpus, data_cache,
+                                                      monkeypatch, capsys):
+  """The CLI's text is the prompt plus a non-empty continuation, reproducible from --seed, different
+  for another seed, and equal to the library sampler's on the checkpoint's parameters."""
   for objective, extra in (("mdm", ["--method=confidence", "--steps=4"]), ("ar", ["--top_k=20"])):
     run = trained_run(tmp_path_factory, tiny_corpus, data_cache, objective)
     capsys.readouterr()  # training's progress lines
-    outs = []
-    for _ in range(2):
+    outs = {}
+    for seed in (3, 3, 4):
       monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--prompt=def main(",
-                                        "--num_tokens=8", "--seed=3", *extra])
+                                        "--num_tokens=8", f"--seed={seed}", *extra])
       assert sample.main() == 0
-      outs.append(capsys.readouterr().out)
-    assert outs[0] == outs[1] and outs[0].startswith("def main(")
+      printed = capsys.readouterr().out
+      assert printed.endswith("\n")
+      out = printed[:-1]
+      assert outs.setdefault(seed, out) == out, "same seed, same text"
+    for seed, out in outs.items():
+      assert out.startswith("def main(") and out[len("def main("):].strip(), objective
+      assert out == "def main(" + _library_sample(run, "def main(", seed), objective
+    assert outs[3] != outs[4], objective
   monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--num_tokens=99"])
   assert sample.main() == 2 and "num_tokens=99" in capsys.readouterr().err
