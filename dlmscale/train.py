@@ -21,7 +21,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, data, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, compile_cache, data, evaluate, flops, hardware, phases, rundir, sharding, steps as steps_lib
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
 
@@ -103,33 +103,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        ) -> dict[str, Any] | None:
   """Trains until the token budget is spent; returns the summary, or None if stopped by a signal."""
   validate(config)
+  compile_cache.enable()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   lock = rundir.WorkdirLock(workdir) if primary else None
   try:
-    return _run(config, workdir, primary)
+    with phases.PhaseClock() as clock:
+      return _run(config, workdir, primary, clock)
   finally:
     if lock:
       lock.release()
 
 
-def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool) -> dict | None:
+def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
+         clock: phases.PhaseClock) -> dict | None:
   if primary:
     rundir.claim_config(workdir, config)
-  prepared = data.prepare(config.data)
+  with clock.phase("data"):
+    prepared = data.prepare(config.data)
   seq_len, batch = config.data.seq_len, config.batch_size
   total = data.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(batch, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
-  val_NxL = data.val_chunks_for_eval(prepared, config.eval.num_sequences)
-  it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
-                           global_batch=batch, seed=config.seed, process_index=jax.process_index(),
-                           process_count=jax.process_count())
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep)
-  with jax.set_mesh(mesh):
+  with clock.phase("data"):
+    val_NxL = data.val_chunks_for_eval(prepared, config.eval.num_sequences)
+    it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
+                             global_batch=batch, seed=config.seed, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  with clock.phase("checkpoint"):
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep)
+  with jax.set_mesh(mesh), clock.phase("checkpoint"):
     restored = ckpt.restore_latest(setup.abstract_state)
     if restored is not None:
       _check_same_tokenizer(restored.meta, prepared)
@@ -141,7 +147,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
     ckpt.close()
     return json.loads((workdir / "summary.json").read_text())
-  loop = _Loop(config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start)
+  loop = _Loop(config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start, clock)
   if primary and start == 0:
     overview = parameter_overview.get_parameter_overview(state.params, include_stats=False)
     (workdir / "params.txt").write_text(overview + "\n")
@@ -164,8 +170,9 @@ def _check_same_tokenizer(meta: dict, prepared: data.Prepared) -> None:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start):
-    self.config, self.workdir, self.primary = config, workdir, primary
+  def __init__(self, config, workdir, primary, prepared, setup, total, val_NxL, ckpt, it, meta, start,
+               clock: phases.PhaseClock):
+    self.config, self.workdir, self.primary, self.clock = config, workdir, primary, clock
     self.prepared, self.setup, self.total, self.val_NxL = prepared, setup, total, val_NxL
     self.ckpt, self.it, self.start = ckpt, it, start
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
@@ -245,24 +252,31 @@ class _Loop:
     try:
       for step in range(self.start + 1, self.total + 1):
         _maybe_fault(fault, step)
-        tokens = next(self.it)["tokens"]
-        state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
-        if pending is not None:
-          self.consume(*pending)
-        pending = (step, metrics)
-        boundary = step == self.total or stop.signal is not None
-        if step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0 or boundary:
-          self.consume(*jax.device_get(pending))
-          pending = None
+        with self.clock.phase("data"):
+          tokens = next(self.it)["tokens"]
+        with self.clock.phase("train"):
+          state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
+          if pending is not None:
+            self.consume(*pending)
+          pending = (step, metrics)
+          boundary = step == self.total or stop.signal is not None
+          if step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0 or boundary:
+            self.consume(*jax.device_get(pending))
+            pending = None
         if step % self.config.eval.every_steps == 0 or step == self.total:
-          self.evaluate(step, state.params)
+          with self.clock.phase("eval"):
+            self.evaluate(step, state.params)
         if step % self.config.checkpoint.every_steps == 0 or boundary:
-          self.save(step, state)
+          with self.clock.phase("checkpoint"):
+            self.save(step, state)
         if stop.signal is not None and step < self.total:
-          self.ckpt.wait()
+          with self.clock.phase("checkpoint"):
+            self.ckpt.wait()
           print(f"stopped by signal {stop.signal} at step {step}/{self.total}; checkpoint saved. "
                 "Re-run the same command to resume.", flush=True)
           return None
+      with self.clock.phase("checkpoint"):
+        self.ckpt.wait()  # the last save is complete before summary.json says the run is done
       return self.finish()
     finally:
       stop.restore()
@@ -290,6 +304,7 @@ class _Loop:
         "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
+        "phases": self.clock.summary(),  # of this attempt, in seconds (dlmscale/phases.py)
     }
     if self.primary:
       rundir.write_json_atomic(self.workdir / "summary.json", summary)
