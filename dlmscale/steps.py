@@ -4,6 +4,10 @@ Init runs under `jax.eval_shape` first, so the logical axis names of every param
 any memory is allocated; then `jit(init, out_shardings=...)` materialises each shard where it lives.
 The train step is one jit with donated state. Randomness per step is `fold_in(seed_key, step)`, so a
 resumed run draws exactly the masks it would have drawn without stopping.
+
+The seed key and the learning-rate schedule's constants are arguments of the compiled step, not
+constants in it (`RunArgs`): runs that differ only in seed, run length or lr compile the same program,
+so the persistent compilation cache (dlmscale/compile_cache.py) compiles it once for a whole grid.
 """
 
 from __future__ import annotations
@@ -67,11 +71,29 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   return TrainState(step=repl, params=param_sh, opt_state=opt_sh)
 
 
-def _train_step_fn(apply_fn, loss_fn, tx, schedule, seed: int):
-  base_key = jax.random.key(seed)
+class BoundStep:
+  """The compiled train step with this run's RunArgs bound: called (and lowered) as step(state, tokens)."""
 
-  def train_step(state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+  def __init__(self, jitted, run_args: dict):
+    self.jitted, self.run_args = jitted, run_args
+
+  def __call__(self, state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
+    return self.jitted(state, tokens_BxL, self.run_args)
+
+  def lower(self, state, tokens_BxL):
+    return self.jitted.lower(state, tokens_BxL, self.run_args)
+
+
+def run_args(config: ml_collections.ConfigDict, total_steps: int) -> dict:
+  """What the train step takes per run rather than per program: the seed key, the lr schedule."""
+  return {"key": jax.random.key(config.seed), "schedule": optim.schedule_args(config.optim, total_steps)}
+
+
+def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict):
+  def train_step(state: TrainState, tokens_BxL: jax.Array, args: dict) -> tuple[TrainState, dict]:
+    schedule = optim.traced_schedule(optim_cfg.schedule, args["schedule"])
+    tx, _ = optim.make_optimizer(optim_cfg, schedule=schedule)
+    rng = jax.random.fold_in(jax.random.fold_in(args["key"], 1), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, apply_fn, {"tokens": tokens_BxL}, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -89,7 +111,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
     compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
   model_cfg = model_lib.model_config_from(config, vocab_size)
   model = model_lib.Transformer(model_cfg)
-  tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  tx, schedule = optim.make_optimizer(config.optim, total_steps)  # init's structure; lr from run_args
   seq_len = config.data.seq_len
   init = _init_fn(model, tx, seq_len)
   abstract = jax.eval_shape(init, jax.random.key(0))
@@ -105,9 +127,10 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   eval_fn = objectives.make_eval_fn(config, mask_id)
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
   jit_init = jax.jit(init, out_shardings=shard)
-  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, tx, schedule, config.seed),
-                       in_shardings=(shard, batch_sh), out_shardings=(shard, repl), donate_argnums=0,
-                       compiler_options=compiler_options)
+  args = jax.device_put(run_args(config, total_steps), repl)
+  train_step = BoundStep(jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim),
+                                 in_shardings=(shard, batch_sh, repl), out_shardings=(shard, repl),
+                                 donate_argnums=0, compiler_options=compiler_options), args)
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
                       in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl,
                       compiler_options=compiler_options)
