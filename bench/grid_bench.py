@@ -14,6 +14,9 @@ the analysis report over it, and prints one JSON line:
                     the report): data, compile, train, eval, checkpoint, other (summed over runs,
                     from each summary.json's `phases`), startup (everything outside the trainers:
                     process start, imports, JAX start-up, launcher), report
+  cpu_s, utilization_cpu   CPU seconds the grid's processes used, and train_flops / cpu_s over the
+                    matmul's FLOPs per CPU-second: on a shared machine other processes steal wall
+                    time, and this ratio is what the grid would reach with the cores to itself
   load_before/after os.getloadavg(): the machine is shared, so every figure carries its load
 
 Prepared data comes from $DLMSCALE_CACHE as a user's second grid would find it (`--cold_data` uses
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,9 +54,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def measure_peak(n: int) -> float:
-  from dlmscale import hardware  # noqa: PLC0415 - JAX only once the arguments are fine
-  return hardware.measured_matmul_peak(n=n, repeats=5)
+def measure_peak(n: int) -> tuple[float, float]:
+  """(FLOP/s, FLOP per CPU-second) of the float32 matmul chain, best of 5 after a warm-up."""
+  import jax  # noqa: PLC0415 - JAX only once the arguments are fine
+  import jax.numpy as jnp  # noqa: PLC0415
+  a = jnp.ones((n, n), jnp.float32) / n
+  f = jax.jit(lambda x: x @ a @ a @ a @ a)
+  f(a).block_until_ready()
+  wall, cpu = float("inf"), float("inf")
+  for _ in range(5):
+    t0, c0 = time.perf_counter(), time.process_time()
+    f(a).block_until_ready()
+    wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+  flops = 4 * 2 * n**3
+  return flops / wall, flops / cpu
+
+
+def _children_cpu_s() -> float:
+  r = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return r.ru_utime + r.ru_stime
 
 
 def _env(tmp: pathlib.Path, cold_data: bool) -> dict[str, str]:
@@ -98,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
   workdir = tmp / "grid"
   env = _env(tmp, args.cold_data)
   load_before = os.getloadavg()
-  peak_before = measure_peak(args.peak_n)
+  peak_before, peak_cpu_before = measure_peak(args.peak_n)
+  cpu0 = _children_cpu_s()
   launch = [sys.executable, "-m", "launch.local", f"--config={args.config}", f"--workdir={workdir}",
             f"--parallel={args.parallel}", "--noreport", *([f"--only={args.only}"] if args.only else []),
             *args.launcher_args]
@@ -111,17 +132,19 @@ def main(argv: list[str] | None = None) -> int:
   if rc:
     print(f"error: the report exited with {rc}; see {tmp / 'report.log'}", file=sys.stderr)
     return 1
-  peak_after = measure_peak(args.peak_n)
+  cpu_s = _children_cpu_s() - cpu0
+  peak_after, peak_cpu_after = measure_peak(args.peak_n)
   summaries, manifest = collect(workdir)
   wall = launcher_s + report_s
   flops = float(sum(s["flops"] for s in summaries))
-  peak = max(peak_before, peak_after)
+  peak, peak_cpu = max(peak_before, peak_after), max(peak_cpu_before, peak_cpu_after)
   row = {
       "bench": "grid", "config": args.config, "only": args.only, "parallel": args.parallel,
       "launcher_args": args.launcher_args, "runs": len(summaries), "wall_s": round(wall, 2),
       "launcher_s": round(launcher_s, 2), "report_s": round(report_s, 2), "train_flops": flops,
       "peak_flops_per_s": peak, "peak_before": peak_before, "peak_after": peak_after,
-      "utilization": flops / wall / peak,
+      "utilization": flops / wall / peak, "cpu_s": round(cpu_s, 2),
+      "peak_flops_per_cpu_s": peak_cpu, "utilization_cpu": flops / cpu_s / peak_cpu,
       "runs_wall_s": round(sum(r.get("wall_s") or 0.0 for r in manifest["runs"].values()), 2),
       "phases_s": breakdown(summaries, launcher_s, report_s, args.parallel),
       "final_eval_loss": {s["run_name"]: s["final_eval_loss"] for s in summaries},

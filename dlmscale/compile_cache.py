@@ -8,7 +8,9 @@ built, so results are bitwise those of a fresh compile.
 
 Where: $DLMSCALE_COMPILE_CACHE, else <data cache>/xla (as dlmscale/data.py finds the data cache:
 $DLMSCALE_CACHE or ~/.cache/dlmscale). Left alone when the user configured JAX's own cache
-(JAX_COMPILATION_CACHE_DIR or jax.config); DLMSCALE_COMPILE_CACHE=off turns it off.
+(JAX_COMPILATION_CACHE_DIR or jax.config); DLMSCALE_COMPILE_CACHE=off turns it off. Entries are
+not evicted (JAX's size limit needs the `filelock` package, which is not a requirement): a few MB per
+model shape for the CPU grids; delete the directory to reclaim it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import os
 import pathlib
 
 import jax
-
-MAX_BYTES = 2 * 2**30  # least-recently-used entries are evicted past this
 
 
 def cache_dir() -> pathlib.Path | None:
@@ -43,5 +43,4 @@ def enable() -> pathlib.Path | None:
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return path

@@ -12,7 +12,9 @@ so the persistent compilation cache (dlmscale/compile_cache.py) compiles it once
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 from typing import Any, Callable
 
 import flax
@@ -104,14 +106,51 @@ def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict):
   return train_step
 
 
-def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
-          mesh: Mesh, compiler_options: dict[str, str] | None | str = "auto") -> Setup:
-  """compiler_options: "auto" = xla_options.for_backend(the mesh's platform); None = XLA's own."""
-  if compiler_options == "auto":
-    compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
+# Config keys that reach the compiled programs only through run_args (or not at all): points that
+# differ only in these share one set of programs, which this process keeps in _PROGRAMS.
+RUN_KEYS = ("seed", "run_name", "unique_tokens", "epochs", "optim.lr", "optim.warmup_frac",
+            "optim.warmup_steps", "optim.min_lr_ratio", "optim.decay_frac", "eval.every_steps",
+            "checkpoint", "log_every_steps", "tensorboard")
+MAX_PROGRAMS = 8
+_PROGRAMS: collections.OrderedDict[str, _Programs] = collections.OrderedDict()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+  """What build() shares between runs of one shape: the model and the jitted (traced) programs."""
+  model_cfg: model_lib.ModelConfig
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  jit_init: Callable[[jax.Array], TrainState]
+  train_step: Callable
+  eval_step: Callable
+  abstract_state: Any
+
+
+def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
+                compiler_options: dict[str, str] | None) -> str:
+  """Everything the programs depend on: the config less RUN_KEYS, the vocabulary and the mesh."""
+  flat = {}
+  def walk(d: dict, prefix: str) -> None:
+    for k, v in d.items():
+      name = f"{prefix}{k}"
+      if name in RUN_KEYS:
+        continue
+      if isinstance(v, dict):
+        walk(v, name + ".")
+      else:
+        flat[name] = v
+  walk(config.to_dict(), "")
+  return json.dumps({"config": flat, "vocab": vocab_size, "mask": mask_id, "options": compiler_options,
+                     "mesh": [list(mesh.axis_names), list(mesh.devices.shape),
+                              [d.id for d in mesh.devices.flat]]}, sort_keys=True, default=str)
+
+
+def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
+                    compiler_options: dict[str, str] | None) -> _Programs:
   model_cfg = model_lib.model_config_from(config, vocab_size)
   model = model_lib.Transformer(model_cfg)
-  tx, schedule = optim.make_optimizer(config.optim, total_steps)  # init's structure; lr from run_args
+  tx, _ = optim.make_optimizer(config.optim, 1)  # the state's structure; the lr comes from run_args
   seq_len = config.data.seq_len
   init = _init_fn(model, tx, seq_len)
   abstract = jax.eval_shape(init, jax.random.key(0))
@@ -125,20 +164,41 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
 
   loss_fn = objectives.make_loss_fn(config, mask_id)
   eval_fn = objectives.make_eval_fn(config, mask_id)
-  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  jit_init = jax.jit(init, out_shardings=shard)
-  args = jax.device_put(run_args(config, total_steps), repl)
-  train_step = BoundStep(jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim),
-                                 in_shardings=(shard, batch_sh, repl), out_shardings=(shard, repl),
-                                 donate_argnums=0, compiler_options=compiler_options), args)
+  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim),
+                       in_shardings=(shard, batch_sh, repl), out_shardings=(shard, repl),
+                       donate_argnums=0, compiler_options=compiler_options)
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
                       in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl,
                       compiler_options=compiler_options)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
-  return Setup(model_cfg=model_cfg, mesh=mesh, state_shardings=shard, batch_sharding=batch_sh,
-               init=lambda: jit_init(init_key), train_step=train_step, eval_step=eval_step,
-               schedule=schedule, abstract_state=abstract_state, compiler_options=compiler_options)
+  return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
+                   jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
+                   eval_step=eval_step, abstract_state=abstract_state)
+
+
+def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
+          mesh: Mesh, compiler_options: dict[str, str] | None | str = "auto") -> Setup:
+  """compiler_options: "auto" = xla_options.for_backend(the mesh's platform); None = XLA's own.
+
+  A later run of the same shape in this process (a launch.local worker) reuses the traced and
+  compiled programs; only its run_args differ.
+  """
+  if compiler_options == "auto":
+    compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
+  _, schedule = optim.make_optimizer(config.optim, total_steps)
+  key = program_key(config, vocab_size, mask_id, mesh, compiler_options)
+  progs = _PROGRAMS.pop(key, None) or _build_programs(config, vocab_size, mask_id, mesh, compiler_options)
+  _PROGRAMS[key] = progs
+  while len(_PROGRAMS) > MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  args = jax.device_put(run_args(config, total_steps), sharding.replicated(mesh))
+  return Setup(model_cfg=progs.model_cfg, mesh=mesh, state_shardings=progs.state_shardings,
+               batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
+               train_step=BoundStep(progs.train_step, args), eval_step=progs.eval_step,
+               schedule=schedule, abstract_state=progs.abstract_state,
+               compiler_options=compiler_options)
 
 
 def put_batch(local_BxL: np.ndarray, setup: Setup) -> jax.Array:

@@ -2,8 +2,10 @@
 
   python -m launch.local --config=configs/FILE.py[:ARGS] --workdir=DIR [--parallel=N] [--dry_run]
 
-Each point trains into DIR/<run_name>/ with `python -m dlmscale.main`; finished points (summary.json)
-are skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
+Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
+long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
+between points; `--noworkers` starts a trainer process per point. Finished points (summary.json) are
+skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
@@ -106,7 +108,9 @@ class Launcher:
     self.cpus = usable_cpus()
     self.threads = check_parallel(args.parallel, len(self.cpus))
     self.active: dict[str, Active] = {}
-    self.workers: dict[int, worker_lib.Handle] = {}  # slot -> its long-lived worker (--workers)
+    self.workers = worker_lib.Pool(  # one long-lived worker per slot (unless --noworkers)
+        lambda slot: worker_lib.Handle(self._env(), REPO_ROOT, workdir / WORKER_LOGS / f"slot{slot}.log",
+                                       args.point_fn, self._pinned(slot)))
     self.failed: dict[str, str] = {}  # name -> reason
     self.elsewhere: set[str] = set()
     self.tries: dict[str, int] = {}
@@ -137,30 +141,10 @@ class Launcher:
     pin = self.args.parallel > 1 and self.args.pin_cpus and hasattr(os, "sched_setaffinity")
     return slot_cpus(self.cpus, slot, self.threads) if pin else None
 
-  def _spawn_worker(self, slot: int) -> worker_lib.Handle:
-    h = worker_lib.Handle(self._env(), REPO_ROOT, self.workdir / WORKER_LOGS / f"slot{slot}.log",
-                          self.args.point_fn, self._pinned(slot))
-    self.workers[slot] = h
-    return h
-
   def _worker_job(self, name: str, slot: int, lock: mf.RunLock) -> worker_lib.Job:
-    handle = self.workers.get(slot)
-    if handle is None or not handle.usable():
-      handle = self._spawn_worker(slot)
     request = {"name": name, "spec": self.grid.spec, "overrides": self.grid.points[name],
                "workdir": str(self.workdir / name)}
-    return worker_lib.Job(lambda: self._spawn_worker(slot), handle, request, lock.fd)
-
-  def close_workers(self) -> None:
-    """Idle workers exit when their socket closes; wait for them so none outlives the launcher."""
-    for h in self.workers.values():
-      h.close()
-    for h in self.workers.values():
-      try:
-        h.proc.wait(timeout=self.args.grace_s)
-      except subprocess.TimeoutExpired:
-        _signal_group(h.proc, signal.SIGKILL)
-    self.workers.clear()
+    return self.workers.job(slot, request, lock.fd)
 
   def _start(self, name: str, lock: mf.RunLock) -> None:
     slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()})
@@ -260,10 +244,7 @@ class Launcher:
     """SIGTERM makes each trainer checkpoint and exit; after the grace period, SIGKILL."""
     for a in self.active.values():
       _signal_group(a.proc, signal.SIGTERM)
-    busy = {a.proc.pid for a in self.active.values()}
-    for h in self.workers.values():
-      if h.pid not in busy:
-        _signal_group(h.proc, signal.SIGTERM)
+    self.workers.close_idle({a.proc.pid for a in self.active.values()})
     deadline = time.time() + self.args.grace_s
     while self.active:
       self._reap()
@@ -311,7 +292,7 @@ class Launcher:
       print(f"[{time.strftime('%H:%M:%S')}] signal {self.stop_signal}: asking {len(self.active)} "
             f"run(s) to checkpoint and stop", flush=True)
       self._stop_all()
-    self.close_workers()
+    self.workers.close(self.args.grace_s)
     print(self.status(), flush=True)
     if self.stop_signal:
       print("interrupted; run the same command again to resume", flush=True)

@@ -216,7 +216,8 @@ class Handle:
   def close(self) -> None:
     """No more points: the worker exits once the point in hand (if any) is done."""
     self.leaving = True
-    self.sock.close()
+    if self.sock.fileno() >= 0:
+      self.sock.close()
 
 
 class Job:
@@ -256,6 +257,41 @@ class Job:
       return None
     self.returncode = int(answer["rc"])
     return self.returncode
+
+
+class Pool:
+  """The launcher's workers, one per slot, each started when its slot first gets a point."""
+
+  def __init__(self, start: Callable[[int], Handle]):
+    self._start, self.handles = start, {}
+
+  def spawn(self, slot: int) -> Handle:
+    self.handles[slot] = self._start(slot)
+    return self.handles[slot]
+
+  def job(self, slot: int, request: dict[str, Any], lock_fd: int) -> Job:
+    handle = self.handles.get(slot)
+    if handle is None or not handle.usable():
+      handle = self.spawn(slot)
+    return Job(lambda: self.spawn(slot), handle, request, lock_fd)
+
+  def close_idle(self, busy_pids: set[int]) -> None:
+    """Stopping: the idle workers go now (the busy ones checkpoint and reply first)."""
+    for h in self.handles.values():
+      if h.pid not in busy_pids:
+        h.close()
+
+  def close(self, grace_s: float) -> None:
+    """Idle workers exit when their socket closes; wait, so that none outlives the launcher."""
+    for h in self.handles.values():
+      h.close()
+    for h in self.handles.values():
+      try:
+        h.proc.wait(timeout=grace_s)
+      except subprocess.TimeoutExpired:
+        os.killpg(h.pid, signal.SIGKILL)
+        h.proc.wait()
+    self.handles.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,15 @@ def test_traced_schedule_is_lr_schedule_to_float_rounding(kind, warmup):
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12, err_msg=f"{kind} total={total}")
 
 
-def _lowered_text(cfg, total: int) -> str:
+def _build(cfg, total: int) -> steps_lib.Setup:
   prepared = data.prepare(cfg.data)
-  mesh = sharding.make_mesh(cfg.mesh)
-  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total, mesh)
+  return steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total, sharding.make_mesh(cfg.mesh))
+
+
+def _lowered_text(cfg, total: int) -> str:
+  steps_lib._PROGRAMS.clear()  # as a fresh process would trace it
+  setup = _build(cfg, total)
+  mesh = setup.mesh
   tokens = jax.ShapeDtypeStruct((cfg.batch_size, cfg.data.seq_len), jnp.int32, sharding=setup.batch_sharding)
   with jax.set_mesh(mesh):
     return setup.train_step.lower(setup.abstract_state, tokens).as_text()
@@ -44,6 +49,18 @@ def test_runs_differing_in_seed_length_and_lr_share_one_program(tiny_corpus, dat
   assert _lowered_text(other, 12) != _lowered_text(a, 12)
 
 
+def test_a_process_reuses_the_programs_of_a_shape(tiny_corpus, data_cache):
+  steps_lib._PROGRAMS.clear()
+  a = _build(tiny_config(tiny_corpus, data_cache, "mdm"), 12)
+  b = _build(tiny_config(tiny_corpus, data_cache, "mdm", seed=3, **{"optim.lr": 1e-3}), 40)
+  c = _build(tiny_config(tiny_corpus, data_cache, "mdm", **{"model.d_ff": 128}), 12)
+  assert b.train_step.jitted is a.train_step.jitted and b.eval_step is a.eval_step
+  assert c.train_step.jitted is not a.train_step.jitted and c.eval_step is not a.eval_step
+  assert b.schedule(40) != a.schedule(40)  # each run keeps its own schedule and seed
+  assert not (b.train_step.run_args["key"] == a.train_step.run_args["key"]).all()
+
+
+@pytest.mark.slow
 def test_train_step_uses_the_runs_own_schedule(tiny_corpus, data_cache):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", **{"optim.warmup_steps": 3})
   prepared = data.prepare(cfg.data)
