@@ -88,14 +88,22 @@ class BoundStep:
 
 def run_args(config: ml_collections.ConfigDict, total_steps: int) -> dict:
   """What the train step takes per run rather than per program: the seed key, the lr schedule."""
-  return {"key": jax.random.key(config.seed), "schedule": optim.schedule_args(config.optim, total_steps)}
+  key_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
+  return {"key": key_data, "schedule": optim.schedule_args(config.optim, total_steps)}
+
+
+def _replicated(tree: Any, mesh: Mesh) -> Any:
+  """Host arrays as global replicated arrays (also across processes, where device_put cannot)."""
+  repl = sharding.replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), repl, lambda idx: np.asarray(x)[idx]), tree)
 
 
 def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict):
   def train_step(state: TrainState, tokens_BxL: jax.Array, args: dict) -> tuple[TrainState, dict]:
     schedule = optim.traced_schedule(optim_cfg.schedule, args["schedule"])
     tx, _ = optim.make_optimizer(optim_cfg, schedule=schedule)
-    rng = jax.random.fold_in(jax.random.fold_in(args["key"], 1), state.step)
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(args["key"]), 1), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, apply_fn, {"tokens": tokens_BxL}, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -193,7 +201,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   while len(_PROGRAMS) > MAX_PROGRAMS:
     _PROGRAMS.popitem(last=False)
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  args = jax.device_put(run_args(config, total_steps), sharding.replicated(mesh))
+  args = _replicated(run_args(config, total_steps), mesh)
   return Setup(model_cfg=progs.model_cfg, mesh=mesh, state_shardings=progs.state_shardings,
                batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
                train_step=BoundStep(progs.train_step, args), eval_step=progs.eval_step,
