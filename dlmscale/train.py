@@ -21,7 +21,8 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, compile_cache, data, evaluate, flops, hardware, phases, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, compile_cache, data, evaluate, flops, hardware, phases, rundir, sharding
+from dlmscale import steps as steps_lib
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
 
@@ -260,7 +261,8 @@ class _Loop:
             self.consume(*pending)
           pending = (step, metrics)
           boundary = step == self.total or stop.signal is not None
-          if step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0 or boundary:
+          if (step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0
+              or boundary):
             self.consume(*jax.device_get(pending))
             pending = None
         if step % self.config.eval.every_steps == 0 or step == self.total:
