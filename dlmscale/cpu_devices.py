@@ -41,14 +41,32 @@ def user_chose() -> bool:
           or "JAX_NUM_CPU_DEVICES" in os.environ)
 
 
+def wanted(config: ml_collections.ConfigDict) -> int | None:
+  """The count configure() sets for this config, or None when it leaves JAX alone."""
+  if user_chose() or config.mesh.data != -1 or config.mesh.fsdp != 1:
+    return None
+  return choose(usable_cores(), (int(config.batch_size), int(config.eval.batch_size)))
+
+
 def configure(config: ml_collections.ConfigDict) -> int | None:
   """Sets jax_num_cpu_devices before JAX starts its backends; call it only in a single-process run.
 
   Returns the count set, or None when left to the user or the defaults.
   """
-  if user_chose() or config.mesh.data != -1 or config.mesh.fsdp != 1:
+  n = wanted(config)
+  if n is None:
     return None
-  n = choose(usable_cores(), (int(config.batch_size), int(config.eval.batch_size)))
   if n > 1:
     jax.config.update("jax_num_cpu_devices", n)
   return n if n > 1 else None
+
+
+def started() -> bool:
+  """Whether this process's JAX backends exist already (then the device count is fixed)."""
+  from jax._src import xla_bridge  # noqa: PLC0415 - no public API says this
+  return xla_bridge.backends_are_initialized()
+
+
+def current() -> int:
+  """This process's CPU device count (starts JAX's backends)."""
+  return len(jax.devices("cpu"))

@@ -4,11 +4,17 @@ Init runs under `jax.eval_shape` first, so the logical axis names of every param
 any memory is allocated; then `jit(init, out_shardings=...)` materialises each shard where it lives.
 The train step is one jit with donated state. Randomness per step is `fold_in(seed_key, step)`, so a
 resumed run draws exactly the masks it would have drawn without stopping.
+
+The seed key and the learning-rate schedule's constants are arguments of the compiled step, not
+constants in it (`RunArgs`): runs that differ only in seed, run length or lr compile the same program,
+so the persistent compilation cache (dlmscale/compile_cache.py) compiles it once for a whole grid.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 from typing import Any, Callable
 
 import flax
@@ -67,11 +73,37 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   return TrainState(step=repl, params=param_sh, opt_state=opt_sh)
 
 
-def _train_step_fn(apply_fn, loss_fn, tx, schedule, seed: int):
-  base_key = jax.random.key(seed)
+class BoundStep:
+  """The compiled train step with this run's RunArgs bound: called (and lowered) as step(state, tokens)."""
 
-  def train_step(state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(jax.random.fold_in(base_key, 1), state.step)
+  def __init__(self, jitted, run_args: dict):
+    self.jitted, self.run_args = jitted, run_args
+
+  def __call__(self, state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
+    return self.jitted(state, tokens_BxL, self.run_args)
+
+  def lower(self, state, tokens_BxL):
+    return self.jitted.lower(state, tokens_BxL, self.run_args)
+
+
+def run_args(config: ml_collections.ConfigDict, total_steps: int) -> dict:
+  """What the train step takes per run rather than per program: the seed key, the lr schedule."""
+  key_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
+  return {"key": key_data, "schedule": optim.schedule_args(config.optim, total_steps)}
+
+
+def _replicated(tree: Any, mesh: Mesh) -> Any:
+  """Host arrays as global replicated arrays (also across processes, where device_put cannot)."""
+  repl = sharding.replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), repl, lambda idx: np.asarray(x)[idx]), tree)
+
+
+def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict):
+  def train_step(state: TrainState, tokens_BxL: jax.Array, args: dict) -> tuple[TrainState, dict]:
+    schedule = optim.traced_schedule(optim_cfg.schedule, args["schedule"])
+    tx, _ = optim.make_optimizer(optim_cfg, schedule=schedule)
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(args["key"]), 1), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, apply_fn, {"tokens": tokens_BxL}, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -82,14 +114,51 @@ def _train_step_fn(apply_fn, loss_fn, tx, schedule, seed: int):
   return train_step
 
 
-def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
-          mesh: Mesh, compiler_options: dict[str, str] | None | str = "auto") -> Setup:
-  """compiler_options: "auto" = xla_options.for_backend(the mesh's platform); None = XLA's own."""
-  if compiler_options == "auto":
-    compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
+# Config keys that reach the compiled programs only through run_args (or not at all): points that
+# differ only in these share one set of programs, which this process keeps in _PROGRAMS.
+RUN_KEYS = ("seed", "run_name", "unique_tokens", "epochs", "optim.lr", "optim.warmup_frac",
+            "optim.warmup_steps", "optim.min_lr_ratio", "optim.decay_frac", "eval.every_steps",
+            "checkpoint", "log_every_steps", "tensorboard")
+MAX_PROGRAMS = 8
+_PROGRAMS: collections.OrderedDict[str, _Programs] = collections.OrderedDict()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+  """What build() shares between runs of one shape: the model and the jitted (traced) programs."""
+  model_cfg: model_lib.ModelConfig
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  jit_init: Callable[[jax.Array], TrainState]
+  train_step: Callable
+  eval_step: Callable
+  abstract_state: Any
+
+
+def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
+                compiler_options: dict[str, str] | None) -> str:
+  """Everything the programs depend on: the config less RUN_KEYS, the vocabulary and the mesh."""
+  flat = {}
+  def walk(d: dict, prefix: str) -> None:
+    for k, v in d.items():
+      name = f"{prefix}{k}"
+      if name in RUN_KEYS:
+        continue
+      if isinstance(v, dict):
+        walk(v, name + ".")
+      else:
+        flat[name] = v
+  walk(config.to_dict(), "")
+  return json.dumps({"config": flat, "vocab": vocab_size, "mask": mask_id, "options": compiler_options,
+                     "mesh": [list(mesh.axis_names), list(mesh.devices.shape),
+                              [d.id for d in mesh.devices.flat]]}, sort_keys=True, default=str)
+
+
+def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
+                    compiler_options: dict[str, str] | None) -> _Programs:
   model_cfg = model_lib.model_config_from(config, vocab_size)
   model = model_lib.Transformer(model_cfg)
-  tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  tx, _ = optim.make_optimizer(config.optim, 1)  # the state's structure; the lr comes from run_args
   seq_len = config.data.seq_len
   init = _init_fn(model, tx, seq_len)
   abstract = jax.eval_shape(init, jax.random.key(0))
@@ -103,19 +172,41 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
 
   loss_fn = objectives.make_loss_fn(config, mask_id)
   eval_fn = objectives.make_eval_fn(config, mask_id)
-  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  jit_init = jax.jit(init, out_shardings=shard)
-  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, tx, schedule, config.seed),
-                       in_shardings=(shard, batch_sh), out_shardings=(shard, repl), donate_argnums=0,
-                       compiler_options=compiler_options)
+  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim),
+                       in_shardings=(shard, batch_sh, repl), out_shardings=(shard, repl),
+                       donate_argnums=0, compiler_options=compiler_options)
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
                       in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl,
                       compiler_options=compiler_options)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
-  return Setup(model_cfg=model_cfg, mesh=mesh, state_shardings=shard, batch_sharding=batch_sh,
-               init=lambda: jit_init(init_key), train_step=train_step, eval_step=eval_step,
-               schedule=schedule, abstract_state=abstract_state, compiler_options=compiler_options)
+  return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
+                   jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
+                   eval_step=eval_step, abstract_state=abstract_state)
+
+
+def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
+          mesh: Mesh, compiler_options: dict[str, str] | None | str = "auto") -> Setup:
+  """compiler_options: "auto" = xla_options.for_backend(the mesh's platform); None = XLA's own.
+
+  A later run of the same shape in this process (a launch.local worker) reuses the traced and
+  compiled programs; only its run_args differ.
+  """
+  if compiler_options == "auto":
+    compiler_options = xla_options.for_backend(mesh.devices.flat[0].platform)
+  _, schedule = optim.make_optimizer(config.optim, total_steps)
+  key = program_key(config, vocab_size, mask_id, mesh, compiler_options)
+  progs = _PROGRAMS.pop(key, None) or _build_programs(config, vocab_size, mask_id, mesh, compiler_options)
+  _PROGRAMS[key] = progs
+  while len(_PROGRAMS) > MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  args = _replicated(run_args(config, total_steps), mesh)
+  return Setup(model_cfg=progs.model_cfg, mesh=mesh, state_shardings=progs.state_shardings,
+               batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
+               train_step=BoundStep(progs.train_step, args), eval_step=progs.eval_step,
+               schedule=schedule, abstract_state=progs.abstract_state,
+               compiler_options=compiler_options)
 
 
 def put_batch(local_BxL: np.ndarray, setup: Setup) -> jax.Array:

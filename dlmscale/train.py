@@ -21,7 +21,9 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, data, evalset, evaluate, flops, hardware, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, compile_cache, data, evalset, evaluate, flops, hardware, phases, rundir
+from dlmscale import sharding
+from dlmscale import steps as steps_lib
 from dlmscale import label_noise, orders
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
@@ -136,24 +138,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """
   validate(config)
   workdir = rundir.check_workdir(workdir)
-  prepared = data.prepare(config.data)
+  compile_cache.enable()
+  with phases.PhaseClock() as clock:
+    return _prepare_and_run(config, workdir, allow_new_data, clock)
+
+
+def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, allow_new_data: bool,
+                     clock: phases.PhaseClock) -> dict | None:
+  """Builds everything from the config, then (and only then) claims the workdir and trains."""
+  with clock.phase("data"):
+    prepared = data.prepare(config.data)
   seq_len, batch = config.data.seq_len, config.batch_size
   total = data.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(batch, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
-  val_set = data.eval_set(prepared, config.eval.num_sequences)
-  it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
-                           global_batch=batch, seed=config.seed, process_index=jax.process_index(),
-                           process_count=jax.process_count(), label_noise=config.data.label_noise)
+  with clock.phase("data"):
+    val_set = data.eval_set(prepared, config.eval.num_sequences)
+    it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
+                             global_batch=batch, seed=config.seed, process_index=jax.process_index(),
+                             process_count=jax.process_count(), label_noise=config.data.label_noise)
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   lock = rundir.WorkdirLock(workdir) if primary else None
   try:
     if primary:
       rundir.claim_config(workdir, config, data_sha256(prepared), allow_new_data)
-    return _run(config, workdir, primary, prepared, setup, total, val_set, it, allow_new_data)
+    return _run(config, workdir, primary, prepared, setup, total, val_set, it, allow_new_data, clock)
   finally:
     if lock:
       lock.release()
@@ -168,11 +180,12 @@ def data_sha256(prepared: data.Prepared) -> dict[str, str]:
 
 def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
          prepared: data.Prepared, setup: steps_lib.Setup, total: int, val_set: evalset.EvalSet, it,
-         allow_new_data: bool) -> dict | None:
+         allow_new_data: bool, clock: phases.PhaseClock) -> dict | None:
   mesh, seq_len, batch = setup.mesh, config.data.seq_len, config.batch_size
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep,
-                                set_aside_unreadable=True)
-  with jax.set_mesh(mesh):
+  with clock.phase("checkpoint"):
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep,
+                                  set_aside_unreadable=True)
+  with jax.set_mesh(mesh), clock.phase("checkpoint"):
     restored = ckpt.restore_latest(setup.abstract_state)
     if restored is not None:
       _check_same_data(restored.meta, prepared, allow_new_data)
@@ -184,7 +197,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
     ckpt.close()
     return json.loads((workdir / "summary.json").read_text())
-  loop = _Loop(config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start)
+  loop = _Loop(config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start, clock)
   if primary and start == 0:
     overview = parameter_overview.get_parameter_overview(state.params, include_stats=False)
     rundir.write_text_atomic(workdir / "params.txt", overview + "\n")
@@ -223,8 +236,9 @@ def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start):
-    self.config, self.workdir, self.primary = config, workdir, primary
+  def __init__(self, config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start,
+               clock: phases.PhaseClock):
+    self.config, self.workdir, self.primary, self.clock = config, workdir, primary, clock
     self.prepared, self.setup, self.total, self.val_set = prepared, setup, total, val_set
     self.ckpt, self.it, self.start = ckpt, it, start
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
@@ -313,27 +327,36 @@ class _Loop:
     pending = None
     try:
       if self.reevaluate_start:
-        self.evaluate(self.start, state.params)
+        with self.clock.phase("eval"):
+          self.evaluate(self.start, state.params)
       for step in range(self.start + 1, self.total + 1):
         state = _maybe_fault(fault, step, state)
-        tokens = next(self.it)["tokens"]
-        state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
-        if pending is not None:
-          self.consume(*pending)
-        pending = (step, metrics)
-        boundary = step == self.total or stop.signal is not None
-        if step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0 or boundary:
-          self.consume(*jax.device_get(pending))
-          pending = None
+        with self.clock.phase("data"):
+          tokens = next(self.it)["tokens"]
+        with self.clock.phase("train"):
+          state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
+          if pending is not None:
+            self.consume(*pending)
+          pending = (step, metrics)
+          boundary = step == self.total or stop.signal is not None
+          if (step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0
+              or boundary):
+            self.consume(*jax.device_get(pending))
+            pending = None
         if step % self.config.eval.every_steps == 0 or step == self.total:
-          self.evaluate(step, state.params)
+          with self.clock.phase("eval"):
+            self.evaluate(step, state.params)
         if step % self.config.checkpoint.every_steps == 0 or boundary:
-          self.save(step, state)
+          with self.clock.phase("checkpoint"):
+            self.save(step, state)
         if stop.signal is not None and step < self.total:
-          self.ckpt.wait()
+          with self.clock.phase("checkpoint"):
+            self.ckpt.wait()
           print(f"stopped by signal {stop.signal} at step {step}/{self.total}; checkpoint saved. "
                 "Re-run the same command to resume.", flush=True)
           return None
+      with self.clock.phase("checkpoint"):
+        self.ckpt.wait()  # the last save is complete before summary.json says the run is done
       return self.finish(state)
     finally:
       self.ckpt.close()  # under the loop's handler: a stop now cannot cut a save short
@@ -367,6 +390,7 @@ class _Loop:
         "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
+        "phases": self.clock.summary(),  # of this attempt, in seconds (dlmscale/phases.py)
     }
     if self.primary:
       rundir.write_json_atomic(self.workdir / "summary.json", summary)

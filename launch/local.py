@@ -2,8 +2,10 @@
 
   python -m launch.local --config=configs/FILE.py[:ARGS] --workdir=DIR [--parallel=N] [--dry_run]
 
-Each point trains into DIR/<run_name>/ with `python -m dlmscale.main`; finished points (summary.json)
-are skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
+Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
+long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
+between points; `--noworkers` starts a trainer process per point. Finished points (summary.json) are
+skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
@@ -33,10 +35,12 @@ from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 from dlmscale.rundir import check_workdir
 from launch import manifest as mf
+from launch import worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
 USER_ERROR_RC = 2
 ATTEMPT_MARK = "=== "
+WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
 MAX_UNEXPECTED_STOPS = 3
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
@@ -89,7 +93,7 @@ def fmt_duration(seconds: float | None) -> str:
 @dataclasses.dataclass
 class Active:
   name: str
-  proc: subprocess.Popen
+  proc: subprocess.Popen | worker_lib.Job  # both: .pid (its own process group), .poll()
   lock: mf.RunLock
   slot: int
   started: float
@@ -106,6 +110,9 @@ class Launcher:
     self.cpus = usable_cpus()
     self.threads = check_parallel(args.parallel, len(self.cpus))
     self.active: dict[str, Active] = {}
+    self.workers = worker_lib.Pool(  # one long-lived worker per slot (unless --noworkers)
+        lambda slot: worker_lib.Handle(self._env(), REPO_ROOT, workdir / WORKER_LOGS / f"slot{slot}.log",
+                                       args.point_fn, self._pinned(slot)))
     self.failed: dict[str, str] = {}  # name -> reason
     self.elsewhere: set[str] = set()
     self.tries: dict[str, int] = {}
@@ -115,6 +122,7 @@ class Launcher:
     self.sec_per_cost = [(p["wall_s"], grid.costs[n]) for n, p in recorded.items()  # (wall_s, cost)
                          if p["state"] == "done" and p.get("wall_s") and n in grid.costs]
     self.last_status = 0.0
+    self.use_workers = bool(args.workers and args.point_fn)
 
   # --- signals ---
 
@@ -125,27 +133,43 @@ class Launcher:
 
   # --- one run ---
 
+  def _env(self) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    env.update(thread_env(self.threads, self.args.parallel, env.get("XLA_FLAGS", "")))
+    return env
+
+  def _pinned(self, slot: int) -> list[int] | None:
+    pin = self.args.parallel > 1 and self.args.pin_cpus and hasattr(os, "sched_setaffinity")
+    return slot_cpus(self.cpus, slot, self.threads) if pin else None
+
+  def _worker_job(self, name: str, slot: int, lock: mf.RunLock) -> worker_lib.Job:
+    request = {"name": name, "spec": self.grid.spec, "overrides": self.grid.points[name],
+               "workdir": str(self.workdir / name)}
+    return self.workers.job(slot, request, lock.fd)
+
   def _start(self, name: str, lock: mf.RunLock) -> None:
     slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()})
     rundir = self.workdir / name
     rundir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-    env.update(thread_env(self.threads, self.args.parallel, env.get("XLA_FLAGS", "")))
-    cpus = slot_cpus(self.cpus, slot, self.threads)
-    pin = self.args.parallel > 1 and self.args.pin_cpus and hasattr(os, "sched_setaffinity")
+    cpus = self._pinned(slot)
     log = open(rundir / "launch.log", "a")
     attempt = self.tries.get(name, 0) + 1
+    where = "in a worker process, as " if self.use_workers else ""
     log.write(f"\n{ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
-              f"{self.threads} threads{', cpus ' + str(cpus) if pin else ''}) ===\n"
-              f"{' '.join(cmd)}\n")
+              f"{self.threads} threads{', cpus ' + str(cpus) if cpus else ''}) ===\n"
+              f"{where}{' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,  # our signals reach it only as we decide (SIGTERM = checkpoint)
-        pass_fds=(lock.fd,),  # the point stays locked while the trainer lives, even if we die
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if pin else None)
+    if self.use_workers:
+      proc = self._worker_job(name, slot, lock)
+    else:
+      proc = subprocess.Popen(
+          cmd, cwd=REPO_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+          stdin=subprocess.DEVNULL,
+          start_new_session=True,  # our signals reach it only as we decide (SIGTERM = checkpoint)
+          pass_fds=(lock.fd,),  # the point stays locked while the trainer lives, even if we die
+          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     self.tries[name] = attempt
     self.active[name] = Active(name, proc, lock, slot, time.time(), log)
     mf.set_state(self.workdir, name, "running", pid=proc.pid, host=socket.gethostname(),
@@ -222,6 +246,7 @@ class Launcher:
     """SIGTERM makes each trainer checkpoint and exit; after the grace period, SIGKILL."""
     for a in self.active.values():
       _signal_group(a.proc, signal.SIGTERM)
+    self.workers.close_idle({a.proc.pid for a in self.active.values()})
     deadline = time.time() + self.args.grace_s
     while self.active:
       self._reap()
@@ -269,6 +294,7 @@ class Launcher:
       print(f"[{time.strftime('%H:%M:%S')}] signal {self.stop_signal}: asking {len(self.active)} "
             f"run(s) to checkpoint and stop", flush=True)
       self._stop_all()
+    self.workers.close(self.args.grace_s)
     print(self.status(), flush=True)
     if self.stop_signal:
       print("interrupted; run the same command again to resume", flush=True)
@@ -356,8 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--noreport", dest="report", action="store_false", help="skip the analysis report")
   p.add_argument("--nopin_cpus", dest="pin_cpus", action="store_false",
                  help="do not pin parallel runs to their own cores (e.g. two launchers on one machine)")
+  p.add_argument("--noworkers", dest="workers", action="store_false",
+                 help="one trainer process per point instead of one long-lived worker per slot")
   p.add_argument("--trainer_module", default=os.environ.get("DLMSCALE_TRAINER_MODULE", "dlmscale.main"),
                  help=argparse.SUPPRESS)
+  p.add_argument("--point_fn", default=os.environ.get("DLMSCALE_POINT_FN"), help=argparse.SUPPRESS)
   p.add_argument("--report_module", default="analysis.report", help=argparse.SUPPRESS)
   p.add_argument("--poll_s", type=float, default=0.5, help=argparse.SUPPRESS)
   return p
@@ -365,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  if args.point_fn is None:  # workers run the real trainer in-process; a test's fake trainer cannot
+    args.point_fn = "launch.worker:train_point" if args.trainer_module == "dlmscale.main" else ""
   workdir = pathlib.Path(args.workdir).expanduser().resolve()
 
   def body() -> int:

@@ -1,0 +1,73 @@
+"""Where a run's wall time goes: data, compile, train steps, eval, checkpoint (summary.json `phases`).
+
+A grid of tiny models is dominated by everything around the train step, so the trainer keeps a wall
+clock per phase and bench/grid_bench.py adds them up over a grid. Compilation happens inside
+whatever phase first calls a jitted function; JAX reports every trace, lowering and XLA compile
+(or persistent-cache load) through jax.monitoring, and that time is moved out of the enclosing
+phase into `compile`, so the phases add up to the time spent inside the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from jax import monitoring
+
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+PHASES = ("data", "compile", "train", "eval", "checkpoint", "other")
+
+_active: list[PhaseClock] = []  # the clocks currently timing (one per train_and_evaluate call)
+
+
+def _on_event(event: str, duration: float, **_: object) -> None:
+  if event in COMPILE_EVENTS:
+    for clock in _active:
+      clock.add_compile(duration)
+
+
+monitoring.register_event_duration_secs_listener(_on_event)
+
+
+class PhaseClock:
+  """Seconds per phase; `with clock.phase("eval"):` times a block, compile time inside is split off."""
+
+  def __init__(self):
+    self.seconds = {p: 0.0 for p in PHASES}
+    self._stack: list[str] = []
+    self._t0 = time.perf_counter()
+
+  def __enter__(self) -> PhaseClock:
+    _active.append(self)
+    self._t0 = time.perf_counter()
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    _active.remove(self)
+
+  def add_compile(self, seconds: float) -> None:
+    self.seconds["compile"] += seconds
+    if self._stack:
+      self.seconds[self._stack[-1]] -= seconds
+
+  @contextlib.contextmanager
+  def phase(self, name: str) -> Iterator[None]:
+    self._stack.append(name)
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] += time.perf_counter() - t0
+      self._stack.pop()
+
+  def summary(self) -> dict[str, float]:
+    """Rounded seconds per phase; `other` is the rest of the time since the clock started."""
+    total = time.perf_counter() - self._t0
+    timed = sum(v for k, v in self.seconds.items() if k != "other")
+    out = {k: round(v, 3) for k, v in self.seconds.items() if k != "other"}
+    out["other"] = round(total - timed, 3)
+    out["total"] = round(total, 3)
+    return out
