@@ -32,8 +32,6 @@ PEAK_BF16: dict[str, float] = {
 }
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Memory:
   """A chip's published HBM: capacity (bytes), bandwidth (bytes/s), and where the figures are from."""
@@ -42,14 +40,15 @@ class Memory:
   source: str
 
 
-# Per chip (TPU) or per GPU, from the vendors' pages. "GB" on those pages is read as 1e9 bytes, the
-# smaller reading where a page does not say GiB; the TPU compiler's own limit, which it reports when
-# a program does not fit, is the authority (launch/aot.py prints it).
+# Per chip (TPU) or per GPU, from the vendors' pages. Google's "GB" for TPU HBM are GiB: the v5e
+# compiler reports 15.75 GiB usable on the "16 GB" chip, so capacity is read as GiB there; NVIDIA's
+# are read as 1e9 bytes, the smaller reading. The TPU compiler enforces its own limit when it
+# compiles (launch/aot.py prints it for a program that does not fit).
 HBM: dict[str, Memory] = {
     "TPU v4": Memory(32 * 2**30, 1200e9, "cloud.google.com/tpu/docs/v4: 32 GiB HBM2, 1200 GBps"),
-    "TPU v5": Memory(95e9, 2765e9, "cloud.google.com/tpu/docs/v5p: 95 GB HBM2e, 2765 GBps"),
-    "TPU v5 lite": Memory(16e9, 819e9, "cloud.google.com/tpu/docs/v5e: 16 GB HBM2, 819 GBps"),
-    "TPU v6 lite": Memory(32e9, 1638e9, "cloud.google.com/tpu/docs/v6e: 32 GB HBM, 1638 GBps"),
+    "TPU v5": Memory(95 * 2**30, 2765e9, "cloud.google.com/tpu/docs/v5p: 95 GB HBM2e, 2765 GBps"),
+    "TPU v5 lite": Memory(16 * 2**30, 819e9, "cloud.google.com/tpu/docs/v5e: 16 GB HBM2, 819 GBps"),
+    "TPU v6 lite": Memory(32 * 2**30, 1638e9, "cloud.google.com/tpu/docs/v6e: 32 GB HBM, 1638 GBps"),
     "NVIDIA H100 80GB HBM3": Memory(80e9, 3.35e12, "nvidia.com/en-us/data-center/h100: 80 GB, 3.35 TB/s (SXM)"),
     "NVIDIA H200": Memory(141e9, 4.8e12, "nvidia.com/en-us/data-center/h200: 141 GB, 4.8 TB/s"),
     "NVIDIA A100-SXM4-80GB": Memory(80e9, 2.039e12, "nvidia.com/en-us/data-center/a100: 80 GB, 2039 GB/s"),

@@ -78,7 +78,7 @@ def table_row(row: dict[str, Any]) -> str:
   result = "fits" if row["status"] == "ok" else "does not fit"
   cells = [result, f"{_gib(t['argument_bytes'])}/{_gib(t['temp_bytes'])}/{_gib(t['output_bytes'])}",
            f"{_gib(row['peak_bytes'])} / {_gib(row.get('hbm_bytes'))}",
-           f"{row['xla_flops_per_step'] / 1e12:.1f}", f"{row['model_flops_per_step'] / 1e12:.1f}",
+           f"{row['xla_flops_per_step'] / 1e12:.3g}", f"{row['model_flops_per_step'] / 1e12:.3g}",
            f"{row['xla_over_model']:.3f}",
            f"{r['step_s']:.3f} ({r['bound']})" if r else "-",
            f"{r['tokens_per_s']:,.0f}" if r else "-", f"{100 * r['mfu']:.1f}%" if r else "-"]
@@ -94,7 +94,8 @@ def suggestion_line(row: dict[str, Any]) -> str:
     return f"  -> no change tried fits ({tried}); use a topology with more chips"
   flags = " ".join(f"--set {k}={v}" for k, v in s["overrides"].items())
   r = s["row"]
-  return (f"  -> fits with {s['change']} ({flags}): peak {_gib(r['peak_bytes'])} GiB of "
+  first = "" if s["first"] else " (--max_tries reached: a smaller change may fit)"
+  return (f"  -> fits with {s['change']}{first} ({flags}): peak {_gib(r['peak_bytes'])} GiB of "
           f"{_gib(r.get('hbm_bytes'))}, roofline {r['roofline']['step_s']:.3f} s/step, "
           f"{r['roofline']['tokens_per_s']:,.0f} tokens/s" if "roofline" in r else "")
 
@@ -108,9 +109,35 @@ def check_shape(key: str, names: list[str], config: Any, topology: str, devices:
   return row
 
 
+# Cloud TPU accelerator types -> libtpu topology names (cloud.google.com/tpu/docs/v5e, v6e, v5p, v4).
+_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8"}
+_GENERATIONS = {"v5litepod": ("v5e", _2D, 1), "v5e": ("v5e", _2D, 1), "v6e": ("v6e", _2D, 1),
+                "v5p": ("v5p", _3D, 2), "v4": ("v4", _3D, 2)}  # v5p/v4 types count TensorCores
+
+
+def topology_for_accelerator(accelerator_type: str) -> str:
+  """'v5litepod-16' -> 'v5e:4x4', 'v5p-16' -> 'v5p:2x2x2'; a UserError names the fix otherwise."""
+  gen, _, count = accelerator_type.rpartition("-")
+  if gen in _GENERATIONS and count.isdigit():
+    name, shapes, per_chip = _GENERATIONS[gen]
+    shape = shapes.get(int(count) // per_chip)
+    if shape:
+      return f"{name}:{shape}"
+  raise UserError(f"no known topology for --accelerator_type={accelerator_type}; give it with "
+                  "--aot_topology (e.g. v5e:4x4, v5p:2x2x2)")
+
+
 def default_json(grid: grid_lib.Grid, topologies: list[str]) -> pathlib.Path:
   topo = "+".join(t.replace(":", "-") for t in topologies)
   return pathlib.Path(f"aot-{grid.path.stem}-{grid.hash}-{topo}.json")
+
+
+def write_json(path: pathlib.Path, obj: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1) + "\n")
+  tmp.replace(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cluster")
   p.add_argument("--topology", action="append", required=True,
                  help="TPU topology to compile for, e.g. v5e:4x4 (repeatable)")
-  p.add_argument("--json", default="", help="where the rows go (default aot-<grid>-<hash>-<topologies>.json)")
+  p.add_argument("--json", default="", help="where the rows go (default aot-<grid>-<hash>-<topologies>.json; - = nowhere)")
   p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as launch.local")
   p.add_argument("--only", default="", help="as launch.local: run-name glob patterns")
@@ -128,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-  """Checks everything the user gave before compiling or writing anything."""
+  """0 when every shape compiles and fits, else 1. Checks all input before compiling or writing."""
   devices = {t: aot.topology_devices(t) for t in dict.fromkeys(args.topology)}
   grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
   names = grid_lib.select_names(grid, args.only)
-  out = pathlib.Path(args.json) if args.json else default_json(grid, args.topology)
-  if out.exists() and not args.force:
+  out = None if args.json == "-" else pathlib.Path(args.json or default_json(grid, args.topology))
+  if out and out.exists() and not args.force:
     raise UserError(f"--json={out} exists; pass --force to overwrite it or choose another --json")
   if args.max_tries < 0:
     raise UserError(f"--max_tries={args.max_tries}: give 0 or more")
@@ -149,12 +176,10 @@ def run(args: argparse.Namespace) -> int:
       print(table_row(row), flush=True)
       if line := suggestion_line(row):
         print(line, flush=True)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix(out.suffix + ".tmp")
-  tmp.write_text(json.dumps({"grid": grid.spec, "grid_hash": grid.hash, "rows": rows}, indent=1) + "\n")
-  tmp.replace(out)
+      if out:  # after every row, so a long run stopped part-way keeps what it compiled
+        write_json(out, {"grid": grid.spec, "grid_hash": grid.hash, "rows": rows})
   bad = [r for r in rows if r["status"] != "ok"]
-  print(f"# {len(rows) - len(bad)} of {len(rows)} fit; rows in {out}")
+  print(f"# {len(rows) - len(bad)} of {len(rows)} fit" + (f"; rows in {out}" if out else ""), flush=True)
   return 1 if bad else 0
 
 
