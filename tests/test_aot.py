@@ -111,6 +111,25 @@ def test_roofline_takes_the_slower_of_compute_and_memory():
   assert aot.roofline(1e9, 4e12, 1e12, 1e12)["bound"] == "memory"
 
 
+def test_accelerator_types_map_to_topologies():
+  from launch import aot as aot_cli
+  assert aot_cli.topology_for_accelerator("v5litepod-16") == "v5e:4x4"
+  assert aot_cli.topology_for_accelerator("v5litepod-256") == "v5e:16x16"
+  assert aot_cli.topology_for_accelerator("v6e-8") == "v6e:2x4"
+  assert aot_cli.topology_for_accelerator("v5p-16") == "v5p:2x2x2"  # v5p types count TensorCores
+  with pytest.raises(grid_lib.UserError, match="--aot_topology"):
+    aot_cli.topology_for_accelerator("v5litepod-12")
+
+
+@pytest.mark.skipif(aot.tpu_compiler_available(), reason="libtpu is installed here")
+def test_tpu_launcher_aot_check_without_libtpu_stops_before_gcloud():
+  p = subprocess.run([sys.executable, "-m", "launch.tpu", "--config=configs/datacons.py:scale=cluster",
+                      "--workdir=/mnt/runs/dc", "--tpu=t", "--zone=z", "--accelerator_type=v5litepod-16",
+                      "--dry_run", "--aot_check"], cwd=REPO, env=subprocess_env(), capture_output=True,
+                     text=True, timeout=120)
+  assert p.returncode == 2 and "libtpu" in p.stderr and "gcloud" not in p.stdout, p.stdout + p.stderr
+
+
 @pytest.mark.skipif(aot.tpu_compiler_available(), reason="libtpu is installed here")
 def test_without_libtpu_the_command_says_how_to_install_it(tmp_path):
   out = tmp_path / "rows.json"
