@@ -52,6 +52,12 @@ SCALES: dict[str, dict[str, Any]] = {
         "eval.num_sequences": 1024, "eval.batch_size": 128, "eval.mc_samples": 8,
         "checkpoint.every_steps": 1000, "log_every_steps": 50,
         "model.dtype": "bfloat16",
+        # For 16 GB v5e chips (python -m launch.aot, docs/launching.md): replicated, s1B's f32
+        # state with Adam (~13 GB) fills a chip, so parameters and optimizer state are sharded
+        # over every chip (FSDP); without remat, s10M at 16 sequences per chip (data-parallel) needs
+        # 16.7 GiB of temporaries (the compiler's figure) against 15.75 GiB usable, so blocks are
+        # recomputed in the backward pass (same math, ~1/3 more FLOPs). `--set` undoes either.
+        "mesh.data": 1, "mesh.fsdp": -1, "model.remat": "full",
     },
 }
 EVALS_PER_RUN = {"test": 2, "cpu": 10, "cluster": 20}

@@ -7,6 +7,7 @@ the same machine, in the same process.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -22,6 +23,7 @@ PEAK_BF16: dict[str, float] = {
     "NVIDIA A100": 312e12,
     "NVIDIA L4": 121e12,
     "TPU v4": 275e12,
+    "TPU v5": 459e12,  # v5p's device_kind
     "TPU v5 lite": 197e12,
     "TPU v5e": 197e12,
     "TPU v5p": 459e12,
@@ -30,13 +32,46 @@ PEAK_BF16: dict[str, float] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Memory:
+  """A chip's published HBM: capacity (bytes), bandwidth (bytes/s), and where the figures are from."""
+  hbm_bytes: float
+  hbm_bytes_per_s: float
+  source: str
+
+
+# Per chip (TPU) or per GPU, from the vendors' pages. Google's "GB" for TPU HBM are GiB: the v5e
+# compiler reports 15.75 GiB usable on the "16 GB" chip, so capacity is read as GiB there; NVIDIA's
+# are read as 1e9 bytes, the smaller reading. The TPU compiler enforces its own limit when it
+# compiles (launch/aot.py prints it for a program that does not fit).
+HBM: dict[str, Memory] = {
+    "TPU v4": Memory(32 * 2**30, 1200e9, "cloud.google.com/tpu/docs/v4: 32 GiB HBM2, 1200 GBps"),
+    "TPU v5": Memory(95 * 2**30, 2765e9, "cloud.google.com/tpu/docs/v5p: 95 GB HBM2e, 2765 GBps"),
+    "TPU v5 lite": Memory(16 * 2**30, 819e9, "cloud.google.com/tpu/docs/v5e: 16 GB HBM2, 819 GBps"),
+    "TPU v6 lite": Memory(32 * 2**30, 1638e9, "cloud.google.com/tpu/docs/v6e: 32 GB HBM, 1638 GBps"),
+    "NVIDIA H100 80GB HBM3": Memory(80e9, 3.35e12, "nvidia.com/en-us/data-center/h100: 80 GB, 3.35 TB/s (SXM)"),
+    "NVIDIA H200": Memory(141e9, 4.8e12, "nvidia.com/en-us/data-center/h200: 141 GB, 4.8 TB/s"),
+    "NVIDIA A100-SXM4-80GB": Memory(80e9, 2.039e12, "nvidia.com/en-us/data-center/a100: 80 GB, 2039 GB/s"),
+    "NVIDIA A100-SXM4-40GB": Memory(40e9, 1.555e12, "nvidia.com/en-us/data-center/a100: 40 GB, 1555 GB/s"),
+}
+
+
+def lookup(table: dict, kind: str):
+  """table[kind], else the longest key that `kind` starts with ('NVIDIA H200 NVL' -> 'NVIDIA H200'),
+  so 'TPU v5' (v5p) never picks up 'TPU v5 lite' (v5e); None when no key fits."""
+  if kind in table:
+    return table[kind]
+  keys = sorted((k for k in table if kind.startswith(k)), key=len, reverse=True)
+  return table[keys[0]] if keys else None
+
+
 def published_peak(device: jax.Device | None = None) -> float | None:
   """The datasheet peak for this device kind, or None (CPU, unknown chip)."""
-  kind = (device or jax.devices()[0]).device_kind
-  if kind in PEAK_BF16:
-    return PEAK_BF16[kind]
-  matches = [v for k, v in PEAK_BF16.items() if kind.startswith(k) or k.startswith(kind)]
-  return matches[0] if matches else None
+  return lookup(PEAK_BF16, (device or jax.devices()[0]).device_kind)
+
+
+def published_memory(device_kind: str) -> Memory | None:
+  return lookup(HBM, device_kind)
 
 
 def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:

@@ -10,7 +10,7 @@ which have no `batch` dimension, shard over `fsdp`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -54,10 +54,12 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int
   return sizes[0], sizes[1]
 
 
-def make_mesh(mesh_cfg: ml_collections.ConfigDict) -> Mesh:
-  shape = mesh_shape(mesh_cfg, jax.device_count())
-  devices = np.asarray(jax.devices()).reshape(shape)
-  return Mesh(devices, MESH_AXES)
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The run's mesh over `devices` (default: every device of this job; launch/aot.py passes the
+  devices of a TPU topology it compiles for without owning them)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
 def logical_to_sharding(logical_specs: Any, mesh: Mesh) -> Any:
@@ -77,9 +79,10 @@ def data_parallel_size(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in DATA_AXES)
 
 
-def check_batch(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
-  """The global batch must split evenly over hosts and over data-parallel devices."""
-  n_proc, n_dp = jax.process_count(), data_parallel_size(mesh)
+def check_batch(global_batch: int, mesh: Mesh, what: str = "batch_size",
+                n_processes: int | None = None) -> None:
+  """The global batch must split evenly over hosts (default: this job's) and data-parallel devices."""
+  n_proc, n_dp = n_processes or jax.process_count(), data_parallel_size(mesh)
   if global_batch % n_proc:
     raise UserError(
         f"{what}={global_batch} does not divide across {n_proc} hosts; use a multiple of {n_proc}")

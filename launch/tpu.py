@@ -248,8 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--only", default="", help="as launch.local")
   p.add_argument("--extend", action="store_true", help="as launch.local")
   p.add_argument("--noreport", dest="report", action="store_false")
+  p.add_argument("--aot_check", action="store_true",
+                 help="first compile every shape of the grid for the slice on this host (launch.aot, needs "
+                      "libtpu); launch nothing if one does not fit")
+  p.add_argument("--aot_topology", default="", help="topology for --aot_check (default: from --accelerator_type)")
   p.add_argument("--trainer_module", default="dlmscale.main", help=argparse.SUPPRESS)
   return p
+
+
+def aot_check(args: argparse.Namespace) -> int:
+  """launch.aot for this grid on the slice's topology; nothing is written (the table is printed)."""
+  from launch import aot  # pylint: disable=g-import-not-at-top  (imports the trainer's modules)
+  topology = args.aot_topology or aot.topology_for_accelerator(args.accelerator_type)
+  check = argparse.Namespace(config=args.config, topology=[topology], json="-", force=False, set=args.set,
+                             only=args.only, max_tries=6, suggest=True)
+  return aot.run(check)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
       raise UserError(f"--workdir={args.workdir!r}: give an absolute path on the workers (e.g. /mnt/runs/datacons)")
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
     names = grid_lib.select_names(grid, args.only)
+    if args.aot_check and aot_check(args):
+      print("--aot_check: a shape above does not compile or fit the slice; nothing launched. Apply the "
+            "suggested change (--set KEY=VALUE) or choose a larger --accelerator_type.", file=sys.stderr)
+      return 1
     if args.dry_run:
       print(f"# {len(names)} point(s) of {grid.spec} (grid hash {grid.hash}) on TPU VM {args.tpu}")
     return Driver(args, Gcloud(args)).run(grid, names)
