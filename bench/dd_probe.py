@@ -49,7 +49,7 @@ def _one(c) -> dict:
   setup = steps_lib.build(c, p.vocab_size, p.mask_id, total, mesh)
   it = data.train_iterator(p, unique_tokens=c.unique_tokens, epochs=c.epochs, global_batch=c.batch_size,
                            seed=c.seed, label_noise=c.data.label_noise)
-  val = data.val_chunks_for_eval(p, 64)
+  val = data.eval_set(p, 64).tokens_NxL
   with jax.set_mesh(mesh):
     state, tail = setup.init(), []
     for s in range(total):

@@ -98,7 +98,8 @@ def test_report_markdown_numbers_are_the_ones_in_fits_json(reported):
       assert b["status"] == "mdm_never_below", b["status"]
       lo, hi = b["c_range"]
       assert f"MDM stays above AR over the shared compute range {lo:.3g}–{hi:.3g} FLOPs" in line
-      assert f"(gap at the top {_pm3(b['gap_at_max'], b['gap_se_at_max'])})" in line
+      assert f"(gap at the top {_pm3(b['gap_at_max'], b['gap_se_at_max'])}" in line
+      assert ("inconclusive" in line) == (b.get("gap_verdict") in ("inconclusive", "no interval"))
       assert "C_crit =" not in line
   fit = fits["crossover"]["c_crit_fit"]
   assert f"C_crit(U) = {fit['coef_at_1e6']:.3g} × (U/1e6)^{fit['exponent']:.2f}" in md
@@ -119,7 +120,7 @@ def test_report_markdown_numbers_are_the_ones_in_fits_json(reported):
 
 @pytest.mark.parametrize("rise,se,best_e,phrase", [
     (0.05, 0.01, 16.0, "(significant)"),       # rise > 2 SE
-    (0.015, 0.01, 16.0, "(within 2 SE)"),      # rise <= 2 SE
+    (0.015, 0.01, 16.0, "(within 2 SE, inconclusive)"),  # rise <= 2 SE
     (0.021, 0.01, 16.0, "(significant)"),      # just above the line
     (0.0, 0.01, 64.0, "still improving"),      # best at the largest E tried
 ])
@@ -128,7 +129,7 @@ def test_epoch_sentences_follow_their_intervals(rise, se, best_e, phrase):
   b = dict(objective="ar", unique_tokens=1e6, model_size="m100K", best_epochs=best_e,
            best_loss=3.0, best_se=0.004, rise_after=rise, rise_after_se=se, last_epochs=64.0)
   text = "\n".join(report_md.epochs_section(dict(per_budget=[b]), []))
-  others = {"(significant)", "(within 2 SE)", "still improving"} - {phrase}
+  others = {"(significant)", "(within 2 SE, inconclusive)", "still improving"} - {phrase}
   assert phrase in text and not any(o in text for o in others), text
 
 

@@ -254,7 +254,7 @@ CASES = [
     _c("launch.tpu", "relative-workdir", "--config=configs/quickstart.py", "--workdir=runs/x", "--tpu=t",
        "--zone=z", "--dry_run", needles=("absolute path",)),
     # --- analysis.report ---
-    _c("analysis.report", "no-args", needles=("--runs",)),
+    _c("analysis.report", "no-args", needles=("--out",)),
     _c("analysis.report", "runs-missing", "--runs={new}", "--out={new_out}", needles=("does not exist",),
        watch=("{new}", "{new_out}")),
     _c("analysis.report", "runs-empty", "--runs={empty}", "--out={new_out}", needles=("no finished run",),

@@ -113,7 +113,7 @@ def test_many_orders_evaluate_the_left_to_right_nll(tiny_corpus, data_cache):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", **{"ar.num_orders": 4})
   prepared, setup, params = _setup(cfg)
   model = model_lib.Transformer(setup.model_cfg)
-  val = data.val_chunks_for_eval(prepared, 8)
+  val = data.eval_set(prepared, 8).tokens_NxL
   L = val.shape[1]
   with jax.set_mesh(setup.mesh):
     got = np.asarray(setup.eval_step(params, steps_lib.put_batch(val, setup),

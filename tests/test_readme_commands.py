@@ -29,6 +29,9 @@ SKIP_SUITE = "the test suite itself"
 SKIP_STUDY = ("the 56-minute CPU study; its grid is checked in test_grid_configs.py and the same "
               "launcher and report commands run on the datacons test grid below")
 
+SKIP_PLAN_RUNS = ("needs a grid large enough to fit the data-constrained law per family; "
+                  "tests/test_plan.py runs --runs on fabricated run directories")
+
 # command (as in the README, continuation lines joined) -> (how, substitutions or reason)
 COMMANDS: dict[str, tuple[str, object]] = {
     "python -m launch.local --config=configs/cpu_study.py --workdir=runs/cpu_study --parallel=2": ("dry", {}),
@@ -59,6 +62,10 @@ COMMANDS: dict[str, tuple[str, object]] = {
         ("run", {}),
     "python -m analysis.fit --law=datacons --csv=analysis/reference/datablations_runs_fit182.csv "
     "--frozen_base=muennighoff_c4 --search=published": ("run", {}),
+    "python -m analysis.fit --law=kaplan --csv=analysis/reference/chinchilla_besiroglu.csv --bootstrap=100":
+        ("run", {}),
+    "python -m analysis.plan --constants=muennighoff_c4 --compute=1e22 --unique=25e9": ("run", {}),
+    "python -m analysis.plan --runs=runs/datacons --compute=1e18 --unique=1e8": ("skip", SKIP_PLAN_RUNS),
     "python -m dlmscale.data '--corpus=data/*.jsonl' --text_field=text --out_dir=prepared/mycorpus "
     "--vocab_size=8192 --seq_len=1024": ("slow", {}),
     "python -m dlmscale.main --config=configs/base.py --workdir=runs/x '--config.data.corpus=data/*.jsonl'":
