@@ -74,16 +74,30 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
 
 
 class BoundStep:
-  """The compiled train step with this run's RunArgs bound: called (and lowered) as step(state, tokens)."""
+  """The compiled train step with this run's RunArgs bound: called (and lowered) as step(state, tokens).
 
-  def __init__(self, jitted, run_args: dict):
-    self.jitted, self.run_args = jitted, run_args
+  The args become device arrays only when the step is first called, so lowering for devices that
+  cannot hold arrays (launch.aot's compile-only TPU topologies) needs nothing but their shapes.
+  """
+
+  def __init__(self, jitted, host_args: dict, mesh: Mesh):
+    self.jitted, self.host_args, self.mesh = jitted, host_args, mesh
+    self._device_args = None
+
+  @property
+  def run_args(self) -> dict:
+    if self._device_args is None:
+      self._device_args = _replicated(self.host_args, self.mesh)
+    return self._device_args
 
   def __call__(self, state: TrainState, tokens_BxL: jax.Array) -> tuple[TrainState, dict]:
     return self.jitted(state, tokens_BxL, self.run_args)
 
   def lower(self, state, tokens_BxL):
-    return self.jitted.lower(state, tokens_BxL, self.run_args)
+    repl = sharding.replicated(self.mesh)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=repl),
+                          self.host_args)
+    return self.jitted.lower(state, tokens_BxL, shapes)
 
 
 def run_args(config: ml_collections.ConfigDict, total_steps: int) -> dict:
@@ -201,10 +215,9 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   while len(_PROGRAMS) > MAX_PROGRAMS:
     _PROGRAMS.popitem(last=False)
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  args = _replicated(run_args(config, total_steps), mesh)
   return Setup(model_cfg=progs.model_cfg, mesh=mesh, state_shardings=progs.state_shardings,
                batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
-               train_step=BoundStep(progs.train_step, args), eval_step=progs.eval_step,
+               train_step=BoundStep(progs.train_step, run_args(config, total_steps), mesh), eval_step=progs.eval_step,
                schedule=schedule, abstract_state=progs.abstract_state,
                compiler_options=compiler_options)
 
