@@ -12,7 +12,6 @@ Nothing is deleted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from dlmscale import chunks
 from dlmscale.errors import UserError
 
 CHECKSUMS = "checksums.json"
@@ -38,12 +38,7 @@ class Restored(NamedTuple):
   meta: dict
 
 
-def _file_sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+_file_sha256 = chunks.file_sha256  # one streamed sha256 for prepared data and checkpoints
 
 
 def file_checksums(step_dir: pathlib.Path) -> dict[str, str]:
