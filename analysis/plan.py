@@ -21,7 +21,7 @@ import numpy as np
 
 from analysis import collect, laws_chinchilla, laws_datacons, study, study_fits
 from analysis.jsonable import to_jsonable
-from analysis.report_md import FAM, tok
+from analysis.fmt import FAM, tok
 from dlmscale.errors import UserError, cli_main
 
 CONSTANTS = {

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 
-FAM = {"ar": "AR", "mdm": "MDM"}
-
-
-def tok(u: float) -> str:
-  for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-    if u >= scale:
-      return f"{u / scale:g}{suffix}"
-  return f"{u:g}"
-
-
-def pm(value, se, digits: int = 3) -> str:
-  if value is None or (isinstance(value, float) and not math.isfinite(value)):
-    return "n/a"
-  if se is None or not math.isfinite(se) or se == 0:
-    return f"{value:.{digits}f}"
-  return f"{value:.{digits}f} ± {se:.{digits}f}"
-
-
-def _sci(v) -> str:
-  return "n/a" if v is None else f"{v:.3g}"
+from analysis import report_sweeps
+from analysis.fmt import FAM, pm, tok
 
 
 def grid_section(grid: dict) -> list[str]:
@@ -276,34 +257,6 @@ def ratio_sentence(ratio: dict | None) -> str:
   return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
 
 
-def dd_section(dd: dict) -> list[str]:
-  lines = ["## Double descent", ""]
-  n = len(dd["epoch_wise"]) + len(dd["model_wise"]) + len(dd["within_run"])
-  if n == 0:
-    lines.append(f"No double descent detected ({dd['criterion']}) over epochs (across runs), "
-                 "over model size, or within any run's validation curve.")
-  for p in dd["epoch_wise"]:
-    lines.append(f"- Epoch-wise, {FAM.get(p['objective'], p['objective'])} {p['model_size']} at "
-                 f"U = {tok(p['unique_tokens'])}: loss peaks at E = {p['x']:g} ({p['loss']:.3f}), "
-                 f"{p['rise']:.3f} above E = {p['x_before']:g} and {p['fall']:.3f} above "
-                 f"E = {p['x_after']:g} ({_z(p)}).")
-  for p in dd["model_wise"]:
-    lines.append(f"- Model-wise, {FAM.get(p['objective'], p['objective'])} at U = "
-                 f"{tok(p['unique_tokens'])}, E = {p['epochs']:g}: loss peaks at N = {p['x']:.3g} "
-                 f"({p['loss']:.3f}), rise {p['rise']:.3f}, fall {p['fall']:.3f} ({_z(p)}).")
-  for p in dd["within_run"][:10]:
-    lines.append(f"- Within run {p['run_name']}: validation loss peaks at epoch {p['x']:.3g}, "
-                 f"rise {p['rise']:.3f}, fall {p['fall']:.3f} ({_z(p)}).")
-  return lines + ["", "![loss vs epochs](figures/loss_vs_epochs.png)", "",
-                  "![loss vs size](figures/loss_vs_size.png)", ""]
-
-
-def _z(p: dict) -> str:
-  if p["rise_z"] is None or p["fall_z"] is None:
-    return "no standard errors recorded"
-  return f"{min(p['rise_z'], p['fall_z']):.1f} SE"
-
-
 def downstream_section(rows: list[dict]) -> list[str]:
   lines = ["## Downstream accuracy of the best model", ""]
   have = [r for r in rows if r["mc_accuracy"] is not None]
@@ -341,7 +294,8 @@ def render(findings: dict) -> str:
   lines += epochs_section(findings["epochs"], findings.get("within_run_overfitting", []))
   lines += crossover_section(findings["crossover"])
   lines += fits_section(findings["fits"])
-  lines += dd_section(findings["double_descent"])
+  lines += report_sweeps.dd_section(findings["double_descent"])
+  lines += report_sweeps.orders_section(findings.get("orders", []))
   lines += downstream_section(findings["downstream"])
   lines = link_drawn_figures(lines, findings.get("figures") or {}, findings.get("figures_not_drawn", {}))
   return "\n".join(lines)

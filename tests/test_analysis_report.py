@@ -151,10 +151,11 @@ def test_report_flags_an_epoch_wise_double_descent_bump(tmp_path):
   assert report.main([f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}",
                       "--n_boot=0", "--no_plots"]) == 0
   dd = json.loads((tmp_path / "out" / "fits.json").read_text())["double_descent"]
-  assert [(p["x"], p["model_size"]) for p in dd["epoch_wise"]] == [(8.0, "m1000K")]
-  assert dd["epoch_wise"][0]["rise_z"] > 2 and dd["epoch_wise"][0]["fall_z"] > 2
+  peaked = [s for s in dd["series"] if s["peaks"]]
+  assert [(s["axis"], s["model_size"], s["peaks"][0]["x"]) for s in peaked] == [("epoch", "m1000K", 8.0)]
+  assert peaked[0]["peaks"][0]["rise_z"] > 2 and peaked[0]["peaks"][0]["fall_z"] > 2
   md = (tmp_path / "out" / "report.md").read_text()
-  assert "Epoch-wise, MDM m1000K at U = 1M: loss peaks at E = 8" in md
+  assert "| Epoch-wise (separate runs) | MDM | m1000K, U = 1M | 6 | independent | peak at E = 8 " in md
 
 
 def _cli(*args):

@@ -1,0 +1,76 @@
+"""Figures of the sweeps beside the grid: double descent per axis, and the token-order ablation."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from analysis.fmt import fam, tok
+from analysis.plots import FAMILY_COLOR, _panels, _save, plt
+
+AXES = {"model": ("parameters N", "model-wise"), "sample": ("unique tokens U", "sample-wise"),
+        "curve": ("epoch (evaluations of one run)", "epoch-wise within a run")}
+NOT_DRAWN = {
+    "dd_model": "needs a series of >= 3 model sizes at one U and E",
+    "dd_sample": "needs a series of >= 3 unique budgets at one size and E",
+    "dd_curve": "needs a run with a constant learning rate (configs/doubledescent.py mode=curve)",
+    "orders": "needs AR runs at >= 2 values of ar.num_orders at one size and budget",
+}
+
+
+def dd_axis(series: list[dict], axis: str, out: pathlib.Path) -> list[pathlib.Path]:
+  """Every series along one axis; a red triangle on each peak, the verdict in the legend."""
+  mine = [s for s in series if s["axis"] == axis]
+  if not mine:
+    return []
+  fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+  for s in mine:
+    noisy = bool(s.get("label_noise"))
+    where = (f"U={tok(s['unique_tokens'])} E={s['epochs']:g}" if axis == "model" else
+             f"{s['model_size']} E={s['epochs']:g}" if axis == "sample" else s["run_name"])
+    verdict = "peak" if s["peaks"] else "no peak beyond errors"
+    ax.errorbar(s["x"], s["loss"], yerr=s["se"], fmt=("--" if noisy else "-") + "o", ms=3,
+                color=FAMILY_COLOR.get(s["objective"], "gray"), alpha=0.8,
+                label=f"{fam(s['objective'])} {where}"
+                      f"{' noise ' + format(s['label_noise'], 'g') if noisy else ''}: {verdict}")
+    for p in s["peaks"][:1]:
+      ax.plot(p["x"], p["loss"], "v", ms=11, color="red", mec="k", zorder=5)
+  ax.set_xscale("log")
+  ax.set_xlabel(AXES[axis][0])
+  ax.set_ylabel("validation loss (nats/token)")
+  ax.set_title(f"Double descent, {AXES[axis][1]} (red ▼: peak beyond errors; dashed: label noise)")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=6)
+  return _save(fig, out, f"dd_{axis}")
+
+
+def orders(groups: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
+  if not groups:
+    return []
+  fig, axes = _panels(len(groups))
+  for ax, g in zip(axes, groups):
+    n_max = max(r["num_orders"] for r in g["runs"])
+    cmap = plt.get_cmap("Blues")
+    for r in g["runs"]:
+      if r["objective"] == "ar":
+        color = cmap(0.35 + 0.65 * np.log(r["num_orders"]) / max(np.log(n_max), 1e-9))
+        label = f"AR N={r['num_orders']}"
+      else:
+        color, label = FAMILY_COLOR.get(r["objective"], "gray"), fam(r["objective"])
+      ax.errorbar(r["epoch"], r["loss"], yerr=r["se"], fmt="-o", ms=2, color=color, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("validation loss (left to right)")
+    ax.set_title(f"{g['model_size']}, U = {tok(g['unique_tokens'])}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+  fig.suptitle("AR trained on N token orders vs diffusion")
+  return _save(fig, out, "orders")
+
+
+def all_figures(findings: dict, out: pathlib.Path) -> dict[str, list[str]]:
+  series = findings["double_descent"]["series"]
+  made = {f"dd_{a}": dd_axis(series, a, out) for a in AXES}
+  made["orders"] = orders(findings.get("orders", []), out)
+  return {k: [str(p) for p in v] for k, v in made.items() if v}
