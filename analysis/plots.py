@@ -253,8 +253,8 @@ def c_crit(cross: dict, out: pathlib.Path) -> list[pathlib.Path]:
     c = np.array([b["c_crit"] for b in pts])
   ax.plot(u, c, "ko", label="measured crossing (6ND)" if six else "measured crossing (counted)")
   uu = np.logspace(np.log10(u.min()) - 0.3, np.log10(u.max()) + 0.3, 50)
-  fit = cross.get("c_crit_fit")
-  if fit:
+  fit = cross.get("c_crit_fit") or {}
+  if fit.get("status") == "ok":
     ax.plot(uu, fit["coef"] * uu ** fit["exponent"], "k-",
             label=f"fit: C = {fit['coef_at_1e6']:.2e} (U/1e6)^{fit['exponent']:.2f}")
   ref = cross["reference"]

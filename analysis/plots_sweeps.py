@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 
 from analysis.fmt import fam, tok
-from analysis.plots import FAMILY_COLOR, _panels, _save, plt
+from analysis import plots
+from analysis.plots import FAMILY_COLOR, _panels, plt
 
 AXES = {"model": ("parameters N", "model-wise"), "sample": ("unique tokens U", "sample-wise"),
         "curve": ("epoch (evaluations of one run)", "epoch-wise within a run")}
@@ -25,15 +26,21 @@ def dd_axis(series: list[dict], axis: str, out: pathlib.Path) -> list[pathlib.Pa
   if not mine:
     return []
   fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-  for s in mine:
+  labelled = set()
+  for s in mine:  # the legend names each peaked series, and each family's others once
     noisy = bool(s.get("label_noise"))
     where = (f"U={tok(s['unique_tokens'])} E={s['epochs']:g}" if axis == "model" else
              f"{s['model_size']} E={s['epochs']:g}" if axis == "sample" else s["run_name"])
-    verdict = "peak" if s["peaks"] else "no peak beyond errors"
+    if s["peaks"]:
+      label = (f"{fam(s['objective'])} {where}"
+               f"{' noise ' + format(s['label_noise'], 'g') if noisy else ''}: peak")
+    elif (s["objective"], noisy) not in labelled:
+      labelled.add((s["objective"], noisy))
+      label = f"{fam(s['objective'])}{' (label noise)' if noisy else ''}: no peak beyond errors"
+    else:
+      label = None
     ax.errorbar(s["x"], s["loss"], yerr=s["se"], fmt=("--" if noisy else "-") + "o", ms=3,
-                color=FAMILY_COLOR.get(s["objective"], "gray"), alpha=0.8,
-                label=f"{fam(s['objective'])} {where}"
-                      f"{' noise ' + format(s['label_noise'], 'g') if noisy else ''}: {verdict}")
+                color=FAMILY_COLOR.get(s["objective"], "gray"), alpha=0.8, label=label)
     for p in s["peaks"][:1]:
       ax.plot(p["x"], p["loss"], "v", ms=11, color="red", mec="k", zorder=5)
   ax.set_xscale("log")
@@ -42,7 +49,7 @@ def dd_axis(series: list[dict], axis: str, out: pathlib.Path) -> list[pathlib.Pa
   ax.set_title(f"Double descent, {AXES[axis][1]} (red ▼: peak beyond errors; dashed: label noise)")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=6)
-  return _save(fig, out, f"dd_{axis}")
+  return plots._save(fig, out, f"dd_{axis}")
 
 
 def orders(groups: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
@@ -66,7 +73,7 @@ def orders(groups: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
   fig.suptitle("AR trained on N token orders vs diffusion")
-  return _save(fig, out, "orders")
+  return plots._save(fig, out, "orders")
 
 
 def all_figures(findings: dict, out: pathlib.Path) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ import json
 import pathlib
 import sys
 
-from analysis import collect, report_md, study, study_fits, sweeps
+from analysis import collect, critical, report_md, study, study_fits, sweeps
 from analysis.jsonable import to_jsonable
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
@@ -40,7 +40,7 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       evaluation=study.evaluation_summary(claim, records),
       epochs=study.epoch_findings(pts, records),
       within_run_overfitting=study.within_run_overfitting(claim),
-      crossover=study.crossover_findings(pts, records),
+      crossover=critical.findings(pts, records, n_boot=n_boot, seed=seed),
       fits=study_fits.family_fits(pts, curves=study.single_epoch_curves(
           claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),

@@ -90,6 +90,16 @@ def epochs_section(ep: dict, within: list[dict]) -> list[str]:
   return lines
 
 
+def _c_ci(b: dict) -> str:
+  """The C_crit interval over document resamples, or why there is none."""
+  ci = b.get("c_crit_ci")
+  if ci is None:
+    return "; no interval (no resamples)" if "frac_crossing" not in b else (
+        f"; no interval (the frontiers cross in {b['frac_crossing']:.0%} of resamples)")
+  return (f"; 95% CI {ci[0]:.3g}–{ci[1]:.3g} over the resamples that cross "
+          f"({b['frac_crossing']:.0%} of them)")
+
+
 def crossover_section(cross: dict) -> list[str]:
   lines = ["## Does diffusion overtake AR at equal compute?", ""]
   for b in sorted(cross["per_budget"], key=lambda b: b["unique_tokens"]):
@@ -102,35 +112,46 @@ def crossover_section(cross: dict) -> list[str]:
       lines.append(f"- U = {u}: inconclusive: MDM's best loss dips below AR's at {b['c_crit']:.3g} "
                    f"FLOPs, but at the largest shared compute ({b['c_range'][1]:.3g}) AR − MDM = "
                    f"{gap}, whose 95% interval contains 0{how}.")
-    elif st == "crosses":
+    elif st == "crosses" and b.get("verdict", "crosses") == "crosses":
       lines.append(f"- U = {u}: MDM's best loss falls below AR's at C_crit = {b['c_crit']:.3g} "
-                   f"FLOPs (loss {b['loss_at_crossing']:.3f}); at the largest shared compute "
-                   f"({b['c_range'][1]:.3g}) AR − MDM = {gap}{how}.")
+                   f"FLOPs (loss {b['loss_at_crossing']:.3f}){_c_ci(b)}; at the largest shared "
+                   f"compute ({b['c_range'][1]:.3g}) AR − MDM = {gap}{how}.")
+    elif st == "crosses":
+      lines.append(f"- U = {u}: inconclusive: MDM's frontier dips below AR's at {b['c_crit']:.3g} "
+                   f"FLOPs, but at the largest shared compute AR − MDM = {gap} is negative{how}.")
     elif st == "mdm_never_below":
-      verdict = " (inconclusive: the interval contains 0)" if inconclusive else ""
+      verdict = (" (inconclusive: the interval contains 0)" if inconclusive else
+                 f": no crossover up to C = {b['c_range'][1]:.3g} FLOPs")
       lines.append(f"- U = {u}: MDM stays above AR over the shared compute range "
                    f"{b['c_range'][0]:.3g}–{b['c_range'][1]:.3g} FLOPs (gap at the top "
                    f"{gap}{how}){verdict}; C_crit, if any, lies beyond.")
     elif st == "mdm_below_throughout":
+      sure = "" if b.get("gap_verdict") == "positive" else " (inconclusive: the gap's interval contains 0)"
       lines.append(f"- U = {u}: MDM is below AR over the whole shared range; C_crit < "
-                   f"{b['c_range'][0]:.3g} FLOPs.")
+                   f"{b['c_range'][0]:.3g} FLOPs{sure}.")
     elif st == "no_overlap":
       lines.append(f"- U = {u}: the two families' compute ranges do not overlap.")
     else:
       lines.append(f"- U = {u}: {st} (have: {', '.join(b.get('families', []))}).")
-  fit = cross.get("c_crit_fit")
+  if cross.get("uncertainty"):
+    lines += ["", f"Where the crossing lies: {cross['uncertainty']}."]
+  fit = cross.get("c_crit_fit") or {}
   ref = cross["reference"]
-  if fit:
-    lines.append("")
-    lines.append(f"Across the {fit['n_points']} crossing budgets, C_crit(U) = "
-                 f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{pm(fit['exponent'], fit['exponent_se'], 2)}"
-                 f" FLOPs in 6ND (non-embedding N), the convention of the published law "
-                 f"(Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}); "
-                 "the per-budget C_crit above are in counted FLOPs (causal attention at half). "
-                 "With two budgets the fit is exact and has no SE.")
+  lines.append("")
+  if fit.get("status") == "ok":
+    ci = fit.get("exponent_ci")
+    a_txt = (f"{fit['exponent']:.2f} (95% CI {ci[0]:.2f}–{ci[1]:.2f} over the "
+             f"{fit['frac_all_crossing']:.0%} of resamples where every budget crosses)" if ci
+             else f"{fit['exponent']:.2f} (no interval: too few resamples cross at every budget)")
+    lines.append(f"Across the {fit['n_points']} budgets that cross beyond errors, C_crit(U) = "
+                 f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{fit['exponent']:.2f} FLOPs in "
+                 f"{fit['flops']}, the convention of the published law (Prabhudesai et al.: "
+                 f"{ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}, {ref['source']}); "
+                 f"exponent a = {a_txt}. The per-budget C_crit above are in counted FLOPs "
+                 "(causal attention at half).")
   else:
-    lines.append("")
-    lines.append("C_crit(U) needs crossings at >= 2 budgets; not fitted.")
+    lines.append(f"C_crit(U) is not fitted: {fit.get('reason', 'no crossings')}. (Published, "
+                 f"6ND FLOPs: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}.)")
   return lines + ["", "![loss vs FLOPs](figures/loss_vs_flops.png)", "",
                   "![C_crit](figures/c_crit.png)", ""]
 

@@ -44,9 +44,11 @@ def dd_section(dd: dict) -> list[str]:
   lines = ["## Double descent", "",
            f"A peak counts when {dd['criterion']}. Every series of >= 3 points is listed.", ""]
   series = dd["series"]
+  grid_figures = ["![loss vs epochs](figures/loss_vs_epochs.png)", "",
+                  "![loss vs size](figures/loss_vs_size.png)", ""]
   if not series:
     return lines + ["No series of >= 3 points along model size, unique tokens or epochs; nothing "
-                    "to test.", ""]
+                    "to test.", ""] + grid_figures
   ordered = sorted(series, key=lambda s: (not s["peaks"], list(AXIS_TITLE).index(s["axis"]),
                                           s["objective"], _where(s)))
   lines += ["| sweep | family | held fixed | points | errors | verdict |", "|---|---|---|---|---|---|"]
@@ -61,6 +63,7 @@ def dd_section(dd: dict) -> list[str]:
   n_peak = sum(bool(s["peaks"]) for s in series)
   lines += ["", f"{n_peak} of {len(series)} series show a peak beyond errors." if n_peak else
             f"None of the {len(series)} series shows a peak beyond errors.", ""]
+  lines += grid_figures
   for axis in ("model", "sample", "curve"):
     lines += [f"![{AXIS_TITLE[axis]}](figures/dd_{axis}.png)", ""]
   return lines

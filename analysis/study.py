@@ -1,4 +1,4 @@
-"""From the runs table to findings: epochs, the crossover, downstream accuracy.
+"""From the runs table to findings: grid points, epochs, overfitting, downstream accuracy.
 
 Everything here is plain data (JSON-able dicts) so `fits.json`, the plots and `report.md` read the
 same numbers. Seeds of one grid point are averaged; their spread enters the standard error.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import collect, crossover, paired
+from analysis import collect, paired
 
 # A grid point: runs that differ only in seed. Label noise and token orders make points of their
 # own sweeps (the study's claims use the clean, plain points: see `clean`).
@@ -126,62 +126,6 @@ def within_run_overfitting(runs: pd.DataFrame) -> list[dict]:
                       model_size=r.model_size, best_epoch=r.best_epoch, epochs=r.epochs,
                       rise=rise, rise_se=se, rise_se_kind=kind))
   return out
-
-
-def _frontier_point(g: pd.DataFrame, fr: crossover.Frontier, log_c: float):
-  """The grid point whose loss is the frontier's value at log_c (None where it is interpolated)."""
-  value = float(fr.at(log_c))
-  hit = g[np.isclose(g["loss"].to_numpy(dtype=np.float64), value, rtol=1e-12, atol=0.0)
-          & (np.log(g["C"].to_numpy(dtype=np.float64)) <= log_c + 1e-9)]
-  return None if hit.empty else hit.iloc[0]
-
-
-def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict) -> dict | None:
-  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs."""
-  a, m = (_frontier_point(fams[k], fr[k], float(np.log(c_top))) for k in ("ar", "mdm"))
-  if a is None or m is None:
-    return None
-  return paired.difference(records.get(point_key(a)), records.get(point_key(m)))
-
-
-def crossover_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
-  records = records or {}
-  per_budget = []
-  for u, g in pts.groupby("unique_tokens"):
-    fams = {obj: gg for obj, gg in g.groupby("objective")}
-    if not {"ar", "mdm"} <= set(fams):
-      per_budget.append(dict(unique_tokens=float(u), status="needs both families",
-                             families=sorted(fams)))
-      continue
-    fr = {k: crossover.frontier(fams[k]["C"], fams[k]["loss"], fams[k]["se"])
-          for k in ("ar", "mdm")}
-    cross = crossover.critical_compute(fr["ar"], fr["mdm"]).named()
-    cross["gap_se_kind"] = paired.INDEPENDENT
-    pg = _paired_gap(fams, fr, cross["c_range"][1], records) if cross["c_range"] else None
-    if pg is not None and np.isfinite(pg["se"]):
-      cross.update(gap_se_at_max=pg["se"], gap_se_kind=paired.PAIRED)
-    if cross["gap_at_max"] is not None:
-      cross["gap_verdict"] = paired.verdict(cross["gap_at_max"], cross["gap_se_at_max"])
-    per_budget.append(dict(unique_tokens=float(u), **cross,
-                           frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
-                                     for k, f in fr.items()}))
-  # The published C_crit(U) law is stated in 6ND FLOPs (N non-embedding): the comparison with it
-  # uses the crossings recomputed on that axis, not the counted FLOPs (causal attention at half).
-  crossing = []
-  for u, g in pts.groupby("unique_tokens"):
-    fams = {obj: gg for obj, gg in g.groupby("objective")}
-    if {"ar", "mdm"} <= set(fams) and "C_6ND" in g:
-      fr6 = {k: crossover.frontier(fams[k]["C_6ND"], fams[k]["loss"], fams[k]["se"]) for k in ("ar", "mdm")}
-      c6 = crossover.critical_compute(fr6["ar"], fr6["mdm"])
-      if c6.status == "crosses":
-        crossing.append((float(u), c6.c_crit))
-  fit = None
-  if len(crossing) >= 2:
-    law = crossover.fit_c_crit([u for u, _ in crossing], [c for _, c in crossing])
-    fit = dict(law.named(), coef_at_1e6=float(law(1e6)), flops="6ND (non-embedding N)")
-  return dict(per_budget=per_budget, c_crit_fit=fit, c_crit_6nd={str(u): c for u, c in crossing},
-              reference=dict(coef_at_1e6=2.12e15, exponent=2.174,
-                             source="Prabhudesai et al. 2025, U = 25M..100M"))
 
 
 def downstream_findings(pts: pd.DataFrame) -> list[dict]:
