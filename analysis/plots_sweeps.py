@@ -1,4 +1,5 @@
-"""Figures of the sweeps beside the grid: double descent per axis, and the token-order ablation."""
+"""Figures of the sweeps beside the grid: double descent per axis, the token-order ablation, and the
+learning-rate sweep."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ NOT_DRAWN = {
     "dd_sample": "needs a series of >= 3 unique budgets at one size and E",
     "dd_curve": "needs a run with a constant learning rate (configs/doubledescent.py mode=curve)",
     "orders": "needs AR runs at >= 2 values of ar.num_orders at one size and budget",
+    "lr_sweep": "needs learning-rate sweep runs (config eval.set = 'tune')",
 }
 
 
@@ -76,8 +78,33 @@ def orders(groups: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
   return plots._save(fig, out, "orders")
 
 
+def lr_sweep(sweep: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
+  """Tuning loss vs learning rate, one panel per family, a line per size, the chosen rate starred."""
+  fams = sorted({s["objective"] for s in sweep})
+  if not fams:
+    return []
+  fig, axes = _panels(len(fams))
+  for ax, f in zip(axes, fams):
+    mine = [s for s in sweep if s["objective"] == f]
+    for i, s in enumerate(mine):
+      color = plt.get_cmap("Blues" if f == "ar" else "Oranges")(0.45 + 0.55 * i / max(len(mine) - 1, 1))
+      lr = [p["lr"] for p in s["points"]]
+      ax.errorbar(lr, [p["loss"] for p in s["points"]], yerr=[p["se"] for p in s["points"]],
+                  fmt="-o", ms=3, color=color, label=s["model_size"])
+      ax.plot(s["chosen_lr"], s["chosen_loss"], "*", ms=13, color=color, mec="k", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("tuning-set loss (best evaluation)")
+    ax.set_title(f"{fam(f)} (star: chosen)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+  fig.suptitle("Learning-rate sweep on the tuning set")
+  return plots._save(fig, out, "lr_sweep")
+
+
 def all_figures(findings: dict, out: pathlib.Path) -> dict[str, list[str]]:
   series = findings["double_descent"]["series"]
   made = {f"dd_{a}": dd_axis(series, a, out) for a in AXES}
   made["orders"] = orders(findings.get("orders", []), out)
+  made["lr_sweep"] = lr_sweep(findings.get("lr_sweep", []), out)
   return {k: [str(p) for p in v] for k, v in made.items() if v}

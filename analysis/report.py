@@ -11,7 +11,7 @@ import json
 import pathlib
 import sys
 
-from analysis import collect, critical, report_md, study, study_fits, sweeps
+from analysis import answer, collect, critical, report_md, study, study_fits, sweeps
 from analysis.jsonable import to_jsonable
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
@@ -47,7 +47,11 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       double_descent=sweeps.double_descent(every, claim, collected.curves, records),
       orders=sweeps.orders(claim, collected.curves),
       downstream=study.downstream_findings(pts),
+      lr_sweep=answer.lr_sweep(collected.runs),
   )
+  best = answer.bests(pts, claim)
+  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]))
+  findings["task"] = answer.task_over_training(best, claim, collected.curves)
   return collected, pts, to_jsonable(findings)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from analysis import report_sweeps
+from analysis import report_answer, report_sweeps
 from analysis.fmt import FAM, pm, tok
 
 
@@ -311,6 +311,9 @@ def render(findings: dict) -> str:
            "error (validation sampling and seed spread); CIs are bootstrap percentile intervals.",
            ""]
   lines += grid_section(findings["grid"])
+  if "answer" in findings:
+    lines += report_answer.answer_section(findings["answer"]["bests"], findings["crossover"],
+                                          findings["answer"]["stars"])
   lines += evaluation_section(findings.get("evaluation"))
   lines += epochs_section(findings["epochs"], findings.get("within_run_overfitting", []))
   lines += crossover_section(findings["crossover"])
@@ -318,5 +321,8 @@ def render(findings: dict) -> str:
   lines += report_sweeps.dd_section(findings["double_descent"])
   lines += report_sweeps.orders_section(findings.get("orders", []))
   lines += downstream_section(findings["downstream"])
+  if "task" in findings:
+    lines += report_answer.task_section(findings["task"])
+  lines += report_answer.lr_section(findings.get("lr_sweep", []))
   lines = link_drawn_figures(lines, findings.get("figures") or {}, findings.get("figures_not_drawn", {}))
   return "\n".join(lines)
