@@ -7,6 +7,10 @@ from __future__ import annotations
 from analysis.fmt import FAM, fam, pm, tok
 
 
+def _first_upper(text: str) -> str:
+  return text[:1].upper() + text[1:]
+
+
 def _gap_sentence(g: dict | None) -> str:
   if g is None:
     return "the gap needs both families"
@@ -53,7 +57,7 @@ def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
                    f"{x['best_epoch']:.3g} of {x['epochs_planned']:g}, {x['best_flops']:.3g} FLOPs"
                    f"{still})")
     lines.append(f"- At U = {tok(b['unique_tokens'])}, the best: " + "; ".join(parts) + ". "
-                 + _gap_sentence(b.get("gap")).capitalize() + "; "
+                 + _first_upper(_gap_sentence(b.get("gap"))) + "; "
                  + _cross_sentence(by_u.get(b["unique_tokens"])) + ".")
   fit = cross.get("c_crit_fit") or {}
   ref = cross.get("reference", {})

@@ -64,6 +64,9 @@ def test_report_findings_recover_the_fabricated_truth(reported):
   chin = fits["fits"]["chinchilla"]["ar"]
   assert chin["status"] == "ok" and chin["params"]["alpha"] == pytest.approx(0.34, abs=0.03)
   assert all(r["mc_accuracy"] == pytest.approx(0.3) for r in fits["downstream"])
+  task = fits["task"]  # eval.json holds the final checkpoint only: no curve, and the report says so
+  assert task["runs"] and all(r["source"].startswith("eval.json") for r in task["runs"])
+  assert "split='mc'" in task["trainer_must_record"]
 
 
 def test_report_markdown_says_what_is_missing_and_shows_figures(reported):
