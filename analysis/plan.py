@@ -171,7 +171,7 @@ def from_runs(runs_dir: pathlib.Path, compute: float, unique: float, *, n_boot: 
               grid: str, param_col: str) -> dict[str, dict]:
   collected = collect.collect(runs_dir)
   collect.require_finished(collected, runs_dir)
-  pts = study.points(collected.runs, param_col=param_col)
+  pts = study.clean(study.points(study.claim_runs(collected.runs), param_col=param_col))
   out = {}
   for fam, g in pts.groupby("objective"):
     chin, chin_samples = study_fits.chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid)

@@ -76,7 +76,8 @@ def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> dict[tuple, dict]:
 
 
 def point_key(row) -> tuple:
-  return tuple(row[k] for k in POINT_KEYS)
+  """The grid point a points-table row (or run) belongs to; keys it lacks read as None."""
+  return tuple(row.get(k) for k in POINT_KEYS)
 
 
 def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
