@@ -80,7 +80,7 @@ def stars(fits: dict) -> dict:
 
 
 def lr_sweep(runs: pd.DataFrame) -> list[dict]:
-  """Per (family, size): loss on the TUNING set against the peak learning rate, and the rate that
+  """Per (family, size, U, E): loss on the TUNING set against the peak learning rate, and the rate that
   minimises it. Only runs with config eval.set == collect.TUNING_SET enter; the validation set
   the claims use never decides the recipe. The chosen rate is compared with the runner-up
   (paired over the tuning sequences where both saved them) and flagged when it is the largest or
@@ -90,7 +90,8 @@ def lr_sweep(runs: pd.DataFrame) -> list[dict]:
               & np.isfinite(runs["lr"])]
   claims = runs[(runs["eval_set"].astype(str) != collect.TUNING_SET) & runs["finished"]]
   out = []
-  for (obj, size), g in tune.groupby(["objective", "model_size"], sort=True):
+  for (obj, size, u, e), g in tune.groupby(["objective", "model_size", "unique_tokens", "epochs"],
+                                           sort=True):
     pts = []
     for lr, gl in g.groupby("lr"):
       loss = gl["best_eval_loss"].to_numpy(dtype=np.float64)
@@ -101,7 +102,8 @@ def lr_sweep(runs: pd.DataFrame) -> list[dict]:
                       rec=best_record(gl)))
     pts.sort(key=lambda p: p["lr"])
     i = int(np.argmin([p["loss"] for p in pts]))
-    entry = dict(objective=obj, model_size=str(size), chosen_lr=pts[i]["lr"],
+    entry = dict(objective=obj, model_size=str(size), unique_tokens=float(u), epochs=float(e),
+                 chosen_lr=pts[i]["lr"],
                  chosen_loss=pts[i]["loss"], chosen_se=pts[i]["se"],
                  at_edge=bool(len(pts) > 1 and i in (0, len(pts) - 1)),
                  points=[{k: v for k, v in p.items() if k != "rec"} for p in pts],

@@ -26,3 +26,10 @@ def pm(value, se, digits: int = 3) -> str:
 
 def fam(objective) -> str:
   return FAM.get(objective, str(objective))
+
+
+def num(v, spec: str = ".3g") -> str:
+  """v formatted, or n/a where it is missing (JSON null, NaN)."""
+  if v is None or (isinstance(v, float) and not math.isfinite(v)):
+    return "n/a"
+  return format(v, spec)

@@ -4,7 +4,7 @@ the task over training. Each sentence says only what its interval allows."""
 
 from __future__ import annotations
 
-from analysis.fmt import FAM, fam, pm, tok
+from analysis.fmt import FAM, fam, num, pm, tok
 
 
 def _first_upper(text: str) -> str:
@@ -54,7 +54,7 @@ def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
         continue
       still = ", still improving at its last evaluation" if x["still_improving"] else ""
       parts.append(f"{FAM[f]} {pm(x['loss'], x['se'])} ({x['model_size']}, epoch "
-                   f"{x['best_epoch']:.3g} of {x['epochs_planned']:g}, {x['best_flops']:.3g} FLOPs"
+                   f"{num(x['best_epoch'])} of {x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs"
                    f"{still})")
     lines.append(f"- At U = {tok(b['unique_tokens'])}, the best: " + "; ".join(parts) + ". "
                  + _first_upper(_gap_sentence(b.get("gap"))) + "; "
@@ -111,7 +111,8 @@ def lr_section(sweep: list[dict]) -> list[str]:
         f"{r['lr']:.3g} is {pm(r['loss_above'], r['se'])} higher"
         + ("" if r["verdict"] == "positive" else " (within errors: the two are not told apart)"))
     used = ", ".join(f"{v:.3g}" for v in s["used_by_claims"]) or "—"
-    lines.append(f"| {fam(s['objective'])} | {s['model_size']} | {cells} | {chosen} | {vs} | {used} |")
+    where = f"{s['model_size']} (U = {tok(s['unique_tokens'])}, E = {s['epochs']:g})"
+    lines.append(f"| {fam(s['objective'])} | {where} | {cells} | {chosen} | {vs} | {used} |")
   return lines + ["", "![lr sweep](figures/lr_sweep.png)", ""]
 
 
@@ -124,12 +125,12 @@ def task_section(task: dict) -> list[str]:
     head = (f"- {fam(r['objective'])} at U = {tok(r['unique_tokens'])} ({r['run_name']}, from "
             f"{r['source']}): accuracy {pm(last['accuracy'], last['accuracy_se'])}, NLL gap "
             f"(other choices − true) {pm(last['nll_gap'], last['nll_gap_se'])} at epoch "
-            f"{last['epoch']:.3g}")
+            f"{num(last['epoch'])}")
     ch = r.get("accuracy_change_after_best")
     if ch:
       g = r["nll_gap_change_after_best"]
       word = {"positive": "rose", "negative": "fell"}
-      head += (f"; from its best validation epoch ({ch['from_epoch']:.3g}) to the end, accuracy "
+      head += (f"; from its best validation epoch ({num(ch['from_epoch'])}) to the end, accuracy "
                f"{word.get(ch['verdict'], 'did not change beyond errors')} "
                f"({pm(ch['value'], ch['se'])}) and the gap "
                f"{word.get(g['verdict'], 'did not change beyond errors')} ({pm(g['value'], g['se'])})")

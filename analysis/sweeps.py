@@ -51,7 +51,11 @@ def _width_only(sizes) -> bool:
 def grid_series(pts: pd.DataFrame, records: dict[tuple, dict]) -> list[dict]:
   """A verdict per (axis, fixed values) series of >= MIN_POINTS grid points (seed means)."""
   out = []
+  # model-wise series never mix shapes: custom widths of one depth apart from the size ladder
+  pts = pts.assign(shape=[s.split("L")[-1] if str(s).startswith("custom-d") else "ladder"
+                          for s in pts["model_size"]])
   for axis, (xcol, fixed) in AXES.items():
+    fixed = fixed + (["shape"] if axis == "model" else [])
     for key, g in pts.groupby(fixed, sort=True):
       g = g.sort_values(xcol)
       if g[xcol].nunique() < MIN_POINTS:
@@ -63,6 +67,7 @@ def grid_series(pts: pd.DataFrame, records: dict[tuple, dict]) -> list[dict]:
       s = _series(g[xcol], g["loss"], g["se"], pair_se, sum(r is not None for r in recs),
                   axis=axis, **{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(fixed, key)})
       if axis == "model":
+        s.pop("shape")
         s["width_only"] = _width_only(g["model_size"])
         s["sizes"] = [str(v) for v in g["model_size"]]
       out.append(s)

@@ -94,7 +94,7 @@ def test_learning_rate_is_chosen_on_tuning_losses_only(tmp_path):
   pts = study.points(study.claim_runs(runs))  # the tuning runs never become grid points
   assert sorted(pts["runs"]) == ["claim-ar", "claim-mdm"]
   text = "\n".join(report_answer.lr_section(list(sweep.values())))
-  assert "| AR | m100K |" in text and "| 0.001 |" in text
+  assert "| AR | m100K (U = 1M, E = 1) |" in text and "| 0.001 |" in text
 
 
 def _save_losses(run, doc_N, base_N, rng):
