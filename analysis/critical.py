@@ -83,7 +83,8 @@ def resampled_losses(pts: pd.DataFrame, records: dict[tuple, dict], n_boot: int,
       n_paired += 1
     else:
       out[:, j] = r["loss"] + rng.normal(0.0, np.nan_to_num(r["se"]), n_boot)
-  kind = (f"{n_boot} resamples of the {n_doc} validation documents (paired across runs)"
+  kind = (f"{n_boot} resamples of the {n_doc} validation documents (paired across runs; "
+          "validation sampling only, the seed-to-seed spread is not resampled)"
           if n_paired == len(rows) else
           f"{n_boot} resamples: documents for {n_paired} of {len(rows)} points, N(loss, SE) for the "
           "rest (no per-sequence losses saved)")
