@@ -46,7 +46,6 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
           target=target),
       double_descent=sweeps.double_descent(every, claim, collected.curves, records),
       orders=sweeps.orders(claim, collected.curves),
-      downstream=study.downstream_findings(pts),
       lr_sweep=answer.lr_sweep(collected.runs),
   )
   best = answer.bests(pts, claim)

@@ -278,19 +278,6 @@ def ratio_sentence(ratio: dict | None) -> str:
   return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
 
 
-def downstream_section(rows: list[dict]) -> list[str]:
-  lines = ["## Downstream accuracy of the best model", ""]
-  have = [r for r in rows if r["mc_accuracy"] is not None]
-  if not have:
-    return lines + ["No run has an eval.json with mc_accuracy; nothing to report.", ""]
-  lines += ["| U | family | best model | loss | mc_accuracy |", "|---|---|---|---|---|"]
-  for r in sorted(rows, key=lambda r: (r["unique_tokens"], r["objective"])):
-    acc = "n/a" if r["mc_accuracy"] is None else f"{r['mc_accuracy']:.3f}"
-    lines.append(f"| {tok(r['unique_tokens'])} | {FAM.get(r['objective'], r['objective'])} | "
-                 f"{r['model_size']} × {r['epochs']:g} ep | {r['loss']:.3f} | {acc} |")
-  return lines + [""]
-
-
 FIGURE_LINK = re.compile(r"^!\[[^\]]*\]\(figures/([\w-]+)\.png\)$")
 
 
@@ -320,7 +307,6 @@ def render(findings: dict) -> str:
   lines += fits_section(findings["fits"])
   lines += report_sweeps.dd_section(findings["double_descent"])
   lines += report_sweeps.orders_section(findings.get("orders", []))
-  lines += downstream_section(findings["downstream"])
   if "task" in findings:
     lines += report_answer.task_section(findings["task"])
   lines += report_answer.lr_section(findings.get("lr_sweep", []))

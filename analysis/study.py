@@ -1,4 +1,4 @@
-"""From the runs table to findings: grid points, epochs, overfitting, downstream accuracy.
+"""From the runs table to findings: grid points, epochs, overfitting, what the evaluations rest on.
 
 Everything here is plain data (JSON-able dicts) so `fits.json`, the plots and `report.md` read the
 same numbers. Seeds of one grid point are averaged; their spread enters the standard error.
@@ -126,18 +126,6 @@ def within_run_overfitting(runs: pd.DataFrame) -> list[dict]:
       out.append(dict(run_name=r.run_name, objective=r.objective, unique_tokens=r.unique_tokens,
                       model_size=r.model_size, best_epoch=r.best_epoch, epochs=r.epochs,
                       rise=rise, rise_se=se, rise_se_kind=kind))
-  return out
-
-
-def downstream_findings(pts: pd.DataFrame) -> list[dict]:
-  """Accuracy (eval.json mc_accuracy) of the lowest-loss model per family and budget."""
-  out = []
-  for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
-    b = g.loc[g["loss"].idxmin()]
-    acc = b["mc_accuracy"]
-    out.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
-                    epochs=float(b["epochs"]), loss=float(b["loss"]),
-                    mc_accuracy=None if not np.isfinite(acc) else float(acc)))
   return out
 
 

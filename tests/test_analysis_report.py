@@ -63,7 +63,7 @@ def test_report_findings_recover_the_fabricated_truth(reported):
   assert fits["fits"]["R_D_star_ratio_mdm_over_ar"]["ci"][0] > 1
   chin = fits["fits"]["chinchilla"]["ar"]
   assert chin["status"] == "ok" and chin["params"]["alpha"] == pytest.approx(0.34, abs=0.03)
-  assert all(r["mc_accuracy"] == pytest.approx(0.3) for r in fits["downstream"])
+  assert all(r["points"][-1]["accuracy"] == pytest.approx(0.3) for r in fits["task"]["runs"])
   task = fits["task"]  # eval.json holds the final checkpoint only: no curve, and the report says so
   assert task["runs"] and all(r["source"].startswith("eval.json") for r in task["runs"])
   assert "split='mc'" in task["trainer_must_record"]
