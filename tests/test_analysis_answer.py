@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import answer, collect, critical, paired, report_answer, report_md, study
-from dlmscale import evalset
+from dlmscale.data import evalset
 from test_analysis_fakeruns import make_run
 
 LOG_C = np.linspace(12.0, 15.0, 7)  # log10 FLOPs of the grid's runs
