@@ -116,6 +116,12 @@ def lr_section(sweep: list[dict]) -> list[str]:
   return lines + ["", "![lr sweep](figures/lr_sweep.png)", ""]
 
 
+def _with_se(value, se) -> str:
+  """value ± se; a value whose run recorded no SE says so instead of standing bare."""
+  text = pm(value, se)
+  return text if value is None or "±" in text or text == "n/a" else f"{text} (no SE recorded)"
+
+
 def task_section(task: dict) -> list[str]:
   lines = ["## Multiple-choice task over training (each family's best run)", ""]
   if not task["runs"]:
@@ -123,8 +129,8 @@ def task_section(task: dict) -> list[str]:
   for r in task["runs"]:
     last = r["points"][-1]
     head = (f"- {fam(r['objective'])} at U = {tok(r['unique_tokens'])} ({r['run_name']}, from "
-            f"{r['source']}): accuracy {pm(last['accuracy'], last['accuracy_se'])}, NLL gap "
-            f"(other choices − true) {pm(last['nll_gap'], last['nll_gap_se'])} at epoch "
+            f"{r['source']}): accuracy {_with_se(last['accuracy'], last['accuracy_se'])}, NLL gap "
+            f"(other choices − true) {_with_se(last['nll_gap'], last['nll_gap_se'])} at epoch "
             f"{num(last['epoch'])}")
     ch = r.get("accuracy_change_after_best")
     if ch:
