@@ -85,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ~5x fewer samples for the same noise, see BENCHMARKS.md) or "time" (w(t) = 1/t, as trained)
   c.eval.mdm_positions = "all"  # "all" | "shifted": never mask position 0, score AR's L-1 positions
   c.eval.seed = 1234  # fixed: the eval number does not depend on the training seed
+  c.eval.task_every = 0  # N > 0: also score the built-in multiple-choice task (validation split, as
+  # python -m dlmscale.evaluate does) at every N-th evaluation and the final one: metrics rows with
+  # split "mc" (accuracy, NLL gap of the other choices over the true one, SEs over items); 0 = off
 
   # Checkpoints and logging.
   c.checkpoint = ml_collections.ConfigDict()

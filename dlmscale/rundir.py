@@ -20,7 +20,7 @@ from dlmscale.errors import UserError
 OPERATIONAL_KEYS = frozenset({
     "log_every_steps", "tensorboard", "checkpoint.every_steps", "checkpoint.keep",
     "data.cache_dir", "data.num_workers", "mesh.data", "mesh.fsdp", "eval.batch_size",
-    "model.remat", "model.attention",
+    "model.remat", "model.attention", "eval.task_every",
 })
 
 

@@ -22,7 +22,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 
 from dlmscale import checkpoint, compile_cache, flops, hardware, orders, phases, program, rundir, sharding
-from dlmscale import validation
+from dlmscale import task_curve, validation
 from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
@@ -54,6 +54,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
                     ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
     _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")
+  n = config.eval.task_every
+  _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0,
+           f"eval.task_every must be a whole number >= 0 (0 = off), got {n!r}")
   o = config.optim
   _require(_is_number(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}")
   for key in ("warmup_frac", "min_lr_ratio", "decay_frac"):
@@ -158,6 +161,7 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
     it = pipeline.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                              global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count(), label_noise=config.data.label_noise)
+    task_curve.build_items(config, prepared, setup.model_cfg.max_len)  # too little text fails here
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   lock = rundir.WorkdirLock(workdir) if primary else None
@@ -252,6 +256,7 @@ class _Loop:
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
+    self.task = task_curve.TaskCurve(config, prepared, setup) if config.eval.task_every else None
     self.reevaluate_start = bool(self.log) and _metrics_lost(self.log, start) and jax.process_count() == 1
 
   def wall_s(self) -> float:
@@ -312,6 +317,12 @@ class _Loop:
     if self.primary and write:
       print(f"eval step {step}: loss {v.loss:.4f} +/- {v.loss_se:.4f} nats/token "
             f"({v.n_sequences} sequences, {v.eval_documents} documents)", flush=True)
+    if self.task and self.task.due(step, self.total):  # on every host: the scoring is collective
+      mc = {**self.coords(step), "split": "mc", **self.task.row(params)}
+      if write:
+        self.write(mc, {"task/accuracy": mc["mc_accuracy"], "task/nll_gap": mc["mc_nll_gap"]})
+        if self.primary:
+          print(task_curve.describe(mc), flush=True)
     self.last_eval_step = step
     return row
 

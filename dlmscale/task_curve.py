@@ -1,0 +1,104 @@
+"""The built-in multiple-choice task over training: one metrics row (split "mc") per scored evaluation.
+
+Validation loss alone can hide what the model learns for downstream use (Ni et al. 2025: diffusion's
+task gap keeps growing while its validation loss rises), so with eval.task_every = N > 0 the trainer
+scores the built-in task (dlmscale/builtin_task.py, validation split only) at every N-th evaluation
+and at the final one, exactly as `python -m dlmscale.evaluate` scores it (same items, same method,
+same seeds), so the last row of the curve is the number eval.json reports for that checkpoint.
+
+The row holds the accuracy and the NLL gap: per item, the other choices' mean NLL minus the true
+choice's NLL (nats; > 0 when the model prefers the truth on average), with SEs over items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from dlmscale import builtin_task, evaluate, mc_scoring, program, restore, sharding
+from dlmscale import model as model_lib
+from dlmscale.data import pipeline
+
+
+def due(step: int, every_steps: int, task_every: int, total: int) -> bool:
+  """Is the evaluation at `step` one that scores the task? (every N-th of the cadence, and the last)"""
+  if task_every <= 0:
+    return False
+  return step == total or (step % every_steps == 0 and (step // every_steps) % task_every == 0)
+
+
+def nll_gaps(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) -> np.ndarray:
+  """Per item: mean NLL of the other choices minus the true choice's NLL (scores are log-likelihoods)."""
+  gaps = []
+  for item, s_C in zip(items, scores):
+    s_C = np.asarray(s_C, np.float64)
+    others_C = np.delete(s_C, item.label)
+    gaps.append(s_C[item.label] - float(np.mean(others_C)))  # (-others) - (-true)
+  return np.asarray(gaps, np.float64)
+
+
+def summarise(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) -> dict[str, float]:
+  """The mc row's numbers: accuracy and NLL gap, each with its SE over items."""
+  r = mc_scoring.accuracy(items, scores)
+  gap, gap_se = mc_scoring.mean_and_se(nll_gaps(items, scores))
+  return {"mc_accuracy": r.accuracy, "mc_accuracy_se": r.accuracy_se, "mc_nll_gap": gap,
+          "mc_nll_gap_se": gap_se, "mc_items": r.n_items}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Scoring:
+  """What evaluate.score_task reads of a run, for the live training state."""
+  config: ml_collections.ConfigDict
+  prepared: pipeline.Prepared
+  model_cfg: model_lib.ModelConfig
+  mesh: Any
+  params: Any
+  apply_fn: Callable
+  put: Callable[[np.ndarray], jax.Array]
+
+
+class TaskCurve:
+  """Items built once per run; the scorer compiles on the first call (mc_scoring caches it)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, prepared: pipeline.Prepared,
+               setup: program.Setup):
+    self.config, self.prepared, self.setup = config, prepared, setup
+    self.method = evaluate.scoring_method(config.objective, "")
+    self.items = build_items(config, prepared, setup.model_cfg.max_len)
+    self.apply_fn = restore.make_apply_fn(setup.model_cfg)  # one object: one compiled scorer per run
+
+  def put(self, global_B: np.ndarray) -> jax.Array:
+    """Every host holds the whole task, as with validation batches."""
+    return sharding.global_batch_to_device(global_B, self.setup.batch_sharding)
+
+  def due(self, step: int, total: int) -> bool:
+    return due(step, int(self.config.eval.every_steps), int(self.config.eval.task_every), total)
+
+  def row(self, params) -> dict[str, Any]:
+    """The task's numbers for `params` (deterministic: the same params give the same row)."""
+    run = _Scoring(self.config, self.prepared, self.setup.model_cfg, self.setup.mesh, params,
+                   self.apply_fn, self.put)
+    r = evaluate.score_task(run, self.items, self.method, int(self.config.eval.batch_size),
+                            str(self.config.eval.mdm_estimator))
+    return {**summarise(self.items, r.scores), "mc_method": self.method}
+
+
+def describe(row: dict[str, Any]) -> str:
+  return (f"task step {row['step']}: accuracy {row['mc_accuracy']:.4f} +/- {row['mc_accuracy_se']:.4f}, "
+          f"NLL gap {row['mc_nll_gap']:.4f} +/- {row['mc_nll_gap_se']:.4f} nats "
+          f"({row['mc_items']} items, {row['mc_method']})")
+
+
+def build_items(config: ml_collections.ConfigDict, prepared: pipeline.Prepared,
+                max_len: int) -> list[mc_scoring.McItem] | None:
+  """The evaluator's built-in task (validation chunks only), or None when the task is off.
+
+  Raises UserError when the validation split is too small for a task the config asked for."""
+  if int(config.eval.task_every) <= 0:
+    return None
+  return builtin_task.make_task(prepared.val_chunks, prepared.eod_id, max_len,
+                                n_items=builtin_task.DEFAULT_ITEMS)
