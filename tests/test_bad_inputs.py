@@ -109,6 +109,8 @@ CASES = [
     _main("eval-sequences-too-many", "--config.eval.num_sequences=100000", needles=("eval.num_sequences", "validation")),
     _main("eval-batch-zero", "--config.eval.batch_size=0", needles=("eval.batch_size",)),
     _main("mc-samples-zero", "--config.eval.mc_samples=0", needles=("eval.mc_samples",)),
+    _main("task-every-negative", "--config.eval.task_every=-1", needles=("eval.task_every", ">= 0")),
+    _main("task-every-not-an-int", "--config.eval.task_every=1.5", needles=("task_every", "1.5")),
     _main("log-every-zero", "--config.log_every_steps=0", needles=("log_every_steps",)),
     _main("seed-negative", "--config.seed=-1", needles=("seed",)),
     _main("t-min-zero", "--config.mdm.t_min=0.0", needles=("t_min",)),
