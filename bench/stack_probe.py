@@ -1,0 +1,107 @@
+"""Does a vmapped stack of N runs raise the tiny models' train-step FLOP/s? (issue 16, stacked runs)
+
+  python -m bench.stack_probe [--config=configs/quickstart.py] [--stacks=1,4,8] [--steps=20]
+
+For one grid point's shape, times the plain compiled train step and the same step under jax.vmap
+over a leading run axis of N (params, optimizer state, run args, batches), all in this process,
+against a float32 matmul chain timed in the same process; prints one JSON line per objective with
+seconds per step, FLOP/s and the fraction of the matmul peak for each N, and the compile seconds.
+Random tokens: only shapes matter here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench.grid_bench import measure_peak
+from configs import grid as grid_lib
+from dlmscale import flops, sharding, steps, xla_options
+
+
+def _time(fn, state, tokens, args, n_steps: int) -> tuple[float, float, object]:
+  """(best wall s, best CPU s of this process) per call, and the state after."""
+  state, m = fn(state, tokens, args)  # warm
+  jax.block_until_ready(m)
+  best, best_cpu = float("inf"), float("inf")
+  for _ in range(3):
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n_steps):
+      state, m = fn(state, tokens, args)
+    jax.block_until_ready(m)
+    best = min(best, (time.perf_counter() - t0) / n_steps)
+    best_cpu = min(best_cpu, (time.process_time() - c0) / n_steps)
+  return best, best_cpu, state
+
+
+def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float, xla: str) -> dict:
+  vocab = config.data.vocab_size
+  mesh = sharding.make_mesh(config.mesh)
+  opts = xla_options.for_backend(jax.default_backend()) if xla == "auto" else None
+  progs = steps._build_programs(config, vocab, vocab - 1, mesh, opts)
+  B, L = config.batch_size, config.data.seq_len
+  f_step = flops.train_flops_per_step(progs.model_cfg, L, B)
+  rng = np.random.default_rng(0)
+  out = {"objective": config.objective, "model_size": config.model_size, "flops_per_step": f_step}
+  total = 200
+  args1 = steps.run_args(config, total)
+  with jax.set_mesh(mesh):
+    # N = 1, the program the trainer runs today
+    state = progs.jit_init(jax.random.key(0))
+    tok = jnp.asarray(rng.integers(0, vocab - 1, (B, L)), jnp.int32)
+    t0 = time.perf_counter()
+    progs.train_step.lower(state, tok, args1).compile()
+    out["compile_s_plain"] = time.perf_counter() - t0
+    s, c, state = _time(progs.train_step, state, tok, args1, n_steps)
+    out["plain"] = {"s_per_step": s, "cpu_s_per_step": c, "gflops": f_step / s / 1e9,
+                    "frac_peak": f_step / s / peak, "frac_peak_cpu": f_step / c / peak_cpu}
+    fn = progs.train_step.__wrapped__  # the step before jit: (state, tokens_BxL, run_args)
+    for n in stacks:
+      vstep = jax.jit(jax.vmap(fn), donate_argnums=0, compiler_options=opts)
+      states = jax.jit(jax.vmap(progs.jit_init.__wrapped__))(jax.random.split(jax.random.key(0), n))
+      toks = jnp.asarray(rng.integers(0, vocab - 1, (n, B, L)), jnp.int32)
+      argsN = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), args1)
+      t0 = time.perf_counter()
+      vstep.lower(states, toks, argsN).compile()
+      c = time.perf_counter() - t0
+      s, cs, states = _time(vstep, states, toks, argsN, max(2, n_steps // n))
+      out[f"stack{n}"] = {"s_per_step": s, "s_per_run_step": s / n, "cpu_s_per_run_step": cs / n,
+                         "gflops": n * f_step / s / 1e9, "frac_peak": n * f_step / s / peak,
+                         "frac_peak_cpu": n * f_step / cs / peak_cpu, "compile_s": c}
+  return out
+
+
+def main() -> None:
+  p = argparse.ArgumentParser()
+  p.add_argument("--config", default="configs/quickstart.py")
+  p.add_argument("--stacks", default="1,4,8")
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--objectives", default="ar,mdm")
+  p.add_argument("--xla", default="auto", help="compiler options: auto (the trainer's) or none")
+  a = p.parse_args()
+  path, arg = grid_lib.split_spec(a.config)
+  mod = grid_lib.load_module(path)
+  pts = mod.sweep(arg)
+  peak0, peak_cpu = measure_peak(2048)
+  seen = set()
+  rows = []
+  for pt in pts:
+    if pt["objective"] in seen or pt["objective"] not in a.objectives.split(","):
+      continue
+    seen.add(pt["objective"])
+    cfg = grid_lib.apply_overrides(mod.get_config(arg), pt)
+    rows.append(probe(cfg, [int(x) for x in a.stacks.split(",")], a.steps, peak0, peak_cpu, a.xla))
+  peak1, _ = measure_peak(2048)
+  for r in rows:
+    print(json.dumps({**r, "peak_gflops": [peak0 / 1e9, peak1 / 1e9], "peak_gflops_per_cpu_s": peak_cpu / 1e9,
+                      "cpus": len(os.sched_getaffinity(0)), "load": os.getloadavg()}))
+
+
+if __name__ == "__main__":
+  main()
