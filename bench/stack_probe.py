@@ -40,6 +40,16 @@ def _time(fn, state, tokens, args, n_steps: int) -> tuple[float, float, object]:
   return best, best_cpu, state
 
 
+def same_run_diff(progs, vstep, n: int, tokens_BxL: jax.Array, args: dict) -> float:
+  """Largest |loss difference| after one step between the plain step and every member of a
+  stack of n copies of the same run: the stack must compute the same thing it is timed against."""
+  _, m1 = progs.train_step(progs.jit_init(jax.random.key(0)), tokens_BxL, args)
+  states = jax.jit(jax.vmap(progs.jit_init.__wrapped__))(jnp.stack([jax.random.key(0)] * n))
+  stack = lambda x: jnp.stack([jnp.asarray(x)] * n)
+  _, mN = vstep(states, stack(tokens_BxL), jax.tree.map(stack, args))
+  return float(jnp.max(jnp.abs(mN["loss"] - m1["loss"])))
+
+
 def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float, xla: str) -> dict:
   vocab = config.data.vocab_size
   mesh = sharding.make_mesh(config.mesh)
@@ -70,34 +80,40 @@ def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float,
       t0 = time.perf_counter()
       vstep.lower(states, toks, argsN).compile()
       c = time.perf_counter() - t0
+      diff = same_run_diff(progs, vstep, n, tok, args1)
       s, cs, states = _time(vstep, states, toks, argsN, max(2, n_steps // n))
       out[f"stack{n}"] = {"s_per_step": s, "s_per_run_step": s / n, "cpu_s_per_run_step": cs / n,
                          "gflops": n * f_step / s / 1e9, "frac_peak": n * f_step / s / peak,
-                         "frac_peak_cpu": n * f_step / cs / peak_cpu, "compile_s": c}
+                         "frac_peak_cpu": n * f_step / cs / peak_cpu, "compile_s": c,
+                         "loss_diff_vs_plain": diff}
   return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--config", default="configs/quickstart.py")
   p.add_argument("--stacks", default="1,4,8")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--objectives", default="ar,mdm")
   p.add_argument("--xla", default="auto", help="compiler options: auto (the trainer's) or none")
-  a = p.parse_args()
+  p.add_argument("--set", action="append", default=[], help="KEY=VALUE config override (tests)")
+  p.add_argument("--peak_n", type=int, default=2048)
+  a = p.parse_args(argv)
   path, arg = grid_lib.split_spec(a.config)
   mod = grid_lib.load_module(path)
   pts = mod.sweep(arg)
-  peak0, peak_cpu = measure_peak(2048)
+  peak0, peak_cpu = measure_peak(a.peak_n)
   seen = set()
   rows = []
   for pt in pts:
     if pt["objective"] in seen or pt["objective"] not in a.objectives.split(","):
       continue
     seen.add(pt["objective"])
-    cfg = grid_lib.apply_overrides(mod.get_config(arg), pt)
+    extra = {k: json.loads(v) if v[:1] in "0123456789[{" else v
+             for k, v in (x.split("=", 1) for x in a.set)}
+    cfg = grid_lib.apply_overrides(mod.get_config(arg), {**pt, **extra})
     rows.append(probe(cfg, [int(x) for x in a.stacks.split(",")], a.steps, peak0, peak_cpu, a.xla))
-  peak1, _ = measure_peak(2048)
+  peak1, _ = measure_peak(a.peak_n)
   for r in rows:
     print(json.dumps({**r, "peak_gflops": [peak0 / 1e9, peak1 / 1e9], "peak_gflops_per_cpu_s": peak_cpu / 1e9,
                       "cpus": len(os.sched_getaffinity(0)), "load": os.getloadavg()}))
