@@ -22,7 +22,8 @@ import numpy as np
 
 from bench.grid_bench import measure_peak
 from configs import grid as grid_lib
-from dlmscale import flops, sharding, steps, xla_options
+from launch import grids
+from dlmscale import flops, program, sharding, xla_options
 
 
 def _time(fn, state, tokens, args, n_steps: int) -> tuple[float, float, object]:
@@ -54,13 +55,13 @@ def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float,
   vocab = config.data.vocab_size
   mesh = sharding.make_mesh(config.mesh)
   opts = xla_options.for_backend(jax.default_backend()) if xla == "auto" else None
-  progs = steps._build_programs(config, vocab, vocab - 1, mesh, opts)
+  progs = program._build_programs(config, vocab, vocab - 1, mesh, opts)
   B, L = config.batch_size, config.data.seq_len
   f_step = flops.train_flops_per_step(progs.model_cfg, L, B)
   rng = np.random.default_rng(0)
   out = {"objective": config.objective, "model_size": config.model_size, "flops_per_step": f_step}
   total = 200
-  args1 = steps.run_args(config, total)
+  args1 = program.run_args(config, total)
   with jax.set_mesh(mesh):
     # N = 1, the program the trainer runs today
     state = progs.jit_init(jax.random.key(0))
@@ -99,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--set", action="append", default=[], help="KEY=VALUE config override (tests)")
   p.add_argument("--peak_n", type=int, default=2048)
   a = p.parse_args(argv)
-  path, arg = grid_lib.split_spec(a.config)
-  mod = grid_lib.load_module(path)
+  path, arg = grids.split_spec(a.config)
+  mod = grids.load_module(path)
   pts = mod.sweep(arg)
   peak0, peak_cpu = measure_peak(a.peak_n)
   seen = set()
