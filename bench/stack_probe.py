@@ -4,7 +4,9 @@
 
 For one grid point's shape, times the plain compiled train step and the same step under jax.vmap
 over a leading run axis of N (params, optimizer state, run args, batches), all in this process,
-against a float32 matmul chain timed in the same process; prints one JSON line per objective with
+against a float32 matmul chain timed in the same process (with XLA_FLAGS=
+--xla_force_host_platform_device_count=2 both split each batch over two CPU devices, as the trainer
+does on a 2-core machine); prints one JSON line per objective with
 seconds per step, FLOP/s and the fraction of the matmul peak for each N, and the compile seconds.
 Random tokens: only shapes matter here.
 """
@@ -41,11 +43,23 @@ def _time(fn, state, tokens, args, n_steps: int) -> tuple[float, float, object]:
   return best, best_cpu, state
 
 
-def same_run_diff(progs, vstep, n: int, tokens_BxL: jax.Array, args: dict) -> float:
+def stacked_programs(progs, mesh, opts):
+  """(init over N keys, train step over N runs), laid out as the trainer lays out one run: the
+  state replicated, each run's batch split over the mesh's batch axes like the plain step's."""
+  repl = sharding.replicated(mesh)
+  tokens_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *progs.batch_sharding.spec))
+  init = jax.jit(jax.vmap(progs.jit_init.__wrapped__), out_shardings=repl)
+  step = jax.jit(jax.vmap(progs.train_step.__wrapped__),  # the step before jit: (state, tokens_BxL, run_args)
+                 in_shardings=(repl, tokens_sh, repl), out_shardings=(repl, repl), donate_argnums=0,
+                 compiler_options=opts)
+  return init, step, tokens_sh
+
+
+def same_run_diff(progs, vinit, vstep, n: int, tokens_BxL: jax.Array, args: dict) -> float:
   """Largest |loss difference| after one step between the plain step and every member of a
   stack of n copies of the same run: the stack must compute the same thing it is timed against."""
   _, m1 = progs.train_step(progs.jit_init(jax.random.key(0)), tokens_BxL, args)
-  states = jax.jit(jax.vmap(progs.jit_init.__wrapped__))(jnp.stack([jax.random.key(0)] * n))
+  states = vinit(jnp.stack([jax.random.key(0)] * n))
   stack = lambda x: jnp.stack([jnp.asarray(x)] * n)
   _, mN = vstep(states, stack(tokens_BxL), jax.tree.map(stack, args))
   return float(jnp.max(jnp.abs(mN["loss"] - m1["loss"])))
@@ -65,23 +79,23 @@ def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float,
   with jax.set_mesh(mesh):
     # N = 1, the program the trainer runs today
     state = progs.jit_init(jax.random.key(0))
-    tok = jnp.asarray(rng.integers(0, vocab - 1, (B, L)), jnp.int32)
+    tok = jax.device_put(rng.integers(0, vocab - 1, (B, L)).astype(np.int32), progs.batch_sharding)
     t0 = time.perf_counter()
     progs.train_step.lower(state, tok, args1).compile()
     out["compile_s_plain"] = time.perf_counter() - t0
     s, c, state = _time(progs.train_step, state, tok, args1, n_steps)
     out["plain"] = {"s_per_step": s, "cpu_s_per_step": c, "gflops": f_step / s / 1e9,
                     "frac_peak": f_step / s / peak, "frac_peak_cpu": f_step / c / peak_cpu}
-    fn = progs.train_step.__wrapped__  # the step before jit: (state, tokens_BxL, run_args)
+    out["devices"] = mesh.devices.size
     for n in stacks:
-      vstep = jax.jit(jax.vmap(fn), donate_argnums=0, compiler_options=opts)
-      states = jax.jit(jax.vmap(progs.jit_init.__wrapped__))(jax.random.split(jax.random.key(0), n))
-      toks = jnp.asarray(rng.integers(0, vocab - 1, (n, B, L)), jnp.int32)
+      vinit, vstep, tokens_sh = stacked_programs(progs, mesh, opts)
+      states = vinit(jax.random.split(jax.random.key(0), n))
+      toks = jax.device_put(rng.integers(0, vocab - 1, (n, B, L)).astype(np.int32), tokens_sh)
       argsN = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), args1)
       t0 = time.perf_counter()
       vstep.lower(states, toks, argsN).compile()
       c = time.perf_counter() - t0
-      diff = same_run_diff(progs, vstep, n, tok, args1)
+      diff = same_run_diff(progs, vinit, vstep, n, tok, args1)
       s, cs, states = _time(vstep, states, toks, argsN, max(2, n_steps // n))
       out[f"stack{n}"] = {"s_per_step": s, "s_per_run_step": s / n, "cpu_s_per_run_step": cs / n,
                          "gflops": n * f_step / s / 1e9, "frac_peak": n * f_step / s / peak,
