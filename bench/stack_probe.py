@@ -104,6 +104,42 @@ def probe(config, stacks: list[int], n_steps: int, peak: float, peak_cpu: float,
   return out
 
 
+def _cpu_s_per_call(fn, *host_args: np.ndarray) -> float:
+  """Best CPU seconds of this process per call of jit(fn), over 5 rounds of 20 calls."""
+  args = [jnp.asarray(x, jnp.float32) for x in host_args]
+  f = jax.jit(fn)
+  f(*args).block_until_ready()
+  best = float("inf")
+  for _ in range(5):
+    c0 = time.process_time()
+    for _ in range(20):
+      r = f(*args)
+    r.block_until_ready()
+    best = min(best, (time.process_time() - c0) / 20)
+  return best
+
+
+def narrow_matmuls(config, peak: float) -> dict:
+  """FLOPs per CPU-second of the step's matmul shapes alone, as a fraction of the matmul chain's
+  (peak: its FLOPs per CPU-second): what a step of this width could reach if nothing else cost."""
+  from dlmscale import sizes  # noqa: PLC0415
+  D, F = sizes.LADDER[config.model_size].d_model, sizes.LADDER[config.model_size].d_ff
+  M, V, L = config.batch_size * config.data.seq_len, config.data.vocab_size, config.data.seq_len
+  out = {}
+  rng = np.random.default_rng(0)
+  H = sizes.LADDER[config.model_size].n_heads
+  BH, Dh = config.batch_size * H, D // H
+  for name, (a_shape, b_shape, fl) in {"attention QK^T": ((BH, L, Dh), (BH, Dh, L), 2 * BH * L * L * Dh),
+                                       "attention PV": ((BH, L, L), (BH, L, Dh), 2 * BH * L * L * Dh)}.items():
+    out[name] = round(fl / _cpu_s_per_call(jnp.matmul, rng.standard_normal(a_shape),
+                                           rng.standard_normal(b_shape)) / peak, 3)
+  for name, (m, k, n) in {"MxDx3D": (M, D, 3 * D), "MxDxD": (M, D, D), "MxDxF": (M, D, F),
+                          "MxFxD": (M, F, D), "MxDxV": (M, D, V), "DxMxD (grad)": (D, M, D)}.items():
+    out[name] = round(2 * m * k * n / _cpu_s_per_call(jnp.matmul, rng.standard_normal((m, k)),
+                                                     rng.standard_normal((k, n))) / peak, 3)
+  return out
+
+
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--config", default="configs/quickstart.py")
@@ -113,21 +149,21 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--xla", default="auto", help="compiler options: auto (the trainer's) or none")
   p.add_argument("--set", action="append", default=[], help="KEY=VALUE config override (tests)")
   p.add_argument("--peak_n", type=int, default=2048)
+  p.add_argument("--matmuls", action="store_true", help="also time the step's matmul shapes alone")
   a = p.parse_args(argv)
   path, arg = grids.split_spec(a.config)
   mod = grids.load_module(path)
   pts = mod.sweep(arg)
   peak0, peak_cpu = measure_peak(a.peak_n)
-  seen = set()
-  rows = []
+  extra = {k: json.loads(v) if v[:1] in "0123456789[{" else v for k, v in (x.split("=", 1) for x in a.set)}
+  configs = {}  # objective -> the config of its first point
   for pt in pts:
-    if pt["objective"] in seen or pt["objective"] not in a.objectives.split(","):
-      continue
-    seen.add(pt["objective"])
-    extra = {k: json.loads(v) if v[:1] in "0123456789[{" else v
-             for k, v in (x.split("=", 1) for x in a.set)}
-    cfg = grid_lib.apply_overrides(mod.get_config(arg), {**pt, **extra})
-    rows.append(probe(cfg, [int(x) for x in a.stacks.split(",")], a.steps, peak0, peak_cpu, a.xla))
+    configs.setdefault(pt["objective"], grid_lib.apply_overrides(mod.get_config(arg), {**pt, **extra}))
+  stacks = [int(x) for x in a.stacks.split(",") if x]
+  rows = [probe(cfg, stacks, a.steps, peak0, peak_cpu, a.xla)
+          for obj, cfg in configs.items() if obj in a.objectives.split(",")]
+  if a.matmuls:
+    rows.append({"narrow_matmuls_frac_peak_cpu": narrow_matmuls(next(iter(configs.values())), peak_cpu)})
   peak1, _ = measure_peak(a.peak_n)
   for r in rows:
     print(json.dumps({**r, "peak_gflops": [peak0 / 1e9, peak1 / 1e9], "peak_gflops_per_cpu_s": peak_cpu / 1e9,

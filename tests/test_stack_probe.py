@@ -13,8 +13,10 @@ TINY = ["--set=batch_size=4", "--set=data.seq_len=32", "--set=data.vocab_size=64
 
 
 def test_stack_matches_plain_step_and_reports_per_run_figures(capsys):
-  stack_probe.main([*TINY, "--stacks=2", "--objectives=mdm"])  # diffusion: the masks are drawn per run
+  stack_probe.main([*TINY, "--stacks=2", "--objectives=mdm", "--matmuls"])  # diffusion: masks per run
   rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+  matmuls = rows.pop()["narrow_matmuls_frac_peak_cpu"]  # the step's 8 matmul shapes, each timed
+  assert len(matmuls) == 8 and all(0 < v < 100 for v in matmuls.values()), matmuls
   assert [r["objective"] for r in rows] == ["mdm"]
   cfg = model.ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=2, d_ff=192, max_len=32,
                           causal=False)
