@@ -140,6 +140,51 @@ def narrow_matmuls(config, peak: float) -> dict:
   return out
 
 
+_CATEGORIES = (("matmul", ("ynn_fusion", "dot")), ("all-reduce", ("all-reduce",)),
+               ("reduce-window", ("reduce-window",)), ("select/compare", ("select",)),
+               ("transpose/copy", ("transpose", "copy")), ("loop fusion", ("fusion",)))
+_NOT_OPS = ("ThunkExecutor", "PjitFunction", "CommonPjRt", "Wait", "$", "Rendezvous")
+
+
+def op_breakdown(trace_dir: str, calls: int) -> dict:
+  """Per-call milliseconds of XLA CPU op time by kind, from a jax.profiler perfetto trace (all
+  devices' threads summed; the all-reduce includes waiting for the other device)."""
+  import collections, glob, gzip  # noqa: E401, PLC0415
+  (path,) = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)
+  events = json.load(gzip.open(path))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  ms = collections.Counter()
+  for e in events:
+    name = e.get("name", "")
+    if e.get("ph") != "X" or name.startswith(_NOT_OPS):
+      continue
+    kind = next((k for k, keys in _CATEGORIES if any(x in name for x in keys)), "other")
+    ms[kind] += e["dur"] / 1e3 / calls
+  return {k: round(v, 1) for k, v in ms.most_common()}
+
+
+def profile(config, trace_dir: str, xla: str, calls: int = 5) -> dict:
+  """The plain train step's op time by kind (jax.profiler trace of `calls` steps)."""
+  vocab = config.data.vocab_size
+  mesh = sharding.make_mesh(config.mesh)
+  opts = xla_options.for_backend(jax.default_backend()) if xla == "auto" else None
+  progs = program._build_programs(config, vocab, vocab - 1, mesh, opts)
+  args = program.run_args(config, 200)
+  tokens = np.random.default_rng(0).integers(0, vocab - 1, (config.batch_size, config.data.seq_len))
+  with jax.set_mesh(mesh):
+    state = progs.jit_init(jax.random.key(0))
+    tok = jax.device_put(tokens.astype(np.int32), progs.batch_sharding)
+    for _ in range(3):
+      state, m = progs.train_step(state, tok, args)
+    jax.block_until_ready(m)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(calls):
+        state, m = progs.train_step(state, tok, args)
+      jax.block_until_ready(m)
+  return {"objective": config.objective, "devices": mesh.devices.size,
+          "op_ms_per_step": op_breakdown(trace_dir, calls)}
+
+
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--config", default="configs/quickstart.py")
@@ -150,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--set", action="append", default=[], help="KEY=VALUE config override (tests)")
   p.add_argument("--peak_n", type=int, default=2048)
   p.add_argument("--matmuls", action="store_true", help="also time the step's matmul shapes alone")
+  p.add_argument("--profile", default="", help="also trace the plain step into this directory and "
+                 "print its op time by kind")
   a = p.parse_args(argv)
   path, arg = grids.split_spec(a.config)
   mod = grids.load_module(path)
@@ -162,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
   stacks = [int(x) for x in a.stacks.split(",") if x]
   rows = [probe(cfg, stacks, a.steps, peak0, peak_cpu, a.xla)
           for obj, cfg in configs.items() if obj in a.objectives.split(",")]
+  if a.profile:
+    rows += [profile(cfg, f"{a.profile}/{obj}", a.xla) for obj, cfg in configs.items()
+             if obj in a.objectives.split(",")]
   if a.matmuls:
     rows.append({"narrow_matmuls_frac_peak_cpu": narrow_matmuls(next(iter(configs.values())), peak_cpu)})
   peak1, _ = measure_peak(a.peak_n)
