@@ -1,16 +1,17 @@
 """Does a vmapped stack of N runs raise the tiny models' train-step FLOP/s? (issue 16, stacked runs)
 
   python -m bench.stack_probe [--config=configs/quickstart.py] [--stacks=1,4,8] [--steps=20]
+      [--objectives=ar,mdm] [--matmuls] [--profile=DIR] [--set KEY=VALUE ...]
 
-For one grid point's shape, times the plain compiled train step and the same step under jax.vmap
-over a leading run axis of N (params, optimizer state, run args, batches), all in this process,
-against a float32 matmul chain timed in the same process (with XLA_FLAGS=
---xla_force_host_platform_device_count=2 both split each batch over two CPU devices, as the trainer
-does on a 2-core machine); prints one JSON line per objective with
-seconds per step, FLOP/s and the fraction of the matmul peak for each N, and the compile seconds.
-Random tokens: only shapes matter here.
+For the first grid point of each objective, times the trainer's compiled train step
+(dlmscale/program.py) and the same step under jax.vmap over a leading run axis of N (params,
+optimizer state, run args, batches) in this process, in wall and CPU seconds, against a float32
+matmul chain timed in the same process; each stack's one-step loss is checked against the plain
+step's. --matmuls times the step's matmul shapes alone; --profile traces the plain step and sums
+its op time by kind. With XLA_FLAGS=--xla_force_host_platform_device_count=2 each batch is split
+over two CPU devices, as the trainer does on a 2-core machine. Random tokens: only shapes matter.
+One JSON line per result. Figures and conclusions: BENCHMARKS.md, "Grid throughput (issue 16)".
 """
-
 from __future__ import annotations
 
 import argparse
