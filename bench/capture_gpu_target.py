@@ -21,6 +21,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax._src.lib import xla_client
 from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -38,7 +39,7 @@ def _versions() -> str:
 
 def _memory(devices: list) -> tuple[int, int, int]:
   """(argument, output, temp) bytes of a small sharded bf16 MLP step compiled for `devices`."""
-  mesh = jax.sharding.Mesh(devices[:1], ("x",))
+  mesh = jax.sharding.Mesh(np.array(devices[:1]), ("x",))
   x = jax.ShapeDtypeStruct((256, 1024), jnp.bfloat16, sharding=NamedSharding(mesh, P("x")))
   w = jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16, sharding=NamedSharding(mesh, P()))
   loss = lambda w, x: jnp.mean(jnp.tanh(x @ w) ** 2)  # noqa: E731

@@ -234,35 +234,8 @@ def test_the_command_prints_a_row_per_shape_and_writes_them(tmp_path):
 needs_cuda_plugin = pytest.mark.skipif(
     not aot.cuda_compiler_available(), reason="JAX's CUDA plugin is not installed (pip install jax-cuda12-plugin)")
 
-# Hand-written, NOT a real GPU's description: enough fields for the plugin to build devices and
-# compile, to test the loading path only. Real checks need a captured file.
-_SYNTHETIC_TARGET = """# device_kind: synthetic test GPU
-gpu_device_info {
-  threads_per_block_limit: 1024
-  threads_per_warp: 32
-  shared_memory_per_block: 49152
-  shared_memory_per_core: 233472
-  threads_per_core_limit: 2048
-  core_count: 100
-  fpus_per_core: 128
-  block_dim_limit_x: 2147483647
-  block_dim_limit_y: 65535
-  block_dim_limit_z: 65535
-  memory_bandwidth: 4000000000000
-  l2_cache_size: 52428800
-  clock_rate_ghz: 1.8
-  device_memory_size: 80000000000
-  shared_memory_per_block_optin: 232448
-  cuda_compute_capability { major: 9 }
-  a_field_from_a_newer_jaxlib { active_links: 18 }
-  registers_per_core_limit: 65536
-  registers_per_block_limit: 65536
-  another_newer_field: 7
-  name: "Synthetic GPU"
-}
-platform_name: "CUDA"
-device_description_str: "Synthetic GPU"
-"""
+# Captured on an H200 by bench/capture_gpu_target.py (jax 0.11.2, CUDA 13 plugin): BENCHMARKS.md.
+H200_TARGET = REPO / "bench" / "results" / "h200-2026-12-04" / "aot" / "h200_target.txtpb"
 
 
 def test_drop_field_removes_scalars_and_nested_blocks():
@@ -298,16 +271,30 @@ def test_slurm_aot_check_without_a_target_submits_nothing(tmp_path):
 
 @needs_cuda_plugin
 @pytest.mark.slow
-def test_gpu_compile_from_a_target_description(tmp_path):
-  """Two nodes of four described GPUs, compiled on this CPU host: devices per host as on the
-  nodes, memory reported, no XLA FLOP count (CUDA gives none), and the fields this jaxlib does not
-  know dropped and named."""
-  target = tmp_path / "gpu.txtpb"
-  target.write_text(_SYNTHETIC_TARGET)
-  devices, dropped = aot.devices_for("gpu:2x4", str(target))
-  assert len(devices) == 8 and aot.host_count(devices) == 2
-  assert dropped == ["a_field_from_a_newer_jaxlib", "another_newer_field"]
-  row = aot.attempt(_small("mdm", **{"mesh.data": 2, "mesh.fsdp": 4}), devices)
+def test_gpu_compile_from_the_captured_h200_description():
+  """Two nodes of eight H200s, compiled on this CPU host from the description captured on a real
+  H200: devices per host as on the nodes, memory reported and within the chip, no XLA FLOP count
+  (CUDA gives none). A capture from a newer jax may hold fields this jaxlib does not know: only
+  fields that are in the file are dropped, and the compile works without them."""
+  devices, dropped = aot.devices_for("gpu:2x8", str(H200_TARGET))
+  assert len(devices) == 16 and aot.host_count(devices) == 2
+  assert devices[0].device_kind == "NVIDIA H200"
+  text = H200_TARGET.read_text()
+  assert all(re.search(rf"^\s*{name}\b", text, re.M) for name in dropped)
+  row = aot.attempt(_small("mdm", **{"mesh.data": 2, "mesh.fsdp": 8}), devices)
   assert row["status"] == "ok", row.get("error")
-  assert row["train"]["argument_bytes"] > 0 and row["train"]["temp_bytes"] > 0
-  assert row["xla_flops_per_step"] is None and row["train"]["flops"] is None
+  assert 0 < row["train"]["argument_bytes"] and 0 < row["peak_bytes"] <= row["hbm_bytes"]
+  assert row["xla_flops_per_step"] is None and row["roofline"]["bound"] == "compute, flops.py"
+
+
+@needs_cuda_plugin
+@pytest.mark.slow
+def test_slurm_aot_check_compiles_for_the_nodes_then_prints_the_job(tmp_path):
+  p = subprocess.run([sys.executable, "-m", "launch.slurm", "--config=configs/datacons.py:scale=test",
+                      f"--workdir={tmp_path / 'dc'}", "--nodes=2", "--gpus_per_node=4", "--aot_check",
+                      f"--gpu_target_config={H200_TARGET}", "--dry_run"], cwd=REPO, env=subprocess_env(),
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stdout + p.stderr
+  rows = [line for line in p.stdout.splitlines() if line.startswith(("| ar ", "| mdm "))]
+  assert len(rows) == 2 and all("| gpu:2x4 | fits |" in r for r in rows), p.stdout
+  assert "#SBATCH --nodes=2" in p.stdout and not (tmp_path / "dc" / ".slurm").exists()
