@@ -7,6 +7,12 @@ the same init under `eval_shape`, mesh, logical-axis rules and donation) over th
 devices, lowers them with `ShapeDtypeStruct`s that carry the trainer's shardings, compiles them,
 and reads XLA's per-device memory and cost analyses. Nothing is allocated on any device.
 
+GPUs the same way, with one more input: JAX's CUDA plugin compiles for GPUs it does not have only
+from a GPU target description (`GpuTargetConfigProto`: compute capability, SM count, memory size,
+...), which only a real GPU can report. bench/capture_gpu_target.py writes one on a GPU node;
+`gpu_topology_devices` builds compile-only CUDA devices from it (no GPU, driver or CUDA libraries
+needed on this host, only the plugin wheel).
+
 The figures are the compiler's: `memory_analysis()` (bytes per device) and `cost_analysis()`
 (FLOPs and HBM bytes accessed per device, for the partitioned program). The roofline is a bound,
 not a prediction: it ignores collectives over the interconnect and any overlap the compiler fails
@@ -15,10 +21,12 @@ to find, so real step times are longer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
 import re
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -63,6 +71,110 @@ def topology_devices(name: str) -> list[jax.Device]:
                     "GENERATION:SHAPE, e.g. v5e:4x4, v5e:8x8, v5p:2x2x2, v6e:4x4, v4:2x2x1") from None
 
 
+GPU_INSTALL = ("install JAX's CUDA plugin for this jax into the venv: pip install "
+               "jax-cuda12-plugin==JAX_VERSION (or jax-cuda13-plugin; no GPU, driver or CUDA libraries "
+               "are needed to compile)")
+CAPTURE = "python bench/capture_gpu_target.py FILE (on one GPU of the kind the nodes have)"
+# How this jaxlib's text-format parser names what it cannot read (logged to stderr, not raised).
+_UNKNOWN_FIELD = (re.compile(r'has no field named "(\w+)"'),
+                  re.compile(r'Unknown enumeration value of "\w+" for field "(\w+)"'))
+
+
+def cuda_compiler_available() -> bool:
+  if importlib.util.find_spec("jax_plugins") is None:  # the namespace package the plugins install into
+    return False
+  return any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}") is not None for v in (12, 13))
+
+
+def read_gpu_target(path: str) -> tuple[str, dict[str, str]]:
+  """The captured target description and its '# key: value' header (device_kind, jax, ...)."""
+  try:
+    text = open(path, encoding="utf-8").read()
+  except OSError as e:
+    raise UserError(f"--gpu_target_config={path}: cannot read it ({e.strerror}); capture one with "
+                    f"{CAPTURE}") from None
+  meta = dict(m.groups() for m in re.finditer(r"^# ([\w.]+): (.*)$", text, re.M))
+  if "gpu_device_info" not in text:
+    raise UserError(f"--gpu_target_config={path} is not a GPU target description (no gpu_device_info); "
+                    f"capture one with {CAPTURE}")
+  return text, meta
+
+
+def drop_field(text: str, name: str) -> str:
+  """`text` (a text-format proto) without field `name`, scalar lines and `name { ... }` blocks."""
+  text = re.sub(rf"^[ \t]*{name}:[^\n]*\n?", "", text, flags=re.M)
+  while m := re.search(rf"(^|[ \t{{]){name}\s*\{{", text, flags=re.M):
+    depth, i = 1, m.end()
+    while depth and i < len(text):
+      depth += {"{": 1, "}": -1}.get(text[i], 0)
+      i += 1
+    text = text[:m.start() + len(m.group(1))] + text[i:]
+  return text
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+  """Points file descriptor 2 at `path`: XLA's C++ parser logs its reason there and raises without it."""
+  saved = os.dup(2)
+  with open(path, "w") as f:
+    os.dup2(f.fileno(), 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def gpu_topology_devices(target_config_path: str, hosts: int, gpus_per_host: int
+                         ) -> tuple[list[jax.Device], list[str]]:
+  """Compile-only CUDA devices for `hosts` nodes of `gpus_per_host` GPUs described by a captured
+  target, and the fields of it this jaxlib does not know (dropped: its compiler cannot read them).
+
+  A description captured with a newer jaxlib may hold fields or enum values an older parser
+  rejects; those, and only those, are removed until it parses, and the caller reports them.
+  """
+  if not cuda_compiler_available():
+    raise UserError("compiling for a GPU needs JAX's CUDA plugin, which is not installed here; "
+                    + GPU_INSTALL.replace("JAX_VERSION", jax.__version__))
+  text, _ = read_gpu_target(target_config_path)
+  # Without a driver the plugin's CUDA version check fails and it never registers; compiling
+  # needs neither the driver nor the CUDA libraries that check looks for.
+  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  dropped: list[str] = []
+  with tempfile.TemporaryDirectory() as tmp:
+    log = os.path.join(tmp, "stderr")
+    for _ in range(64):
+      try:
+        with _stderr_to(log):
+          topo = topologies.get_topology_desc(platform="cuda", topology=f"1x{hosts}x{gpus_per_host}",
+                                              target_config=text)
+        return list(topo.devices), dropped
+      except Exception as e:  # noqa: BLE001 - the plugin reports a bad description as a runtime error
+        said = open(log, encoding="utf-8", errors="replace").read()
+        unknown = next((m.group(1) for pat in _UNKNOWN_FIELD if (m := pat.search(said))), None)
+        if unknown is None or unknown in dropped:
+          raise UserError(f"--gpu_target_config={target_config_path}: JAX's CUDA plugin cannot use it "
+                          f"({_first_line(e)}); capture it again with this jax ({jax.__version__}): "
+                          f"{CAPTURE}") from None
+        dropped.append(unknown)
+        text = drop_field(text, unknown)
+  raise UserError(f"--gpu_target_config={target_config_path}: too many fields this jaxlib does not know")
+
+
+def devices_for(topology: str, gpu_target_config: str = "") -> tuple[list[jax.Device], list[str]]:
+  """A TPU topology ('v5e:4x4') or 'gpu:NODESxGPUS' with a captured target: (devices, dropped fields)."""
+  if not topology.startswith("gpu:"):
+    return topology_devices(topology), []
+  m = re.fullmatch(r"gpu:(\d+)x(\d+)", topology)
+  if not m or 0 in (int(m.group(1)), int(m.group(2))):
+    raise UserError(f"--topology={topology!r}: give gpu:NODESxGPUS_PER_NODE, e.g. gpu:1x8 or gpu:4x8")
+  if not gpu_target_config:
+    raise UserError(f"compiling for {topology} needs --gpu_target_config=FILE, the GPUs' description; "
+                    f"capture it with {CAPTURE}")
+  return gpu_topology_devices(gpu_target_config, int(m.group(1)), int(m.group(2)))
+
+
 def host_count(devices: Sequence[jax.Device]) -> int:
   return len({d.process_index for d in devices})
 
@@ -90,8 +202,8 @@ class StepCost:
   alias_bytes: int  # outputs written into donated arguments: counted once
   temp_bytes: int
   code_bytes: int
-  flops: float
-  bytes_accessed: float
+  flops: float | None  # None: the compiler gives no cost analysis (CUDA, compile-only)
+  bytes_accessed: float | None
   compile_s: float
 
   @property
@@ -103,11 +215,12 @@ class StepCost:
 def step_cost(compiled: Any, compile_s: float) -> StepCost:
   m = compiled.memory_analysis()
   cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = (cost[0] if cost else None) if isinstance(cost, (list, tuple)) else cost
+  known = lambda key: float(cost[key]) if cost and key in cost else None  # noqa: E731
   return StepCost(argument_bytes=int(m.argument_size_in_bytes), output_bytes=int(m.output_size_in_bytes),
                   alias_bytes=int(m.alias_size_in_bytes), temp_bytes=int(m.temp_size_in_bytes),
-                  code_bytes=int(m.generated_code_size_in_bytes), flops=float(cost.get("flops", 0.0)),
-                  bytes_accessed=float(cost.get("bytes accessed", 0.0)), compile_s=compile_s)
+                  code_bytes=int(m.generated_code_size_in_bytes), flops=known("flops"),
+                  bytes_accessed=known("bytes accessed"), compile_s=compile_s)
 
 
 def shard_bytes(abstract_tree: Any) -> int:
@@ -195,23 +308,28 @@ def report(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], c: 
   # count is compared with the bidirectional count; model FLOPs (the MFU numerator) stay causal.
   dense_cfg = dataclasses.replace(c.model_cfg, causal=False)
   computed_flops = flops.train_flops_per_step(dense_cfg, seq_len, batch)
-  xla_flops = c.train.flops * n
+  xla_flops = None if c.train.flops is None else c.train.flops * n
   row: dict[str, Any] = {
       "train": dataclasses.asdict(c.train) | {"peak_bytes": c.train.peak_bytes},
       "eval": dataclasses.asdict(c.eval) | {"peak_bytes": c.eval_peak_bytes},
       "state_bytes": c.state_bytes, "params_bytes": c.params_bytes,
       "peak_bytes": max(c.train.peak_bytes, c.eval_peak_bytes),
       "xla_flops_per_step": xla_flops, "model_flops_per_step": model_flops,
-      "xla_over_model": xla_flops / model_flops,
-      "xla_over_flops_py_full_attention": xla_flops / computed_flops,
+      "xla_over_model": None if xla_flops is None else xla_flops / model_flops,
+      "xla_over_flops_py_full_attention": None if xla_flops is None else xla_flops / computed_flops,
   }
   if mem:
     row["hbm_bytes"], row["hbm_source"] = mem.hbm_bytes, mem.source
     row["fits"] = row["peak_bytes"] <= mem.hbm_bytes
   if mem and peak:
-    r = roofline(c.train.flops, c.train.bytes_accessed, peak, mem.hbm_bytes_per_s)
-    row["roofline"] = r | {"tokens_per_s": batch * seq_len / r["step_s"],
-                           "mfu": model_flops / (r["step_s"] * peak * n), "peak_bf16": peak}
+    if c.train.flops is not None and c.train.bytes_accessed is not None:
+      r = roofline(c.train.flops, c.train.bytes_accessed, peak, mem.hbm_bytes_per_s)
+      mfu = model_flops / (r["step_s"] * peak * n)
+    else:  # no XLA cost analysis (CUDA): flops.py's count at the peak; HBM traffic unknown, and the
+      # MFU would only restate flops.py's causal/full-attention ratio, so there is none
+      r = roofline(computed_flops / n, 0.0, peak, mem.hbm_bytes_per_s) | {"bound": "compute, flops.py"}
+      mfu = None
+    row["roofline"] = r | {"tokens_per_s": batch * seq_len / r["step_s"], "mfu": mfu, "peak_bf16": peak}
   return row
 
 

@@ -2,6 +2,7 @@
 
   python -m launch.aot --config=configs/FILE.py[:ARGS] --topology=v5e:4x4 [--topology=v5p:2x2x2 ...]
       [--json=FILE] [--force] [--set KEY=VALUE] [--only=PATTERN] [--max_tries=N] [--nosuggest]
+  python -m launch.aot --config=... --topology=gpu:NODESxGPUS --gpu_target_config=FILE
 
 A shape is what the compiled programs depend on (objective, model, seq_len, batch sizes, eval
 samples, dtypes, remat, mesh); points that differ only in U, E, seed or learning rate share one. For
@@ -11,6 +12,8 @@ bytes against HBM, XLA's FLOPs per step beside dlmscale/flops.py's, and the roof
 tokens/s. A shape that does not fit is followed by the first change that does (more fsdp, remat, a
 smaller batch), found by compiling it. The rows go to --json (default aot-<grid>-<topologies>.json;
 an existing file is kept unless --force). Needs libtpu: `pip install -r requirements-tpu.txt`.
+GPUs need JAX's CUDA plugin and a target description captured on one real GPU of the nodes' kind
+(bench/capture_gpu_target.py); XLA gives no FLOP count for them, so the roofline uses flops.py's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import pathlib
 import sys
 from typing import Any
+
+import jax
 
 from configs import grid as config_grid
 from dlmscale import aot, model as model_lib
@@ -69,6 +74,7 @@ def table_header() -> str:
 def table_row(row: dict[str, Any]) -> str:
   """One markdown row; a failed compile keeps its error in the result column."""
   head = [row["shape"], str(len(row["points"])), row["topology"]]
+  xla = row.get("xla_flops_per_step")
   if row["status"] == "error":
     return "| " + " | ".join(head + [f"error: {row['error']}"] + ["-"] * 8) + " |"
   if "train" not in row:  # the compiler refused it: out of HBM
@@ -79,10 +85,10 @@ def table_row(row: dict[str, Any]) -> str:
   result = "fits" if row["status"] == "ok" else "does not fit"
   cells = [result, f"{_gib(t['argument_bytes'])}/{_gib(t['temp_bytes'])}/{_gib(t['output_bytes'])}",
            f"{_gib(row['peak_bytes'])} / {_gib(row.get('hbm_bytes'))}",
-           f"{row['xla_flops_per_step'] / 1e12:.3g}", f"{row['model_flops_per_step'] / 1e12:.3g}",
-           f"{row['xla_over_model']:.3f}",
+           "-" if xla is None else f"{xla / 1e12:.3g}", f"{row['model_flops_per_step'] / 1e12:.3g}",
+           "-" if xla is None else f"{row['xla_over_model']:.3f}",
            f"{r['step_s']:.3f} ({r['bound']})" if r else "-",
-           f"{r['tokens_per_s']:,.0f}" if r else "-", f"{100 * r['mfu']:.1f}%" if r else "-"]
+           f"{r['tokens_per_s']:,.0f}" if r else "-", f"{100 * r['mfu']:.1f}%" if r and r["mfu"] is not None else "-"]
   return "| " + " | ".join(head + cells) + " |"
 
 
@@ -146,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/datacons.py:scale=cluster")
   p.add_argument("--topology", action="append", required=True,
                  help="TPU topology to compile for, e.g. v5e:4x4 (repeatable)")
+  p.add_argument("--gpu_target_config", default="",
+                 help="for --topology=gpu:NxG: a GPU description from bench/capture_gpu_target.py")
   p.add_argument("--json", default="", help="where the rows go (default aot-<grid>-<hash>-<topologies>.json; - = nowhere)")
   p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as launch.local")
@@ -157,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   """0 when every shape compiles and fits, else 1. Checks all input before compiling or writing."""
-  devices = {t: aot.topology_devices(t) for t in dict.fromkeys(args.topology)}
+  found = {t: aot.devices_for(t, getattr(args, "gpu_target_config", "")) for t in dict.fromkeys(args.topology)}
+  devices = {t: devs for t, (devs, _) in found.items()}
+  for t, (_, dropped) in found.items():
+    if dropped:
+      print(f"# {t}: fields of --gpu_target_config this jax ({jax.__version__}) does not know, so its "
+            f"compiler cannot use them, were dropped: {', '.join(dropped)}", flush=True)
   grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
   names = grid_lib.select_names(grid, args.only)
   out = None if args.json == "-" else pathlib.Path(args.json or default_json(grid, args.topology))
@@ -173,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
   for topology, devs in devices.items():
     for key, point_names, config in shapes:
       row = check_shape(key, point_names, config, topology, devs, args)
+      if found[topology][1]:
+        row["gpu_target_fields_dropped"] = found[topology][1]
       rows.append(row)
       print(table_row(row), flush=True)
       if line := suggestion_line(row):

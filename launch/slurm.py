@@ -127,8 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--only", default="", help="as launch.local")
   p.add_argument("--extend", action="store_true", help="as launch.local")
   p.add_argument("--noreport", dest="report", action="store_false", help="no report job after the array")
+  p.add_argument("--aot_check", action="store_true",
+                 help="first compile every shape of the grid for --nodes x --gpus_per_node GPUs on this host "
+                      "(launch.aot; needs --gpu_target_config and JAX's CUDA plugin); submit nothing if one "
+                      "does not fit")
+  p.add_argument("--gpu_target_config", default="",
+                 help="for --aot_check: the nodes' GPU description, from bench/capture_gpu_target.py on one of them")
   p.add_argument("--trainer_module", default="dlmscale.main", help=argparse.SUPPRESS)
   return p
+
+
+def aot_check(args: argparse.Namespace) -> int:
+  """launch.aot for this grid on the allocation's GPUs; nothing is written (the table is printed)."""
+  if args.gpus_per_node < 1:
+    raise UserError("--aot_check compiles for the nodes' GPUs: give --gpus_per_node (e.g. 8)")
+  from launch import aot  # pylint: disable=g-import-not-at-top  (imports the trainer's modules)
+  check = argparse.Namespace(config=args.config, topology=[f"gpu:{args.nodes}x{args.gpus_per_node}"],
+                             gpu_target_config=args.gpu_target_config, json="-", force=False, set=args.set,
+                             only=args.only, max_tries=6, suggest=True)
+  return aot.run(check)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
       print(f"every selected point of {grid.spec} has finished in {workdir}; nothing to submit")
       return 0
+    if args.aot_check and aot_check(args):
+      print("--aot_check: a shape above does not compile or fit the GPUs; nothing submitted. Apply the "
+            "suggested change (--set KEY=VALUE) or ask for more --nodes/--gpus_per_node.", file=sys.stderr)
+      return 1
     out_dir = workdir / ".slurm"
     script_path = out_dir / f"{grid.path.stem}-{grid.hash}.sbatch"
     script = task_script(grid, names, workdir, args,
