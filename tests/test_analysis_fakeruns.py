@@ -1,4 +1,4 @@
-"""Fabricates run directories in the trainer's format (DESIGN.md Contracts) for analysis tests.
+"""Fabricates run directories in the trainer's format (dlmscale/rundir.py; docs/architecture.md) for analysis tests.
 
 Losses follow a known data-constrained law per family (AR: R_D* = 4 plus a mild overfitting term;
 MDM: R_D* = 100, worse per token), so tests can check that collect/report recover the truth.
