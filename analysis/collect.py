@@ -1,7 +1,7 @@
 """Reads every run of a grid into two tables: one row per run, and the long-format curves.
 
-A run directory holds config.json, metrics.jsonl and, once finished, summary.json (DESIGN.md,
-Contracts). The summary is the primary source; whatever it lacks is derived from the metrics
+A run directory holds config.json, metrics.jsonl and, once finished, summary.json
+(dlmscale/rundir.py). The summary is the primary source; whatever it lacks is derived from the metrics
 (eval rows give the final and best validation loss) or the config (U, E, seed, sizes). Unfinished
 runs are kept, flagged finished=False, so a report on a partial grid can say what is missing.
 """
@@ -22,18 +22,34 @@ from dlmscale.errors import UserError
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
 SKIP_DIRS = {"checkpoints", "tb", "eval_losses", "__pycache__"}
 
+# config.json keys that tell runs of one grid point apart (column <- dotted key, default for runs
+# from before the key existed). A report groups and filters by them: label-noise and token-order
+# runs are sweeps of their own, tuning-set runs never enter a claim.
+CONFIG_COLUMNS = {
+    "label_noise": ("data.label_noise", 0.0),
+    "num_orders": ("ar.num_orders", 1),
+    "eval_set": ("eval.set", "validation"),
+    "eval_num_sequences": ("eval.num_sequences", None),
+    "lr": ("optim.lr", None),
+    "lr_schedule": ("optim.schedule", None),
+    "d_model": ("model.d_model", None),
+    "n_layers": ("model.n_layers", None),
+}
+TUNING_SET = "tune"  # config eval.set of learning-rate sweep runs: scored on the tuning documents
+
 RUN_COLUMNS = [
     "run_name", "objective", "model_size", "params_total", "params_non_embedding",
     "unique_tokens", "epochs", "tokens_seen", "flops", "seed", "steps", "finished",
     "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
     "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "final_eval_step", "n_sequences",
     "eval_documents", "last_step", "wall_s",
-    "mc_accuracy", "run_dir",
+    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "run_dir",
 ]
 CURVE_COLUMNS = [
     "run_name", "objective", "model_size", "unique_tokens", "epochs_planned", "seed",
     "params_non_embedding", "params_total", "step", "split", "loss", "loss_se", "tokens_seen",
     "epoch", "flops", "wall_s", "n_sequences", "eval_documents",
+    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se",  # split "mc" rows, if recorded
 ]
 
 
@@ -87,7 +103,8 @@ def read_metrics(path: pathlib.Path, problems: list[str]) -> pd.DataFrame:
         if isinstance(row, dict):
           rows.append(row)
   df = pd.DataFrame(rows)
-  for col in ("step", "loss", "loss_se", "tokens_seen", "epoch", "flops", "wall_s"):
+  for col in ("step", "loss", "loss_se", "tokens_seen", "epoch", "flops", "wall_s", "mc_accuracy",
+              "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se"):
     if col not in df.columns:
       df[col] = np.nan
     df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -96,7 +113,8 @@ def read_metrics(path: pathlib.Path, problems: list[str]) -> pd.DataFrame:
   return df
 
 
-def _get(d: dict, dotted: str, default=None):
+def config_value(d: dict, dotted: str, default=None):
+  """config["a"]["b"] for "a.b"; `default` where any level is missing."""
   cur = d
   for part in dotted.split("."):
     if not isinstance(cur, dict) or part not in cur:
@@ -168,8 +186,14 @@ def read_run(run_dir: pathlib.Path, problems: list[str]) -> tuple[dict, pd.DataF
       last_step=from_row(last, "step"),
       wall_s=_num(_first(summary.get("wall_s"), from_row(last, "wall_s"))),
       mc_accuracy=_num(_first(eval_json.get("mc_accuracy"), summary.get("mc_accuracy"))),
+      mc_accuracy_se=_num(eval_json.get("mc_accuracy_se")),
+      mc_nll_gap=_num(eval_json.get("mc_nll_gap")),
+      mc_nll_gap_se=_num(eval_json.get("mc_nll_gap_se")),
+      **{col: config_value(config, key, default) for col, (key, default) in CONFIG_COLUMNS.items()},
       run_dir=str(run_dir),
   )
+  if row["model_size"] == "custom" and row["d_model"]:  # width sweeps: one point per shape
+    row["model_size"] = f"custom-d{int(row['d_model'])}L{int(row['n_layers'] or 0)}"
   curve = metrics.copy()
   for key, col in (("run_name", "run_name"), ("objective", "objective"),
                    ("model_size", "model_size"), ("unique_tokens", "unique_tokens"),
@@ -236,6 +260,9 @@ def read_tables(root: str | pathlib.Path) -> Collected:
   for col in RUN_COLUMNS:
     if col not in runs.columns:
       runs[col] = np.nan
+  for col, (_, default) in CONFIG_COLUMNS.items():  # tables from before the column existed
+    if default is not None:
+      runs[col] = runs[col].where(runs[col].notna(), default)
   for col in CURVE_COLUMNS:
     if col not in curves.columns:
       curves[col] = np.nan

@@ -94,7 +94,3 @@ def critical_compute(ar: Frontier, mdm: Frontier) -> Crossing:
 def fit_c_crit(budgets, c_crits) -> PowerLaw:
   """log C_crit = a + b log U over the budgets where the families cross (needs >= 2)."""
   return fit_power_law(budgets, c_crits)
-
-
-def c_crit_at(law: PowerLaw, u) -> np.ndarray:
-  return law(u)

@@ -13,7 +13,8 @@ import dataclasses
 
 import numpy as np
 
-from analysis import huber as hub
+from analysis import bootstrap as boot
+from analysis import logspace as hub
 from analysis import multistart
 from analysis.checks import check_fit_inputs
 
@@ -109,44 +110,38 @@ class Bootstrap:
   samples: dict[str, np.ndarray]  # per-replicate estimates (finite ones)
 
 
-def summarize_samples(samples: dict[str, np.ndarray], level: float) -> tuple[dict, dict]:
-  lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
-  se = {k: float(np.std(v, ddof=1)) if v.size > 1 else float("nan") for k, v in samples.items()}
-  ci = {k: (float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))) if v.size else
-        (float("nan"), float("nan")) for k, v in samples.items()}
-  return se, ci
-
-
 def bootstrap(n, d, loss, best: ChinchillaFit, *, n_boot: int = 200, seed: int = 0,
               level: float = 0.95, n_grid_starts: int = 8, delta: float = hub.DELTA) -> Bootstrap:
   """Resamples points with replacement and refits each replicate from the best fit plus a few
   random grid starts; every replicate and start is one row of a single batched L-BFGS."""
   n, d, loss = check_fit_inputs(n_params=n, d_tokens=d, loss=loss, n_free=len(PARAMS),
                                 law="chinchilla")
-  w = hub.bootstrap_weights(n.size, n_boot, seed)
+  w = boot.bootstrap_weights(n.size, n_boot, seed)
   rng = np.random.default_rng(seed + 1)
   grid = multistart.grid_starts(GRID_AXES)
   per = 1 + n_grid_starts
-  starts = np.empty((n_boot * per, len(PARAMS)))
-  starts[0::per] = best.x
+  starts = np.empty((n_boot, per, len(PARAMS)))
+  starts[:, 0] = best.x
   for j in range(1, per):
-    starts[j::per] = grid[rng.integers(0, grid.shape[0], size=n_boot)]
-  w_rows = np.repeat(w, per, axis=0)
-  fun = objective(np.log(n), np.log(d), np.log(loss), weights_RxN=w_rows, delta=delta)
-  res = multistart.batched_lbfgs(fun, starts, max_iter=300, gtol=1e-9, ftol=1e-11)
-  f = np.where(np.isfinite(res.f_S), res.f_S, np.inf).reshape(n_boot, per)
-  pick = np.argmin(f, axis=1)
-  x = res.x_SxP.reshape(n_boot, per, -1)[np.arange(n_boot), pick]
-  ok = np.isfinite(f[np.arange(n_boot), pick])
-  x = x[ok]
+    starts[:, j] = grid[rng.integers(0, grid.shape[0], size=n_boot)]
+  log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
+  x = boot.refit(lambda w_rows: objective(log_n, log_d, log_l, weights_RxN=w_rows, delta=delta),
+                 w, starts)
   samples = {k: x[:, i] for i, k in enumerate(PARAMS)}
   samples.update(A=np.exp(x[:, 0]), B=np.exp(x[:, 1]), E=np.exp(x[:, 2]),
                  allocation_exponent=x[:, 4] / (x[:, 3] + x[:, 4]))
-  se, ci = summarize_samples(samples, level)
-  return Bootstrap(se=se, ci=ci, level=level, n_boot=int(ok.sum()), samples=samples)
+  se, ci = boot.summarize(samples, level)
+  return Bootstrap(se=se, ci=ci, level=level, n_boot=int(x.shape[0]), samples=samples)
 
 
 # --- compute-optimal allocation (closed form, C = 6 N D) -----------------------------------------
+
+def log_g(a, b, alpha, beta):
+  """log G, G = (alpha A / (beta B))^(1 / (alpha + beta)) (Hoffmann et al. A.3; a, b = log A,
+  log B): the compute-optimal N_opt = G (C/6)^(beta/(alpha+beta)), and the N for which D tokens
+  are compute-optimal is G (D G)^(beta/alpha). Every allocation here goes through this."""
+  return (np.log(alpha) - np.log(beta) + a - b) / (alpha + beta)
+
 
 def allocation(params: dict[str, float], compute) -> dict[str, np.ndarray | float]:
   """N_opt(C), D_opt(C) minimising L subject to C = 6 N D; G as in Hoffmann et al. (A.3)."""
@@ -154,7 +149,7 @@ def allocation(params: dict[str, float], compute) -> dict[str, np.ndarray | floa
   A = params.get("A", np.exp(params["a"]))
   B = params.get("B", np.exp(params["b"]))
   c = np.asarray(compute, dtype=np.float64)
-  g = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+  g = np.exp(log_g(np.log(A), np.log(B), alpha, beta))
   a_exp = beta / (alpha + beta)
   b_exp = alpha / (alpha + beta)
   n_opt = g * (c / 6.0) ** a_exp
@@ -168,5 +163,5 @@ def allocation(params: dict[str, float], compute) -> dict[str, np.ndarray | floa
 def d_to_n_opt(params: dict[str, float], d_tokens) -> np.ndarray:
   """The model size for which d_tokens is compute-optimal: N = G (D G)^(beta/alpha)."""
   alpha, beta = params["alpha"], params["beta"]
-  log_g = (np.log(alpha) + params["a"] - np.log(beta) - params["b"]) / (alpha + beta)
-  return np.exp(log_g + (beta / alpha) * (np.log(np.asarray(d_tokens, dtype=np.float64)) + log_g))
+  lg = log_g(params["a"], params["b"], alpha, beta)
+  return np.exp(lg + (beta / alpha) * (np.log(np.asarray(d_tokens, dtype=np.float64)) + lg))

@@ -15,9 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from analysis import huber as hub
+from analysis import bootstrap as boot
+from analysis import logspace as hub
 from analysis import multistart
 from analysis.checks import check_fit_inputs
+from analysis.laws_chinchilla import log_g
 from dlmscale.errors import UserError
 
 FULL = ("a", "b", "e", "alpha", "beta", "rd", "rn")  # rd = log R_D*, rn = log R_N*
@@ -51,10 +53,6 @@ class Spec:
     return off, m
 
 
-def _log_g(a, b, alpha, beta):
-  return (np.log(alpha) - np.log(beta) + a - b) / (alpha + beta)
-
-
 def terms(theta_full: dict[str, float] | np.ndarray, n, d, u) -> dict[str, np.ndarray]:
   """Effective data and parameters for one parameter set (the law's intermediate quantities)."""
   t = theta_full if isinstance(theta_full, dict) else dict(zip(FULL, theta_full))
@@ -62,7 +60,7 @@ def terms(theta_full: dict[str, float] | np.ndarray, n, d, u) -> dict[str, np.nd
   u = np.minimum(u, d)
   rd_star, rn_star = np.exp(t["rd"]), np.exp(t["rn"])
   r_d = np.maximum(d / u - 1.0, 0.0)
-  lg = _log_g(t["a"], t["b"], t["alpha"], t["beta"])
+  lg = log_g(t["a"], t["b"], t["alpha"], t["beta"])
   n_u = np.exp(lg + (t["beta"] / t["alpha"]) * (np.log(u) + lg))  # N for which U is compute-optimal
   u_n = np.minimum(n, n_u)
   r_n = np.maximum(n / u_n - 1.0, 0.0)
@@ -100,7 +98,7 @@ def objective(spec: Spec, n, d, u, loss, weights_RxN: np.ndarray | None = None,
     dlogdp_dsd = (rd * (1.0 - qd) - qd * r_d) / fd
     # effective parameters; U_N = min(N, N_U), N_U = G (U G)^(beta / alpha)
     apb = alpha + beta
-    lg = (np.log(alpha) - np.log(beta) + a - b) / apb
+    lg = log_g(a, b, alpha, beta)
     lu_g = log_u + lg
     log_nu = lg + (beta / alpha) * lu_g
     capped = log_nu < log_n  # U_N = N_U (excess parameters) vs U_N = N
@@ -268,28 +266,21 @@ def bootstrap(n, d, u, loss, best: DataconsFit, spec: Spec, *, n_boot: int = 200
               level: float = 0.95, delta: float = hub.DELTA) -> dict:
   """Percentile intervals and SEs of every free parameter (and R_D*, R_N*) by point resampling;
   each replicate restarts from the best fit and the other local minima, all in one batch."""
-  from analysis.laws_chinchilla import summarize_samples
   n, d, u, loss = (np.asarray(v, dtype=np.float64) for v in (n, d, u, loss))
   u = np.minimum(u, d)
-  w = hub.bootstrap_weights(n.size, n_boot, seed)
+  w = boot.bootstrap_weights(n.size, n_boot, seed)
   x_best = np.array([best.params[k] for k in spec.free])
   per_starts = np.array([x_best] + [m["x"] for m in best.other_minima[:4]])
-  per = per_starts.shape[0]
-  starts = np.tile(per_starts, (n_boot, 1))
-  fun = objective(spec, n, d, u, loss, weights_RxN=np.repeat(w, per, axis=0), delta=delta)
+  starts = np.repeat(per_starts[None], n_boot, axis=0)
   lo, hi = _bounds(spec.free, SEARCHES[best.search][1])
-  res = multistart.batched_lbfgs(fun, starts, lower=lo, upper=hi, max_iter=300, gtol=1e-9,
-                                 ftol=1e-11)
-  f = np.where(np.isfinite(res.f_S), res.f_S, np.inf).reshape(n_boot, per)
-  pick = np.argmin(f, axis=1)
-  x = res.x_SxP.reshape(n_boot, per, -1)[np.arange(n_boot), pick]
-  x = x[np.isfinite(f[np.arange(n_boot), pick])]
+  x = boot.refit(lambda w_rows: objective(spec, n, d, u, loss, weights_RxN=w_rows, delta=delta),
+                 w, starts, lower=lo, upper=hi)
   samples = {nm: x[:, i] for i, nm in enumerate(spec.free)}
   if "rd" in samples:
     samples["R_D_star"] = np.exp(samples["rd"])
   if "rn" in samples:
     samples["R_N_star"] = np.exp(samples["rn"])
-  se, ci = summarize_samples(samples, level)
+  se, ci = boot.summarize(samples, level)
   upper_hits = {nm: float(np.mean(samples[nm] >= hi[i] - 1e-3)) for i, nm in enumerate(spec.free)
                 if nm in ("rd", "rn")}
   return dict(se=se, ci=ci, level=level, n_boot=int(x.shape[0]), frac_at_upper_bound=upper_hits,

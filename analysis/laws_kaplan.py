@@ -4,7 +4,7 @@ L(X) = (X_c / X)^a_X is fitted on the points that X limits: those setting a new 
 (early-stopped) loss as N grows for L(N), as the dataset size grows for L(D), as compute grows for
 L(C_min) (on a grid: the lowest loss per size, per dataset, per compute). The joint
 L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
-All four are fitted like the other laws here: Huber loss of log residuals (huber.py), multistart
+All four are fitted like the other laws here: Huber loss of log residuals (logspace.py), multistart
 L-BFGS (multistart.py), point-resampling bootstrap in one batch. Parameters live in boxes; one
 that ends on its box edge (`at_bound`), or belongs to a joint-law term that is negligible at every
 point, is listed in `unidentified` and is not a finding.
@@ -16,11 +16,11 @@ import dataclasses
 
 import numpy as np
 
-from analysis import huber as hub
+from analysis import bootstrap as boot
+from analysis import logspace as hub
 from analysis import multistart
 from analysis.checks import check_fit_inputs
 from analysis.crossover import frontier
-from analysis.laws_chinchilla import summarize_samples
 from dlmscale.errors import UserError
 
 PF_DAY = 1e15 * 86400.0  # FLOPs in one petaflop/s-day, Kaplan's compute unit
@@ -185,26 +185,21 @@ def bootstrap(form: str, x_cols: tuple[np.ndarray, ...], loss, best: KaplanFit, 
   for the non-convex joint law, a few random grid starts), all rows of one batched L-BFGS."""
   x_cols = tuple(np.asarray(v, dtype=np.float64) for v in x_cols)
   loss = np.asarray(loss, dtype=np.float64)
-  w = hub.bootstrap_weights(loss.size, n_boot, seed)
+  w = boot.bootstrap_weights(loss.size, n_boot, seed)
   per = 1 + (n_grid_starts if form == "joint" else 0)
-  starts = np.repeat(best.x[None, :], n_boot * per, axis=0)
+  starts = np.repeat(best.x[None, None, :], n_boot, axis=0).repeat(per, axis=1)
   if per > 1:
     grid = multistart.grid_starts(_JOINT_AXES)
     rng = np.random.default_rng(seed + 1)
     for j in range(1, per):
-      starts[j::per] = grid[rng.integers(0, grid.shape[0], size=n_boot)]
-  fun = _setup(form, x_cols, loss, weights=np.repeat(w, per, axis=0))
+      starts[:, j] = grid[rng.integers(0, grid.shape[0], size=n_boot)]
   lo, hi = _bounds(form)
-  res = multistart.batched_lbfgs(fun, starts, lower=lo, upper=hi, max_iter=300, gtol=1e-9,
-                                 ftol=1e-11)
-  f = np.where(np.isfinite(res.f_S), res.f_S, np.inf).reshape(n_boot, per)
-  pick = np.argmin(f, axis=1)
-  x = res.x_SxP.reshape(n_boot, per, -1)[np.arange(n_boot), pick]
-  x = x[np.isfinite(f[np.arange(n_boot), pick])]
+  x = boot.refit(lambda w_rows: _setup(form, x_cols, loss, weights=w_rows), w, starts,
+                 lower=lo, upper=hi)
   with np.errstate(over="ignore", invalid="ignore"):  # X_c = exp(k / a) overflows as a -> 0
     named = [_named(form, row) for row in x]
     samples = {k: np.array([p[k] for p in named]) for k in (named[0] if named else {})}
-    se, ci = summarize_samples(samples, level)
+    se, ci = boot.summarize(samples, level)
   edges = _edge_names(form, x) if x.size else []
   hit_names = sorted({nm for row in edges for nm in row})
   return dict(se=se, ci=ci, level=level, n_boot=int(x.shape[0]),

@@ -3,7 +3,7 @@
 Two runs scored on the same validation sequences share every sequence's difficulty, so the SE of
 their difference is far smaller than the two SEs combined as if independent, and neighbouring
 chunks of one document share it too, so the SE is clustered by document. Both need the
-per-sequence losses each run saves (dlmscale.evalset: RUN/eval_losses/step_XXXXXXXX.npz). Where a
+per-sequence losses each run saves (dlmscale/data/evalset.py: RUN/eval_losses/step_XXXXXXXX.npz). Where a
 run has none (runs from before they were saved), callers fall back to the independent combination
 and say so.
 """

@@ -21,7 +21,7 @@ import numpy as np
 
 from analysis import collect, laws_chinchilla, laws_datacons, study, study_fits
 from analysis.jsonable import to_jsonable
-from analysis.report_md import FAM, tok
+from analysis.fmt import FAM, tok
 from dlmscale.errors import UserError, cli_main
 
 CONSTANTS = {
@@ -78,13 +78,14 @@ def _as_theta(params: dict[str, float]) -> dict[str, np.ndarray]:
   return {k: np.array([float(params[k])]) for k in LAW_KEYS}
 
 
-def _replicates(chin: dict, dcons: dict) -> dict[str, np.ndarray] | None:
+def _replicates(chin_samples: dict | None, dcons_samples: dict | None,
+                dcons_params: dict[str, float]) -> dict[str, np.ndarray] | None:
   """Bootstrap parameter sets of the data-constrained law: free constants from the datacons
   resamples, a frozen base from the Chinchilla resamples (paired by index), the rest fixed."""
-  d_s = dcons.get("_samples")
+  d_s = dcons_samples
   if not d_s:
     return None
-  c_s = chin.get("_samples") or {}
+  c_s = chin_samples or {}
   sources = [d_s] + ([c_s] if any(k not in d_s for k in laws_chinchilla.PARAMS) and c_s else [])
   size = min(np.asarray(v).size for s in sources for v in s.values())
   if size < 2:
@@ -97,7 +98,7 @@ def _replicates(chin: dict, dcons: dict) -> dict[str, np.ndarray] | None:
     else:
       k_src = k
     out[k] = (np.asarray(src[k_src], dtype=np.float64)[:size] if src is not None
-              else np.full(size, float(dcons["params"][k])))
+              else np.full(size, float(dcons_params[k])))
   return out
 
 
@@ -170,18 +171,19 @@ def from_runs(runs_dir: pathlib.Path, compute: float, unique: float, *, n_boot: 
               grid: str, param_col: str) -> dict[str, dict]:
   collected = collect.collect(runs_dir)
   collect.require_finished(collected, runs_dir)
-  pts = study.points(collected.runs, param_col=param_col)
+  pts = study.clean(study.points(study.claim_runs(collected.runs), param_col=param_col))
   out = {}
   for fam, g in pts.groupby("objective"):
-    chin = study_fits.chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid)
-    dcons = study_fits.datacons_family(g, chin, n_boot=n_boot, seed=seed)
+    chin, chin_samples = study_fits.chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid)
+    dcons, dcons_samples = study_fits.datacons_family(g, chin, n_boot=n_boot, seed=seed)
     if dcons["status"] != "ok":
       out[fam] = dict(status=dcons["status"], reason=dcons["reason"])
       continue
     fitted = {k: [float(g[col].min()), float(g[col].max())]
               for k, col in (("N", "N"), ("D", "D"), ("U", "unique_tokens"))}
     out[fam] = plan_family(f"fitted on {runs_dir} ({dcons['mode']})", dcons["params"], compute,
-                           unique, _replicates(chin, dcons), fitted=fitted)
+                           unique, _replicates(chin_samples, dcons_samples, dcons["params"]),
+                           fitted=fitted)
   return out
 
 

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import laws_chinchilla, laws_datacons  # noqa: E402
+from analysis.fmt import tok  # noqa: E402
 
 FAMILY_COLOR = {"ar": "tab:blue", "mdm": "tab:orange"}
 FAMILY_LABEL = {"ar": "AR", "mdm": "MDM"}
@@ -94,13 +95,6 @@ def _save(fig, out: pathlib.Path, name: str) -> list[pathlib.Path]:
   return paths
 
 
-def _fmt_tokens(u: float) -> str:
-  for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-    if u >= scale:
-      return f"{u / scale:g}{suffix}"
-  return f"{u:g}"
-
-
 def _panels(n: int, width: float = 4.6, height: float = 3.6):
   cols = min(n, 3)
   rows = int(np.ceil(n / cols))
@@ -142,7 +136,7 @@ def loss_vs_flops(pts: pd.DataFrame, cross: dict, out: pathlib.Path) -> list[pat
                   xycoords=("data", "axes fraction"), xytext=(-4, -4),
                   textcoords="offset points", ha="right", va="top", fontsize=8)
     ax.set_xscale("log")
-    ax.set_title(f"U = {_fmt_tokens(u)} unique tokens")
+    ax.set_title(f"U = {tok(u)} unique tokens")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
@@ -169,7 +163,7 @@ def loss_vs_epochs(pts: pd.DataFrame, out: pathlib.Path) -> list[pathlib.Path]:
         best = gs.loc[gs["loss"].idxmin()]
         ax.plot(best["epochs"], best["loss"], "*", ms=11, color=shade[size], mec="k", mew=0.5)
     ax.set_xscale("log")
-    ax.set_title(f"U = {_fmt_tokens(u)}  (star: best epoch count)")
+    ax.set_title(f"U = {tok(u)}  (star: best epoch count)")
     ax.set_xlabel("epochs")
     ax.set_ylabel("validation loss")
     ax.grid(alpha=0.3, which="both")
@@ -193,11 +187,12 @@ def loss_vs_size(pts: pd.DataFrame, dd: dict, out: pathlib.Path,
         ge = ge.sort_values("N")
         ax.errorbar(ge["N"], ge["loss"], yerr=ge["se"], fmt=("-" if fam == "ar" else "--") + "o",
                     ms=3, color=shade[e], label=f"{FAMILY_LABEL.get(fam, fam)} E={e:g}")
-    for p in dd.get("model_wise", []):
-      if p["unique_tokens"] == float(u):
-        ax.plot(p["x"], p["loss"], "v", ms=10, color="red", mec="k")
+    for s in dd.get("series", []):
+      if s["axis"] == "model" and s["unique_tokens"] == float(u) and not s.get("label_noise"):
+        for p in s["peaks"][:1]:
+          ax.plot(p["x"], p["loss"], "v", ms=10, color="red", mec="k")
     ax.set_xscale("log")
-    ax.set_title(f"U = {_fmt_tokens(u)}  (red ▼: double-descent peak, if any)")
+    ax.set_title(f"U = {tok(u)}  (red ▼: double-descent peak, if any)")
     ax.set_xlabel(f"parameters ({param_label})")
     ax.set_ylabel("validation loss")
     ax.grid(alpha=0.3, which="both")
@@ -258,8 +253,8 @@ def c_crit(cross: dict, out: pathlib.Path) -> list[pathlib.Path]:
     c = np.array([b["c_crit"] for b in pts])
   ax.plot(u, c, "ko", label="measured crossing (6ND)" if six else "measured crossing (counted)")
   uu = np.logspace(np.log10(u.min()) - 0.3, np.log10(u.max()) + 0.3, 50)
-  fit = cross.get("c_crit_fit")
-  if fit:
+  fit = cross.get("c_crit_fit") or {}
+  if fit.get("status") == "ok":
     ax.plot(uu, fit["coef"] * uu ** fit["exponent"], "k-",
             label=f"fit: C = {fit['coef_at_1e6']:.2e} (U/1e6)^{fit['exponent']:.2f}")
   ref = cross["reference"]

@@ -11,7 +11,7 @@ import json
 import pathlib
 import sys
 
-from analysis import collect, report_md, study, study_fits
+from analysis import answer, collect, critical, report_md, study, study_fits, sweeps
 from analysis.jsonable import to_jsonable
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
@@ -23,36 +23,47 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
   """collected: tables read elsewhere (--tables); by default every run under runs_dir."""
   collected = collected or collect.collect(runs_dir)
   collect.require_finished(collected, runs_dir)
-  pts = study.points(collected.runs, param_col=param_col)
-  if pts["N"].isna().any():
+  claim = study.claim_runs(collected.runs)
+  every = study.points(claim, param_col=param_col)  # with label-noise and token-order sweeps
+  if every.empty:
+    raise UserError(f"every finished run under {runs_dir} is a learning-rate sweep run (eval.set = "
+                    f"{collect.TUNING_SET!r}); the report needs runs scored on the validation set")
+  if every["N"].isna().any():
     raise UserError(f"some finished runs lack {param_col} in summary.json; rerun their summary "
                     "or choose --params=total")
+  pts = study.clean(every)
   manifest = collect.manifest_status(runs_dir, collected.runs)
-  records = study.point_records(collected.runs, pts)
+  records = study.point_records(claim, every)
   findings = dict(
       grid=study.grid_summary(collected.runs, manifest, collected.problems),
       param_column=param_col,
-      evaluation=study.evaluation_summary(collected.runs, records),
+      evaluation=study.evaluation_summary(claim, records),
       epochs=study.epoch_findings(pts, records),
-      within_run_overfitting=study.within_run_overfitting(collected.runs),
-      crossover=study.crossover_findings(pts, records),
+      within_run_overfitting=study.within_run_overfitting(claim),
+      crossover=critical.findings(pts, records, n_boot=n_boot, seed=seed),
       fits=study_fits.family_fits(pts, curves=study.single_epoch_curves(
-          collected.runs, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
+          claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),
-      double_descent=study.double_descent_findings(pts, collected.curves, collected.runs, records),
-      downstream=study.downstream_findings(pts),
+      double_descent=sweeps.double_descent(every, claim, collected.curves, records),
+      orders=sweeps.orders(claim, collected.curves),
+      lr_sweep=answer.lr_sweep(collected.runs),
   )
+  best = answer.bests(pts, claim)
+  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]))
+  findings["task"] = answer.task_over_training(best, claim, collected.curves)
   return collected, pts, to_jsonable(findings)
 
 
 def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = True) -> dict:
-  from analysis import plots as plots_mod  # matplotlib only when drawing
+  from analysis import plots as plots_mod, plots_sweeps  # matplotlib only when drawing
   out.mkdir(parents=True, exist_ok=True)
   tables = collect.write_tables(collected, out)
   pts.to_csv(out / "points.csv", index=False)
-  figures = plots_mod.all_figures(pts, findings, out / "figures") if plots else {}
-  not_drawn = ({n: why for n, why in plots_mod.NOT_DRAWN.items() if n not in figures} if plots
-               else {n: "figures were not drawn (--no_plots)" for n in plots_mod.NOT_DRAWN})
+  figures = ({**plots_mod.all_figures(pts, findings, out / "figures"),
+              **plots_sweeps.all_figures(findings, out / "figures")} if plots else {})
+  reasons = {**plots_mod.NOT_DRAWN, **plots_sweeps.NOT_DRAWN}
+  not_drawn = ({n: why for n, why in reasons.items() if n not in figures} if plots
+               else {n: "figures were not drawn (--no_plots)" for n in reasons})
   findings = dict(findings, figures=figures, figures_not_drawn=not_drawn)
   (out / "fits.json").write_text(json.dumps(findings, indent=1))
   (out / "report.md").write_text(report_md.render(findings))

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 
-FAM = {"ar": "AR", "mdm": "MDM"}
-
-
-def tok(u: float) -> str:
-  for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-    if u >= scale:
-      return f"{u / scale:g}{suffix}"
-  return f"{u:g}"
-
-
-def pm(value, se, digits: int = 3) -> str:
-  if value is None or (isinstance(value, float) and not math.isfinite(value)):
-    return "n/a"
-  if se is None or not math.isfinite(se) or se == 0:
-    return f"{value:.{digits}f}"
-  return f"{value:.{digits}f} ± {se:.{digits}f}"
-
-
-def _sci(v) -> str:
-  return "n/a" if v is None else f"{v:.3g}"
+from analysis import report_answer, report_sweeps
+from analysis.fmt import FAM, pm, tok
 
 
 def grid_section(grid: dict) -> list[str]:
@@ -109,6 +90,16 @@ def epochs_section(ep: dict, within: list[dict]) -> list[str]:
   return lines
 
 
+def _c_ci(b: dict) -> str:
+  """The C_crit interval over document resamples, or why there is none."""
+  ci = b.get("c_crit_ci")
+  if ci is None:
+    return "; no interval (no resamples)" if "frac_crossing" not in b else (
+        f"; no interval (the frontiers cross in {b['frac_crossing']:.0%} of resamples)")
+  return (f"; 95% CI {ci[0]:.3g}–{ci[1]:.3g} over the resamples that cross "
+          f"({b['frac_crossing']:.0%} of them)")
+
+
 def crossover_section(cross: dict) -> list[str]:
   lines = ["## Does diffusion overtake AR at equal compute?", ""]
   for b in sorted(cross["per_budget"], key=lambda b: b["unique_tokens"]):
@@ -121,35 +112,46 @@ def crossover_section(cross: dict) -> list[str]:
       lines.append(f"- U = {u}: inconclusive: MDM's best loss dips below AR's at {b['c_crit']:.3g} "
                    f"FLOPs, but at the largest shared compute ({b['c_range'][1]:.3g}) AR − MDM = "
                    f"{gap}, whose 95% interval contains 0{how}.")
-    elif st == "crosses":
+    elif st == "crosses" and b.get("verdict", "crosses") == "crosses":
       lines.append(f"- U = {u}: MDM's best loss falls below AR's at C_crit = {b['c_crit']:.3g} "
-                   f"FLOPs (loss {b['loss_at_crossing']:.3f}); at the largest shared compute "
-                   f"({b['c_range'][1]:.3g}) AR − MDM = {gap}{how}.")
+                   f"FLOPs (loss {b['loss_at_crossing']:.3f}){_c_ci(b)}; at the largest shared "
+                   f"compute ({b['c_range'][1]:.3g}) AR − MDM = {gap}{how}.")
+    elif st == "crosses":
+      lines.append(f"- U = {u}: inconclusive: MDM's frontier dips below AR's at {b['c_crit']:.3g} "
+                   f"FLOPs, but at the largest shared compute AR − MDM = {gap} is negative{how}.")
     elif st == "mdm_never_below":
-      verdict = " (inconclusive: the interval contains 0)" if inconclusive else ""
+      verdict = (" (inconclusive: the interval contains 0)" if inconclusive else
+                 f": no crossover up to C = {b['c_range'][1]:.3g} FLOPs")
       lines.append(f"- U = {u}: MDM stays above AR over the shared compute range "
                    f"{b['c_range'][0]:.3g}–{b['c_range'][1]:.3g} FLOPs (gap at the top "
                    f"{gap}{how}){verdict}; C_crit, if any, lies beyond.")
     elif st == "mdm_below_throughout":
+      sure = "" if b.get("gap_verdict") == "positive" else " (inconclusive: the gap's interval contains 0)"
       lines.append(f"- U = {u}: MDM is below AR over the whole shared range; C_crit < "
-                   f"{b['c_range'][0]:.3g} FLOPs.")
+                   f"{b['c_range'][0]:.3g} FLOPs{sure}.")
     elif st == "no_overlap":
       lines.append(f"- U = {u}: the two families' compute ranges do not overlap.")
     else:
       lines.append(f"- U = {u}: {st} (have: {', '.join(b.get('families', []))}).")
-  fit = cross.get("c_crit_fit")
+  if cross.get("uncertainty"):
+    lines += ["", f"Where the crossing lies: {cross['uncertainty']}."]
+  fit = cross.get("c_crit_fit") or {}
   ref = cross["reference"]
-  if fit:
-    lines.append("")
-    lines.append(f"Across the {fit['n_points']} crossing budgets, C_crit(U) = "
-                 f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{pm(fit['exponent'], fit['exponent_se'], 2)}"
-                 f" FLOPs in 6ND (non-embedding N), the convention of the published law "
-                 f"(Prabhudesai et al.: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}); "
-                 "the per-budget C_crit above are in counted FLOPs (causal attention at half). "
-                 "With two budgets the fit is exact and has no SE.")
+  lines.append("")
+  if fit.get("status") == "ok":
+    ci = fit.get("exponent_ci")
+    a_txt = (f"{fit['exponent']:.2f} (95% CI {ci[0]:.2f}–{ci[1]:.2f} over the "
+             f"{fit['frac_all_crossing']:.0%} of resamples where every budget crosses)" if ci
+             else f"{fit['exponent']:.2f} (no interval: too few resamples cross at every budget)")
+    lines.append(f"Across the {fit['n_points']} budgets that cross beyond errors, C_crit(U) = "
+                 f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{fit['exponent']:.2f} FLOPs in "
+                 f"{fit['flops']}, the convention of the published law (Prabhudesai et al.: "
+                 f"{ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}, {ref['source']}); "
+                 f"exponent a = {a_txt}. The per-budget C_crit above are in counted FLOPs "
+                 "(causal attention at half).")
   else:
-    lines.append("")
-    lines.append("C_crit(U) needs crossings at >= 2 budgets; not fitted.")
+    lines.append(f"C_crit(U) is not fitted: {fit.get('reason', 'no crossings')}. (Published, "
+                 f"6ND FLOPs: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}.)")
   return lines + ["", "![loss vs FLOPs](figures/loss_vs_flops.png)", "",
                   "![C_crit](figures/c_crit.png)", ""]
 
@@ -276,47 +278,6 @@ def ratio_sentence(ratio: dict | None) -> str:
   return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
 
 
-def dd_section(dd: dict) -> list[str]:
-  lines = ["## Double descent", ""]
-  n = len(dd["epoch_wise"]) + len(dd["model_wise"]) + len(dd["within_run"])
-  if n == 0:
-    lines.append(f"No double descent detected ({dd['criterion']}) over epochs (across runs), "
-                 "over model size, or within any run's validation curve.")
-  for p in dd["epoch_wise"]:
-    lines.append(f"- Epoch-wise, {FAM.get(p['objective'], p['objective'])} {p['model_size']} at "
-                 f"U = {tok(p['unique_tokens'])}: loss peaks at E = {p['x']:g} ({p['loss']:.3f}), "
-                 f"{p['rise']:.3f} above E = {p['x_before']:g} and {p['fall']:.3f} above "
-                 f"E = {p['x_after']:g} ({_z(p)}).")
-  for p in dd["model_wise"]:
-    lines.append(f"- Model-wise, {FAM.get(p['objective'], p['objective'])} at U = "
-                 f"{tok(p['unique_tokens'])}, E = {p['epochs']:g}: loss peaks at N = {p['x']:.3g} "
-                 f"({p['loss']:.3f}), rise {p['rise']:.3f}, fall {p['fall']:.3f} ({_z(p)}).")
-  for p in dd["within_run"][:10]:
-    lines.append(f"- Within run {p['run_name']}: validation loss peaks at epoch {p['x']:.3g}, "
-                 f"rise {p['rise']:.3f}, fall {p['fall']:.3f} ({_z(p)}).")
-  return lines + ["", "![loss vs epochs](figures/loss_vs_epochs.png)", "",
-                  "![loss vs size](figures/loss_vs_size.png)", ""]
-
-
-def _z(p: dict) -> str:
-  if p["rise_z"] is None or p["fall_z"] is None:
-    return "no standard errors recorded"
-  return f"{min(p['rise_z'], p['fall_z']):.1f} SE"
-
-
-def downstream_section(rows: list[dict]) -> list[str]:
-  lines = ["## Downstream accuracy of the best model", ""]
-  have = [r for r in rows if r["mc_accuracy"] is not None]
-  if not have:
-    return lines + ["No run has an eval.json with mc_accuracy; nothing to report.", ""]
-  lines += ["| U | family | best model | loss | mc_accuracy |", "|---|---|---|---|---|"]
-  for r in sorted(rows, key=lambda r: (r["unique_tokens"], r["objective"])):
-    acc = "n/a" if r["mc_accuracy"] is None else f"{r['mc_accuracy']:.3f}"
-    lines.append(f"| {tok(r['unique_tokens'])} | {FAM.get(r['objective'], r['objective'])} | "
-                 f"{r['model_size']} × {r['epochs']:g} ep | {r['loss']:.3f} | {acc} |")
-  return lines + [""]
-
-
 FIGURE_LINK = re.compile(r"^!\[[^\]]*\]\(figures/([\w-]+)\.png\)$")
 
 
@@ -337,11 +298,17 @@ def render(findings: dict) -> str:
            "error (validation sampling and seed spread); CIs are bootstrap percentile intervals.",
            ""]
   lines += grid_section(findings["grid"])
+  if "answer" in findings:
+    lines += report_answer.answer_section(findings["answer"]["bests"], findings["crossover"],
+                                          findings["answer"]["stars"])
   lines += evaluation_section(findings.get("evaluation"))
   lines += epochs_section(findings["epochs"], findings.get("within_run_overfitting", []))
   lines += crossover_section(findings["crossover"])
   lines += fits_section(findings["fits"])
-  lines += dd_section(findings["double_descent"])
-  lines += downstream_section(findings["downstream"])
+  lines += report_sweeps.dd_section(findings["double_descent"])
+  lines += report_sweeps.orders_section(findings.get("orders", []))
+  if "task" in findings:
+    lines += report_answer.task_section(findings["task"])
+  lines += report_answer.lr_section(findings.get("lr_sweep", []))
   lines = link_drawn_figures(lines, findings.get("figures") or {}, findings.get("figures_not_drawn", {}))
   return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""From the runs table to findings: epochs, the crossover, double descent, downstream accuracy.
+"""From the runs table to findings: grid points, epochs, overfitting, what the evaluations rest on.
 
 Everything here is plain data (JSON-able dicts) so `fits.json`, the plots and `report.md` read the
 same numbers. Seeds of one grid point are averaged; their spread enters the standard error.
@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import crossover, doubledescent, paired
+from analysis import collect, paired
 
-POINT_KEYS = ["objective", "unique_tokens", "model_size", "epochs"]
+# A grid point: runs that differ only in seed. Label noise and token orders make points of their
+# own sweeps (the study's claims use the clean, plain points: see `clean`).
+POINT_KEYS = ["objective", "unique_tokens", "model_size", "epochs", "label_noise", "num_orders"]
 
 
 def _combine_se(losses: np.ndarray, ses: np.ndarray) -> float:
@@ -23,8 +25,20 @@ def _combine_se(losses: np.ndarray, ses: np.ndarray) -> float:
   return float(np.sqrt(eval_se ** 2 + seed_var))
 
 
+def claim_runs(runs: pd.DataFrame) -> pd.DataFrame:
+  """Runs scored on the validation set the claims use (not learning-rate sweeps on the tuning set)."""
+  return runs[runs["eval_set"].astype(str) != collect.TUNING_SET]
+
+
+def clean(pts: pd.DataFrame) -> pd.DataFrame:
+  """The study's own points: no label noise, plain left-to-right AR."""
+  if pts.empty:
+    return pts
+  return pts[(pts["label_noise"] == 0) & (pts["num_orders"] == 1)]
+
+
 def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.DataFrame:
-  """One row per grid point (objective, U, size, E) of finished runs, seeds averaged."""
+  """One row per grid point (POINT_KEYS) of finished runs, seeds averaged."""
   done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
   rows = []
   for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
@@ -39,7 +53,10 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
         C_6ND=6.0 * float(np.nanmedian(g[param_col])) * float(g["tokens_seen"].mean()),
         loss=float(loss.mean()), se=_combine_se(loss, se),
         best_loss=float(np.nanmean(best)), best_se=_combine_se(best, best_se),
-        best_epoch=float(np.nanmean(g["best_epoch"])), n_seeds=int(len(g)),
+        best_epoch=float(np.nanmean(g["best_epoch"])), best_flops=float(np.nanmean(g["best_flops"])),
+        lr=float(np.nanmedian(pd.to_numeric(g["lr"], errors="coerce")))
+        if pd.to_numeric(g["lr"], errors="coerce").notna().any() else float("nan"),
+        n_seeds=int(len(g)),
         mc_accuracy=float(np.nanmean(g["mc_accuracy"])) if g["mc_accuracy"].notna().any()
         else float("nan"),
         runs=",".join(map(str, g["run_name"]))))
@@ -58,8 +75,9 @@ def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> dict[tuple, dict]:
   return out
 
 
-def _key(row) -> tuple:
-  return tuple(row[k] for k in POINT_KEYS)
+def point_key(row) -> tuple:
+  """The grid point a points-table row (or run) belongs to; keys it lacks read as None."""
+  return tuple(row.get(k) for k in POINT_KEYS)
 
 
 def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
@@ -73,7 +91,7 @@ def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) 
     i = int(np.argmin(g["loss"].to_numpy()))
     best, last = g.iloc[i], g.iloc[-1]
     rise = float(last["loss"] - best["loss"])
-    rise_se, kind = paired.diff_se(records.get(_key(last)), records.get(_key(best)), last["se"],
+    rise_se, kind = paired.diff_se(records.get(point_key(last)), records.get(point_key(best)), last["se"],
                                    best["se"])
     series.append(dict(objective=obj, unique_tokens=float(u), model_size=size, N=float(best["N"]),
                        epochs_tried=g["epochs"].tolist(), best_epochs=float(best["epochs"]),
@@ -108,104 +126,6 @@ def within_run_overfitting(runs: pd.DataFrame) -> list[dict]:
       out.append(dict(run_name=r.run_name, objective=r.objective, unique_tokens=r.unique_tokens,
                       model_size=r.model_size, best_epoch=r.best_epoch, epochs=r.epochs,
                       rise=rise, rise_se=se, rise_se_kind=kind))
-  return out
-
-
-def _frontier_point(g: pd.DataFrame, fr: crossover.Frontier, log_c: float):
-  """The grid point whose loss is the frontier's value at log_c (None where it is interpolated)."""
-  value = float(fr.at(log_c))
-  hit = g[np.isclose(g["loss"].to_numpy(dtype=np.float64), value, rtol=1e-12, atol=0.0)
-          & (np.log(g["C"].to_numpy(dtype=np.float64)) <= log_c + 1e-9)]
-  return None if hit.empty else hit.iloc[0]
-
-
-def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict) -> dict | None:
-  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs."""
-  a, m = (_frontier_point(fams[k], fr[k], float(np.log(c_top))) for k in ("ar", "mdm"))
-  if a is None or m is None:
-    return None
-  return paired.difference(records.get(_key(a)), records.get(_key(m)))
-
-
-def crossover_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
-  records = records or {}
-  per_budget = []
-  for u, g in pts.groupby("unique_tokens"):
-    fams = {obj: gg for obj, gg in g.groupby("objective")}
-    if not {"ar", "mdm"} <= set(fams):
-      per_budget.append(dict(unique_tokens=float(u), status="needs both families",
-                             families=sorted(fams)))
-      continue
-    fr = {k: crossover.frontier(fams[k]["C"], fams[k]["loss"], fams[k]["se"])
-          for k in ("ar", "mdm")}
-    cross = crossover.critical_compute(fr["ar"], fr["mdm"]).named()
-    cross["gap_se_kind"] = paired.INDEPENDENT
-    pg = _paired_gap(fams, fr, cross["c_range"][1], records) if cross["c_range"] else None
-    if pg is not None and np.isfinite(pg["se"]):
-      cross.update(gap_se_at_max=pg["se"], gap_se_kind=paired.PAIRED)
-    if cross["gap_at_max"] is not None:
-      cross["gap_verdict"] = paired.verdict(cross["gap_at_max"], cross["gap_se_at_max"])
-    per_budget.append(dict(unique_tokens=float(u), **cross,
-                           frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
-                                     for k, f in fr.items()}))
-  # The published C_crit(U) law is stated in 6ND FLOPs (N non-embedding): the comparison with it
-  # uses the crossings recomputed on that axis, not the counted FLOPs (causal attention at half).
-  crossing = []
-  for u, g in pts.groupby("unique_tokens"):
-    fams = {obj: gg for obj, gg in g.groupby("objective")}
-    if {"ar", "mdm"} <= set(fams) and "C_6ND" in g:
-      fr6 = {k: crossover.frontier(fams[k]["C_6ND"], fams[k]["loss"], fams[k]["se"]) for k in ("ar", "mdm")}
-      c6 = crossover.critical_compute(fr6["ar"], fr6["mdm"])
-      if c6.status == "crosses":
-        crossing.append((float(u), c6.c_crit))
-  fit = None
-  if len(crossing) >= 2:
-    law = crossover.fit_c_crit([u for u, _ in crossing], [c for _, c in crossing])
-    fit = dict(law.named(), coef_at_1e6=float(law(1e6)), flops="6ND (non-embedding N)")
-  return dict(per_budget=per_budget, c_crit_fit=fit, c_crit_6nd={str(u): c for u, c in crossing},
-              reference=dict(coef_at_1e6=2.12e15, exponent=2.174,
-                             source="Prabhudesai et al. 2025, U = 25M..100M"))
-
-
-def _pair_se(g: pd.DataFrame, records: dict[tuple, dict]):
-  """pair_se(i, j) for doubledescent.detect: paired SE of rows i, j of g (positions)."""
-  rows = [g.iloc[k] for k in range(len(g))]
-  return lambda i, j: paired.diff_se(records.get(_key(rows[i])), records.get(_key(rows[j])),
-                                     rows[i]["se"], rows[j]["se"])[0]
-
-
-def double_descent_findings(pts: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame,
-                            records: dict[tuple, dict] | None = None) -> dict:
-  records = records or {}
-  epoch_wise, model_wise, within = [], [], []
-  for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
-    for p in doubledescent.detect(g["epochs"], g["loss"], g["se"], pair_se=_pair_se(g, records)):
-      epoch_wise.append(dict(objective=obj, unique_tokens=float(u), model_size=size, **p.named()))
-  for (obj, u, e), g in pts.groupby(["objective", "unique_tokens", "epochs"]):
-    for p in doubledescent.detect(g["N"], g["loss"], g["se"], pair_se=_pair_se(g, records)):
-      model_wise.append(dict(objective=obj, unique_tokens=float(u), epochs=float(e), **p.named()))
-  finished = set(runs.loc[runs["finished"], "run_name"])
-  ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(finished)]
-  for name, g in ev.groupby("run_name"):
-    if len(g) < 3:
-      continue
-    for p in doubledescent.detect(g["epoch"], g["loss"], g["loss_se"]):
-      within.append(dict(run_name=name, objective=g["objective"].iloc[0], **p.named()))
-  return dict(epoch_wise=epoch_wise, model_wise=model_wise, within_run=within,
-              criterion="rise above the lowest earlier point and fall after the peak, "
-                        "each > 2 standard errors of the difference (paired per sequence and "
-                        "clustered by document where runs saved per-sequence losses)")
-
-
-def downstream_findings(pts: pd.DataFrame) -> list[dict]:
-  """Accuracy (eval.json mc_accuracy) of the lowest-loss model per family and budget."""
-  out = []
-  for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
-    b = g.loc[g["loss"].idxmin()]
-    acc = b["mc_accuracy"]
-    out.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
-                    epochs=float(b["epochs"]), loss=float(b["loss"]),
-                    mc_accuracy=None if not np.isfinite(acc) else float(acc)))
   return out
 
 

@@ -16,6 +16,7 @@ epochs at each (N, U) ("envelope"); "final" fits the final losses instead.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,13 @@ TARGETS = {"envelope": "the epoch envelope (best loss reached with at most E epo
            "final": "the final loss of each run"}
 COARSE_AXES = (np.array([0.0, 5.0, 10.0, 20.0]), np.array([0.0, 5.0, 10.0, 20.0]),
                np.array([-1.0, 0.0, 1.0]), np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
+
+
+class FamilyFit(NamedTuple):
+  """One law's findings for one family (what fits.json holds) and, when the fit is identified and
+  bootstrapped, its per-replicate constants (for analysis.plan and the R_D* ratio; not in JSON)."""
+  result: dict
+  samples: dict[str, np.ndarray] | None = None
 
 
 def _distinct(v) -> int:
@@ -44,24 +52,25 @@ def approach1_family(curves: pd.DataFrame | None) -> dict:
 
 
 def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
-                      curves: pd.DataFrame | None = None) -> dict:
+                      curves: pd.DataFrame | None = None) -> FamilyFit:
   one = pts[pts["epochs"] <= 1.0 + 1e-9]
   n_pts = len(one)
   n_sizes = _distinct(one["N"]) if n_pts else 0
   n_tokens = _distinct(one["D"]) if n_pts else 0
   if n_pts <= len(laws_chinchilla.PARAMS) or n_sizes < 3 or n_tokens < 3:
     # E, B and beta cannot be told apart from two token counts (likewise E, A, alpha).
-    return dict(status="not identifiable",
+    return FamilyFit(dict(status="not identifiable",
                 reason=f"{n_pts} single-epoch point(s) over {n_sizes} model size(s) and "
                        f"{n_tokens} token count(s); approach 3 needs > 5 points over >= 3 sizes "
-                       "and >= 3 token counts (budgets)", approach1=approach1_family(curves))
+                       "and >= 3 token counts (budgets)", approach1=approach1_family(curves)))
   starts = None if grid == "full" else multistart.grid_starts(COARSE_AXES)
   n, d, l = one["N"].to_numpy(), one["D"].to_numpy(), one["loss"].to_numpy()
   fit = laws_chinchilla.fit(n, d, l, starts=starts)
   early = identify.e_reason(fit.params) + identify.exponent_reasons(fit.params)
   if early:  # no allocation or bootstrap from a degenerate optimum
-    return _not_identifiable(dict(status="ok", n_points=n_pts, params=fit.params,
-                                  objective=fit.objective, approach1=approach1_family(curves)), early)
+    return FamilyFit(_not_identifiable(dict(status="ok", n_points=n_pts, params=fit.params,
+                                            objective=fit.objective,
+                                            approach1=approach1_family(curves)), early))
   alloc = laws_chinchilla.allocation(fit.params, 1.0)
   out = dict(status="ok", n_points=n_pts, params=fit.params, objective=fit.objective,
              n_starts=fit.n_starts,
@@ -70,23 +79,24 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
                              D_opt_exponent=alloc["b_D_exponent"],
                              formula="N_opt = G (C/6)^a, D_opt = (C/6)^b / G"),
              approach1=approach1_family(curves))
+  samples = None
   if n_boot > 0:
     boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
     out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
-    out["_samples"] = boot.samples  # per-replicate constants, for analysis.plan; not in fits.json
+    samples = boot.samples
   reasons = identify.zero_width_reasons(out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
   if reasons:
-    return _not_identifiable(out, reasons)
+    return FamilyFit(_not_identifiable(out, reasons))
   try:
     out["approach2"] = laws_approaches.approach2(n, d, l, one["C"].to_numpy(), min_groups=3)
   except UserError as e:
     out["approach2"] = dict(status="not available", reason=str(e))
-  return out
+  return FamilyFit(out, samples)
 
 
 def _not_identifiable(out: dict, reasons: list[str]) -> dict:
   """The fit kept for inspection under `degenerate_fit`, never as a headline number."""
-  keep = {k: v for k, v in out.items() if k not in ("status", "_samples", "approach1")}
+  keep = {k: v for k, v in out.items() if k not in ("status", "approach1")}
   res = dict(status="not identifiable", reason="; ".join(reasons), degenerate_fit=keep)
   if "approach1" in out:
     res["approach1"] = out["approach1"]
@@ -119,14 +129,14 @@ def _r_n_identifiable(pts: pd.DataFrame, base: dict) -> bool:
 
 
 def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
-                    target: str = "envelope") -> dict:
+                    target: str = "envelope") -> FamilyFit:
   """The data-constrained law on `target` (TARGETS) of one family's points."""
   if target == "envelope":
     pts = envelope(pts)
   n, d, u, l = (pts[c].to_numpy(dtype=np.float64) for c in ("N", "D", "unique_tokens", "loss"))
   if not np.any(d > u * 1.01):
-    return dict(status="not identifiable", reason="no run repeats data (all E <= 1), so R_D* "
-                                                   "has nothing to fit")
+    return FamilyFit(dict(status="not identifiable", reason="no run repeats data (all E <= 1), "
+                                                             "so R_D* has nothing to fit"))
   if chin.get("status") == "ok":
     base = {k: chin["params"][k] for k in laws_chinchilla.PARAMS}
     mode = "frozen base (approach 3 on single-epoch points)"
@@ -134,14 +144,14 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
     base = None
     mode = "joint (too few single-epoch points for a separate base)"
   else:
-    return dict(status="not identifiable",
-                reason=f"{len(pts)} points and no single-epoch base fit; need a base fit "
-                       "(> 5 single-epoch points) or >= 10 points for a joint fit")
+    return FamilyFit(dict(status="not identifiable",
+                          reason=f"{len(pts)} points and no single-epoch base fit; need a base fit "
+                                 "(> 5 single-epoch points) or >= 10 points for a joint fit"))
   fit_rn = _r_n_identifiable(pts, base) if base else True
   spec = laws_datacons.make_spec(base=base, fit_rn=fit_rn)
   if len(pts) <= len(spec.free):
-    return dict(status="not identifiable",
-                reason=f"{len(pts)} points for {len(spec.free)} free constants")
+    return FamilyFit(dict(status="not identifiable",
+                          reason=f"{len(pts)} points for {len(spec.free)} free constants"))
   fit = laws_datacons.fit(n, d, u, l, spec=spec, search="wide")
   out = dict(status="ok", mode=mode, target=target, n_points=int(len(pts)), params=fit.params,
              objective=fit.objective, r2=fit.r2, free=list(fit.free), at_bound=list(fit.at_bound),
@@ -150,10 +160,11 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
   if not fit_rn:
     out["R_N_star_note"] = ("not identifiable: no run has more parameters than its unique "
                             "budget can use compute-optimally; R_N* held at 5 (no effect)")
+  samples = None
   if n_boot > 0:
     boot = laws_datacons.bootstrap(n, d, u, l, fit, spec, n_boot=n_boot, seed=seed)
     out["bootstrap"] = {k: v for k, v in boot.items() if k != "samples"}
-    out["_samples"] = boot["samples"]
+    samples = boot["samples"]
   # R_N* is its own quantity: on its bound (no excess-parameter penalty detectable) or flat, it is
   # not identified, but R_D* and the base still are. Anything else degenerate sinks the whole fit.
   lo, hi = laws_datacons.search_bounds(fit.free, fit.search)
@@ -163,7 +174,7 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
   reasons = (identify.bound_reasons(fit.params, others, lo[sel], hi[sel]) + identify.e_reason(fit.params)
              + identify.zero_width_reasons(ci, others + ["R_D_star"]))
   if reasons:
-    return _not_identifiable(out, reasons)
+    return FamilyFit(_not_identifiable(out, reasons))
   if "rn" in fit.free:
     i = fit.free.index("rn")
     rn_reasons = (identify.bound_reasons(fit.params, ["rn"], lo[i:i + 1], hi[i:i + 1])
@@ -171,7 +182,7 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
     if rn_reasons:
       out["R_N_star_identifiable"] = False
       out["R_N_star_note"] = "not identifiable: " + "; ".join(rn_reasons)
-  return out
+  return FamilyFit(out, samples)
 
 
 def kaplan_family(pts: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
@@ -191,17 +202,17 @@ def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot
   if target not in TARGETS:
     raise UserError(f"unknown datacons target {target!r}; use one of {', '.join(TARGETS)}")
   chin, dcons, kap = {}, {}, {}
+  rd_samples = {}
   for obj, g in pts.groupby("objective"):
     fam_curves = None if curves is None else curves[curves["objective"] == obj]
     fseed = family_seed(seed, str(obj))
-    chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=fseed, grid=grid, curves=fam_curves)
-    dcons[obj] = datacons_family(g, chin[obj], n_boot=n_boot, seed=fseed, target=target)
+    chin[obj] = chinchilla_family(g, n_boot=n_boot, seed=fseed, grid=grid, curves=fam_curves).result
+    dcons[obj], d_samples = datacons_family(g, chin[obj], n_boot=n_boot, seed=fseed, target=target)
+    rd_samples[obj] = (d_samples or {}).get("R_D_star")
     kap[obj] = kaplan_family(g, n_boot=n_boot, seed=fseed)
-  ratio = None
   if all(dcons.get(k, {}).get("status") == "ok" for k in ("ar", "mdm")):
     ratio = dict(value=dcons["mdm"]["params"]["R_D_star"] / dcons["ar"]["params"]["R_D_star"])
-    s_ar = dcons["ar"].get("_samples", {}).get("R_D_star")
-    s_mdm = dcons["mdm"].get("_samples", {}).get("R_D_star")
+    s_ar, s_mdm = rd_samples["ar"], rd_samples["mdm"]
     ci = identify.ratio_interval(s_mdm, s_ar) if s_ar is not None and s_mdm is not None else None
     if ci is not None:
       ratio["ci"] = ci
@@ -211,7 +222,5 @@ def family_fits(pts: pd.DataFrame, *, curves: pd.DataFrame | None = None, n_boot
            if dcons.get(k, {}).get("status") != "ok"]
     ratio = dict(status="not available", reason="R_D* is not identified for both families ("
                  + "; ".join(why or ["a family is missing"]) + ")")
-  for v in (*chin.values(), *dcons.values()):
-    v.pop("_samples", None)
   return dict(chinchilla=chin, datacons=dcons, kaplan=kap, R_D_star_ratio_mdm_over_ar=ratio,
               datacons_target=dict(name=target, description=TARGETS[target]))

@@ -1,4 +1,4 @@
-"""Fabricates run directories in the trainer's format (dlmscale/rundir.py; docs/architecture.md) for analysis tests.
+"""Fabricates run directories in the trainer's format (dlmscale/rundir.py) for analysis tests.
 
 Losses follow a known data-constrained law per family (AR: R_D* = 4 plus a mild overfitting term;
 MDM: R_D* = 100, worse per token), so tests can check that collect/report recover the truth.
@@ -43,8 +43,10 @@ def size_name(n: float) -> str:
 def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: float,
              seed: int = 0, finished: bool = True, n_eval: int = 4, noise: float = EVAL_SE,
              mc_accuracy: float | None = None, bump: float = 0.0, drop_summary_keys=(),
-             name: str | None = None) -> pathlib.Path:
-  """One run directory; an unfinished run stops halfway and has no summary.json."""
+             name: str | None = None, config_extra: dict | None = None,
+             loss_shift: float = 0.0) -> pathlib.Path:
+  """One run directory; an unfinished run stops halfway and has no summary.json.
+  config_extra: dotted config keys ("data.label_noise": 0.2); loss_shift: added to every eval."""
   name = name or f"{objective}_{size_name(n)}_U{u:g}_E{epochs:g}_s{seed}"
   rng = np.random.default_rng(zlib.crc32(name.encode()))
   run = root / name
@@ -54,6 +56,12 @@ def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: 
   config = dict(objective=objective, model_size=size_name(n), unique_tokens=u, epochs=epochs,
                 seed=seed, batch_size=BATCH, run_name=name,
                 data=dict(seq_len=SEQ_LEN, vocab_size=2048))
+  for dotted, value in (config_extra or {}).items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
   (run / "config.json").write_text(json.dumps(config))
   stop = 0.5 if not finished else 1.0
   rows = []
@@ -69,7 +77,7 @@ def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: 
     f = stop * k / n_eval
     step = int(round(f * steps))
     tokens = step * BATCH * SEQ_LEN
-    loss = true_loss(objective, n, tokens, u, bump=bump) + rng.normal(0, noise)
+    loss = true_loss(objective, n, tokens, u, bump=bump) + loss_shift + rng.normal(0, noise)
     row = dict(step=step, split="eval", loss=loss, loss_se=EVAL_SE, n_tokens=4096,
                tokens_seen=tokens, epoch=tokens / u, flops=6.0 * n * tokens, wall_s=0.1 * step)
     rows.append(row)
@@ -81,7 +89,7 @@ def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: 
   if finished:
     best = min(evals, key=lambda r: r["loss"])
     last = evals[-1]
-    summary = dict(objective=objective, model_size=size_name(n), params_total=1.5 * n,
+    summary = dict(objective=objective, model_size=config["model_size"], params_total=1.5 * n,
                    params_non_embedding=n, unique_tokens=u, epochs=epochs,
                    tokens_seen=last["tokens_seen"], flops=last["flops"], seed=seed, steps=steps,
                    final_eval_loss=last["loss"], final_eval_loss_se=EVAL_SE,

@@ -95,10 +95,10 @@ def test_envelope_is_the_best_loss_within_e_epochs():
 
 
 def test_family_bootstrap_streams_are_independent():
-  from analysis import huber
+  from analysis import bootstrap
   a, b = study_fits.family_seed(0, "ar"), study_fits.family_seed(0, "mdm")
   assert a != b and study_fits.family_seed(0, "ar") == a
-  wa, wb = huber.bootstrap_weights(20, 50, a), huber.bootstrap_weights(20, 50, b)
+  wa, wb = bootstrap.bootstrap_weights(20, 50, a), bootstrap.bootstrap_weights(20, 50, b)
   assert not np.array_equal(wa, wb)
   # independent draws: per-replicate weight vectors are uncorrelated on average
   corr = np.mean([np.corrcoef(wa[i], wb[i])[0, 1] for i in range(50)])

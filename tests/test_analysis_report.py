@@ -63,7 +63,10 @@ def test_report_findings_recover_the_fabricated_truth(reported):
   assert fits["fits"]["R_D_star_ratio_mdm_over_ar"]["ci"][0] > 1
   chin = fits["fits"]["chinchilla"]["ar"]
   assert chin["status"] == "ok" and chin["params"]["alpha"] == pytest.approx(0.34, abs=0.03)
-  assert all(r["mc_accuracy"] == pytest.approx(0.3) for r in fits["downstream"])
+  assert all(r["points"][-1]["accuracy"] == pytest.approx(0.3) for r in fits["task"]["runs"])
+  task = fits["task"]  # eval.json holds the final checkpoint only: no curve, and the report says so
+  assert task["runs"] and all(r["source"].startswith("eval.json") for r in task["runs"])
+  assert "split='mc'" in task["trainer_must_record"]
 
 
 def test_report_markdown_says_what_is_missing_and_shows_figures(reported):
@@ -151,10 +154,11 @@ def test_report_flags_an_epoch_wise_double_descent_bump(tmp_path):
   assert report.main([f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}",
                       "--n_boot=0", "--no_plots"]) == 0
   dd = json.loads((tmp_path / "out" / "fits.json").read_text())["double_descent"]
-  assert [(p["x"], p["model_size"]) for p in dd["epoch_wise"]] == [(8.0, "m1000K")]
-  assert dd["epoch_wise"][0]["rise_z"] > 2 and dd["epoch_wise"][0]["fall_z"] > 2
+  peaked = [s for s in dd["series"] if s["peaks"]]
+  assert [(s["axis"], s["model_size"], s["peaks"][0]["x"]) for s in peaked] == [("epoch", "m1000K", 8.0)]
+  assert peaked[0]["peaks"][0]["rise_z"] > 2 and peaked[0]["peaks"][0]["fall_z"] > 2
   md = (tmp_path / "out" / "report.md").read_text()
-  assert "Epoch-wise, MDM m1000K at U = 1M: loss peaks at E = 8" in md
+  assert "| Epoch-wise (separate runs) | MDM | m1000K, U = 1M | 6 | independent | peak at E = 8 " in md
 
 
 def _cli(*args):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from analysis import study
+from analysis import critical
 from dlmscale.model import ModelConfig, Transformer
 from dlmscale.objectives import mdm_elbo_samples
 from dlmscale.masking import LinearSchedule
@@ -42,7 +42,7 @@ def test_c_crit_law_is_fitted_on_6nd_flops():
         rows.append(dict(objective=obj, unique_tokens=u, model_size="s1", epochs=float(e), N=n, D=d,
                          C=(6 if obj == "ar" else 7) * n * d, C_6ND=6 * n * d,
                          loss=l_ar if obj == "ar" else l_mdm, se=0.01))
-  cross = study.crossover_findings(pd.DataFrame(rows))
+  cross = critical.findings(pd.DataFrame(rows), n_boot=0)
   assert cross["c_crit_fit"]["flops"].startswith("6ND")
   six = cross["c_crit_6nd"]
   counted = {str(b["unique_tokens"]): b["c_crit"] for b in cross["per_budget"]}

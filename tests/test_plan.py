@@ -55,13 +55,12 @@ def test_scarcer_data_means_smaller_models_and_more_epochs():
 
 
 def test_replicates_pair_frozen_base_with_star_resamples():
-  chin = {"_samples": {k: np.full(5, float(i)) for i, k in enumerate(laws_chinchilla.PARAMS)}}
-  dcons = {"params": dict(C4), "_samples": {"rd": np.log(np.arange(1.0, 8.0)),
-                                            "R_D_star": np.arange(1.0, 8.0)}}
-  r = plan._replicates(chin, dcons)
+  chin = {k: np.full(5, float(i)) for i, k in enumerate(laws_chinchilla.PARAMS)}
+  dcons = {"rd": np.log(np.arange(1.0, 8.0)), "R_D_star": np.arange(1.0, 8.0)}
+  r = plan._replicates(chin, dcons, dict(C4))
   assert r["rd"].size == 5 and r["alpha"][0] == 3.0  # truncated to the shorter set
   assert np.all(r["rn"] == C4["rn"])  # not resampled: held at the fit
-  assert plan._replicates(chin, {"params": dict(C4)}) is None
+  assert plan._replicates(chin, None, dict(C4)) is None
 
 
 def test_extrapolation_names_what_lies_outside_the_fitted_range():

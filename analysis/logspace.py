@@ -1,4 +1,5 @@
-"""The robust log-space loss every law here is fitted with (Hoffmann et al.; Besiroglu et al.).
+"""The log-space pieces every law's fit shares: the robust loss of log residuals and a stable
+logsumexp (Hoffmann et al.; Besiroglu et al.).
 
 Residuals are log(predicted) - log(observed); the Huber loss (delta = 1e-3) is quadratic only for
 residuals under 0.1%, so a few bad points cannot drag the fit. Objectives are SUMMED over points,
@@ -12,20 +13,11 @@ import numpy as np
 DELTA = 1e-3
 
 
-def huber(r: np.ndarray, delta: float = DELTA) -> np.ndarray:
-  """scipy.special.huber(delta, r): r^2/2 inside delta, delta (|r| - delta/2) outside."""
-  c = np.clip(r, -delta, delta)
-  return c * (r - 0.5 * c)
-
-
 def huber_and_grad(r: np.ndarray, delta: float = DELTA) -> tuple[np.ndarray, np.ndarray]:
-  """Both at the cost of one clip: with c = clip(r), huber = c (r - c/2) and its derivative is c."""
+  """scipy.special.huber(delta, r) (r^2/2 inside delta, delta (|r| - delta/2) outside) and its
+  derivative, at the cost of one clip: with c = clip(r), huber = c (r - c/2) and the derivative is c."""
   c = np.clip(r, -delta, delta)
   return c * (r - 0.5 * c), c
-
-
-def huber_grad(r: np.ndarray, delta: float = DELTA) -> np.ndarray:
-  return np.clip(r, -delta, delta)
 
 
 def logsumexp_softmax(*z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -39,12 +31,3 @@ def logsumexp_softmax(*z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     total = total + ek
   inv = 1.0 / total
   return m + np.log(total), [ek * inv for ek in ez]
-
-
-def bootstrap_weights(n_points: int, n_boot: int, seed: int) -> np.ndarray:
-  """Resampling with replacement as integer counts per point, [n_boot, n_points]."""
-  rng = np.random.default_rng(seed)
-  idx = rng.integers(0, n_points, size=(n_boot, n_points))
-  w = np.zeros((n_boot, n_points))
-  np.add.at(w, (np.repeat(np.arange(n_boot), n_points), idx.ravel()), 1.0)
-  return w

@@ -1,0 +1,142 @@
+"""The study's answer (issue 21): crossover present / absent / inconclusive with its interval or
+bound, C_crit(U) recovered across budgets, the learning-rate choice from tuning-set losses only,
+the paired gap between the families' bests, and the task over training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import answer, collect, critical, paired, report_answer, report_md, study
+from dlmscale.data import evalset
+from test_analysis_fakeruns import make_run
+
+LOG_C = np.linspace(12.0, 15.0, 7)  # log10 FLOPs of the grid's runs
+
+
+def _points(u: float, ar_loss, mdm_loss, se: float) -> list[dict]:
+  rows = []
+  for obj, losses in (("ar", ar_loss), ("mdm", mdm_loss)):
+    for i, (x, l) in enumerate(zip(LOG_C, losses)):
+      rows.append(dict(objective=obj, unique_tokens=u, model_size=f"s{i}", epochs=1.0,
+                       label_noise=0.0, num_orders=1, N=1e6, C=10 ** x, C_6ND=10 ** x,
+                       loss=float(l), se=se))
+  return rows
+
+
+def _lines(x_cross: float, slope_gap: float = 0.2):
+  """AR falls 0.1 per decade; MDM falls faster and crosses it at log10 C = x_cross."""
+  ar = 4.0 - 0.1 * (LOG_C - 12)
+  return ar, ar - slope_gap * (LOG_C - x_cross)
+
+
+def test_crossover_present_absent_and_inconclusive_per_budget():
+  ar, mdm = _lines(13.5)
+  rows = _points(1e6, ar, mdm, 0.005)  # crosses at 10^13.5, MDM 0.3 ahead at the top
+  rows += _points(2e6, ar, ar + 0.2, 0.005)  # MDM 0.2 behind everywhere
+  rows += _points(3e6, ar, ar + 0.05 - 0.06 * (LOG_C == 15.0), 0.01)  # dips 0.01 below at the top
+  out = critical.findings(pd.DataFrame(rows), n_boot=100, seed=0)
+  by = {b["unique_tokens"]: b for b in out["per_budget"]}
+  present, absent, unsure = by[1e6], by[2e6], by[3e6]
+  assert present["verdict"] == "crosses" and present["c_crit"] == pytest.approx(10 ** 13.5, rel=1e-6)
+  lo, hi = present["c_crit_ci"]
+  assert lo < 10 ** 13.5 < hi and hi / lo < 1.5 and present["frac_crossing"] == 1.0
+  assert absent["verdict"] == "no crossover" and absent["bound"] == pytest.approx(1e15)
+  assert unsure["status"] == "crosses" and unsure["verdict"] == "inconclusive"
+  assert 0.0 < unsure["frac_crossing"] < 1.0
+  assert out["c_crit_fit"]["status"] == "not fitted" and "at 1 budget(s)" in out["c_crit_fit"]["reason"]
+  text = "\n".join(report_md.crossover_section(out))
+  assert "no crossover up to C = 1e+15 FLOPs" in text
+  assert f"95% CI {lo:.3g}–{hi:.3g} over the resamples that cross (100% of them)" in text
+  assert "U = 3M: inconclusive" in text and "C_crit(U) is not fitted" in text
+  words = {u: report_answer._cross_sentence(by[u]) for u in by}
+  assert words[2e6].startswith("no crossover up to C = 1e+15") and "inconclusive" in words[3e6]
+  assert "C_crit =" in words[1e6] and "C_crit" not in words[3e6]
+
+
+def test_c_crit_power_law_is_recovered_across_budgets_with_an_interval():
+  a_true, k_true = 2.0, 1e13  # C_crit = k (U/1e6)^a
+  budgets = (1e6, 10 ** 6.25, 10 ** 6.5, 10 ** 6.75)
+  rows = []
+  for u in budgets:
+    rows += _points(u, *_lines(np.log10(k_true * (u / 1e6) ** a_true)), 0.003)
+  out = critical.findings(pd.DataFrame(rows), n_boot=100, seed=1)
+  fit = out["c_crit_fit"]
+  assert fit["status"] == "ok" and fit["n_points"] == 4 and fit["flops"].startswith("6ND")
+  assert fit["exponent"] == pytest.approx(a_true, abs=0.01)
+  assert fit["coef_at_1e6"] == pytest.approx(k_true, rel=0.02)
+  lo, hi = fit["exponent_ci"]
+  assert lo < a_true < hi and hi - lo < 0.2
+  assert fit["published_at_budgets"][0] == pytest.approx(2.12e15)
+  text = "\n".join(report_answer.answer_section([], out, {}))
+  assert f"a = {fit['exponent']:.2f} (95% CI {lo:.2f}–{hi:.2f})" in text and "2.174" in text
+
+
+def test_learning_rate_is_chosen_on_tuning_losses_only(tmp_path):
+  """Tuning runs put AR's optimum at 1e-3 and MDM's at 3e-3; validation runs at 1e-2 score far
+  lower (on another set) and must not move the choice."""
+  for obj, best in (("ar", 1e-3), ("mdm", 3e-3)):
+    for lr in (3e-4, 1e-3, 3e-3, 1e-2):
+      make_run(tmp_path, objective=obj, n=1e5, u=1e6, epochs=1, name=f"tune-{obj}-{lr:g}",
+               loss_shift=0.1 * abs(np.log10(lr / best)),
+               config_extra={"eval.set": collect.TUNING_SET, "optim.lr": lr})
+    make_run(tmp_path, objective=obj, n=1e5, u=1e6, epochs=1, name=f"claim-{obj}",
+             loss_shift=-1.0, config_extra={"optim.lr": 1e-2})
+  runs = collect.collect(tmp_path).runs
+  sweep = {s["objective"]: s for s in answer.lr_sweep(runs)}
+  assert sweep["ar"]["chosen_lr"] == 1e-3 and sweep["mdm"]["chosen_lr"] == 3e-3
+  assert [p["lr"] for p in sweep["ar"]["points"]] == [3e-4, 1e-3, 3e-3, 1e-2]
+  assert not sweep["ar"]["at_edge"] and sweep["ar"]["used_by_claims"] == [1e-2]
+  assert sweep["mdm"]["runner_up"]["verdict"] == "positive"
+  pts = study.points(study.claim_runs(runs))  # the tuning runs never become grid points
+  assert sorted(pts["runs"]) == ["claim-ar", "claim-mdm"]
+  text = "\n".join(report_answer.lr_section(list(sweep.values())))
+  assert "| AR | m100K (U = 1M, E = 1) |" in text and "| 0.001 |" in text
+
+
+def _save_losses(run, doc_N, base_N, rng):
+  es = evalset.EvalSet(chunk_ids_N=np.arange(doc_N.size), document_N=doc_N,
+                       tokens_NxL=np.zeros((doc_N.size, 2), np.int32))
+  for r in (json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()):
+    if r["split"] == "eval":
+      loss_N = base_N + rng.normal(0, 0.01, doc_N.size)
+      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
+
+
+def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
+  rng = np.random.default_rng(0)
+  doc_N = np.repeat(np.arange(40), 2)
+  base_N = 4.0 + rng.normal(0, 1.0, 40)[doc_N]
+  runs = [make_run(tmp_path, objective="ar", n=1e6, u=1e6, epochs=e, name=f"ar-e{e}") for e in (1, 64)]
+  runs.append(make_run(tmp_path, objective="mdm", n=1e6, u=1e6, epochs=16, name="mdm-e16",
+                       loss_shift=-0.5))
+  for run in runs:
+    _save_losses(run, doc_N, base_N, rng)
+  # AR overfits past 8 epochs (its best evaluation of 4 is at epoch 16); the task, scored at each
+  # evaluation, falls after it
+  with (runs[1] / "metrics.jsonl").open("a") as fh:
+    for k, (acc, gap) in enumerate([(0.40, 0.30), (0.38, 0.25), (0.35, 0.2), (0.32, 0.12)]):
+      fh.write(json.dumps(dict(split="mc", step=100 * (k + 1), epoch=16.0 * (k + 1), mc_accuracy=acc,
+                               mc_accuracy_se=0.01, mc_nll_gap=gap, mc_nll_gap_se=0.02)) + "\n")
+  c = collect.collect(tmp_path)
+  pts = study.clean(study.points(c.runs))
+  (b,) = answer.bests(pts, c.runs)
+  g = b["gap"]
+  ar = b["families"]["ar"]
+  assert g["se_kind"] == paired.PAIRED and g["se"] < 0.01 and g["verdict"] == "positive"
+  assert g["ar_minus_mdm"] == pytest.approx(ar["loss"] - b["families"]["mdm"]["loss"])
+  assert ar["runs"] == ["ar-e64"] and ar["best_epoch"] < 20 and ar["best_flops"] > 0
+  task = answer.task_over_training([b], c.runs, c.curves)
+  (r,) = task["runs"]
+  assert r["run_name"] == "ar-e64" and r["source"].startswith("metrics.jsonl") and len(r["points"]) == 4
+  ch = r["accuracy_change_after_best"]
+  assert (ch["from_epoch"], ch["to_epoch"]) == (16.0, 64.0) and ch["value"] == pytest.approx(-0.08)
+  assert ch["verdict"] == "negative" and r["nll_gap_change_after_best"]["verdict"] == "negative"
+  assert task["trainer_must_record"] is None and task["without_task"] == ["mdm-e16"]
+  md = "\n".join(report_answer.task_section(task))
+  assert "accuracy fell (-0.080 ± 0.014) and the gap fell (-0.180 ± 0.028)" in md
+  text = "\n".join(report_answer.answer_section([b], dict(per_budget=[]), {}))
+  assert f"AR − MDM = {g['ar_minus_mdm']:.3f} (95% CI" in text and "diffusion's best is lower" in text
