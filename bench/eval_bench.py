@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from dlmscale import mc_scoring, objectives, restore, train, validation  # noqa: E402
+from dlmscale import checkpoint, mc_scoring, objectives, restore, train, validation  # noqa: E402
 from dlmscale.data import pipeline
 from dlmscale.masking import make_schedule  # noqa: E402
 from dlmscale.errors import UserError, cli_main  # noqa: E402
@@ -43,7 +43,7 @@ _NUM_SEQUENCES = flags.DEFINE_integer("num_sequences", 0, "validation chunks (0:
 
 
 def ensure_run(workdir: pathlib.Path, epochs: float) -> None:
-  if restore.checkpoint_steps(workdir):
+  if checkpoint.saved_steps(workdir / "checkpoints"):
     return
   cfg = quickstart.get_config("objective=mdm")
   cfg.epochs = epochs
@@ -57,7 +57,7 @@ def _terms_fn(run: restore.Run, k: int, seed: int):
 
   def terms(params, tokens_BxL, ids_B):
     B, L = tokens_BxL.shape
-    return mc_scoring.mdm_masked_terms(
+    return mc_scoring.choice_draws(
         params, run.apply_fn, tokens_BxL, jnp.zeros((B,), jnp.int32), jnp.full((B,), L), ids_B,
         mask_id=run.prepared.mask_id, schedule=schedule, num_samples=k, seed=seed,
         t_min=float(run.config.mdm.t_min))

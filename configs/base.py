@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from dlmscale.data.config import DataConfig
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
@@ -21,20 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.epochs = 1.0
   c.batch_size = 32  # global, in sequences
 
-  c.data = ml_collections.ConfigDict()
-  c.data.corpus = "python-stdlib"  # or a path / glob of .txt/.jsonl/.parquet files
-  c.data.format = "auto"  # auto | text | jsonl | parquet
-  c.data.text_field = "text"  # jsonl/parquet field holding the document
-  c.data.doc_separator = ""  # text files: split documents on this line (e.g. "\n\n"); "" = one per file
-  c.data.val_fraction = 0.05  # documents held out for validation...
-  c.data.val_tokens = 0  # ...or at least this many validation tokens (overrides the fraction when > 0)
-  c.data.vocab_size = 2048  # model vocabulary, including the reserved <mask> (last id)
-  c.data.seq_len = 256
-  c.data.tokenizer = ""  # a sentencepiece .model to use instead of training one
-  c.data.seed = 0  # document split, tokenizer training and the budget permutation
-  c.data.label_noise = 0.0  # fraction of training tokens replaced by uniform draws (dlmscale/data/label_noise.py)
-  c.data.cache_dir = ""  # "" = $DLMSCALE_CACHE or ~/.cache/dlmscale
-  c.data.num_workers = 0  # tokenizer processes; 0 = all cores
+  c.data = ml_collections.ConfigDict(DataConfig().to_dict())  # fields, defaults, help: dlmscale/data/config.py
 
   # Model: a ladder name (dlmscale/sizes.py) or "custom" with the fields below.
   c.model_size = "s1M"

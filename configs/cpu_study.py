@@ -30,7 +30,7 @@ SETTINGS: dict[str, Any] = {
     # one scoring costs ~6-8 validation passes (s0.4M, measured under load): raise N to save time
     "checkpoint.every_steps": 500, "log_every_steps": 20, "optim.warmup_frac": 0.05,
 }
-EVALS_PER_RUN = 8
+CPU_EVALS_PER_RUN = 8  # an int: grid.EVALS_PER_RUN is the per-scale table
 MIN_EVAL_INTERVAL = 4  # steps: a 6-step run evaluates at its end, not after every step
 DEFAULTS: dict[str, Any] = dict(objectives=["ar", "mdm"], sizes=["s0.1M", "s0.2M", "s0.4M"],
                                 unique=[6_400, 25_600], epochs=[1.0, 4.0, 16.0, 64.0], seeds=[0],
@@ -46,9 +46,8 @@ def options(arg: str | None, defaults: dict[str, Any] | None = None) -> dict[str
 
 def _point(obj: str, size: str, u: int, e: float, seed: int) -> dict[str, Any]:
   steps = grid.steps_for(u, e, SETTINGS["batch_size"], SETTINGS["data.seq_len"])
-  p = grid.point(obj, size, u, e, seed, "cpu")
-  p["eval.every_steps"] = max(-(-steps // EVALS_PER_RUN), MIN_EVAL_INTERVAL)
-  return p
+  every = max(-(-steps // CPU_EVALS_PER_RUN), MIN_EVAL_INTERVAL)
+  return grid.point(obj, size, u, e, seed, "cpu", **{"eval.every_steps": every})
 
 
 def points(o: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from configs import grid
+from dlmscale import flops
 
 AXES: dict[str, dict[str, Any]] = {
     "test": dict(objectives=["ar", "mdm"], sizes=["s0.1M"], unique=[20_000], epochs=[1.0, 2.0],
@@ -51,7 +52,7 @@ def sweep(arg: str | None = None) -> list[dict[str, Any]]:
   points = []
   for seed, u, e, size, obj in itertools.product(o["seeds"], o["unique"], o["epochs"], o["sizes"],
                                                  o["objectives"]):
-    if o["max_flops"] and grid.train_flops(size, u * e) > o["max_flops"]:
+    if o["max_flops"] and flops.nominal_train_flops(size, u * e) > o["max_flops"]:
       continue
     points.append(grid.point(obj, size, u, e, seed, o["scale"]))
   return grid.dedupe(points)

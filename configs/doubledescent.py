@@ -104,18 +104,17 @@ def _noisy(p: dict[str, Any], noise: float) -> dict[str, Any]:
 def _width_point(obj: str, width: int, o: dict[str, Any], seed: int) -> dict[str, Any]:
   u, e, scale = o["width_unique"], o["width_epochs"], o["scale"]
   s = grid.SCALES[scale]
-  steps = grid.steps_for(u, e, s["batch_size"], s["data.seq_len"])
   return {"objective": obj, "model_size": "custom", **width_shape(width, o["width_layers"]),
           "unique_tokens": int(u), "epochs": float(e), "seed": int(seed), "optim.lr": o["width_lr"],
-          "eval.every_steps": max(1, steps // grid.EVALS_PER_RUN[scale]),
+          "eval.every_steps": grid.eval_every(u, e, s["batch_size"], s["data.seq_len"], grid.EVALS_PER_RUN[scale]),
           "run_name": f"{obj}-d{width}L{o['width_layers']}-u{grid.human(u)}-e{grid.human(e)}-seed{seed}"}
 
 
 def _curve_point(obj: str, o: dict[str, Any], seed: int) -> dict[str, Any]:
   s = grid.SCALES[o["scale"]]
   p = grid.point(obj, o["curve_size"], o["curve_unique"], o["curve_epochs"], seed, o["scale"])
-  steps = grid.steps_for(o["curve_unique"], o["curve_epochs"], s["batch_size"], s["data.seq_len"])
-  return {**p, "optim.schedule": "constant", "eval.every_steps": max(1, steps // o["curve_evals"]),
+  every = grid.eval_every(o["curve_unique"], o["curve_epochs"], s["batch_size"], s["data.seq_len"], o["curve_evals"])
+  return {**p, "optim.schedule": "constant", "eval.every_steps": every,
           "run_name": p["run_name"] + "-curve"}
 
 

@@ -15,6 +15,7 @@ import ml_collections
 
 from configs import base
 from dlmscale import sizes
+from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 
 LIST_SEP = "+"  # `sizes=s1M+s3M`: commas already separate the key=value pairs
@@ -97,9 +98,17 @@ def _typed(key: str, text: str, default: Any) -> Any:
     raise UserError(f"config argument {key}={text!r} does not parse like its default {default!r}") from None
 
 
+def parse_bool(text: str) -> bool:
+  """true/false, 1/0, yes/no (any case); anything else is a ValueError, never a silent False."""
+  value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+  if value is None:
+    raise ValueError(f"not a boolean: {text!r}")
+  return value
+
+
 def _scalar(kind: type, text: str) -> Any:
   if kind is bool:
-    return text.lower() in ("1", "true", "yes")
+    return parse_bool(text)
   if kind is int:
     return int(float(parse_count(text)))
   if kind is float:
@@ -137,7 +146,13 @@ def run_name(objective: str, size: str, unique_tokens: int, epochs: float, seed:
 
 
 def steps_for(unique_tokens: int, epochs: float, batch_size: int, seq_len: int) -> int:
-  return max(1, int(unique_tokens * epochs // (batch_size * seq_len)))
+  """The trainer's step count (pipeline.exact_steps: exact, not float, arithmetic), at least 1."""
+  return max(1, pipeline.exact_steps(unique_tokens, epochs, batch_size, seq_len))
+
+
+def eval_every(unique_tokens: int, epochs: float, batch_size: int, seq_len: int, evals: int) -> int:
+  """An eval cadence giving about `evals` evaluations over the run."""
+  return max(1, steps_for(unique_tokens, epochs, batch_size, seq_len) // evals)
 
 
 def scale_config(scale: str) -> ml_collections.ConfigDict:
@@ -147,13 +162,14 @@ def scale_config(scale: str) -> ml_collections.ConfigDict:
 
 def point(objective: str, size: str, unique_tokens: int, epochs: float, seed: int, scale: str,
           **extra: Any) -> dict[str, Any]:
-  """One grid point's overrides: the axes, the size's lr, and an eval cadence of ~N evals per run."""
+  """One grid point's overrides: the axes, the size's lr, and an eval cadence of ~N evals per run
+  (unless `extra` sets eval.every_steps itself)."""
   s = SCALES[scale]
-  steps = steps_for(unique_tokens, epochs, s["batch_size"], s["data.seq_len"])
   out = {
       "objective": objective, "model_size": size, "unique_tokens": int(unique_tokens),
       "epochs": float(epochs), "seed": int(seed), "optim.lr": LR_BY_SIZE[size],
-      "eval.every_steps": max(1, steps // EVALS_PER_RUN[scale]),
+      "eval.every_steps": extra.get("eval.every_steps") or eval_every(
+          unique_tokens, epochs, s["batch_size"], s["data.seq_len"], EVALS_PER_RUN[scale]),
       "run_name": run_name(objective, size, unique_tokens, epochs, seed),
   }
   out.update(extra)
@@ -168,11 +184,6 @@ def dedupe(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if prev != p:
       raise UserError(f"two different grid points share the run name {p['run_name']!r}: {prev} vs {p}")
   return list(seen.values())
-
-
-def train_flops(size: str, tokens: float) -> float:
-  """6 N D with N the ladder's nominal non-embedding count: for sizing grids, not for analysis."""
-  return 6.0 * sizes.nominal_params(size) * tokens
 
 
 def _walk(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
@@ -205,9 +216,7 @@ def coerce_like(key: str, text: str, config: ml_collections.ConfigDict) -> Any:
   current = node[leaf]
   try:
     if isinstance(current, bool):
-      if text.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(text)
-      return text.lower() in ("true", "1")
+      return parse_bool(text)
     if isinstance(current, (int, float)):
       return type(current)(text)
   except ValueError:

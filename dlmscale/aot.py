@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dlmscale import flops, hardware, program, sharding
+from dlmscale import flops, hardware, program, run_config, sharding
 from dlmscale.data import pipeline, tokenizer
-from dlmscale import train as train_lib
 from dlmscale.errors import UserError
 
 TPU_INSTALL = ("install the TPU compiler into a separate venv: python3 -m venv tpu-venv && "
@@ -258,7 +257,7 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
 
   Config errors are UserErrors; a program the compiler rejects (e.g. out of HBM) raises its error.
   """
-  train_lib.validate(config)
+  run_config.validate(config)
   vocab, mask_id = vocab_and_mask(config)
   seq_len, batch, eval_batch = config.data.seq_len, config.batch_size, config.eval.batch_size
   mesh = sharding.make_mesh(config.mesh, devices)

@@ -175,15 +175,14 @@ class Checkpointer:
     self._mgr.close()
 
 
-def abstract_like(tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying the target shardings, so restore places shards directly."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+def saved_steps(directory: pathlib.Path) -> list[int]:
+  """The step directories, ascending (unreadable-<step> ones are set aside, not steps)."""
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
 
 def latest_step(directory: pathlib.Path) -> int | None:
-  """The newest step directory (unreadable-<step> ones are set aside, not steps)."""
-  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() else []
-  return max(steps) if steps else None
+  steps = saved_steps(directory)
+  return steps[-1] if steps else None
 
 
 def load_arrays(directory: pathlib.Path, step: int | None = None) -> dict:

@@ -25,6 +25,7 @@ checks the agreement.
 
 from __future__ import annotations
 
+from dlmscale import sizes
 from dlmscale.model import ModelConfig
 
 
@@ -59,3 +60,14 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> dict[str, float]:
 def train_flops_per_step(cfg: ModelConfig, seq_len: int, global_batch: int) -> float:
   """Model FLOPs of one optimizer step over the whole global batch."""
   return flops_per_token(cfg, seq_len)["train"] * seq_len * global_batch
+
+
+def train_flops_6nd(non_embedding_params: float, tokens: float) -> float:
+  """6 N D: the published laws' training compute (Kaplan et al. 2020), N non-embedding parameters."""
+  return 6 * non_embedding_params * tokens
+
+
+def nominal_train_flops(size: str, tokens: float, vocab_size: int = 0) -> float:
+  """6 N D with N a ladder size's nominal non-embedding count (plus V x d_model when vocab_size is
+  given): for sizing grids and ordering runs, not for analysis (which uses param_counts)."""
+  return train_flops_6nd(sizes.nominal_params(size) + vocab_size * sizes.shape(size).d_model, tokens)

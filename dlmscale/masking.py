@@ -84,14 +84,14 @@ class PolySchedule:
 
 
 def make_schedule(name: str, poly_exponent: float = 2.0) -> Schedule:
-  """Builds the schedule config.mdm.schedule names; an unknown name lists the valid ones."""
+  """The schedule called `name`; an unknown name lists the valid ones."""
   if name == "linear":
     return LinearSchedule()
   if name == "cosine":
     return CosineSchedule()
   if name == "poly":
     if not poly_exponent > 0:
-      raise UserError(f"config.mdm.poly_exponent must be > 0, got {poly_exponent}")
+      raise UserError(f"poly_exponent={poly_exponent} must be > 0")
     return PolySchedule(float(poly_exponent))
   raise UserError(
-      f"unknown config.mdm.schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+      f"unknown masking schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

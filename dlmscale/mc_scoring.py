@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlmscale.objectives import ESTIMATORS, elbo_weights, token_nll
 from dlmscale.masking import Schedule
+from dlmscale.objectives import ESTIMATORS, elbo_draws, elbo_weights, token_nll
 
 METHODS = ("ar", "elbo", "chain")
 PAD_MULTIPLE = 16
@@ -123,55 +123,34 @@ def ar_logprob(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B,
   return -jnp.sum(jnp.where(scored_BxL1, nll_BxL1, 0.0), axis=-1)
 
 
-def _item_corruption(item_key: jax.Array, k: jax.Array, num_samples: int, L: int,
-                     schedule: Schedule, t_min: float) -> tuple[jax.Array, jax.Array]:
-  """Sample k of K for one item: t_k = max((u + k/K) mod 1, t_min) and per-position draws."""
-  key_u, key_mask = jax.random.split(item_key)
-  t = jnp.mod(jax.random.uniform(key_u) + k.astype(jnp.float32) / num_samples, 1.0)
-  t = jnp.maximum(t, t_min)
-  return t, jax.random.uniform(jax.random.fold_in(key_mask, k), (L,)) < schedule.mask_prob(t)
+def choice_draws(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B, *,
+                 mask_id: int, schedule: Schedule, num_samples: int, seed: int,
+                 t_min: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """objectives.elbo_draws with only the choice positions maskable and item i seeded by its index:
+  t, the number masked and their summed NLL, each [K, B].
 
-
-def mdm_masked_terms(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B, *,
-                     mask_id: int, schedule: Schedule, num_samples: int, seed: int,
-                     t_min: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """For K stratified draws per item: t, the number masked and their summed NLL, each [K, B].
-
-  Only choice positions are ever masked. Item i draws from fold_in(PRNGKey(seed), i): with the
-  whole sequence as the choice (and the same t_min) this is exactly objectives.mdm_elbo_samples'
-  corruption. t_min > 0 clips t as training does (bounded 1/t weight, O(t_min^2) bias); the count
-  estimator wants t_min = 0 (its weight is exact for t ~ U(0, 1) and bounded anyway).
+  With the whole sequence as the choice (and the same t_min) these are exactly the draws of the
+  unconditional ELBO. t_min > 0 clips t as training does (bounded 1/t weight, O(t_min^2) bias); the
+  count estimator wants t_min = 0 (its weight is exact for t ~ U(0, 1) and bounded anyway).
   """
-  L = tokens_BxL.shape[1]
-  base = jax.random.PRNGKey(seed)
-  keys_B = jax.vmap(lambda i: jax.random.fold_in(base, i))(item_B.astype(jnp.uint32))
-  choice_BxL = _choice_mask(L, start_B, length_B)
-
-  def one_sample(k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    t_B, draw_BxL = jax.vmap(
-        lambda key: _item_corruption(key, k, num_samples, L, schedule, t_min))(keys_B)
-    mask_BxL = choice_BxL & draw_BxL
-    nll_BxL = token_nll(apply_fn(params, jnp.where(mask_BxL, mask_id, tokens_BxL)), tokens_BxL,
-                        mask_id)
-    masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
-    return t_B, jnp.sum(mask_BxL, axis=-1).astype(jnp.float32), masked_sum_B
-
-  return jax.lax.map(one_sample, jnp.arange(num_samples))
+  maskable_BxL = _choice_mask(tokens_BxL.shape[1], start_B, length_B)
+  return elbo_draws(params, apply_fn, tokens_BxL, item_B, maskable_BxL, mask_id=mask_id,
+                    schedule=schedule, num_samples=num_samples, seed=seed, t_min=t_min)
 
 
-def mdm_elbo_samples(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B, *,
-                     mask_id: int, schedule: Schedule, num_samples: int, seed: int,
-                     estimator: str = "time", t_min: float = 0.0) -> jax.Array:
+def choice_elbo_samples(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B, *,
+                        mask_id: int, schedule: Schedule, num_samples: int, seed: int,
+                        estimator: str = "time", t_min: float = 0.0) -> jax.Array:
   """K conditional-ELBO terms [K, B] (nats for the whole choice); their mean estimates the bound."""
-  t_KxB, n_KxB, sum_KxB = mdm_masked_terms(params, apply_fn, tokens_BxL, start_B, length_B, item_B,
-                                           mask_id=mask_id, schedule=schedule,
-                                           num_samples=num_samples, seed=seed, t_min=t_min)
+  t_KxB, n_KxB, sum_KxB = choice_draws(params, apply_fn, tokens_BxL, start_B, length_B, item_B,
+                                       mask_id=mask_id, schedule=schedule,
+                                       num_samples=num_samples, seed=seed, t_min=t_min)
   return elbo_weights(estimator, schedule, t_KxB, n_KxB, length_B) * sum_KxB
 
 
 def mdm_elbo_score(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, item_B, **kw
                    ) -> jax.Array:
-  return -jnp.mean(mdm_elbo_samples(params, apply_fn, tokens_BxL, start_B, length_B, item_B, **kw),
+  return -jnp.mean(choice_elbo_samples(params, apply_fn, tokens_BxL, start_B, length_B, item_B, **kw),
                    axis=0)
 
 

@@ -139,19 +139,22 @@ def elbo_weights(estimator: str, schedule: Schedule, t_KxB, n_masked_KxB, length
   raise UserError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
-def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
-               mask_BxL: jax.Array, mask_id: int, schedule: Schedule, estimator: str = "time",
-               n_positions: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Per-sequence weighted masked NLL / n_positions (default L: every position maskable), and the
-  unweighted masked NLL sum."""
-  L = tokens_BxL.shape[-1] if n_positions is None else n_positions
-  x_t_BxL = jnp.where(mask_BxL, mask_id, tokens_BxL)
-  nll_BxL = token_nll(apply_fn(params, x_t_BxL), tokens_BxL, mask_id)
+def masked_nll(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, mask_BxL: jax.Array,
+               mask_id: int) -> tuple[jax.Array, jax.Array]:
+  """The denoiser on x_t (mask_BxL replaced by <mask>): per sequence the number of masked positions
+  and the sum of -log p(x0_i | x_t) over them."""
+  nll_BxL = token_nll(apply_fn(params, jnp.where(mask_BxL, mask_id, tokens_BxL)), tokens_BxL, mask_id)
   masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
-  n_masked_B = jnp.sum(mask_BxL, axis=-1).astype(jnp.float32)
-  weight_B = elbo_weights(estimator, schedule, t_B, n_masked_B, jnp.full(t_B.shape, L))
-  loss_B = weight_B * masked_sum_B / L
-  return loss_B, masked_sum_B
+  return jnp.sum(mask_BxL, axis=-1).astype(jnp.float32), masked_sum_B
+
+
+def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
+               mask_BxL: jax.Array, mask_id: int, schedule: Schedule) -> tuple[jax.Array, jax.Array]:
+  """Per-sequence weighted masked NLL / L (every position maskable), and the unweighted masked NLL sum."""
+  L = tokens_BxL.shape[-1]
+  n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id)
+  weight_B = elbo_weights("time", schedule, t_B, n_masked_B, jnp.full(t_B.shape, L))
+  return weight_B * masked_sum_B / L, masked_sum_B
 
 
 def mdm_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
@@ -172,14 +175,38 @@ def mdm_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
   return jnp.mean(loss_B), aux
 
 
-def _eval_corruption(seq_key: jax.Array, k: jax.Array, num_samples: int, length: int,
-                     schedule: Schedule, t_min: float) -> tuple[jax.Array, jax.Array]:
-  """Sample k of K for one sequence: depends only on (seq_key, k), never on batch layout."""
-  key_u, key_mask = jax.random.split(seq_key)
+def corruption(key: jax.Array, k: jax.Array, num_samples: int, maskable_L: jax.Array,
+               schedule: Schedule, t_min: float) -> tuple[jax.Array, jax.Array]:
+  """Draw k of K for one sequence: t_k = max((u + k/K) mod 1, t_min), and which maskable positions it
+  masks. Depends only on (key, k), never on the batch layout."""
+  key_u, key_mask = jax.random.split(key)
   t = jnp.mod(jax.random.uniform(key_u) + k.astype(jnp.float32) / num_samples, 1.0)
   t = jnp.maximum(t, t_min)
-  mask_L = jax.random.uniform(jax.random.fold_in(key_mask, k), (length,)) < schedule.mask_prob(t)
-  return t, mask_L
+  draw_L = jax.random.uniform(jax.random.fold_in(key_mask, k), maskable_L.shape) < schedule.mask_prob(t)
+  return t, draw_L & maskable_L
+
+
+def elbo_draws(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, ids_B: jax.Array,
+               maskable_BxL: jax.Array, *, mask_id: int, schedule: Schedule, num_samples: int,
+               seed: int, t_min: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """K stratified draws per row: t, the number masked and their summed NLL, each [K, B].
+
+  Row b draws from fold_in(PRNGKey(seed), ids_B[b]) and masks only its maskable positions: the
+  unconditional ELBO (every position, or AR's L - 1) and the conditional one of choice scoring
+  (mc_scoring: the choice's positions) are this one estimator. Draws run one after another
+  (lax.map): memory stays at one B x L x V logits tensor.
+  """
+  base = jax.random.PRNGKey(seed)
+  keys_B = jax.vmap(lambda i: jax.random.fold_in(base, i))(ids_B.astype(jnp.uint32))
+
+  def one_draw(k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    t_B, mask_BxL = jax.vmap(
+        lambda key, maskable_L: corruption(key, k, num_samples, maskable_L, schedule, t_min))(
+            keys_B, maskable_BxL)
+    n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id)
+    return t_B, n_masked_B, masked_sum_B
+
+  return jax.lax.map(one_draw, jnp.arange(num_samples))
 
 
 def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
@@ -196,33 +223,18 @@ def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
   The clip matters: with the 1/t weight a lone masked token at t -> 0 gives the estimator infinite
   variance (log-divergent), while the integrand is smooth at 0, so clipping biases the bound by only
   O(t_min^2). The count estimator draws t unclipped: its weight (L+1)/|S| is exact only for
-  t ~ U(0, 1) and bounded anyway. Samples run one after another (lax.map): memory stays at one
-  B x L x V logits tensor.
+  t ~ U(0, 1) and bounded anyway.
   """
   B, L = tokens_BxL.shape
-  t_min = 0.0 if estimator == "count" else t_min
   if positions not in EVAL_POSITIONS:
-    raise UserError(f"eval.mdm_positions={positions!r}: choose one of {', '.join(EVAL_POSITIONS)}")
-  shifted = positions == "shifted"
-  base = jax.random.PRNGKey(eval_seed)
-  keys_B = jax.vmap(lambda s: jax.random.fold_in(base, s))(seq_ids_B.astype(jnp.uint32))
-
-  def one_sample(k: jax.Array) -> jax.Array:
-    t_B, mask_BxL = jax.vmap(
-        lambda key: _eval_corruption(key, k, num_samples, L, schedule, t_min))(keys_B)
-    if shifted:
-      mask_BxL = mask_BxL & (jnp.arange(L) > 0)[None, :]
-    loss_B, _ = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule, estimator,
-                           n_positions=L - 1 if shifted else L)
-    return loss_B
-
-  return jax.lax.map(one_sample, jnp.arange(num_samples))
-
-
-def _t_min(config: ml_collections.ConfigDict) -> float:
-  if not 0.0 <= config.mdm.t_min < 1.0:
-    raise UserError(f"config.mdm.t_min must be in [0, 1), got {config.mdm.t_min} (default 1e-3)")
-  return float(config.mdm.t_min)
+    raise ValueError(f"positions={positions!r}: choose one of {', '.join(EVAL_POSITIONS)}")
+  n_positions = L - 1 if positions == "shifted" else L
+  maskable_BxL = jnp.broadcast_to(jnp.arange(L) >= L - n_positions, (B, L))
+  t_KxB, n_KxB, sum_KxB = elbo_draws(
+      params, apply_fn, tokens_BxL, seq_ids_B, maskable_BxL, mask_id=mask_id, schedule=schedule,
+      num_samples=num_samples, seed=eval_seed, t_min=0.0 if estimator == "count" else t_min)
+  weight_KxB = elbo_weights(estimator, schedule, t_KxB, n_KxB, jnp.full((B,), n_positions))
+  return weight_KxB * sum_KxB / n_positions
 
 
 def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
@@ -234,7 +246,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
     return functools.partial(ar_loss, mask_id=mask_id)
   if config.objective == "mdm":
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
-    return functools.partial(mdm_loss, mask_id=mask_id, schedule=schedule, t_min=_t_min(config))
+    return functools.partial(mdm_loss, mask_id=mask_id, schedule=schedule, t_min=float(config.mdm.t_min))
   raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")
 
 
@@ -252,15 +264,10 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
       return ar_nll_per_sequence(params, apply_fn, tokens_BxL, mask_id)
     return ar_eval
   if config.objective == "mdm":
-    if config.eval.mc_samples < 1:
-      raise UserError(f"config.eval.mc_samples must be >= 1, got {config.eval.mc_samples}")
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
-    t_min, num_samples, seed = _t_min(config), int(config.eval.mc_samples), int(config.eval.seed)
+    t_min, num_samples, seed = float(config.mdm.t_min), int(config.eval.mc_samples), int(config.eval.seed)
     estimator = config.eval.mdm_estimator
     positions = str(config.eval.get("mdm_positions", "all"))
-    if positions not in EVAL_POSITIONS:
-      raise UserError(f"eval.mdm_positions={positions!r}: choose one of {', '.join(EVAL_POSITIONS)}")
-    elbo_weights(estimator, schedule, jnp.ones(1), jnp.ones(1), jnp.ones(1))  # bad choices fail now
 
     def mdm_eval(params, apply_fn, tokens_BxL, seq_ids_B):
       samples_KxB = mdm_elbo_samples(

@@ -50,6 +50,7 @@ class Setup:
   schedule: optax.Schedule
   abstract_state: Any
   compiler_options: dict[str, str] | None  # what the steps were compiled with (xla_options.py)
+  apply_fn: Callable[..., jax.Array]  # (params, tokens_BxL) -> logits_BxLxV, under the axis rules
 
 
 def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
@@ -147,6 +148,7 @@ class _Programs:
   train_step: Callable
   eval_step: Callable
   abstract_state: Any
+  apply_fn: Callable
 
 
 def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
@@ -196,7 +198,7 @@ def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
   return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
                    jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
-                   eval_step=eval_step, abstract_state=abstract_state)
+                   eval_step=eval_step, abstract_state=abstract_state, apply_fn=apply_fn)
 
 
 def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,
@@ -219,7 +221,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
                batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
                train_step=BoundStep(progs.train_step, run_args(config, total_steps), mesh), eval_step=progs.eval_step,
                schedule=schedule, abstract_state=progs.abstract_state,
-               compiler_options=compiler_options)
+               compiler_options=compiler_options, apply_fn=progs.apply_fn)
 
 
 def put_batch(local_BxL: np.ndarray, setup: Setup) -> jax.Array:

@@ -12,7 +12,6 @@ import json
 import pathlib
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -24,16 +23,6 @@ from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 
 
-def make_apply_fn(model_cfg: model_lib.ModelConfig) -> Callable[[Any, jax.Array], jax.Array]:
-  """model.apply under the logical axis rules, as training ran it; holds no parameters."""
-  model = model_lib.Transformer(model_cfg)
-
-  def apply_fn(params, tokens_BxL: jax.Array) -> jax.Array:
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES):
-      return model.apply({"params": params}, tokens_BxL)
-  return apply_fn
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
   workdir: pathlib.Path
@@ -42,7 +31,11 @@ class Run:
   setup: program.Setup
   params: Any
   step: int
-  apply_fn: Callable[[Any, jax.Array], jax.Array]  # (params, tokens_BxL) -> logits_BxLxV
+
+  @property
+  def apply_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
+    """(params, tokens_BxL) -> logits_BxLxV: the model as the run's program applies it."""
+    return self.setup.apply_fn
 
   @property
   def mesh(self) -> Mesh:
@@ -76,9 +69,12 @@ def read_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(rundir.with_legacy_defaults(rundir.config_without_records(stored)))
 
 
-def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
-  ckpt = workdir / "checkpoints"
-  return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+def data_differences(meta: dict, prepared: pipeline.Prepared) -> list[str]:
+  """What of the prepared data (train, val, tokenizer) differs from a checkpoint's record of its data:
+  the one comparison the trainer's resume and the evaluator's load both make."""
+  saved = dict(meta.get("data_sha256") or {})
+  saved.setdefault("tokenizer", meta.get("tokenizer_sha256"))
+  return rundir.data_differences({k: v for k, v in saved.items() if v}, prepared.sha256s())
 
 
 def _mesh(config: ml_collections.ConfigDict) -> Mesh:
@@ -93,7 +89,7 @@ def load_run(workdir: str | pathlib.Path,
   """The run's newest readable checkpoint; `edit` may change eval settings (e.g. mc_samples) first."""
   workdir = pathlib.Path(workdir)
   config = read_config(workdir)
-  if not checkpoint_steps(workdir):
+  if not checkpoint.saved_steps(workdir / "checkpoints"):
     raise UserError(f"{workdir} has no checkpoint yet (nothing in {workdir / 'checkpoints'}); train "
                     "it first with python -m dlmscale.main --workdir=... or wait for its first save "
                     "(config.checkpoint.every_steps)")
@@ -112,8 +108,9 @@ def load_run(workdir: str | pathlib.Path,
     ckpt.close()
   if restored is None:
     raise UserError(f"{workdir / 'checkpoints'} holds no checkpoint; train the run first")
-  if restored.meta.get("tokenizer_sha256"):
-    pipeline.check_tokenizer_matches(prepared, restored.meta["tokenizer_sha256"])
-  return Run(workdir, config, prepared, setup, restored.state.params, restored.step,
-             make_apply_fn(setup.model_cfg))
+  tokenizer = [d for d in data_differences(restored.meta, prepared) if d.startswith("tokenizer")]
+  if tokenizer:
+    raise UserError(f"the checkpoint's tokenizer differs from the prepared data's in {prepared.root} "
+                    f"({tokenizer[0]}); use the same data settings as the checkpoint's run, or start a new run")
+  return Run(workdir, config, prepared, setup, restored.state.params, restored.step)
 

@@ -1,4 +1,4 @@
-"""The run directory: config.json, metrics.jsonl, summary.json and a lock, as DESIGN.md specifies.
+"""The run directory: config.json, metrics.jsonl, summary.json and a lock, as docs/architecture.md maps it.
 
 A workdir belongs to one configuration. Re-running with the same config resumes; a different one is
 refused, so a typo on the command line can never mix two experiments in one metrics file.

@@ -20,20 +20,23 @@ class Shape:
   d_ff: int
 
 
+# name   d_model n_layers n_heads d_ff
+_LADDER_TABLE = """
+s0.1M     64   2   2   192
+s0.2M     64   4   2   192
+s0.4M     96   4   3   256
+s1M      128   5   4   352
+s3M      192   6   6   512
+s10M     256  12   4   688
+s25M     384  14   6  1024
+s50M     512  16   8  1376
+s100M    640  20  10  1728
+s250M   1024  20  16  2752
+s500M   1280  26  20  3456
+s1B     1792  26  28  4800
+"""
 LADDER: dict[str, Shape] = {
-    "s0.1M": Shape(d_model=64, n_layers=2, n_heads=2, d_ff=192),
-    "s0.2M": Shape(d_model=64, n_layers=4, n_heads=2, d_ff=192),
-    "s0.4M": Shape(d_model=96, n_layers=4, n_heads=3, d_ff=256),
-    "s1M": Shape(d_model=128, n_layers=5, n_heads=4, d_ff=352),
-    "s3M": Shape(d_model=192, n_layers=6, n_heads=6, d_ff=512),
-    "s10M": Shape(d_model=256, n_layers=12, n_heads=4, d_ff=688),
-    "s25M": Shape(d_model=384, n_layers=14, n_heads=6, d_ff=1024),
-    "s50M": Shape(d_model=512, n_layers=16, n_heads=8, d_ff=1376),
-    "s100M": Shape(d_model=640, n_layers=20, n_heads=10, d_ff=1728),
-    "s250M": Shape(d_model=1024, n_layers=20, n_heads=16, d_ff=2752),
-    "s500M": Shape(d_model=1280, n_layers=26, n_heads=20, d_ff=3456),
-    "s1B": Shape(d_model=1792, n_layers=26, n_heads=28, d_ff=4800),
-}
+    name: Shape(*map(int, dims)) for name, *dims in map(str.split, _LADDER_TABLE.strip().splitlines())}
 
 
 def nominal_params(name: str) -> float:

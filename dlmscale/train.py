@@ -21,55 +21,12 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, compile_cache, flops, hardware, orders, phases, program, rundir, sharding
+from dlmscale import checkpoint, compile_cache, flops, hardware, phases, program, restore, rundir, sharding
 from dlmscale import task_curve, validation
-from dlmscale.data import evalset, label_noise, pipeline
+from dlmscale.data import evalset, pipeline
 from dlmscale.errors import TrainingDiverged, UserError
+from dlmscale.run_config import validate
 from dlmscale.tb import ScalarWriter
-
-
-def _require(ok: bool, message: str) -> None:
-  if not ok:
-    raise UserError(message)
-
-
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Every range the config must satisfy, checked before anything is read or written.
-
-  Comparisons are written `not (x > 0)` style so NaN fails them too.
-  """
-  _require(config.objective in ("ar", "mdm"), f"objective must be 'ar' or 'mdm', got {config.objective!r}")
-  for key in ("unique_tokens", "batch_size", "log_every_steps"):
-    _require(config[key] > 0, f"{key} must be positive, got {config[key]}")
-  _require(_is_number(config.epochs) and config.epochs > 0,
-           f"epochs must be a positive number, got {config.epochs}")
-  _require(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
-  _require(config.data.seq_len > 1, f"data.seq_len must be at least 2, got {config.data.seq_len}")
-  orders.num_orders(config)  # bad token-order settings fail before the run directory exists
-  label_noise.check_fraction(config.data.get("label_noise", 0.0))
-  for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
-                    ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
-    _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")
-  n = config.eval.task_every
-  _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0,
-           f"eval.task_every must be a whole number >= 0 (0 = off), got {n!r}")
-  o = config.optim
-  _require(_is_number(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}")
-  for key in ("warmup_frac", "min_lr_ratio", "decay_frac"):
-    _require(_is_number(o[key]) and 0 <= o[key] <= 1, f"optim.{key} must lie in [0, 1], got {o[key]}")
-  for key in ("b1", "b2"):
-    _require(_is_number(o[key]) and 0 <= o[key] < 1, f"optim.{key} must lie in [0, 1), got {o[key]}")
-  _require(_is_number(o.eps) and o.eps > 0, f"optim.eps must be positive, got {o.eps}")
-  for key in ("weight_decay", "grad_clip", "warmup_steps"):
-    _require(_is_number(o[key]) and o[key] >= 0, f"optim.{key} must be >= 0, got {o[key]}")
-  _require(_is_number(config.mdm.t_min) and 0 < config.mdm.t_min < 1,
-           f"mdm.t_min must lie in (0, 1), got {config.mdm.t_min}")
-  # The budget needs no data: a sequence length no budget can fill fails here, not after preparing.
-  pipeline.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
 
 
 def _fault_injection() -> tuple[str, int] | None:
@@ -167,18 +124,11 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
   lock = rundir.WorkdirLock(workdir) if primary else None
   try:
     if primary:
-      rundir.claim_config(workdir, config, data_sha256(prepared), allow_new_data)
+      rundir.claim_config(workdir, config, prepared.sha256s(), allow_new_data)
     return _run(config, workdir, primary, prepared, setup, total, val_set, it, allow_new_data, clock)
   finally:
     if lock:
       lock.release()
-
-
-def data_sha256(prepared: pipeline.Prepared) -> dict[str, str]:
-  """Content hashes of what the run trains and is evaluated on (from the data's manifest)."""
-  splits = prepared.manifest["splits"]
-  return {"train": splits["train"]["sha256"], "val": splits["val"]["sha256"],
-          "tokenizer": prepared.tokenizer_sha256}
 
 
 def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
@@ -214,9 +164,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
 def _check_same_data(meta: dict, prepared: pipeline.Prepared, allow_new_data: bool) -> None:
   """The checkpoint's record of its data against the data prepared now (config.json is checked
   first; this catches a checkpoint copied between runs)."""
-  saved = dict(meta.get("data_sha256") or {})
-  saved.setdefault("tokenizer", meta.get("tokenizer_sha256"))
-  diffs = rundir.data_differences({k: v for k, v in saved.items() if v}, data_sha256(prepared))
+  diffs = restore.data_differences(meta, prepared)
   if diffs and not allow_new_data:
     raise UserError(
         f"the checkpoint was trained on other data than is prepared in {prepared.root} "
@@ -329,7 +277,7 @@ class _Loop:
   def save(self, step: int, state) -> None:
     meta = {"wall_s": self.wall_s(), "window": self.window.sums(),
             "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step,
-            "data_sha256": data_sha256(self.prepared)}
+            "data_sha256": self.prepared.sha256s()}
     self.ckpt.save(step, state, self.it.get_state(), meta)
 
   def run(self, state) -> dict | None:

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 
 from configs.grid import apply_overrides, coerce_like
-from dlmscale import sizes
+from dlmscale import flops, sizes
 from dlmscale.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ def estimate_cost(config: ml_collections.ConfigDict) -> float:
   """Relative training cost 6 (N + V d) U E, for ordering and ETAs; 1.0 for custom shapes."""
   if config.model_size not in sizes.LADDER:
     return 1.0
-  n = sizes.nominal_params(config.model_size) + config.data.vocab_size * sizes.shape(config.model_size).d_model
-  return 6.0 * n * config.unique_tokens * config.epochs
+  return flops.nominal_train_flops(config.model_size, config.unique_tokens * config.epochs,
+                                   config.data.vocab_size)
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:

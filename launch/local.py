@@ -31,54 +31,21 @@ import time
 from typing import Any, TextIO
 
 from dlmscale import cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.errors import cli_main
 from dlmscale.rundir import check_workdir
+from launch import cpus
 from launch import grids as grid_lib
 from launch import manifest as mf
 from launch import worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
-USER_ERROR_RC = 2
+USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 ATTEMPT_MARK = "=== "
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
 MAX_UNEXPECTED_STOPS = 3
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
 STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no summary.json, before the point counts as failed
-
-
-def usable_cpus() -> list[int]:
-  return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
-def check_parallel(parallel: int, n_cpus: int) -> int:
-  """Threads per run. Every run needs a core of its own: more runs than cores only thrash."""
-  if parallel < 1:
-    raise UserError(f"--parallel={parallel}: use 1 or more concurrent runs")
-  if parallel > n_cpus:
-    raise UserError(
-        f"--parallel={parallel} asks for more concurrent runs than this machine can run: only "
-        f"{n_cpus} CPU core(s) are usable here and each run needs at least one. Use --parallel={n_cpus} "
-        "or less (the cores are split evenly between runs).")
-  return n_cpus // parallel
-
-
-def thread_env(threads: int, parallel: int, base_xla_flags: str = "") -> dict[str, str]:
-  """Environment that keeps one run on `threads` cores (empty for a lone run: it may use them all)."""
-  if parallel == 1:
-    return {}
-  n = str(threads)
-  xla = f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
-  return {
-      "XLA_FLAGS": f"{base_xla_flags} {xla}".strip(),
-      "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-      "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
-      "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # accelerator memory is shared between the runs
-  }
-
-
-def slot_cpus(cpus: list[int], slot: int, threads: int) -> list[int]:
-  return cpus[slot * threads:(slot + 1) * threads]
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -107,8 +74,8 @@ class Launcher:
                names: list[str]):
     self.grid, self.workdir, self.args, self.names = grid, workdir, args, names
     self.todo = [n for n in names if not mf.is_finished(workdir, n)]
-    self.cpus = usable_cpus()
-    self.threads = check_parallel(args.parallel, len(self.cpus))
+    self.cpus = cpus.usable_cpus()
+    self.threads = cpus.check_parallel(args.parallel, len(self.cpus))
     self.active: dict[str, Active] = {}
     self.workers = worker_lib.Pool(  # one long-lived worker per slot (unless --noworkers)
         lambda slot: worker_lib.Handle(self._env(), REPO_ROOT, workdir / WORKER_LOGS / f"slot{slot}.log",
@@ -136,12 +103,12 @@ class Launcher:
   def _env(self) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-    env.update(thread_env(self.threads, self.args.parallel, env.get("XLA_FLAGS", "")))
+    env.update(cpus.thread_env(self.threads, self.args.parallel, env.get("XLA_FLAGS", "")))
     return env
 
   def _pinned(self, slot: int) -> list[int] | None:
     pin = self.args.parallel > 1 and self.args.pin_cpus and hasattr(os, "sched_setaffinity")
-    return slot_cpus(self.cpus, slot, self.threads) if pin else None
+    return cpus.slot_cpus(self.cpus, slot, self.threads) if pin else None
 
   def _worker_job(self, name: str, slot: int, lock: mf.RunLock) -> worker_lib.Job:
     request = {"name": name, "spec": self.grid.spec, "overrides": self.grid.points[name],
@@ -353,8 +320,8 @@ def dry_run(grid: grid_lib.Grid, workdir: pathlib.Path, names: list[str], args: 
   existing = mf.read(workdir)
   mf.check_compatible(workdir, existing, grid, args.extend)
   recorded = (existing or {"runs": {}})["runs"]
-  threads = check_parallel(args.parallel, len(usable_cpus()))
-  env = thread_env(threads, args.parallel)
+  threads = cpus.check_parallel(args.parallel, len(cpus.usable_cpus()))
+  env = cpus.thread_env(threads, args.parallel)
   print(f"# {len(names)} point(s) of {grid.spec} (grid hash {grid.hash}) into {workdir}; "
         f"{args.parallel} at a time, {threads} thread(s) each; nothing is run or written")
   if env:
@@ -403,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     names = grid_lib.select_names(grid, args.only)
     if args.dry_run:
       return dry_run(grid, workdir, names, args)
-    check_parallel(args.parallel, len(usable_cpus()))  # before anything is written
+    cpus.check_parallel(args.parallel, len(cpus.usable_cpus()))  # before anything is written
     check_workdir(workdir)
     mf.init(workdir, grid, launcher="local", extend=args.extend)
     mf.refresh(workdir)

@@ -37,8 +37,8 @@ REMOTE_REPO = "~/dlmscale"
 REMOTE_TARBALL = "/tmp/dlmscale.tgz"
 LIBTPU_INDEX = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 SKIP_IN_TARBALL = {".venv", ".git", "__pycache__", ".pytest_cache", "runs", ".ci"}
-USER_ERROR_RC = 2
-DIVERGED_RC = 3  # dlmscale.main: the loss became NaN/inf; a retry would diverge again
+USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
+DIVERGED_RC = cli_guard.EXIT_DIVERGED  # dlmscale.main: the loss became NaN/inf; a retry would diverge again
 
 
 class Gcloud:

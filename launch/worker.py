@@ -91,7 +91,7 @@ def point_config(spec: str, overrides: dict[str, Any]):
 
 def train_point(request: dict[str, Any]) -> int | str:
   """Trains one point in this process; the status `python -m dlmscale.main` would exit with."""
-  from dlmscale import cpu_devices, train  # noqa: PLC0415
+  from dlmscale import cli_guard, cpu_devices, train  # noqa: PLC0415
   from dlmscale.errors import TrainingDiverged, UserError  # noqa: PLC0415
   try:
     config = point_config(request["spec"], request["overrides"])
@@ -106,10 +106,10 @@ def train_point(request: dict[str, Any]) -> int | str:
     raise
   except UserError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
+    return cli_guard.EXIT_USER_ERROR
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
-    return 3
+    return cli_guard.EXIT_DIVERGED
   if summary is None:
     raise Stopped(0)  # the loop checkpointed on a signal: this worker stops too
   return 0

@@ -17,6 +17,7 @@ import pytest
 from configs import base
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
+from dlmscale import restore
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 
@@ -187,9 +188,10 @@ def test_given_tokenizer_reproduces_the_same_chunks(tiny, tmp_path):
   assert not given.manifest["tokenizer"]["trained"]
   with pytest.raises(UserError, match=r"299 pieces.*V=300.*vocab_size=512.*--vocab_size=300"):
     pipeline.prepare(cfg(root / "corpus", tmp_path, tokenizer=str(p.tokenizer_path), vocab_size=512))
-  pipeline.check_tokenizer_matches(p, p.tokenizer_sha256)
-  with pytest.raises(UserError, match="differs"):
-    pipeline.check_tokenizer_matches(p, "0" * 64)
+  assert restore.data_differences({"tokenizer_sha256": p.tokenizer_sha256}, p) == []
+  assert [d.split()[0] for d in restore.data_differences({"tokenizer_sha256": "0" * 64}, p)] == ["tokenizer"]
+  assert [d.split()[0] for d in restore.data_differences(
+      {"data_sha256": {**p.sha256s(), "val": "1" * 64}}, p)] == ["val"]
 
 
 def test_val_tokens_holds_out_at_least_that_many(tiny, tmp_path):

@@ -136,7 +136,7 @@ def test_conditional_elbo_equals_exact_enumeration(estimator, k):
   n = 64
   tokens = jnp.asarray([list(ctx) + list(choice)] * n, jnp.int32)
   args = (tokens, jnp.full((n,), 5), jnp.full((n,), 3), jnp.arange(n))
-  per_item = np.asarray(mc_scoring.mdm_elbo_samples(
+  per_item = np.asarray(mc_scoring.choice_elbo_samples(
       params, apply_fn, *args, mask_id=SMALL_MASK, schedule=LinearSchedule(), num_samples=k,
       seed=0, estimator=estimator), np.float64).mean(0)
   mc, se = per_item.mean(), per_item.std(ddof=1) / np.sqrt(n)

@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from configs import cpu_study, datacons, doubledescent, grid, isoflop, orders, quickstart
 from dlmscale import model as model_lib
-from dlmscale import sizes
+from dlmscale import flops, sizes
 from dlmscale.errors import UserError
 from launch import grids
 
@@ -90,7 +90,7 @@ def test_datacons_scales_follow_the_study_design():
   assert {p["model_size"] for p in cpu} == {"s0.1M", "s0.4M", "s1M", "s3M"}
   assert {p["unique_tokens"] for p in cpu} == {250_000, 1_000_000}
   assert {p["epochs"] for p in cpu} == {1.0, 4.0, 16.0, 64.0}
-  assert all(grid.train_flops(p["model_size"], p["unique_tokens"] * p["epochs"]) <= 2e13 for p in cpu)
+  assert all(flops.nominal_train_flops(p["model_size"], p["unique_tokens"] * p["epochs"]) <= 2e13 for p in cpu)
   full = datacons.sweep("scale=cpu,max_flops=0")
   assert len(full) == 2 * 4 * 2 * 4 and len(cpu) < len(full)
   cluster = datacons.sweep("scale=cluster")
@@ -116,11 +116,11 @@ def test_isoflop_points_spend_their_budget_in_one_epoch(scale):
   opts = isoflop.AXES[scale]
   for p in isoflop.sweep(f"scale={scale}"):
     assert p["epochs"] == 1.0
-    spent = grid.train_flops(p["model_size"], p["unique_tokens"])
+    spent = flops.nominal_train_flops(p["model_size"], p["unique_tokens"])
     assert any(math.isclose(spent, b, rel_tol=5e-3) for b in opts["budgets"]), p["run_name"]
   per_budget = {}
   for p in isoflop.sweep(f"scale={scale}"):
-    c = grid.train_flops(p["model_size"], p["unique_tokens"])
+    c = flops.nominal_train_flops(p["model_size"], p["unique_tokens"])
     per_budget.setdefault(round(math.log10(c), 1), set()).add(p["model_size"])
   assert max(len(s) for s in per_budget.values()) >= 2  # a profile needs several sizes per budget
 

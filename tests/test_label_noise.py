@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import rundir, train
+from dlmscale import rundir, run_config, train
 from dlmscale.data import label_noise, pipeline
 from dlmscale.errors import UserError
 
@@ -95,7 +95,7 @@ def test_bad_fractions_are_refused_before_training(tiny_corpus, data_cache, valu
   if isinstance(value, float):
     cfg = tiny_config(tiny_corpus, data_cache, **{"data.label_noise": value})
     with pytest.raises(UserError, match="label_noise"):
-      train.validate(cfg)
+      run_config.validate(cfg)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from launch import local
+from launch import cpus, local
 from test_launch_fakes import REPO, TESTS, fake_env, ledger_events
 
 GRID = "configs/datacons.py:scale=test"
@@ -105,7 +105,7 @@ def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kil
   report = json.loads((workdir / "report" / "report.json").read_text())
   assert report["done"] == sorted(NAMES)
   # Threads: two runs share the cores evenly, each pinned to its own.
-  k = len(local.usable_cpus()) // 2
+  k = len(cpus.usable_cpus()) // 2
   assert {e["omp"] for e in starts} == {str(k)}
   assert all(e["xla"] == f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={k}" for e in starts)
   assert all(len(e["cpus"]) == k for e in starts) and not set(starts[0]["cpus"]) & set(starts[1]["cpus"])
@@ -205,13 +205,13 @@ def test_grid_file_without_sweep_is_refused(tmp_path, capsys):
 
 
 def test_parallel_beyond_the_cores_is_refused(tmp_path, capsys):
-  n = len(local.usable_cpus())
+  n = len(cpus.usable_cpus())
   workdir = tmp_path / "grid"
   assert local.main([f"--config={GRID}", f"--workdir={workdir}", f"--parallel={n + 1}"]) == 2
   err = capsys.readouterr().err
   assert f"--parallel={n + 1} asks for more concurrent runs" in err and f"--parallel={n} or less" in err
   assert not workdir.exists()
-  assert local.check_parallel(n, n) == 1 and local.check_parallel(1, n) == n
+  assert cpus.check_parallel(n, n) == 1 and cpus.check_parallel(1, n) == n
 
 
 def test_unknown_set_key_is_refused(tmp_path, capsys):
@@ -232,11 +232,11 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path, capsys):
 
 
 def test_thread_env_splits_cores():
-  assert local.thread_env(4, parallel=1) == {}  # a lone run keeps every core
-  env = local.thread_env(3, parallel=2, base_xla_flags="--xla_dump_to=/tmp/x")
+  assert cpus.thread_env(4, parallel=1) == {}  # a lone run keeps every core
+  env = cpus.thread_env(3, parallel=2, base_xla_flags="--xla_dump_to=/tmp/x")
   assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=3"
   assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
-  assert local.slot_cpus([0, 1, 2, 3, 4, 5], slot=1, threads=3) == [3, 4, 5]
+  assert cpus.slot_cpus([0, 1, 2, 3, 4, 5], slot=1, threads=3) == [3, 4, 5]
 
 
 @pytest.mark.slow

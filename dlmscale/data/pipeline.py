@@ -28,6 +28,7 @@ from dlmscale.data import label_noise as label_noise_lib
 from dlmscale.data import evalset
 from dlmscale.data import preprocess
 from dlmscale.data import tokenizer as tok
+from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,22 +52,29 @@ class Prepared:
   tokenizer_path: pathlib.Path
   tokenizer_sha256: str
 
+  def sha256s(self) -> dict[str, str]:
+    """Content hashes of what a run trains and is evaluated on (from the manifest)."""
+    splits = self.manifest["splits"]
+    return {"train": splits["train"]["sha256"], "val": splits["val"]["sha256"],
+            "tokenizer": self.tokenizer_sha256}
+
 
 # --- preparing ------------------------------------------------------------------------------------
 
 
-def prepare(data_cfg: ml_collections.ConfigDict, *, out_dir: str | os.PathLike | None = None) -> Prepared:
+def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
+            out_dir: str | os.PathLike | None = None) -> Prepared:
   """Prepared data for `data_cfg`, built at most once per distinct input (cached, locked, atomic).
 
   The directory is `out_dir` when given, else a name derived from the inputs' hash under
   data_cfg.cache_dir, $DLMSCALE_CACHE or ~/.cache/dlmscale. A directory holding data prepared from
   other inputs is never overwritten.
   """
-  cfg = _settings(data_cfg)
-  corpus = corpus_lib.open_corpus(cfg["corpus"], cfg["format"], cfg["text_field"], cfg["doc_separator"])
-  given, vocab_size = None, cfg["vocab_size"]
-  if cfg["tokenizer"]:
-    given = pathlib.Path(cfg["tokenizer"]).expanduser().resolve()
+  cfg = DataConfig.of(data_cfg)
+  corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator)
+  given, vocab_size = None, cfg.vocab_size
+  if cfg.tokenizer:
+    given = pathlib.Path(cfg.tokenizer).expanduser().resolve()
     vocab_size = _given_vocab_size(tok.load(given), given, vocab_size)
   elif vocab_size < 2:
     raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
@@ -74,20 +82,20 @@ def prepare(data_cfg: ml_collections.ConfigDict, *, out_dir: str | os.PathLike |
       "version": PREP_VERSION,
       "corpus": corpus.fingerprint(),
       "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
-      "text_field": cfg["text_field"] if set(corpus.formats) - {"text"} else "",  # only where it is read
+      "text_field": cfg.text_field if set(corpus.formats) - {"text"} else "",  # only where it is read
       "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
-      "val_fraction": 0.0 if cfg["val_tokens"] else cfg["val_fraction"],
-      "val_tokens": cfg["val_tokens"],
+      "val_fraction": 0.0 if cfg.val_tokens else cfg.val_fraction,
+      "val_tokens": cfg.val_tokens,
       "vocab_size": vocab_size,
-      "seq_len": cfg["seq_len"],
-      "seed": cfg["seed"],
+      "seq_len": cfg.seq_len,
+      "seed": cfg.seed,
       "tokenizer_sha256": tok.file_sha256(given) if given else "",
   }
   key = chunks.cache_key(inputs)
   if out_dir:
     root = pathlib.Path(out_dir).expanduser().resolve()
   else:
-    root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg["seq_len"], key)
+    root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg.seq_len, key)
   found = _existing(root, inputs)
   if found:
     return found
@@ -116,26 +124,6 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
       tokenizer_path=tok_path, tokenizer_sha256=m["tokenizer"]["sha256"])
 
 
-def _settings(data_cfg) -> dict:
-  from configs import base  # pylint: disable=g-import-not-at-top  (the one schema of defaults)
-  defaults = base.get_config().data.to_dict()
-  get = data_cfg.get if hasattr(data_cfg, "get") else lambda k, d: getattr(data_cfg, k, d)
-  cfg = {k: get(k, v) for k, v in defaults.items()}
-  for name in ("vocab_size", "seq_len", "val_tokens", "seed", "num_workers"):
-    try:
-      cfg[name] = int(cfg[name])
-    except (TypeError, ValueError):
-      raise UserError(f"data.{name}={cfg[name]!r} is not an integer") from None
-  cfg["val_fraction"] = float(cfg["val_fraction"])
-  if cfg["seq_len"] < 2:
-    raise UserError(f"seq_len={cfg['seq_len']} must be at least 2")
-  if cfg["seed"] < 0:
-    raise UserError(f"data.seed={cfg['seed']} must be >= 0")
-  if cfg["val_tokens"] < 0 or not 0.0 <= cfg["val_fraction"] < 1.0:
-    raise UserError("val_tokens must be >= 0 and val_fraction in [0, 1)")
-  return cfg
-
-
 def _given_vocab_size(sp: spm.SentencePieceProcessor, path: pathlib.Path, vocab_size: int) -> int:
   v = tok.model_vocab_size(sp)
   if vocab_size not in (0, v):
@@ -144,8 +132,8 @@ def _given_vocab_size(sp: spm.SentencePieceProcessor, path: pathlib.Path, vocab_
   return v
 
 
-def _cache_dir(cfg: dict) -> pathlib.Path:
-  d = cfg["cache_dir"] or os.environ.get("DLMSCALE_CACHE") or "~/.cache/dlmscale"
+def _cache_dir(cfg: DataConfig) -> pathlib.Path:
+  d = cfg.cache_dir or os.environ.get("DLMSCALE_CACHE") or "~/.cache/dlmscale"
   return pathlib.Path(d).expanduser().resolve()
 
 
@@ -176,16 +164,20 @@ def steps_for_budget(unique_tokens: int, epochs: float, global_batch: int, seq_l
     raise UserError(f"batch_size={global_batch} and seq_len={seq_len} must be positive")
   if unique_tokens < 1:
     raise UserError(f"unique_tokens={unique_tokens} must be positive")
-  e = _exact(epochs, "epochs")
   if unique_tokens < global_batch * seq_len:
     raise UserError(f"unique_tokens={unique_tokens:,} is smaller than one batch (batch_size={global_batch} x "
                     f"seq_len={seq_len} = {global_batch * seq_len:,} tokens); raise unique_tokens or lower "
                     "batch_size")
-  steps = math.floor(unique_tokens * e / (global_batch * seq_len))
+  steps = exact_steps(unique_tokens, epochs, global_batch, seq_len)
   if steps < 1:
-    raise UserError(f"unique_tokens x epochs = {float(unique_tokens * e):,.0f} tokens is less than one batch "
+    raise UserError(f"unique_tokens x epochs = {float(unique_tokens * _exact(epochs, 'epochs')):,.0f} tokens is less than one batch "
                     f"({global_batch * seq_len:,} tokens); raise epochs or unique_tokens")
   return steps
+
+
+def exact_steps(unique_tokens: int, epochs: float, global_batch: int, seq_len: int) -> int:
+  """floor(U * E / (B * L)) in exact arithmetic, unchecked: floats give 28 steps for 100 x 0.29."""
+  return math.floor(unique_tokens * _exact(epochs, "epochs") / (global_batch * seq_len))
 
 
 def budget_chunk_ids(n_train_chunks: int, unique_tokens: int, seq_len: int, seed: int) -> np.ndarray:
@@ -274,14 +266,6 @@ def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
   return tok.load(prepared.tokenizer_path)
 
 
-def check_tokenizer_matches(prepared: Prepared, tokenizer_sha256: str) -> None:
-  """UserError if a checkpoint was trained with another tokenizer than this data's."""
-  if tokenizer_sha256 != prepared.tokenizer_sha256:
-    raise UserError(f"the checkpoint's tokenizer (sha256 {tokenizer_sha256[:12]}...) differs from the prepared "
-                    f"data's in {prepared.root} ({prepared.tokenizer_sha256[:12]}...); use the same data settings "
-                    "as the checkpoint's run, or start a new run")
-
-
 # --- command line --------------------------------------------------------------------------------
 
 
@@ -305,22 +289,15 @@ def summary(prepared: Prepared) -> str:
 
 
 def _define_flags():
+  """One flag per DataConfig field (its default and help), plus --out_dir."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from configs import base  # pylint: disable=g-import-not-at-top
-  d = base.get_config().data
-  flags.DEFINE_string("corpus", d.corpus, "python-stdlib, or a path / directory / glob of text, .jsonl, .parquet")
   flags.DEFINE_string("out_dir", "", "write the prepared data exactly here (default: a cache directory)")
-  flags.DEFINE_string("cache_dir", d.cache_dir, "cache root when no --out_dir ($DLMSCALE_CACHE, ~/.cache/dlmscale)")
-  flags.DEFINE_enum("format", d.format, list(corpus_lib.FORMATS), "input format (auto: by file extension)")
-  flags.DEFINE_string("text_field", d.text_field, "JSONL/Parquet field holding the document text")
-  flags.DEFINE_string("doc_separator", d.doc_separator, r"text files: split documents on this (e.g. '\n\n')")
-  flags.DEFINE_float("val_fraction", d.val_fraction, "fraction of documents held out for validation")
-  flags.DEFINE_integer("val_tokens", d.val_tokens, "hold out at least this many validation tokens (overrides)")
-  flags.DEFINE_integer("vocab_size", d.vocab_size, "model vocabulary incl. <mask> (0: from --tokenizer)")
-  flags.DEFINE_integer("seq_len", d.seq_len, "tokens per chunk")
-  flags.DEFINE_string("tokenizer", d.tokenizer, "a sentencepiece .model to use instead of training one")
-  flags.DEFINE_integer("seed", d.seed, "document split, tokenizer training and budget permutation")
-  flags.DEFINE_integer("num_workers", d.num_workers, "tokenizer threads (0: all cores)")
+  define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string}
+  for f in dataclasses.fields(DataConfig):
+    if f.name == "format":
+      flags.DEFINE_enum(f.name, f.default, list(corpus_lib.FORMATS), f.metadata["help"])
+    elif f.name != "label_noise":  # applied to training batches, not to prepared data
+      define[f.type](f.name, f.default, f.metadata["help"])
   return flags.FLAGS
 
 
@@ -330,9 +307,7 @@ def _main() -> int:
   from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top
   cli_guard.parse_absl(flags.FLAGS, sys.argv)
   f = flags.FLAGS
-  cfg = ml_collections.ConfigDict({k: f[k].value for k in (
-      "corpus", "cache_dir", "format", "text_field", "doc_separator", "val_fraction", "val_tokens",
-      "vocab_size", "seq_len", "tokenizer", "seed", "num_workers")})
+  cfg = DataConfig.of({k.name: f[k.name].value for k in dataclasses.fields(DataConfig) if k.name in f})
   print(summary(prepare(cfg, out_dir=f.out_dir or None)))
   return 0
 

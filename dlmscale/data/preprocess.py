@@ -20,21 +20,22 @@ import sentencepiece as spm
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
 from dlmscale.data import tokenizer as tok
+from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
 
 _ENCODE_BATCH_CHARS = 8 << 20  # documents handed to sentencepiece's threads at once
 _CHARS_PER_TOKEN_GUESS = 5.0  # first guess when holding out a token count (corrected by measuring)
 
 
-def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: dict, inputs: dict, key: str,
+def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs: dict, key: str,
           given: pathlib.Path | None) -> None:
   """Writes tokenizer.model, train.bin, val.bin and manifest.json into `tmp`."""
   start = time.time()
   doc_chars = np.fromiter((len(d) for d in corpus.iter_docs()), dtype=np.int64)
   if doc_chars.size == 0:
     raise UserError(f"corpus {corpus.spec!r} is empty: its {len(corpus.files)} file(s) hold no document text")
-  vocab_size, seq_len, workers = inputs["vocab_size"], cfg["seq_len"], cfg["num_workers"]
-  perm = corpus_lib.doc_permutation(doc_chars.size, cfg["seed"])
+  vocab_size, seq_len, workers = inputs["vocab_size"], cfg.seq_len, cfg.num_workers
+  perm = corpus_lib.doc_permutation(doc_chars.size, cfg.seed)
   tok_path = tmp / chunks.TOKENIZER
   if given:
     shutil.copyfile(given, tok_path)
@@ -72,10 +73,10 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: dict, inputs: dict,
                     f"seq_len={seq_len}; raise val_fraction or set val_tokens >= {seq_len}")
   chunks.write_manifest(tmp, {
       "inputs": inputs, "key": key,
-      "source": {"corpus": corpus.spec, "format": cfg["format"], "text_field": cfg["text_field"],
+      "source": {"corpus": corpus.spec, "format": cfg.format, "text_field": cfg.text_field,
                  "doc_separator": corpus.doc_separator, **inputs["corpus"]},
       "python_version": platform.python_version(), "sentencepiece_version": spm.__version__,
-      "seed": cfg["seed"], "vocab_size": vocab_size, "mask_id": vocab_size - 1, "eod_id": sp.eos_id(),
+      "seed": cfg.seed, "vocab_size": vocab_size, "mask_id": vocab_size - 1, "eod_id": sp.eos_id(),
       "seq_len": seq_len, "dtype": dtype.name,
       "tokenizer": {"file": chunks.TOKENIZER, "sha256": tok.file_sha256(tok_path), "pieces": sp.get_piece_size(),
                     "trained": not given, "source": str(given) if given else "trained on the training split"},
@@ -85,7 +86,7 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: dict, inputs: dict,
   })
 
 
-def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, cfg: dict, vocab_size: int,
+def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, cfg: DataConfig, vocab_size: int,
            tok_path: pathlib.Path, trained: bool) -> tuple[int, list[list[int]] | None]:
   """How many of `perm`'s first documents are validation (and their tokens, when already encoded).
 
@@ -94,16 +95,16 @@ def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, c
   characters, measure, and on a miss retrain with more candidates (rare).
   """
   n = doc_chars.size
-  if not cfg["val_tokens"]:
-    n_val = corpus_lib.val_doc_count(n, cfg["val_fraction"])
+  if not cfg.val_tokens:
+    n_val = corpus_lib.val_doc_count(n, cfg.val_fraction)
     if trained:
       _train_tokenizer(corpus, perm[:n_val], cfg, vocab_size, tok_path)
     return n_val, None
   if n < 2:
     raise UserError(f"the corpus has only {n} document: nothing is left for validation; add documents "
                     "or split files into documents with --doc_separator")
-  seq_len = cfg["seq_len"]
-  target = math.ceil(cfg["val_tokens"] / seq_len) * seq_len  # whole chunks holding at least val_tokens
+  seq_len = cfg.seq_len
+  target = math.ceil(cfg.val_tokens / seq_len) * seq_len  # whole chunks holding at least val_tokens
   chars_per_token, m = _CHARS_PER_TOKEN_GUESS, 0
   cum_chars = np.cumsum(doc_chars[perm])
   while True:
@@ -111,13 +112,13 @@ def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, c
     m = min(n - 1, max(want, 2 * m, 1))
     if trained:
       _train_tokenizer(corpus, perm[:m], cfg, vocab_size, tok_path)
-    encoded = tok.encode(tok.load(tok_path), _docs_at(corpus, perm[:m]), cfg["num_workers"])
+    encoded = tok.encode(tok.load(tok_path), _docs_at(corpus, perm[:m]), cfg.num_workers)
     cum = np.cumsum([len(t) + 1 for t in encoded])
     if cum[-1] >= target:
       n_val = int(np.searchsorted(cum, target)) + 1
       return n_val, encoded[:n_val]
     if m >= n - 1:
-      raise UserError(f"val_tokens={cfg['val_tokens']} is more than the corpus can hold out: all but one of its "
+      raise UserError(f"val_tokens={cfg.val_tokens} is more than the corpus can hold out: all but one of its "
                       f"{n} documents give {int(cum[-1])} tokens; lower val_tokens")
     chars_per_token = 1.25 * cum_chars[m - 1] / cum[-1]
 
@@ -128,9 +129,9 @@ def _docs_at(corpus: corpus_lib.Corpus, order: np.ndarray) -> list[str]:
   return [found[i] for i in order.tolist()]
 
 
-def _train_tokenizer(corpus: corpus_lib.Corpus, held_out: np.ndarray, cfg: dict, vocab_size: int,
+def _train_tokenizer(corpus: corpus_lib.Corpus, held_out: np.ndarray, cfg: DataConfig, vocab_size: int,
                      path: pathlib.Path) -> None:
   """Trains on every document except the held-out ones (the validation split or its candidates)."""
   skip = set(held_out.tolist())
   docs = (d for i, d in enumerate(corpus.iter_docs()) if i not in skip)
-  tok.train(tok.training_sentences(docs), vocab_size - 1, path, seed=cfg["seed"], workers=cfg["num_workers"])
+  tok.train(tok.training_sentences(docs), vocab_size - 1, path, seed=cfg.seed, workers=cfg.num_workers)
