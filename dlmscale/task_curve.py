@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dlmscale import builtin_task, evaluate, mc_scoring, program, restore, sharding
+from dlmscale import builtin_task, evaluate, mc_scoring, program, sharding
 from dlmscale import model as model_lib
 from dlmscale.data import pipeline
 
@@ -69,7 +69,7 @@ class TaskCurve:
     self.config, self.prepared, self.setup = config, prepared, setup
     self.method = evaluate.scoring_method(config.objective, "")
     self.items = build_items(config, prepared, setup.model_cfg.max_len)
-    self.apply_fn = restore.make_apply_fn(setup.model_cfg)  # one object: one compiled scorer per run
+    self.apply_fn = setup.apply_fn  # one object: one compiled scorer per run
 
   def put(self, global_B: np.ndarray) -> jax.Array:
     """Every host holds the whole task, as with validation batches."""
