@@ -52,6 +52,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(config.data.seq_len > 1, f"data.seq_len must be at least 2, got {config.data.seq_len}")
   orders.num_orders(config)  # bad token-order settings fail before the run directory exists
   label_noise.check_fraction(config.data.get("label_noise", 0.0))
+  _require(config.eval.get("set", "val") in evalset.SETS,
+           f"eval.set must be one of {', '.join(evalset.SETS)}, got {config.eval.get('set')!r}")
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
                     ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
     _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")
@@ -155,7 +157,7 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
   with clock.phase("data"):
-    val_set = data.eval_set(prepared, config.eval.num_sequences)
+    val_set = data.eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
     it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                              global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count(), label_noise=config.data.label_noise)
@@ -385,7 +387,7 @@ class _Loop:
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
         "n_sequences": self.val_set.tokens_NxL.shape[0], "eval_documents": self.val_set.n_documents,
-        "eval_se": "clustered by document",
+        "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
         "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
