@@ -1,12 +1,15 @@
-"""The README's first job: a small slice of the CPU study, end to end, in minutes on 2 CPU cores.
+"""The README's first job: a slice of the CPU study, end to end, in under 10 minutes on 2 CPU cores.
 
-AR and diffusion, model s0.2M, U = 6.4k unique tokens of the default corpus repeated for
-1, 4, 16 and 64 epochs (8 runs), then the analysis report:
+AR and diffusion at sizes s0.1M and s0.2M on U = 25.6k unique tokens of the default corpus: per
+family and size one long run (AR 32 epochs, diffusion 256, each evaluated 32 times along the way)
+and a 1-epoch run (8 runs, the study's own points), then the analysis report:
 
   python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart
 
-One run of it (the first point of the narrowed grid; argument keys as in configs/cpu_study.py,
-lists joined with '+'):
+Budget (2 idle cores, cpu_study.ESTIMATE_S_PER_MTOK): (0.82M + 6.55M + 2 x 0.026M tokens) x (60 +
+85 s per M tokens) / 2 cores = ~540 s of training, plus evaluation and start-up.
+
+One run of it (argument keys as in configs/cpu_study.py, lists joined with '+'):
 
   python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16 --workdir=runs/qs-mdm
 """
@@ -19,8 +22,8 @@ import ml_collections
 
 from configs import cpu_study, grid
 
-DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.2M"], "unique": [6_400],
-                            "noise_seeds": [], "long_epochs": []}
+DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.1M", "s0.2M"], "unique": [25_600],
+                            "noise_seeds": []}
 
 
 def sweep(arg: str | None = None) -> list[dict[str, Any]]:
