@@ -1,34 +1,36 @@
 """The CPU study: at a fixed number of unique tokens U, does masked diffusion overtake AR with compute?
 
-Both objectives x 4 sizes (s0.1M, s0.2M, s0.4M, s1M: 10x in non-embedding parameters) x 3 unique
-budgets (U = 25.6k, 102.4k, 409.6k tokens: 200, 800, 3200 chunks of 128), seed 0. Each (family,
-size, U) is one long run, evaluated EVALS_PER_RUN times along the way, so its eval curve shows where
-it is best and how it overfits after (epochs_for: AR 32 / 16 / 8 epochs, diffusion 256 / 64 / 16 at
-the three budgets, the same tokens for diffusion at every U), plus a 1-epoch run (the fresh-data
-points the Chinchilla fit needs). Seed 1 repeats the s0.1M / 25.6k slice. Batch 16 x 128 tokens:
-diffusion's longest runs take 3,200 optimizer steps. Every run is scored on eval.set=val (67
-validation documents, 96 sequences), held apart from the tune set that chose the learning rates:
-LR_BY_SIZE[size] x the family's multiplier from docs/cpu_study/lr_choice.json (configs/lr_sweep.py
-runs the sweep, launch/lr_choice.py writes the file).
+Both objectives x 4 sizes (s0.1M, s0.2M, s0.4M, s1M; exact non-embedding counts 0.107M to 1.005M,
+9.4x) x 3 unique budgets (U = 12.8k, 51.2k, 204.8k tokens: 100, 400, 1600 chunks of 128), seed 0.
+Each (family, size, U) is one long run evaluated EVALS_PER_RUN = 32 times along the way, so its
+curve shows where it is best and how it overfits after (LONG_EPOCHS: AR 32 / 16 / 8 epochs,
+diffusion 512 / 64 / 16), plus a 1-epoch run (the fresh-data points the Chinchilla fit needs).
+Seed 1 repeats the s0.1M / 12.8k slice. Batch 16 x 128 tokens: diffusion's longest runs take 3,200
+optimizer steps. Every run is scored on eval.set=val (96 sequences over 67 validation documents),
+held apart from the tune set that chose the learning rates: LR_BY_SIZE[size] x the family's
+multiplier in docs/cpu_study/lr_choice.json (configs/lr_sweep.py runs the sweep, launch/lr_choice.py
+writes the file; its two commands come first when the choice is to be redone).
 
 Re-run (both resumable: re-running a stopped command continues; finished runs are skipped):
 
   python -m launch.local --config=configs/cpu_study.py --workdir=runs/cpu_study --parallel=2
   python -m analysis.report --runs=runs/cpu_study --out=docs/cpu_study
 
-Budget (estimate, 2 idle cores): training tokens per size = AR (25.6k x 32 + 102.4k x 16 + 409.6k x
-8 = 5.73M) + diffusion (3 x 6.55M = 19.66M) + 1-epoch runs (2 x 0.54M) = 26.5M. Seconds per
-million tokens with --parallel=2 (one core per run), from ESTIMATE_S_PER_MTOK below: s0.1M 60,
-s0.2M 85, s0.4M 130, s1M 200 -> 26.5M x (60 + 85 + 130 + 200) = 12,600 core-seconds of training,
-+ 10% evaluation, + the seed slice (7.4M x 60 = 440) = ~14,300 core-seconds / 2 cores = ~2.0 hours,
-plus the lr sweep (configs/lr_sweep.py: ~0.5 hour). Over the 2-hour target by about half an hour;
-what was given up to get this close: separate runs per epoch count (one long run's curve instead,
-so an intermediate epoch is scored mid-schedule, not annealed), sizes above s1M, diffusion past 16
-epochs at U = 409.6k (there it gives a bound, not a minimum) and 512+ epochs at U = 25.6k.
-How long it took: not yet measured on an idle host (see docs/cpu_study/PROVENANCE.md).
+Budget, 2 idle cores (estimate_seconds; rates measured as CPU-seconds, see ESTIMATE_S_PER_MTOK):
+training tokens per size = AR (12.8k x 32 + 51.2k x 16 + 204.8k x 8 = 2.87M) + diffusion (6.55M +
+3.28M + 3.28M = 13.11M) + 1-epoch runs (0.54M) = 16.5M (s0.1M: 23.5M with the seed slice).
+Core-seconds = 23.5 x 46 + 16.5 x (74 + 114 + 188) = 7,290 for training, + 1,190 for the 32
+evaluations per run (diffusion: 96 sequences x 4 samples, a third of a step's cost per token) + 52
+starts x 10 s = 9,000 core-seconds / 2 cores = 4,500 s = 75 minutes; the lr sweep adds 18
+(configs/lr_sweep.py): ~93 minutes in all, under the 2-hour target. Given up to get there: separate
+runs per epoch count (one long run's curve instead, so an intermediate epoch is read mid-schedule,
+not annealed), sizes above s1M (s3M alone would add ~50 minutes), diffusion past 16 epochs at U =
+204.8k (there it gives a bound, not a minimum), 1024 epochs at U = 12.8k, and the larger budgets the
+issue suggested (25.6k-410k: twice the tokens per run). How long it took: not yet measured on an
+idle host (partial runs on the shared host: docs/cpu_study/PROVENANCE.md).
 
-Argument keys (lists joined with '+'): objectives, sizes, unique, epochs (empty: epochs_for's table;
-else these epochs at every U), single_epoch, seeds, noise_seeds, noise_size, noise_unique.
+Argument keys (lists joined with '+'): objectives, sizes, unique, epochs (empty: LONG_EPOCHS; else
+these epochs at every U), single_epoch, seeds, noise_seeds, noise_size, noise_unique.
 """
 
 from __future__ import annotations
@@ -52,17 +54,25 @@ SETTINGS: dict[str, Any] = {
 }
 EVALS_PER_RUN = 32  # along each long run: the minimum's epoch to within 1/32 of the run
 MIN_EVAL_INTERVAL = 4  # steps: a 12-step run evaluates at its end, not after every step
-U0 = 25_600  # the smallest budget, where epochs_for's table starts
-LONG_EPOCHS_AT_U0 = {"ar": 32.0, "mdm": 256.0}
-# epochs ~ U^-slope: diffusion keeps its tokens per run constant, AR halves its epochs per 4x U
+# Each long run's epochs per family and budget: past where the family overfits, as far as the CPU
+# budget allows (diffusion 3,200 steps at U = 12.8k; at 204.8k it gives a bound, not a minimum).
+LONG_EPOCHS: dict[str, dict[int, float]] = {"ar": {12_800: 32.0, 51_200: 16.0, 204_800: 8.0},
+                                            "mdm": {12_800: 512.0, 51_200: 64.0, 204_800: 16.0}}
+# Other budgets (a `unique=` argument): epochs ~ U^-slope from the smallest budget, so diffusion
+# keeps its tokens per run and AR halves its epochs per 4x U.
 EPOCH_SLOPE = {"ar": 0.5, "mdm": 1.0}
 LR_CHOICE = grid.REPO_ROOT / "docs" / "cpu_study" / "lr_choice.json"
-# For the docstring's budget: seconds per million training tokens, one core per run, 2 idle cores.
-ESTIMATE_S_PER_MTOK = {"s0.1M": 60.0, "s0.2M": 85.0, "s0.4M": 130.0, "s1M": 200.0}
+# For the docstring's budget: CPU-seconds per million training tokens (one core per run, as
+# --parallel=2 runs them), the mean of AR and MDM's step_cpu_s in `python -m bench.train_bench --size
+# s0.1M,s0.2M,s0.4M,s1M --objective ar,mdm --batch 16 --seq_len 128 --vocab 1024 --interleave
+# --steps 5 --reps 3` (load 7.8 on 2 cores; CPU seconds barely move with load, wall time does).
+ESTIMATE_S_PER_MTOK = {"s0.1M": 46.0, "s0.2M": 74.0, "s0.4M": 114.0, "s1M": 188.0}
+EVAL_COST = 1 / 3  # a forward pass, per token, against a training step
+START_S = 10.0  # per run: a worker's set-up, a cached compile, the first evaluation's build
 DEFAULTS: dict[str, Any] = dict(
     objectives=["ar", "mdm"], sizes=["s0.1M", "s0.2M", "s0.4M", "s1M"],
-    unique=[25_600, 102_400, 409_600], epochs=[], single_epoch=True, seeds=[0],
-    noise_seeds=[1], noise_size="s0.1M", noise_unique=25_600)
+    unique=[12_800, 51_200, 204_800], epochs=[], single_epoch=True, seeds=[0],
+    noise_seeds=[1], noise_size="s0.1M", noise_unique=12_800)
 
 
 def options(arg: str | None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -73,8 +83,12 @@ def options(arg: str | None, defaults: dict[str, Any] | None = None) -> dict[str
 
 
 def epochs_for(objective: str, unique_tokens: int) -> float:
-  """The long run's epochs: LONG_EPOCHS_AT_U0 scaled by (U0 / U)^slope, a power of two, >= 1."""
-  e = LONG_EPOCHS_AT_U0[objective] * (U0 / unique_tokens) ** EPOCH_SLOPE[objective]
+  """The long run's epochs: LONG_EPOCHS, or for another U the rule above (a power of two, >= 1)."""
+  table = LONG_EPOCHS[objective]
+  if unique_tokens in table:
+    return table[unique_tokens]
+  u0 = min(table)
+  e = table[u0] * (u0 / unique_tokens) ** EPOCH_SLOPE[objective]
   return float(2 ** max(0, round(math.log2(e))))
 
 
@@ -114,8 +128,15 @@ def points(o: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def estimate_seconds(pts: list[dict[str, Any]], parallel: int = 2) -> float:
-  """Training wall seconds on `parallel` idle cores from ESTIMATE_S_PER_MTOK (evaluation not included)."""
-  core_s = sum(p["unique_tokens"] * p["epochs"] / 1e6 * ESTIMATE_S_PER_MTOK[p["model_size"]] for p in pts)
+  """Wall seconds on `parallel` idle cores: training + evaluations + start-up, from the constants above."""
+  core_s = 0.0
+  for p in pts:
+    steps = grid.steps_for(p["unique_tokens"], p["epochs"], SETTINGS["batch_size"], SETTINGS["data.seq_len"])
+    samples = SETTINGS["eval.mc_samples"] if p["objective"] == "mdm" else 1
+    eval_tokens = (steps // p["eval.every_steps"] + 1) * SETTINGS["eval.num_sequences"] * samples * \
+        SETTINGS["data.seq_len"] * EVAL_COST
+    core_s += (p["unique_tokens"] * p["epochs"] + eval_tokens) / 1e6 * ESTIMATE_S_PER_MTOK[p["model_size"]]
+    core_s += START_S
   return core_s / parallel
 
 

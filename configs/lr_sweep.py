@@ -11,9 +11,10 @@ is the study's (cpu_study.SETTINGS) apart from the eval set and the lr.
   python -m launch.lr_choice --runs=runs/lr_sweep --out=docs/cpu_study/lr_choice.json
 
 The second command picks each family's multiplier (launch/lr_choice.py says how) and writes the
-file configs/cpu_study.py reads. Budget (2 idle cores, cpu_study.ESTIMATE_S_PER_MTOK): 5 multipliers
-x (0.41M + 1.64M tokens) x (60 + 130 s per M tokens) = 1,950 core-seconds / 2 = ~16 minutes of
-training, ~20 with evaluation and start-up.
+file configs/cpu_study.py reads. U = 25.6k lies between the study's first two budgets (12.8k,
+51.2k). Budget (2 idle cores, cpu_study.estimate_seconds): 5 multipliers x (0.41M + 1.64M tokens)
+x (46 + 114 CPU-seconds per M tokens) = 1,640 core-seconds of training, + 16 evaluations per run
+and 20 starts = ~1,060 s on 2 cores, 18 minutes.
 
 Argument keys (lists joined with '+'): objectives, sizes, unique, multipliers, ar_epochs, mdm_epochs, seeds.
 """

@@ -1,13 +1,17 @@
 """The README's first job: a slice of the CPU study, end to end, in under 10 minutes on 2 CPU cores.
 
-AR and diffusion at sizes s0.1M and s0.2M on U = 25.6k unique tokens of the default corpus: per
-family and size one long run (AR 32 epochs, diffusion 256, each evaluated 32 times along the way)
+AR and diffusion at sizes s0.1M and s0.2M on U = 12.8k unique tokens of the default corpus: per
+family and size one long run (AR 32 epochs, diffusion 512, each evaluated 32 times along the way)
 and a 1-epoch run (8 runs, the study's own points), then the analysis report:
 
   python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart
 
-Budget (2 idle cores, cpu_study.ESTIMATE_S_PER_MTOK): (0.82M + 6.55M + 2 x 0.026M tokens) x (60 +
-85 s per M tokens) / 2 cores = ~540 s of training, plus evaluation and start-up.
+Budget (2 idle cores, cpu_study.estimate_seconds): (0.41M + 6.55M + 2 x 0.013M tokens) x (46 + 74
+CPU-seconds per M tokens) = 840 core-seconds of training + evaluations + 8 starts = ~500 s, ~8.5
+minutes; the s0.2M diffusion run alone is ~490 core-seconds, so two cores finish in about that.
+The report then has both families' frontiers at one budget (the crossover answer or its bound);
+of its fits, Kaplan's L(C) per family (four runs, >= 3 on the compute frontier if the long run
+beats both 1-epoch runs) is the one two sizes can identify; not yet verified by a run.
 
 One run of it (argument keys as in configs/cpu_study.py, lists joined with '+'):
 
@@ -22,7 +26,7 @@ import ml_collections
 
 from configs import cpu_study, grid
 
-DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.1M", "s0.2M"], "unique": [25_600],
+DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.1M", "s0.2M"], "unique": [12_800],
                             "noise_seeds": []}
 
 

@@ -306,7 +306,7 @@ def test_cpu_study_covers_three_budgets_four_sizes_and_diffusion_past_256_epochs
   assert cpu_study.epochs_for("mdm", min(budgets)) >= 256 and cpu_study.epochs_for("ar", min(budgets)) >= 16
   longest = max(p["unique_tokens"] * p["epochs"] // (16 * 128) for p in points)
   assert longest >= 3000  # thousands of optimizer steps
-  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.1M", 25_600)}
+  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.1M", 12_800)}
   c = cpu_study.get_config()
   assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
 
@@ -342,8 +342,8 @@ def test_quickstart_is_a_slice_of_the_cpu_study_with_both_families_at_one_budget
   points = quickstart.sweep()
   _check_points(points, cpu_study.base_config())
   assert sorted(p["run_name"] for p in points) == sorted(
-      f"{o}-{s}-u25.6k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
-      (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 256)))
+      f"{o}-{s}-u12.8k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
+      (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 512)))
   study = {p["run_name"]: p for p in cpu_study.sweep()}
   assert all(study[p["run_name"]] == p for p in points)  # the same points, so the same prepared data
   assert cpu_study.estimate_seconds(points) < 600  # training alone, 2 idle cores (docstring)
@@ -355,7 +355,7 @@ def test_quickstart_one_run_spelling_from_the_readme_and_docstring():
   for doc in (REPO_README.read_text(), quickstart.__doc__):
     assert f"configs/quickstart.py:{spec} --workdir=runs/qs-mdm" in doc
   c = quickstart.get_config(spec)
-  assert (c.run_name, c.objective, c.epochs, c.unique_tokens) == ("mdm-s0.1M-u25.6k-e16-seed0", "mdm", 16.0, 25_600)
+  assert (c.run_name, c.objective, c.epochs, c.unique_tokens) == ("mdm-s0.1M-u12.8k-e16-seed0", "mdm", 16.0, 12_800)
   fv = flags.FlagValues()
   argv = ["prog", f"--config=configs/quickstart.py:{spec}"]
   config_flags.DEFINE_config_file("config", None, "q", flag_values=fv, lock_config=True, sys_argv=argv)

@@ -186,7 +186,7 @@ def test_one_run_evaluate_and_sample_commands(tmp_path):
   run = [c for c in COMMANDS if c.startswith("python -m dlmscale.main --config=configs/quickstart.py")][0]
   _ok(_run(run, cwd))
   summary = json.loads((cwd / "runs/qs-mdm/summary.json").read_text())
-  assert (summary["run_name"], summary["objective"], summary["epochs"]) == ("mdm-s0.1M-u25.6k-e16-seed0", "mdm", 16.0)
+  assert (summary["run_name"], summary["objective"], summary["epochs"]) == ("mdm-s0.1M-u12.8k-e16-seed0", "mdm", 16.0)
   _task_file(cwd / "my_task.jsonl")
   evaluate = [c for c in COMMANDS if c.startswith("python -m dlmscale.evaluate")][0]
   _ok(_run(evaluate, cwd))
