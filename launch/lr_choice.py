@@ -7,8 +7,10 @@ minimum over its evaluations: the study reads each run at its best too). At each
 multiplier's excess is its score minus the best score at that size. The family's multiplier is the
 one with the smallest mean excess over the sizes, among multipliers finished at every size: one
 multiple of the size rule per family, which keeps the rule's trend across sizes. A choice on the edge
-of the swept range is flagged (the optimum may lie beyond it). Runs scored on another eval set are
-refused: choosing on the val set would leak into the claims.
+of the swept range is flagged (the optimum may lie beyond it). Beside each size's best, every other
+multiplier's paired difference (same tune sequences, per-sequence losses at each run's best step,
+standard error clustered by document) says which rates the tune set cannot tell apart. Runs scored
+on another eval set are refused: choosing on the val set would leak into the claims.
 
 The file records the table, the choice, and its provenance (commit, host, time, load, runs found and
 finished), so a partial sweep's choice says that it is partial.
@@ -28,7 +30,7 @@ from typing import Any
 
 from configs import grid as grid_lib
 from dlmscale import cli_guard
-from dlmscale import rundir
+from dlmscale import evalset, rundir
 from dlmscale.errors import UserError, cli_main
 
 FAMILIES = ("ar", "mdm")
@@ -48,7 +50,9 @@ def read_sweep(root: pathlib.Path) -> list[dict[str, Any]]:
                       "(configs/lr_sweep.py)")
     size, lr = cfg["model_size"], float(cfg["optim"]["lr"])
     best = rundir.best_eval(rundir.read_rows(run / "metrics.jsonl"))
+    losses = evalset.losses_path(run, best["step"]) if best else None
     out.append({"run_name": cfg.get("run_name") or run.name, "objective": cfg["objective"],
+                "losses_file": str(losses) if losses and losses.is_file() else None,
                 "model_size": size, "lr": lr, "multiplier": round(lr / grid_lib.LR_BY_SIZE[size], 6),
                 "finished": (run / "summary.json").is_file(),
                 "best_tune_loss": best and best["loss"], "best_tune_loss_se": best and best.get("loss_se"),
@@ -71,11 +75,33 @@ def choose(records: list[dict[str, Any]], family: str) -> dict[str, Any]:
   excess = {m: sum(score[(s, m)] - best_at[s] for s in sizes) / len(sizes) for m in eligible}
   chosen = min(eligible, key=lambda m: (excess[m], abs(math.log(m))))
   swept = sorted({r["multiplier"] for r in records if r["objective"] == family})
+  by_key = {(r["model_size"], r["multiplier"]): r for r in done}
+  paired = {s: paired_vs_best([by_key[(s, m)] for m in mults if (s, m) in by_key]) for s in sizes}
   return {"multiplier": chosen, "sizes": sizes, "mean_excess_by_multiplier": excess,
+          "paired_vs_best_by_size": paired,
           "best_multiplier_by_size": {s: min((m for m in mults if (s, m) in score), key=lambda m: score[(s, m)])
                                       for s in sizes},
           "at_edge_of_sweep": chosen in (swept[0], swept[-1]),
           "complete": len(done) == sum(r["objective"] == family for r in records)}
+
+
+def paired_vs_best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  """{multiplier: {"diff", "se", "within_2se"}} against the best run of one size, on shared sequences."""
+  best = min(runs, key=lambda r: r["best_tune_loss"])
+  if not best["losses_file"]:
+    return {}
+  ref = evalset.load_losses(best["losses_file"])
+  out = {}
+  for r in runs:
+    if r is best or not r["losses_file"]:
+      continue
+    other = evalset.load_losses(r["losses_file"])
+    if not (other["chunk_N"].shape == ref["chunk_N"].shape and (other["chunk_N"] == ref["chunk_N"]).all()):
+      continue  # not the same sequences: no paired difference
+    d_N = other["loss_N"] - ref["loss_N"]
+    se = evalset.clustered_se(d_N, ref["document_N"])
+    out[str(r["multiplier"])] = {"diff": float(d_N.mean()), "se": se, "within_2se": bool(d_N.mean() <= 2 * se)}
+  return {"best": best["multiplier"], "others": out}
 
 
 def provenance(root: pathlib.Path, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from configs import cpu_study, grid
+from dlmscale import evalset
 from launch import lr_choice
+
+DOCS_N = np.repeat(np.arange(10), 4)  # 40 tune sequences over 10 documents
+DIFFICULTY_N = np.linspace(-1.0, 1.0, 40)  # shared by every run: what pairing cancels
 
 
 def _run(root: pathlib.Path, obj: str, size: str, mult: float, losses: list[float], finished: bool = True,
@@ -21,6 +26,11 @@ def _run(root: pathlib.Path, obj: str, size: str, mult: float, losses: list[floa
   rows = [{"step": 10 * (i + 1), "split": "eval", "loss": l, "loss_se": 0.05, "epoch": i + 1.0}
           for i, l in enumerate(losses)]
   (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  es = evalset.EvalSet(chunk_ids_N=np.arange(40), document_N=DOCS_N, tokens_NxL=np.zeros((40, 2), np.int32))
+  best = int(np.argmin(losses))
+  for r in rows:  # per-sequence losses; away from the best step they carry a run-specific offset
+    shift = 0.0 if r["step"] == rows[best]["step"] else 1.0 + mult
+    evalset.save_losses(d, r["step"], r["loss"] + shift + DIFFICULTY_N, es)
   if finished:
     (d / "summary.json").write_text("{}")
 
@@ -45,6 +55,10 @@ def test_choice_is_the_smallest_mean_excess_over_sizes_and_the_study_reads_it(tm
   assert doc["families"]["mdm"]["best_multiplier_by_size"] == {"s0.1M": 2.0, "s0.4M": 4.0}
   assert not doc["families"]["ar"]["at_edge_of_sweep"] and doc["families"]["ar"]["complete"]
   assert doc["provenance"]["runs_found"] == 12 and doc["provenance"]["commit"]
+  paired = doc["families"]["ar"]["paired_vs_best_by_size"]["s0.1M"]  # at each run's best step
+  assert paired["best"] == 1.0 and paired["others"]["0.5"]["diff"] == pytest.approx(0.2)
+  assert paired["others"]["0.5"]["se"] == pytest.approx(0.0, abs=1e-12)
+  assert not paired["others"]["0.5"]["within_2se"]
   monkeypatch.setattr(cpu_study.lr_multipliers, "__defaults__", (out,))
   lrs = {(p["objective"], p["model_size"]): p["optim.lr"] for p in cpu_study.sweep()}
   assert lrs[("mdm", "s1M")] == pytest.approx(2.0 * grid.LR_BY_SIZE["s1M"])
