@@ -9,9 +9,11 @@ and a 1-epoch run (8 runs, the study's own points), then the analysis report:
 Budget (2 idle cores, cpu_study.estimate_seconds): (0.41M + 6.55M + 2 x 0.013M tokens) x (46 + 74
 CPU-seconds per M tokens) = 840 core-seconds of training + evaluations + 8 starts = ~500 s, ~8.5
 minutes; the s0.2M diffusion run alone is ~490 core-seconds, so two cores finish in about that.
-The report then has both families' frontiers at one budget (the crossover answer or its bound);
-of its fits, Kaplan's L(C) per family (four runs, >= 3 on the compute frontier if the long run
-beats both 1-epoch runs) is the one two sizes can identify; not yet verified by a run.
+The report then has both families' frontiers at one budget (the crossover answer or its bound).
+Of its fits, Kaplan's L(C_min) is the one two sizes can identify: on the earlier study's runs of
+this shape (s0.1M and s0.2M at U = 25.6k, 1 and 64 epochs; `analysis.report --tables` on that
+subset) it was identified for diffusion on 3 frontier points and not for AR, whose final losses had
+overfitted. Not yet verified on this slice's own runs.
 
 One run of it (argument keys as in configs/cpu_study.py, lists joined with '+'):
 
