@@ -82,11 +82,12 @@ def round_robin(document_N: np.ndarray, num_sequences: int, seed: int,
 
 
 def tune_documents(document_N: np.ndarray, seed: int) -> np.ndarray:
-  """The documents held apart for tuning: the TUNE_FRACTION that each round visits last (sorted)."""
+  """The documents held apart for tuning: the TUNE_FRACTION that each round visits last (sorted).
+
+  None below two documents: a lone validation document stays the val set's."""
   docs, _, doc_rank, _ = _orders(document_N, seed)
   if docs.size < 2:
-    raise UserError(f"the validation split has {docs.size} document(s); a tune set needs at least 2 "
-                    "(hold out more with data.val_tokens or data.val_fraction)")
+    return np.zeros(0, docs.dtype)
   n_tune = max(1, int(docs.size * TUNE_FRACTION))
   return np.sort(docs[doc_rank >= docs.size - n_tune])
 
@@ -98,7 +99,7 @@ def draw(val_NxL: np.ndarray, eod_id: int, num_sequences: int, seed: int, which:
   if num_sequences < 1:
     raise UserError(f"eval.num_sequences={num_sequences} must be positive")
   document_N = chunk_documents(val_NxL, eod_id)
-  tune = tune_documents(document_N, seed) if document_N.size else np.zeros(0, np.int64)
+  tune = tune_documents(document_N, seed)
   keep = tune if which == "tune" else np.setdiff1d(np.unique(document_N), tune)
   available = int(np.isin(document_N, keep).sum())
   if num_sequences > available:

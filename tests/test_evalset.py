@@ -91,6 +91,13 @@ def test_tune_and_val_share_no_document_and_no_sequence(n):
     evalset.draw(chunks_NxL, EOD, len(chunks_NxL), seed=2, which="tune")
 
 
+def test_a_single_validation_document_is_the_val_set_and_no_tune_set():
+  chunks_NxL = _stream([200], seq_len=16)
+  assert evalset.draw(chunks_NxL, EOD, 5, seed=0).n_documents == 1
+  with pytest.raises(UserError, match="0 validation chunks of the 'tune' documents"):
+    evalset.draw(chunks_NxL, EOD, 1, seed=0, which="tune")
+
+
 def test_clustered_se_is_the_usual_se_for_singletons_and_larger_for_shared_offsets():
   rng = np.random.default_rng(0)
   x = rng.normal(size=50)
