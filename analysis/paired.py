@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dlmscale import evalset
+from dlmscale.data import evalset
 
 PAIRED = "paired per-sequence, clustered by document"
 INDEPENDENT = "independent SEs combined (no per-sequence losses saved)"

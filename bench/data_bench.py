@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dlmscale import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dlmscale.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _throughput(it, batches: int, name: str, batch: int, seq_len: int) -> dict:
@@ -35,7 +35,7 @@ def _throughput(it, batches: int, name: str, batch: int, seq_len: int) -> dict:
           "tokens_per_cpu_s": round(tokens / cpu)}
 
 
-def _naive_iterator(prepared: data.Prepared, batch: int):
+def _naive_iterator(prepared: pipeline.Prepared, batch: int):
   """The row-by-row baseline: grain batches chunk arrays one element at a time."""
   import grain  # pylint: disable=g-import-not-at-top
   chunks = prepared.train_chunks
@@ -56,10 +56,10 @@ def main() -> None:
     cfg = base.get_config().data
     cfg.cache_dir, cfg.vocab_size, cfg.seq_len = cache, args.vocab_size, args.seq_len
     start, cpu = time.perf_counter(), time.process_time()
-    prepared = data.prepare(cfg)
+    prepared = pipeline.prepare(cfg)
     prep_s, prep_cpu = time.perf_counter() - start, time.process_time() - cpu
     start = time.perf_counter()
-    data.prepare(cfg)
+    pipeline.prepare(cfg)
     cached_s = time.perf_counter() - start
     m = prepared.manifest
     row = {"bench": "data_prepare", "corpus": m["source"]["corpus"], "python": m["python_version"],
@@ -71,7 +71,7 @@ def main() -> None:
 
     n_tokens = len(prepared.train_chunks) * args.seq_len
     epochs = max(1, -(-(args.batches + 1) * args.batch * args.seq_len // n_tokens))
-    it = data.train_iterator(prepared, unique_tokens=n_tokens, epochs=epochs, global_batch=args.batch, seed=0)
+    it = pipeline.train_iterator(prepared, unique_tokens=n_tokens, epochs=epochs, global_batch=args.batch, seed=0)
     pipe = _throughput(it, args.batches, "data_pipeline", args.batch, args.seq_len)
     print(json.dumps(pipe), flush=True)
     naive = _throughput(_naive_iterator(prepared, args.batch), max(200, args.batches // 10),

@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dlmscale import data, evaluate, sharding, steps as steps_lib  # pylint: disable=wrong-import-position
+from dlmscale import program, sharding, validation  # pylint: disable=wrong-import-position
+from dlmscale.data import pipeline
 
 
 def _config(corpus: str, cache: str, width: int, a: argparse.Namespace, noise: float):
@@ -43,21 +44,21 @@ def _config(corpus: str, cache: str, width: int, a: argparse.Namespace, noise: f
 
 
 def _one(c) -> dict:
-  p = data.prepare(c.data)
+  p = pipeline.prepare(c.data)
   mesh = sharding.make_mesh(c.mesh)
-  total = data.steps_for_budget(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
-  setup = steps_lib.build(c, p.vocab_size, p.mask_id, total, mesh)
-  it = data.train_iterator(p, unique_tokens=c.unique_tokens, epochs=c.epochs, global_batch=c.batch_size,
+  total = pipeline.steps_for_budget(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
+  setup = program.build(c, p.vocab_size, p.mask_id, total, mesh)
+  it = pipeline.train_iterator(p, unique_tokens=c.unique_tokens, epochs=c.epochs, global_batch=c.batch_size,
                            seed=c.seed, label_noise=c.data.label_noise)
-  val = data.eval_set(p, 64).tokens_NxL
+  val = pipeline.eval_set(p, 64).tokens_NxL
   with jax.set_mesh(mesh):
     state, tail = setup.init(), []
     for s in range(total):
-      state, m = setup.train_step(state, steps_lib.put_batch(next(it)["tokens"], setup))
+      state, m = setup.train_step(state, program.put_batch(next(it)["tokens"], setup))
       if s >= total - 10:
         tail.append(float(m["loss"]))
     put = lambda x: sharding.global_batch_to_device(x, setup.batch_sharding)
-    v = evaluate.summarise(evaluate.per_sequence_losses(setup.eval_step, state.params, val, 16, put),
+    v = validation.summarise(validation.per_sequence_losses(setup.eval_step, state.params, val, 16, put),
                            c.data.seq_len)
   return {"train_loss": float(np.mean(tail)), "val_loss": v.loss, "val_loss_se": v.loss_se, "steps": total}
 

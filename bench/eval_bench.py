@@ -30,8 +30,9 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from dlmscale import data, evaluate, mc_scoring, objectives, restore, train  # noqa: E402
-from dlmscale.schedules import make_schedule  # noqa: E402
+from dlmscale import mc_scoring, objectives, restore, train, validation  # noqa: E402
+from dlmscale.data import pipeline
+from dlmscale.masking import make_schedule  # noqa: E402
 from dlmscale.errors import UserError, cli_main  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a diffusion run; trained first if it has no checkpoint")
@@ -85,7 +86,7 @@ def measure(run: restore.Run, k: int, seeds: int, val_NxL: np.ndarray) -> dict:
   out = {"k": k, "wall_s": float(np.median(walls)), "ms_per_seq": 1e3 * float(np.median(walls)) / n}
   for name, x_RxN in est.items():
     se_mc = float(np.sqrt(np.mean(np.var(x_RxN, axis=0, ddof=1)) / n)) if seeds > 1 else float("nan")
-    out[name] = {"loss": float(x_RxN[0].mean()), "se_seq": evaluate.summarise(x_RxN[0], L).loss_se,
+    out[name] = {"loss": float(x_RxN[0].mean()), "se_seq": validation.summarise(x_RxN[0], L).loss_se,
                  "se_mc": se_mc, "seed_means": x_RxN.mean(axis=1).tolist(), "per_seq": x_RxN[0]}
   return out
 
@@ -97,7 +98,7 @@ def check_matches_training_eval(run: restore.Run, val_NxL: np.ndarray, k: int, p
   eval_fn = objectives.make_eval_fn(c, run.prepared.mask_id)
   step = jax.jit(lambda p, t, i: eval_fn(p, run.apply_fn, t, i))
   with jax.set_mesh(run.mesh):
-    ref = evaluate.per_sequence_losses(step, run.params, val_NxL, int(c.eval.batch_size), run.put)
+    ref = validation.per_sequence_losses(step, run.params, val_NxL, int(c.eval.batch_size), run.put)
   return float(np.max(np.abs(ref - per_seq_N)))
 
 
@@ -108,7 +109,7 @@ def main(argv) -> None:
   run = restore.load_run(workdir)
   if run.config.objective != "mdm":
     raise UserError(f"{workdir} is an {run.config.objective} run; this benchmark needs a diffusion run")
-  val_NxL = data.eval_set(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL
+  val_NxL = pipeline.eval_set(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL
   print(f"run {workdir} (step {run.step}), {len(val_NxL)} validation sequences of "
         f"{run.prepared.seq_len} tokens, {jax.device_count()} {jax.default_backend()} device(s), "
         f"{_SEEDS.value} eval seeds per K")

@@ -1,6 +1,6 @@
 """Train-step throughput and MFU for named model sizes, on whatever backend JAX finds.
 
-It compiles the real train step (dlmscale.steps.build, the one train.py runs), drives it the way
+It compiles the real train step (dlmscale.program.build, the one train.py runs), drives it the way
 train.py's loop does (a host batch put on the device every step, the loss fetched one step late),
 and prints tokens/s, step time, model FLOPs per step (dlmscale.flops) and MFU, as one JSON line per
 configuration plus a table. `--impl plain` times bench/plain_step.py at the same shapes instead: the
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--size", action="append", default=[],
                  help=f"ladder name(s), repeatable or comma list (default {','.join(QUICKSTART_SIZES)})")
   p.add_argument("--objective", default="ar,mdm", help="ar, mdm or ar,mdm")
-  p.add_argument("--impl", default="real", help="real (dlmscale.steps.build), plain, or real,plain")
+  p.add_argument("--impl", default="real", help="real (dlmscale.program.build), plain, or real,plain")
   for name, default in (("batch", 32), ("seq_len", 128), ("vocab", 2048), ("steps", 3),
                         ("warmup", 2), ("reps", 5), ("peak_n", 2048)):
     p.add_argument(f"--{name}", type=int, default=default)
@@ -173,21 +173,21 @@ def _config(spec: Spec, dtype: str, attention: str):
 def _build(spec: Spec, config) -> tuple:
   """(jitted step, initial state, host batch -> device batch, mesh, ModelConfig, XLA options).
 
-  real: dlmscale.steps.build and its setup.init / setup.train_step / put_batch, as train.py uses
+  real: dlmscale.program.build and its setup.init / setup.train_step / put_batch, as train.py uses
   them. plain: bench/plain_step.py (float32) with the same calling convention. Both are compiled
   with the XLA options of spec.xla_options.
   """
   import jax
-  from dlmscale import model as model_lib, sharding, steps, xla_options
+  from dlmscale import model as model_lib, program, sharding, xla_options
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(spec.batch, mesh)
   options = (xla_options.for_backend(jax.default_backend()) if spec.xla_options == "auto"
              else xla_options.parse(spec.xla_options) or None)
   if spec.impl == "real":
-    setup = steps.build(config, spec.vocab, spec.vocab - 1, 1000, mesh, compiler_options=options)
+    setup = program.build(config, spec.vocab, spec.vocab - 1, 1000, mesh, compiler_options=options)
     with jax.set_mesh(mesh):
       state = setup.init()
-    return (setup.train_step, state, lambda x: steps.put_batch(x, setup), mesh, setup.model_cfg,
+    return (setup.train_step, state, lambda x: program.put_batch(x, setup), mesh, setup.model_cfg,
             setup.compiler_options)
   from bench import plain_step
   c = model_lib.model_config_from(config, spec.vocab)

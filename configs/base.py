@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.seq_len = 256
   c.data.tokenizer = ""  # a sentencepiece .model to use instead of training one
   c.data.seed = 0  # document split, tokenizer training and the budget permutation
-  c.data.label_noise = 0.0  # fraction of training tokens replaced by uniform draws (dlmscale/label_noise.py)
+  c.data.label_noise = 0.0  # fraction of training tokens replaced by uniform draws (dlmscale/data/label_noise.py)
   c.data.cache_dir = ""  # "" = $DLMSCALE_CACHE or ~/.cache/dlmscale
   c.data.num_workers = 0  # tokenizer processes; 0 = all cores
 

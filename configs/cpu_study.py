@@ -38,6 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -61,7 +62,7 @@ LONG_EPOCHS: dict[str, dict[int, float]] = {"ar": {12_800: 32.0, 51_200: 16.0, 2
 # Other budgets (a `unique=` argument): epochs ~ U^-slope from the smallest budget, so diffusion
 # keeps its tokens per run and AR halves its epochs per 4x U.
 EPOCH_SLOPE = {"ar": 0.5, "mdm": 1.0}
-LR_CHOICE = grid.REPO_ROOT / "docs" / "cpu_study" / "lr_choice.json"
+LR_CHOICE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cpu_study" / "lr_choice.json"
 # For the docstring's budget: CPU-seconds per million training tokens (one core per run, as
 # --parallel=2 runs them), the mean of AR and MDM's step_cpu_s in `python -m bench.train_bench --size
 # s0.1M,s0.2M,s0.4M,s1M --objective ar,mdm --batch 16 --seq_len 128 --vocab 1024 --interleave

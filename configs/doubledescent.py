@@ -4,7 +4,7 @@ Along the size ladder (depth and width change together):
 - model: every ladder size at one fixed U and E;
 - epoch: one size, one U, a separate run per epoch count E.
 As Nakkiran et al. (2019) define them, each clean and with data.label_noise (the share of training
-tokens replaced by uniform draws, dlmscale/label_noise.py), which is what makes their peak visible:
+tokens replaced by uniform draws, dlmscale/data/label_noise.py), which is what makes their peak visible:
 - width: model-wise with only the width d_model varying (d_ff = 3 d, heads of <= 32 dims, fixed
   depth), one U, one E, one learning rate for every width (their "same training procedure");
 - curve: epoch-wise from one long run per family, evaluated ~curve_evals times, with a constant

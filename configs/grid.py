@@ -7,16 +7,8 @@ point means the same thing whether a launcher or a person types the command.
 
 from __future__ import annotations
 
-import dataclasses
 import decimal
-import fnmatch
-import hashlib
-import importlib.util
-import json
 import math
-import pathlib
-import sys
-import types
 from typing import Any
 
 import ml_collections
@@ -25,7 +17,6 @@ from configs import base
 from dlmscale import sizes
 from dlmscale.errors import UserError
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIST_SEP = "+"  # `sizes=s1M+s3M`: commas already separate the key=value pairs
 
 # Peak learning rate by size: smaller models take larger steps. Roughly 3e-3 * (N / 1e5)^-0.25, so
@@ -208,20 +199,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   return config
 
 
-def override_flags(overrides: dict[str, Any]) -> list[str]:
-  """{'epochs': 16.0, 'seed': 0} -> ['--config.epochs=16.0', '--config.seed=0'] (floats keep a '.')."""
-  return [f"--config.{k}={format_value(v)}" for k, v in overrides.items()]
-
-
-def format_value(v: Any) -> str:
-  if isinstance(v, bool):
-    return "true" if v else "false"
-  if isinstance(v, float):
-    text = repr(v)
-    return text if any(c in text for c in ".en") else text + ".0"
-  return str(v)
-
-
 def coerce_like(key: str, text: str, config: ml_collections.ConfigDict) -> Any:
   """Parses a `--set KEY=VALUE` value with the type of the existing field."""
   node, leaf = _walk(config, key)
@@ -236,113 +213,3 @@ def coerce_like(key: str, text: str, config: ml_collections.ConfigDict) -> Any:
   except ValueError:
     raise UserError(f"--set {key}={text}: expected a {type(current).__name__}") from None
   return text
-
-
-def estimate_cost(config: ml_collections.ConfigDict) -> float:
-  """Relative training cost 6 (N + V d) U E, for ordering and ETAs; 1.0 for custom shapes."""
-  if config.model_size not in sizes.LADDER:
-    return 1.0
-  n = sizes.nominal_params(config.model_size) + config.data.vocab_size * sizes.shape(config.model_size).d_model
-  return 6.0 * n * config.unique_tokens * config.epochs
-
-
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
-  return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# --- Loading a grid file --------------------------------------------------------------------------
-
-
-def split_spec(spec: str) -> tuple[pathlib.Path, str | None]:
-  """'configs/datacons.py:scale=cpu' -> (absolute path, 'scale=cpu'), as config_flags splits it."""
-  path, sep, arg = spec.partition(":")
-  p = pathlib.Path(path).expanduser().resolve()
-  if not p.is_file():
-    raise UserError(f"--config: no such file {path!r} (e.g. --config=configs/datacons.py:scale=cpu)")
-  return p, (arg if sep and arg else None)
-
-
-def load_module(path: pathlib.Path) -> types.ModuleType:
-  name = f"_dlmscale_grid_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
-
-
-@dataclasses.dataclass(frozen=True)
-class Grid:
-  """A loaded grid: the file, its argument, and each point's overrides and config hash."""
-  path: pathlib.Path
-  arg: str | None
-  points: dict[str, dict[str, Any]]  # run name -> overrides, in grid order
-  hashes: dict[str, str]  # run name -> hash of the point's full config
-  costs: dict[str, float]  # run name -> relative training cost (estimate_cost)
-
-  @property
-  def spec(self) -> str:
-    """The --config value: repo-relative when the file is in the repo, so it holds on any machine."""
-    path = self.path.relative_to(REPO_ROOT) if self.path.is_relative_to(REPO_ROOT) else self.path
-    return f"{path}:{self.arg}" if self.arg else str(path)
-
-  @property
-  def hash(self) -> str:
-    return hashlib.sha256(json.dumps(self.hashes, sort_keys=True).encode()).hexdigest()[:16]
-
-  def trainer_args(self, name: str, workdir: pathlib.Path) -> list[str]:
-    """Everything after `python -m dlmscale.main` for one point."""
-    return [f"--config={self.spec}", f"--workdir={workdir / name}", *override_flags(self.points[name])]
-
-
-def load_points(spec: str, sets: dict[str, str] | None = None) -> Grid:
-  """Loads a grid file, resolves every point's full config and checks it before anything runs."""
-  path, arg = split_spec(spec)
-  module = load_module(path)
-  for fn in ("get_config", "sweep"):
-    if not callable(getattr(module, fn, None)):
-      raise UserError(
-          f"{path.name} has no {fn}(arg) function, so it is not a grid config; a grid file defines "
-          "get_config(arg) for one point and sweep(arg) returning a list of override dicts "
-          "(see configs/datacons.py)")
-  base_config = module.get_config(arg)
-  typed_sets = {k: coerce_like(k, v, base_config) for k, v in (sets or {}).items()}
-  raw = module.sweep(arg)
-  if not raw:
-    raise UserError(f"{path.name}:{arg or ''} sweep() returned no points; check the argument")
-  points: dict[str, dict[str, Any]] = {}
-  hashes: dict[str, str] = {}
-  costs: dict[str, float] = {}
-  for overrides in raw:
-    name = overrides.get("run_name")
-    if not name:
-      raise UserError(f"{path.name}: a sweep() point has no run_name: {overrides}")
-    if name in points:
-      raise UserError(f"{path.name}: sweep() yields the run name {name!r} twice")
-    full = {**overrides, **typed_sets}
-    config = apply_overrides(base_config, full)
-    hashes[name], costs[name], points[name] = config_hash(config), estimate_cost(config), full
-  return Grid(path=path, arg=arg, points=points, hashes=hashes, costs=costs)
-
-
-def parse_sets(items: list[str]) -> dict[str, str]:
-  """`--set KEY=VALUE` items (typed later, against the grid's config)."""
-  out = {}
-  for item in items:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.dtype=bfloat16")
-    out[key] = value
-  return out
-
-
-def select_names(grid: Grid, only: str) -> list[str]:
-  """`--only=PATTERN[,PATTERN]` (fnmatch globs) -> the matching run names, in grid order."""
-  if not only:
-    return list(grid.points)
-  pats = only.split(",")
-  names = [n for n in grid.points if any(fnmatch.fnmatch(n, p) for p in pats)]
-  if not names:
-    raise UserError(f"--only={only!r} matches no run name; `--dry_run` lists them")
-  return names

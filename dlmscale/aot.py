@@ -2,7 +2,7 @@
 
 A pod slice is billed from the moment it is allocated, so a sharding mistake or a model that does
 not fit a chip's HBM should be found before that. libtpu compiles for a TPU topology from a CPU
-host (`jax.experimental.topologies`): this module builds the trainer's own steps (`steps.build`:
+host (`jax.experimental.topologies`): this module builds the trainer's own steps (`program.build`:
 the same init under `eval_shape`, mesh, logical-axis rules and donation) over the topology's
 devices, lowers them with `ShapeDtypeStruct`s that carry the trainer's shardings, compiles them,
 and reads XLA's per-device memory and cost analyses. Nothing is allocated on any device.
@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dlmscale import data, flops, hardware, sharding, steps as steps_lib, tokenizer
+from dlmscale import flops, hardware, program, sharding
+from dlmscale.data import pipeline, tokenizer
 from dlmscale import train as train_lib
 from dlmscale.errors import UserError
 
@@ -67,8 +68,8 @@ def host_count(devices: Sequence[jax.Device]) -> int:
 
 
 def vocab_and_mask(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """What data.prepare would report, without preparing data: a given tokenizer's vocabulary (with
-  <mask>), else data.vocab_size; <mask> is the last id (tokenizer.py)."""
+  """What pipeline.prepare would report, without preparing data: a given tokenizer's vocabulary (with
+  <mask>), else data.vocab_size; <mask> is the last id (data/tokenizer.py)."""
   vocab = int(config.data.vocab_size)
   if config.data.tokenizer:
     given = tokenizer.model_vocab_size(tokenizer.load(config.data.tokenizer))
@@ -151,8 +152,8 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
   hosts = host_count(devices)
   sharding.check_batch(batch, mesh, n_processes=hosts)
   sharding.check_batch(eval_batch, mesh, "eval.batch_size", n_processes=hosts)
-  total = data.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
-  setup = steps_lib.build(config, vocab, mask_id, total, mesh)
+  total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
+  setup = program.build(config, vocab, mask_id, total, mesh)
   put = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)  # noqa: E731
   with jax.set_mesh(mesh):
     train_c, train_s = _timed_compile(setup.train_step, setup.abstract_state, put((batch, seq_len)))

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
-from dlmscale import chunks
+from dlmscale.data import chunks
 from dlmscale.errors import UserError
 
 CHECKSUMS = "checksums.json"

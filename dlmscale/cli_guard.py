@@ -122,3 +122,12 @@ def exit_on_help(fv, argv: Sequence[str]) -> None:
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(fv.get_help())
     sys.exit(0)
+
+
+def parse_run_flags(define: Callable, argv: Sequence[str]):
+  """absl flags into a private registry; a bad flag is a UserError, not a traceback."""
+  fv = define()
+  parse_absl(fv, argv)
+  if not fv.workdir:
+    raise UserError("--workdir=RUN is required (the directory of a trained run)")
+  return fv

@@ -6,7 +6,7 @@ most of a grid's programs repeat: every point of one objective and shape shares 
 programs, and a resumed or re-run point repeats all of its own. A cached executable is the one XLA
 built, so results are bitwise those of a fresh compile.
 
-Where: $DLMSCALE_COMPILE_CACHE, else <data cache>/xla (as dlmscale/data.py finds the data cache:
+Where: $DLMSCALE_COMPILE_CACHE, else <data cache>/xla (as dlmscale/data/pipeline.py finds the data cache:
 $DLMSCALE_CACHE or ~/.cache/dlmscale). Left alone when the user configured JAX's own cache
 (JAX_COMPILATION_CACHE_DIR or jax.config); DLMSCALE_COMPILE_CACHE=off turns it off. Entries are
 not evicted (JAX's size limit needs the `filelock` package, which is not a requirement): a few MB per

@@ -1,78 +1,32 @@
-"""Validation loss with a standard error, identical for any batch size or device count.
+"""Evaluating a saved run: validation, the built-in task, a task file.
 
-Each sequence's value depends only on its own tokens and its global index (which seeds the
-diffusion time samples), so how sequences are grouped into batches cannot change the number.
+  python -m dlmscale.evaluate --workdir=RUN [--task=FILE.jsonl] [--mc_samples=K]
+      [--mc_method=elbo|chain] [--mc_estimator=time|count] [--mc_items=N] [--batch_size=B] [--num_sequences=N]
+
+writes RUN/eval.json: loss, loss_se, n_tokens (validation); mc_accuracy, mc_accuracy_se (the
+built-in task from the validation split); task_accuracy, task_accuracy_se (the task file, if given).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
+import sys
+import time
 
 import jax
-import numpy as np
+from absl import flags
 
-from dlmscale import evalset
-
-
-@dataclasses.dataclass(frozen=True)
-class Validation:
-  loss: float  # nats per token: AR exact NLL, diffusion ELBO (an upper bound on the NLL)
-  loss_se: float  # standard error clustered by document (evalset.clustered_se)
-  loss_se_naive: float  # the same treating every sequence as independent (too small)
-  n_sequences: int
-  n_tokens: int
-  eval_documents: int  # distinct validation documents among the sequences
-
-
-def per_sequence_losses(eval_step: Callable, params, val_NxL: np.ndarray, batch_size: int,
-                        put: Callable[[np.ndarray], jax.Array]) -> np.ndarray:
-  """Runs `eval_step` over all sequences in fixed-size batches; the last one is padded and cropped."""
-  n = len(val_NxL)
-  out_N = np.empty(n, np.float64)
-  for start in range(0, n, batch_size):
-    ids_B = np.arange(start, start + batch_size)
-    rows_B = np.minimum(ids_B, n - 1)  # pad by repeating the last row; cropped below
-    nll_B = np.asarray(jax.device_get(
-        eval_step(params, put(np.asarray(val_NxL[rows_B], np.int32)), put(ids_B.astype(np.int32)))))
-    keep = ids_B < n
-    out_N[ids_B[keep]] = nll_B[keep]
-  return out_N
-
-
-def summarise(per_seq_N: np.ndarray, seq_len: int, document_N: np.ndarray | None = None) -> Validation:
-  """Mean loss with its document-clustered SE (document_N None: every sequence its own document)."""
-  n = len(per_seq_N)
-  docs = np.arange(n) if document_N is None else np.asarray(document_N)
-  return Validation(loss=float(np.mean(per_seq_N)), loss_se=evalset.clustered_se(per_seq_N, docs),
-                    loss_se_naive=evalset.clustered_se(per_seq_N), n_sequences=n, n_tokens=n * seq_len,
-                    eval_documents=int(np.unique(docs).size))
-
-
-# --- evaluating a saved run: validation, the built-in task, a task file ---------------------------
-#
-#   python -m dlmscale.evaluate --workdir=RUN [--task=FILE.jsonl] [--mc_samples=K]
-#       [--mc_method=elbo|chain] [--mc_estimator=time|count] [--mc_items=N] [--batch_size=B] [--num_sequences=N]
-#
-# writes RUN/eval.json: loss, loss_se, n_tokens (validation); mc_accuracy, mc_accuracy_se (the
-# built-in task from the validation split); task_accuracy, task_accuracy_se (the task file, if given).
-# (Imported here, below the training-time helpers above, which train.py uses on their own.)
-
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from absl import flags  # noqa: E402
-
-from dlmscale import builtin_task, data, mc_scoring, restore, sharding, task_file  # noqa: E402
-from dlmscale.errors import UserError, cli_main  # noqa: E402
-from dlmscale.rundir import write_json_atomic  # noqa: E402
-from dlmscale.schedules import make_schedule  # noqa: E402
+from dlmscale import builtin_task, cli_guard, mc_scoring, restore, sharding, task_file
+from dlmscale.data import pipeline
+from dlmscale.errors import UserError, cli_main
+from dlmscale.masking import make_schedule
+from dlmscale.rundir import write_json_atomic
+from dlmscale.validation import Validation, per_sequence_losses, summarise
 
 
 def validation(run, batch_size: int, num_sequences: int) -> Validation:
   """The training-time validation number (same chunks, same eval fn) for a restored run."""
   sharding.check_batch(batch_size, run.mesh, "--batch_size")
-  es = data.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
+  es = pipeline.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
   with jax.set_mesh(run.mesh):
     per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
   return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
@@ -153,7 +107,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
           f"{len(items[0].choices)} choices, {method})", flush=True)
   if text_items is not None:
     t0 = time.perf_counter()
-    items = task_file.tokenize(text_items, data.load_tokenizer(run.prepared), run.prepared.eod_id,
+    items = task_file.tokenize(text_items, pipeline.load_tokenizer(run.prepared), run.prepared.eod_id,
                                run.model_cfg.max_len, str(task))
     r = score_task(run, items, method, batch_size, mc_estimator)
     out.update(task_file=str(task), task_accuracy=r.accuracy, task_accuracy_se=r.accuracy_se,
@@ -185,7 +139,7 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _main() -> None:
-  fv = restore.parse_flags(_define_flags, sys.argv)
+  fv = cli_guard.parse_run_flags(_define_flags, sys.argv)
   evaluate_run(fv.workdir, task=fv.task, mc_samples=fv.mc_samples, mc_method=fv.mc_method,
                mc_estimator=fv.mc_estimator, mc_items=fv.mc_items, batch_size=fv.batch_size, num_sequences=fv.num_sequences)
 

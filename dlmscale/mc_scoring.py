@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlmscale.objectives import ESTIMATORS, elbo_weights, token_nll
-from dlmscale.schedules import Schedule
+from dlmscale.masking import Schedule
 
 METHODS = ("ar", "elbo", "chain")
 PAD_MULTIPLE = 16

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dlmscale.errors import UserError
-from dlmscale.schedules import LinearSchedule, Schedule, make_schedule
+from dlmscale.masking import LinearSchedule, Schedule, make_schedule
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]

@@ -16,11 +16,11 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
 from jax.sharding import Mesh
 
-from dlmscale import checkpoint, cli_guard, data, rundir, sharding, steps as steps_lib
+from dlmscale import checkpoint, program, rundir, sharding
 from dlmscale import model as model_lib
+from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 
 
@@ -38,8 +38,8 @@ def make_apply_fn(model_cfg: model_lib.ModelConfig) -> Callable[[Any, jax.Array]
 class Run:
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
-  prepared: data.Prepared
-  setup: steps_lib.Setup
+  prepared: pipeline.Prepared
+  setup: program.Setup
   params: Any
   step: int
   apply_fn: Callable[[Any, jax.Array], jax.Array]  # (params, tokens_BxL) -> logits_BxLxV
@@ -99,11 +99,11 @@ def load_run(workdir: str | pathlib.Path,
                     "(config.checkpoint.every_steps)")
   if edit:
     edit(config)
-  prepared = data.prepare(config.data)
-  total = data.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size,
+  prepared = pipeline.prepare(config.data)
+  total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size,
                                 config.data.seq_len)
   mesh = _mesh(config)
-  setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
+  setup = program.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", int(config.checkpoint.keep))
   try:
     with jax.set_mesh(mesh):
@@ -113,15 +113,7 @@ def load_run(workdir: str | pathlib.Path,
   if restored is None:
     raise UserError(f"{workdir / 'checkpoints'} holds no checkpoint; train the run first")
   if restored.meta.get("tokenizer_sha256"):
-    data.check_tokenizer_matches(prepared, restored.meta["tokenizer_sha256"])
+    pipeline.check_tokenizer_matches(prepared, restored.meta["tokenizer_sha256"])
   return Run(workdir, config, prepared, setup, restored.state.params, restored.step,
              make_apply_fn(setup.model_cfg))
 
-
-def parse_flags(define: Callable[[], flags.FlagValues], argv: list[str]) -> flags.FlagValues:
-  """absl flags into a private registry; a bad flag is a UserError, not a traceback."""
-  fv = define()
-  rest = cli_guard.parse_absl(fv, argv)
-  if not fv.workdir:
-    raise UserError("--workdir=RUN is required (the directory of a trained run)")
-  return fv

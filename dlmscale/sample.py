@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dlmscale import data, restore
+from dlmscale import cli_guard, restore
+from dlmscale.data import pipeline
 from dlmscale.errors import UserError, cli_main
-from dlmscale.schedules import Schedule, make_schedule
+from dlmscale.masking import Schedule, make_schedule
 
 METHODS = ("ancestral", "confidence")
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -176,11 +177,11 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _main() -> None:
-  fv = restore.parse_flags(_define_flags, sys.argv)
+  fv = cli_guard.parse_run_flags(_define_flags, sys.argv)
   if fv.method not in METHODS:
     raise UserError(f"--method={fv.method!r}: choose one of {', '.join(METHODS)}")
   run = restore.load_run(fv.workdir)
-  sp, eod = data.load_tokenizer(run.prepared), run.prepared.eod_id
+  sp, eod = pipeline.load_tokenizer(run.prepared), run.prepared.eod_id
   prompt = [eod, *sp.encode(fv.prompt)]
   common = dict(num_tokens=fv.num_tokens, max_len=run.model_cfg.max_len, mask_id=run.prepared.mask_id,
                 seed=fv.seed, temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p)

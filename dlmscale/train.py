@@ -21,10 +21,9 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, compile_cache, data, evalset, evaluate, flops, hardware, phases, rundir
-from dlmscale import sharding
-from dlmscale import steps as steps_lib
-from dlmscale import label_noise, orders
+from dlmscale import checkpoint, compile_cache, flops, hardware, orders, phases, program, rundir, sharding
+from dlmscale import validation
+from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import TrainingDiverged, UserError
 from dlmscale.tb import ScalarWriter
 
@@ -69,7 +68,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(_is_number(config.mdm.t_min) and 0 < config.mdm.t_min < 1,
            f"mdm.t_min must lie in (0, 1), got {config.mdm.t_min}")
   # The budget needs no data: a sequence length no budget can fill fails here, not after preparing.
-  data.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
+  pipeline.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
 
 
 def _fault_injection() -> tuple[str, int] | None:
@@ -149,16 +148,16 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
                      clock: phases.PhaseClock) -> dict | None:
   """Builds everything from the config, then (and only then) claims the workdir and trains."""
   with clock.phase("data"):
-    prepared = data.prepare(config.data)
+    prepared = pipeline.prepare(config.data)
   seq_len, batch = config.data.seq_len, config.batch_size
-  total = data.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
+  total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(batch, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  setup = steps_lib.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
+  setup = program.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
   with clock.phase("data"):
-    val_set = data.eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
-    it = data.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
+    val_set = pipeline.eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
+    it = pipeline.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                              global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count(), label_noise=config.data.label_noise)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +172,7 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
       lock.release()
 
 
-def data_sha256(prepared: data.Prepared) -> dict[str, str]:
+def data_sha256(prepared: pipeline.Prepared) -> dict[str, str]:
   """Content hashes of what the run trains and is evaluated on (from the data's manifest)."""
   splits = prepared.manifest["splits"]
   return {"train": splits["train"]["sha256"], "val": splits["val"]["sha256"],
@@ -181,7 +180,7 @@ def data_sha256(prepared: data.Prepared) -> dict[str, str]:
 
 
 def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
-         prepared: data.Prepared, setup: steps_lib.Setup, total: int, val_set: evalset.EvalSet, it,
+         prepared: pipeline.Prepared, setup: program.Setup, total: int, val_set: evalset.EvalSet, it,
          allow_new_data: bool, clock: phases.PhaseClock) -> dict | None:
   mesh, seq_len, batch = setup.mesh, config.data.seq_len, config.batch_size
   with clock.phase("checkpoint"):
@@ -210,7 +209,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool
     return loop.run(state)
 
 
-def _check_same_data(meta: dict, prepared: data.Prepared, allow_new_data: bool) -> None:
+def _check_same_data(meta: dict, prepared: pipeline.Prepared, allow_new_data: bool) -> None:
   """The checkpoint's record of its data against the data prepared now (config.json is checked
   first; this catches a checkpoint copied between runs)."""
   saved = dict(meta.get("data_sha256") or {})
@@ -302,9 +301,9 @@ class _Loop:
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = evaluate.per_sequence_losses(self.setup.eval_step, params, self.val_set.tokens_NxL,
+    per_seq = validation.per_sequence_losses(self.setup.eval_step, params, self.val_set.tokens_NxL,
                                            self.config.eval.batch_size, put)
-    v = evaluate.summarise(per_seq, self.seq_len, self.val_set.document_N)
+    v = validation.summarise(per_seq, self.seq_len, self.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
            "eval_documents": v.eval_documents}
@@ -336,7 +335,7 @@ class _Loop:
         with self.clock.phase("data"):
           tokens = next(self.it)["tokens"]
         with self.clock.phase("train"):
-          state, metrics = self.setup.train_step(state, steps_lib.put_batch(tokens, self.setup))
+          state, metrics = self.setup.train_step(state, program.put_batch(tokens, self.setup))
           if pending is not None:
             self.consume(*pending)
           pending = (step, metrics)

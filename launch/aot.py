@@ -22,9 +22,10 @@ import pathlib
 import sys
 from typing import Any
 
-from configs import grid as grid_lib
+from configs import grid as config_grid
 from dlmscale import aot, model as model_lib
 from dlmscale.errors import UserError, cli_main
+from launch import grids as grid_lib
 
 GiB = 2**30
 
@@ -32,7 +33,7 @@ GiB = 2**30
 def point_config(grid: grid_lib.Grid, name: str) -> Any:
   """The config the trainer would run for `name`: the file's get_config(arg) plus the point's flags."""
   base = grid_lib.load_module(grid.path).get_config(grid.arg)
-  return grid_lib.apply_overrides(base, grid.points[name])
+  return config_grid.apply_overrides(base, grid.points[name])
 
 
 def shape_key(config: Any) -> str:

@@ -30,10 +30,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-from configs import grid as grid_lib
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
 from dlmscale.rundir import check_workdir
+from launch import grids as grid_lib
 from launch import manifest as mf
 from launch import worker as worker_lib
 

@@ -30,8 +30,10 @@ from typing import Any
 
 from configs import grid as grid_lib
 from dlmscale import cli_guard
-from dlmscale import evalset, rundir
+from dlmscale import rundir
+from dlmscale.data import evalset
 from dlmscale.errors import UserError, cli_main
+from launch import grids
 
 FAMILIES = ("ar", "mdm")
 
@@ -106,7 +108,7 @@ def paired_vs_best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def provenance(root: pathlib.Path, records: list[dict[str, Any]]) -> dict[str, Any]:
   try:
-    commit = subprocess.run(["git", "-C", str(grid_lib.REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+    commit = subprocess.run(["git", "-C", str(grids.REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                             text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     commit = "unknown"

@@ -31,10 +31,10 @@ import socket
 import sys
 from typing import Any, Callable, Iterator
 
-from configs import grid as grid_lib
-from configs.grid import Grid
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
+from launch import grids as grid_lib
+from launch.grids import Grid
 
 MANIFEST = "grid_manifest.json"
 LOCKS = ".locks"

@@ -22,9 +22,9 @@ import shlex
 import subprocess
 import sys
 
-from configs import grid as grid_lib
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
+from launch import grids as grid_lib
 from launch import manifest as mf
 
 REPO_ROOT = grid_lib.REPO_ROOT

@@ -28,9 +28,9 @@ import sys
 import tarfile
 import time
 
-from configs import grid as grid_lib
 from dlmscale import cli_guard
 from dlmscale.errors import UserError, cli_main
+from launch import grids as grid_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
 REMOTE_REPO = "~/dlmscale"

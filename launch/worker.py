@@ -81,11 +81,12 @@ _configs: dict[str, Any] = {}  # spec -> the grid module's get_config(arg), load
 
 def point_config(spec: str, overrides: dict[str, Any]):
   """The config `python -m dlmscale.main --config=SPEC --config.KEY=VALUE...` would build."""
-  from configs import grid as grid_lib  # noqa: PLC0415 - a worker imports what its points need
+  from configs import grid as config_grid  # noqa: PLC0415 - a worker imports what its points need
+  from launch import grids as grid_lib  # noqa: PLC0415
   if spec not in _configs:
     path, arg = grid_lib.split_spec(spec)
     _configs[spec] = grid_lib.load_module(path).get_config(arg)
-  return grid_lib.apply_overrides(_configs[spec], overrides)
+  return config_grid.apply_overrides(_configs[spec], overrides)
 
 
 def train_point(request: dict[str, Any]) -> int | str:

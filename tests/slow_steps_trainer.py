@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import time
 
-from dlmscale import main, steps
+from dlmscale import main, program
 
-_put_batch = steps.put_batch
+_put_batch = program.put_batch
 
 
 def _paused_put_batch(*args, **kwargs):
@@ -19,5 +19,5 @@ def _paused_put_batch(*args, **kwargs):
 
 
 if __name__ == "__main__":
-  steps.put_batch = _paused_put_batch
+  program.put_batch = _paused_put_batch
   main.run()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import identify, paired, report_md, study_fits
-from dlmscale import evalset
+from dlmscale.data import evalset
 
 
 def _record(loss_N, document_N):

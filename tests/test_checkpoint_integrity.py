@@ -85,10 +85,11 @@ def test_truncated_file_is_one_warning_line_not_orbax_tracebacks(finished, tmp_p
   victim.write_bytes(victim.read_bytes()[:10])
   capsys.readouterr()
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", 3)
-  from dlmscale import data, sharding, steps as steps_lib
-  prepared = data.prepare(cfg.data)
+  from dlmscale import program, sharding
+  from dlmscale.data import pipeline
+  prepared = pipeline.prepare(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
-  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, 12, mesh)
+  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, 12, mesh)
   with jax.set_mesh(mesh):
     restored = ckpt.restore_latest(setup.abstract_state)
   ckpt.close()

@@ -10,7 +10,7 @@ import pandas as pd
 from analysis import study
 from dlmscale.model import ModelConfig, Transformer
 from dlmscale.objectives import mdm_elbo_samples
-from dlmscale.schedules import LinearSchedule
+from dlmscale.masking import LinearSchedule
 
 
 def _model(V: int = 6, L: int = 5):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import data, evalset, evaluate, train
+from dlmscale import train, validation
+from dlmscale.data import evalset, pipeline
 from dlmscale.errors import UserError
 
 EOD = 1
@@ -122,8 +123,8 @@ def test_clustered_se_covers_the_truth_where_the_naive_se_does_not():
 
 def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, tmp_path):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", epochs=2.0)
-  prepared = data.prepare(cfg.data)
-  es = data.eval_set(prepared, cfg.eval.num_sequences)
+  prepared = pipeline.prepare(cfg.data)
+  es = pipeline.eval_set(prepared, cfg.eval.num_sequences)
   first = evalset.chunk_documents(prepared.val_chunks, prepared.eod_id)[:cfg.eval.num_sequences]
   assert es.n_documents > np.unique(first).size  # the first N chunks are fewer documents
   summary = train.train_and_evaluate(cfg, tmp_path)
@@ -140,7 +141,7 @@ def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, t
     assert r["loss"] == pytest.approx(saved["loss_N"].mean(), rel=1e-12)
     assert r["loss_se"] == pytest.approx(evalset.clustered_se(saved["loss_N"], saved["document_N"]))
     assert r["eval_documents"] == es.n_documents and r["n_sequences"] == len(es.tokens_NxL)
-  v = evaluate.summarise(saved["loss_N"], cfg.data.seq_len, saved["document_N"])
+  v = validation.summarise(saved["loss_N"], cfg.data.seq_len, saved["document_N"])
   assert v.loss_se >= 0 and v.loss_se_naive > 0
 
 
@@ -149,7 +150,7 @@ def test_default_corpus_default_eval_set_spans_64_documents(tmp_path):
   from configs import base
   c = base.get_config()
   c.data.cache_dir = str(tmp_path)
-  es = data.eval_set(data.prepare(c.data), c.eval.num_sequences)
+  es = pipeline.eval_set(pipeline.prepare(c.data), c.eval.num_sequences)
   assert es.n_documents >= 64
   # 256 sequences over the 64 val documents (79 less 15 tune): 4 each, 5 where others have fewer
   assert np.bincount(es.document_N).max() <= 5

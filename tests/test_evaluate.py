@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env, tiny_config
-from dlmscale import evaluate, objectives, train
+from dlmscale import evaluate, objectives, train, validation
 from dlmscale import model as model_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -81,16 +81,16 @@ def test_validation_is_the_same_for_any_batch_size(objective):
   eval_fn = objectives.make_eval_fn(c, mask_id=V - 1)
   step = jax.jit(lambda p, t, i: eval_fn(p, apply_fn, t, i))
   val_NxL = np.random.default_rng(0).integers(0, V - 1, (N, L)).astype(np.int32)
-  per_seq = {b: evaluate.per_sequence_losses(step, params, val_NxL, b, jnp.asarray) for b in (3, 16)}
+  per_seq = {b: validation.per_sequence_losses(step, params, val_NxL, b, jnp.asarray) for b in (3, 16)}
   np.testing.assert_allclose(per_seq[3], per_seq[16], rtol=2e-6)  # both pad a last, partial batch
-  v = evaluate.summarise(per_seq[3], L)
+  v = validation.summarise(per_seq[3], L)
   assert v.n_tokens == N * L and v.loss_se > 0
-  assert v.loss == pytest.approx(evaluate.summarise(per_seq[16], L).loss, rel=1e-6)
+  assert v.loss == pytest.approx(validation.summarise(per_seq[16], L).loss, rel=1e-6)
   if objective == "mdm":  # the seed decides the samples: the checks above are not vacuous
     c.eval.seed = 8
     other_fn = objectives.make_eval_fn(c, mask_id=V - 1)
     other = jax.jit(lambda p, t, i: other_fn(p, apply_fn, t, i))
-    assert not np.allclose(evaluate.per_sequence_losses(other, params, val_NxL, 16, jnp.asarray),
+    assert not np.allclose(validation.per_sequence_losses(other, params, val_NxL, 16, jnp.asarray),
                            per_seq[16])
 
 

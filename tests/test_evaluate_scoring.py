@@ -17,7 +17,7 @@ import pytest
 from dlmscale import builtin_task, mc_scoring, task_file
 from dlmscale import model as model_lib
 from dlmscale.errors import UserError
-from dlmscale.schedules import LinearSchedule
+from dlmscale.masking import LinearSchedule
 
 V, MASK = 8, 7  # toy vocabulary: ids 0..6 are tokens, 7 is <mask>
 SURE = 3  # the only token the toy model gives non-zero probability

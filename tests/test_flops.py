@@ -12,7 +12,7 @@ import pytest
 from dlmscale import flops
 from dlmscale.model import ModelConfig, Transformer
 from dlmscale.objectives import ar_loss, mdm_loss
-from dlmscale.schedules import LinearSchedule
+from dlmscale.masking import LinearSchedule
 
 SIZES = [  # (d_model, n_layers, n_heads, d_ff, vocab, seq_len)
     (64, 2, 2, 192, 256, 64),

@@ -17,6 +17,7 @@ from dlmscale import flops
 from dlmscale import model as model_lib
 from dlmscale import sizes
 from dlmscale.errors import UserError
+from launch import grids
 
 REPO_README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,14 +48,14 @@ def test_sweep_names_are_unique_readable_and_configs_load(file, scale):
     assert isinstance(c.epochs, float) and isinstance(c.unique_tokens, int)
     steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
     assert steps >= 1 and 1 <= c.eval.every_steps <= steps
-    configs.append(grid.config_hash(c))
+    configs.append(grids.config_hash(c))
   assert len(set(configs)) == len(configs)  # distinct names mean distinct runs
   assert {p["objective"] for p in points} == {"ar", "mdm"}
 
 
 def _parse_with_config_flags(spec: str, overrides: dict) -> dict:
   fv = flags.FlagValues()
-  argv = ["prog", f"--config={spec}", *grid.override_flags(overrides)]
+  argv = ["prog", f"--config={spec}", *grids.override_flags(overrides)]
   config_flags.DEFINE_config_file("config", None, "grid", flag_values=fv, lock_config=True, sys_argv=argv)
   fv(argv)
   return fv.config.to_dict()
@@ -73,7 +74,7 @@ def test_override_flags_parse_back_through_ml_collections(file):
 
 
 def test_override_flags_keep_float_decimal_points():
-  assert grid.override_flags({"epochs": 16.0, "unique_tokens": 1_000_000, "optim.lr": 3e-4,
+  assert grids.override_flags({"epochs": 16.0, "unique_tokens": 1_000_000, "optim.lr": 3e-4,
                               "mdm.t_min": 1e-05, "tensorboard": False, "objective": "mdm"}) == [
       "--config.epochs=16.0", "--config.unique_tokens=1000000", "--config.optim.lr=0.0003",
       "--config.mdm.t_min=1e-05", "--config.tensorboard=false", "--config.objective=mdm"]
@@ -282,7 +283,7 @@ def _check_points(points: list[dict], base) -> None:
     assert 1 <= c.eval.every_steps <= max(steps, cpu_study.MIN_EVAL_INTERVAL)
     if c.epochs > 1:  # a long run is evaluated often enough to see its minimum
       assert steps // c.eval.every_steps >= cpu_study.EVALS_PER_RUN - 1
-    hashes.add(grid.config_hash(c))
+    hashes.add(grids.config_hash(c))
   assert len(hashes) == len(points)
 
 

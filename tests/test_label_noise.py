@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import data, label_noise, rundir, train
+from dlmscale import rundir, train
+from dlmscale.data import label_noise, pipeline
 from dlmscale.errors import UserError
 
 V, MASK = 16, 15
@@ -62,12 +63,12 @@ def _digest(a: np.ndarray) -> str:
 
 def test_train_iterator_repeats_one_corrupted_dataset_and_leaves_the_data_alone(tiny_corpus, data_cache):
   cfg = tiny_config(tiny_corpus, data_cache)
-  p = data.prepare(cfg.data)
+  p = pipeline.prepare(cfg.data)
   before = (_digest(p.train_chunks), _digest(p.val_chunks))
   L = p.seq_len
   kw = dict(unique_tokens=16 * L, epochs=2, global_batch=8, seed=0)
-  clean = _rows(data.train_iterator(p, **kw))
-  noisy = _rows(data.train_iterator(p, **kw, label_noise=0.2))
+  clean = _rows(pipeline.train_iterator(p, **kw))
+  noisy = _rows(pipeline.train_iterator(p, **kw, label_noise=0.2))
   assert len(noisy) == 2 and noisy[0] == noisy[1]  # epoch 2 sees epoch 1's corruption again
   assert clean[0] == clean[1] and noisy[0] != clean[0]
   noisy_NxL, clean_NxL = _per_chunk(p, kw, 0.2), _per_chunk(p, kw, 0.0)  # aligned by chunk id
@@ -78,11 +79,11 @@ def test_train_iterator_repeats_one_corrupted_dataset_and_leaves_the_data_alone(
 
 def _per_chunk(p, kw, noise):
   """Budget chunks in chunk-id order, as one epoch of the iterator delivers them (clean or noisy)."""
-  ids = data.budget_chunk_ids(len(p.train_chunks), kw["unique_tokens"], p.seq_len, p.manifest["seed"])
+  ids = pipeline.budget_chunk_ids(len(p.train_chunks), kw["unique_tokens"], p.seq_len, p.manifest["seed"])
   tokens = np.asarray(p.train_chunks[ids], np.int32)
   c = label_noise.from_config(noise, p.manifest["seed"], p.vocab_size, p.mask_id)
   out = c(tokens, ids) if c else tokens
-  one_epoch = _rows(data.train_iterator(p, **{**kw, "epochs": 1}, label_noise=noise))[0]
+  one_epoch = _rows(pipeline.train_iterator(p, **{**kw, "epochs": 1}, label_noise=noise))[0]
   assert sorted(map(tuple, out)) == one_epoch  # the iterator applies exactly this corruption
   return out
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from configs import grid
+from launch import grids as grid
 from launch import slurm
 from test_launch_fakes import REPO, fake_env, ledger_events
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import test_launch_local as tll
-from configs import grid as grid_lib
+from launch import grids as grid_lib
 from conftest import subprocess_env
 from launch import worker
 from test_launch_fakes import REPO, TESTS, _fake_main, ledger_events

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import cpu_study, grid
-from dlmscale import evalset
+from dlmscale.data import evalset
 from launch import lr_choice
 
 DOCS_N = np.repeat(np.arange(10), 4)  # 40 tune sequences over 10 documents

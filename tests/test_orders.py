@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
-from dlmscale import data, objectives, orders, rundir, sharding, steps as steps_lib
+from dlmscale import objectives, orders, program, rundir, sharding
+from dlmscale.data import pipeline
 from dlmscale import model as model_lib
 from dlmscale.errors import UserError
 
@@ -23,9 +24,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _setup(cfg):
-  prepared = data.prepare(cfg.data)
+  prepared = pipeline.prepare(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
-  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total_steps=10, mesh=mesh)
+  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, total_steps=10, mesh=mesh)
   with jax.set_mesh(mesh):
     params = jax.tree.map(np.asarray, setup.init().params)
   return prepared, setup, params
@@ -113,11 +114,11 @@ def test_many_orders_evaluate_the_left_to_right_nll(tiny_corpus, data_cache):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", **{"ar.num_orders": 4})
   prepared, setup, params = _setup(cfg)
   model = model_lib.Transformer(setup.model_cfg)
-  val = data.eval_set(prepared, 8).tokens_NxL
+  val = pipeline.eval_set(prepared, 8).tokens_NxL
   L = val.shape[1]
   with jax.set_mesh(setup.mesh):
-    got = np.asarray(setup.eval_step(params, steps_lib.put_batch(val, setup),
-                                     steps_lib.put_batch(np.arange(8), setup)))
+    got = np.asarray(setup.eval_step(params, program.put_batch(val, setup),
+                                     program.put_batch(np.arange(8), setup)))
   logits = model.apply({"params": params}, jnp.asarray(val), positions_BxL=jnp.arange(L)[None],
                        target_positions_BxL=jnp.concatenate([jnp.arange(1, L), jnp.zeros(1, int)])[None])
   logits = logits.at[..., prepared.mask_id].set(-jnp.inf)

@@ -12,10 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dlmscale import checkpoint, data, sample
+from dlmscale import checkpoint, sample
+from dlmscale.data import pipeline
 from dlmscale import model as model_lib
 from dlmscale.errors import UserError
-from dlmscale.schedules import LinearSchedule
+from dlmscale.masking import LinearSchedule
 from test_evaluate import trained_run
 
 V, MASK, L = 12, 11, 24
@@ -90,12 +91,12 @@ def _library_sample(run: pathlib.Path, prompt: str, seed: int, **kw) -> str:
   """The continuation the library samplers give on the parameters read straight from the newest
   checkpoint (numpy arrays, the model rebuilt from config.json; not through dlmscale.restore)."""
   config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
-  prepared = data.prepare(config.data)
+  prepared = pipeline.prepare(config.data)
   params = checkpoint.load_arrays(run / "checkpoints")["params"]
   mcfg = model_lib.model_config_from(config, prepared.vocab_size)
   model = model_lib.Transformer(mcfg)
   apply_fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
-  sp = data.load_tokenizer(prepared)
+  sp = pipeline.load_tokenizer(prepared)
   ids = [prepared.eod_id, *sp.encode(prompt)]  # a prompt starts a document
   common = dict(num_tokens=8, max_len=mcfg.max_len, mask_id=prepared.mask_id, seed=seed)
   if config.objective == "ar":

@@ -1,5 +1,5 @@
 """One compiled train step per shape: the seed and the lr schedule are arguments of the program
-(dlmscale/steps.py run_args), and the traced schedule is optax's to float rounding (XLA folds the
+(dlmscale/program.py run_args), and the traced schedule is optax's to float rounding (XLA folds the
 constants of a per-run program together, which it cannot do with arguments)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from conftest import tiny_config
 from configs import base
-from dlmscale import data, optim, sharding, steps as steps_lib
+from dlmscale import optim, program, sharding
+from dlmscale.data import pipeline
 
 
 @pytest.mark.parametrize("kind,warmup", [("cosine", 0.0), ("cosine", 0.05), ("wsd", 0.3),
@@ -27,13 +28,13 @@ def test_traced_schedule_is_lr_schedule_to_float_rounding(kind, warmup):
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12, err_msg=f"{kind} total={total}")
 
 
-def _build(cfg, total: int) -> steps_lib.Setup:
-  prepared = data.prepare(cfg.data)
-  return steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total, sharding.make_mesh(cfg.mesh))
+def _build(cfg, total: int) -> program.Setup:
+  prepared = pipeline.prepare(cfg.data)
+  return program.build(cfg, prepared.vocab_size, prepared.mask_id, total, sharding.make_mesh(cfg.mesh))
 
 
 def _lowered_text(cfg, total: int) -> str:
-  steps_lib._PROGRAMS.clear()  # as a fresh process would trace it
+  program._PROGRAMS.clear()  # as a fresh process would trace it
   setup = _build(cfg, total)
   mesh = setup.mesh
   tokens = jax.ShapeDtypeStruct((cfg.batch_size, cfg.data.seq_len), jnp.int32, sharding=setup.batch_sharding)
@@ -50,7 +51,7 @@ def test_runs_differing_in_seed_length_and_lr_share_one_program(tiny_corpus, dat
 
 
 def test_a_process_reuses_the_programs_of_a_shape(tiny_corpus, data_cache):
-  steps_lib._PROGRAMS.clear()
+  program._PROGRAMS.clear()
   a = _build(tiny_config(tiny_corpus, data_cache, "mdm"), 12)
   b = _build(tiny_config(tiny_corpus, data_cache, "mdm", seed=3, **{"optim.lr": 1e-3}), 40)
   c = _build(tiny_config(tiny_corpus, data_cache, "mdm", **{"model.d_ff": 128}), 12)
@@ -63,14 +64,14 @@ def test_a_process_reuses_the_programs_of_a_shape(tiny_corpus, data_cache):
 @pytest.mark.slow
 def test_train_step_uses_the_runs_own_schedule(tiny_corpus, data_cache):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", **{"optim.warmup_steps": 3})
-  prepared = data.prepare(cfg.data)
+  prepared = pipeline.prepare(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
   total = 6
-  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total, mesh)
+  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, total, mesh)
   want = optim.lr_schedule(cfg.optim, total)
   tokens = np.asarray(prepared.train_chunks[:cfg.batch_size], np.int32)
   with jax.set_mesh(mesh):
     state = setup.init()
     for step in range(total):
-      state, m = setup.train_step(state, steps_lib.put_batch(tokens, setup))
+      state, m = setup.train_step(state, program.put_batch(tokens, setup))
       assert np.float32(jax.device_get(m["lr"])) == np.float32(jax.jit(want)(step))

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import grid as grid_lib
+from launch import grids as grid_lib
 from dlmscale import checkpoint, rundir
 from dlmscale.errors import UserError
 from launch import local_slurm

@@ -14,7 +14,8 @@ import re
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
-from dlmscale import checkpoint, data, objectives, optim, rundir, sharding, steps as steps_lib, train
+from dlmscale import checkpoint, objectives, optim, program, rundir, sharding, train
+from dlmscale.data import pipeline
 from dlmscale import model as model_lib
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "one_step.json"
@@ -36,14 +37,14 @@ def _main(cfg, workdir: pathlib.Path, **env) -> subprocess.CompletedProcess:
 
 
 def _one_step(cfg) -> dict:
-  prepared = data.prepare(cfg.data)
+  prepared = pipeline.prepare(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
-  setup = steps_lib.build(cfg, prepared.vocab_size, prepared.mask_id, total_steps=10, mesh=mesh)
+  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, total_steps=10, mesh=mesh)
   tokens_BxL = np.asarray(prepared.train_chunks[:cfg.batch_size], np.int32)
   with jax.set_mesh(mesh):
     state = setup.init()
     params0 = jax.tree.map(np.asarray, state.params)
-    _, metrics = setup.train_step(state, steps_lib.put_batch(tokens_BxL, setup))
+    _, metrics = setup.train_step(state, program.put_batch(tokens_BxL, setup))
   return {"metrics": jax.device_get(metrics), "params0": params0, "tokens": tokens_BxL,
           "prepared": prepared}
 
@@ -136,7 +137,7 @@ def test_loss_falls_and_run_dir_contract(objective, tiny_corpus, data_cache, tmp
   for r in rows:
     assert {"step", "split", "loss", "tokens_seen", "epoch", "flops", "wall_s"} <= set(r)
   assert all("loss_se" in r and r["loss_se"] > 0 for r in ev)
-  assert summary["steps"] == tr[-1]["step"] == data.steps_for_budget(
+  assert summary["steps"] == tr[-1]["step"] == pipeline.steps_for_budget(
       cfg.unique_tokens, cfg.epochs, cfg.batch_size, cfg.data.seq_len)
   assert summary["epochs"] == 6.0 and abs(tr[-1]["epoch"] - 6.0) < 0.5
   assert json.loads((tmp_path / "summary.json").read_text())["final_eval_loss"] == ev[-1]["loss"]

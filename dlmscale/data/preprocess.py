@@ -17,9 +17,9 @@ import time
 import numpy as np
 import sentencepiece as spm
 
-from dlmscale import chunks
-from dlmscale import corpus as corpus_lib
-from dlmscale import tokenizer as tok
+from dlmscale.data import chunks
+from dlmscale.data import corpus as corpus_lib
+from dlmscale.data import tokenizer as tok
 from dlmscale.errors import UserError
 
 _ENCODE_BATCH_CHARS = 8 << 20  # documents handed to sentencepiece's threads at once

@@ -22,12 +22,12 @@ import ml_collections
 import numpy as np
 import sentencepiece as spm
 
-from dlmscale import chunks
-from dlmscale import corpus as corpus_lib
-from dlmscale import label_noise as label_noise_lib
-from dlmscale import evalset
-from dlmscale import preprocess
-from dlmscale import tokenizer as tok
+from dlmscale.data import chunks
+from dlmscale.data import corpus as corpus_lib
+from dlmscale.data import label_noise as label_noise_lib
+from dlmscale.data import evalset
+from dlmscale.data import preprocess
+from dlmscale.data import tokenizer as tok
 from dlmscale.errors import UserError
 
 if TYPE_CHECKING:
@@ -336,9 +336,3 @@ def _main() -> int:
   print(summary(prepare(cfg, out_dir=f.out_dir or None)))
   return 0
 
-
-if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
-  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  sys.exit(cli_guard.guard(_main, "dlmscale.data"))
