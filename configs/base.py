@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 200
   c.eval.num_sequences = 256  # validation chunks, round-robin over documents, same for every run
+  c.eval.set = "val"  # "val": the claims' set | "tune": disjoint documents, for choosing lr (evalset.py)
   c.eval.batch_size = 64
   c.eval.mc_samples = 8  # diffusion ELBO time samples per sequence (K)
   c.eval.mdm_estimator = "count"  # ELBO sample weight: "count" ((L+1)/|masked|, linear schedule;

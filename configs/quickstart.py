@@ -1,12 +1,21 @@
-"""The README's first job: a small slice of the CPU study, end to end, in minutes on 2 CPU cores.
+"""The README's first job: a slice of the CPU study, end to end, in under 10 minutes on 2 CPU cores.
 
-AR and diffusion, model s0.2M, U = 6.4k unique tokens of the default corpus repeated for
-1, 4, 16 and 64 epochs (8 runs), then the analysis report:
+AR and diffusion at sizes s0.1M and s0.2M on U = 12.8k unique tokens of the default corpus: per
+family and size one long run (AR 32 epochs, diffusion 512, each evaluated 32 times along the way)
+and a 1-epoch run (8 runs, the study's own points), then the analysis report:
 
   python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart
 
-One run of it (the first point of the narrowed grid; argument keys as in configs/cpu_study.py,
-lists joined with '+'):
+Budget (2 idle cores, cpu_study.estimate_seconds): (0.41M + 6.55M + 2 x 0.013M tokens) x (46 + 74
+CPU-seconds per M tokens) = 840 core-seconds of training + evaluations + 8 starts = ~500 s, ~8.5
+minutes; the s0.2M diffusion run alone is ~490 core-seconds, so two cores finish in about that.
+The report then has both families' frontiers at one budget (the crossover answer or its bound).
+Of its fits, Kaplan's L(C_min) is the one two sizes can identify: on the earlier study's runs of
+this shape (s0.1M and s0.2M at U = 25.6k, 1 and 64 epochs; `analysis.report --tables` on that
+subset) it was identified for diffusion on 3 frontier points and not for AR, whose final losses had
+overfitted. Not yet verified on this slice's own runs.
+
+One run of it (argument keys as in configs/cpu_study.py, lists joined with '+'):
 
   python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16 --workdir=runs/qs-mdm
 """
@@ -19,8 +28,8 @@ import ml_collections
 
 from configs import cpu_study, grid
 
-DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.2M"], "unique": [6_400],
-                            "noise_seeds": [], "long_epochs": []}
+DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.1M", "s0.2M"], "unique": [12_800],
+                            "noise_seeds": []}
 
 
 def sweep(arg: str | None = None) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from dlmscale.validation import Validation, per_sequence_losses, summarise
 def validation(run, batch_size: int, num_sequences: int) -> Validation:
   """The training-time validation number (same chunks, same eval fn) for a restored run."""
   sharding.check_batch(batch_size, run.mesh, "--batch_size")
-  es = pipeline.eval_set(run.prepared, num_sequences)
+  es = pipeline.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
   with jax.set_mesh(run.mesh):
     per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
   return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
@@ -82,7 +82,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
   batch_size = int(batch_size or c.eval.batch_size)
   out = {"workdir": str(run.workdir), "step": run.step, "objective": c.objective,
          "mc_samples": int(c.eval.mc_samples) if c.objective == "mdm" else None,
-         "eval_seed": int(c.eval.seed), "mc_method": method,
+         "eval_seed": int(c.eval.seed), "eval_set": c.eval.get("set", "val"), "mc_method": method,
          "mc_estimator": mc_estimator if method == "elbo" else None}
   t0 = time.perf_counter()
   v = validation(run, batch_size, int(num_sequences or c.eval.num_sequences))

@@ -10,7 +10,7 @@ import math
 import ml_collections
 
 from dlmscale import masking, objectives, orders
-from dlmscale.data import label_noise, pipeline
+from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import UserError
 
 
@@ -40,6 +40,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
                     ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
     _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")
+  _require(config.eval.get("set", "val") in evalset.SETS,
+           f"eval.set must be one of {', '.join(evalset.SETS)}, got {config.eval.get('set')!r}")
   n = config.eval.task_every
   _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0,
            f"eval.task_every must be a whole number >= 0 (0 = off), got {n!r}")

@@ -114,7 +114,7 @@ def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, a
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   setup = program.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
   with clock.phase("data"):
-    val_set = pipeline.eval_set(prepared, config.eval.num_sequences)
+    val_set = pipeline.eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
     it = pipeline.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                              global_batch=batch, seed=config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count(), label_noise=config.data.label_noise)
@@ -343,7 +343,7 @@ class _Loop:
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
         "n_sequences": self.val_set.tokens_NxL.shape[0], "eval_documents": self.val_set.n_documents,
-        "eval_se": "clustered by document",
+        "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
         "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,

@@ -49,8 +49,19 @@ def estimate_cost(config: ml_collections.ConfigDict) -> float:
                                    config.data.vocab_size)
 
 
+# Keys added after grid directories already existed, left out of a point's hash while they hold
+# the value that reproduces the old behaviour: a grid launched before the key existed (or one in
+# flight) keeps its hash, so re-running its command resumes it instead of refusing a "changed" grid.
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {"eval": {"task_every": 0}}
+
+
 def config_hash(config: ml_collections.ConfigDict) -> str:
-  blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  d = config.to_dict()
+  for section, keys in HASH_NEUTRAL.items():
+    for key, neutral in keys.items():
+      if section in d and key in d[section] and d[section][key] == neutral:
+        del d[section][key]
+  blob = json.dumps(d, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -107,6 +107,7 @@ CASES = [
     _main("eval-every-zero", "--config.eval.every_steps=0", needles=("eval.every_steps",)),
     _main("eval-sequences-zero", "--config.eval.num_sequences=0", needles=("eval.num_sequences",)),
     _main("eval-sequences-too-many", "--config.eval.num_sequences=100000", needles=("eval.num_sequences", "validation")),
+    _main("eval-set-unknown", "--config.eval.set=test", needles=("eval.set", "tune")),
     _main("eval-batch-zero", "--config.eval.batch_size=0", needles=("eval.batch_size",)),
     _main("mc-samples-zero", "--config.eval.mc_samples=0", needles=("eval.mc_samples",)),
     _main("task-every-negative", "--config.eval.task_every=-1", needles=("eval.task_every", ">= 0")),

@@ -52,10 +52,51 @@ def test_draw_is_a_function_of_the_data_and_checks_its_size():
   a = evalset.draw(chunks_NxL, EOD, 12, seed=3)
   b = evalset.draw(np.array(chunks_NxL), EOD, 12, seed=3)
   np.testing.assert_array_equal(a.chunk_ids_N, b.chunk_ids_N)
-  assert a.n_documents == 12  # the long last document does not take over the set
+  n_val_docs = 13 - evalset.tune_documents(evalset.chunk_documents(chunks_NxL, EOD), 3).size
+  assert a.n_documents == n_val_docs  # every val document; the long last one does not take over the set
+  assert np.bincount(a.document_N).max() <= 2
   np.testing.assert_array_equal(a.tokens_NxL, chunks_NxL[a.chunk_ids_N])
   with pytest.raises(UserError, match="val_tokens"):
     evalset.draw(chunks_NxL, EOD, len(chunks_NxL) + 1, seed=3)
+
+
+def test_round_robin_is_the_order_main_drew_before_the_tune_split():
+  doc_N = np.repeat(np.arange(30), np.arange(1, 31))
+  # ids from evalset.round_robin at main 43e0a1c (before eval.set existed): the default set is unchanged
+  want = [5, 10, 17, 27, 33, 40, 50, 56, 72, 87, 102, 128, 147, 158, 182, 215, 249, 255, 292, 310, 333,
+          377, 411, 453]
+  assert evalset.round_robin(doc_N, 24, seed=5).tolist() == want
+  chunks_NxL = _stream(list(range(20, 50)), seq_len=8)
+  doc_N = evalset.chunk_documents(chunks_NxL, EOD)
+  n_val_docs = np.unique(doc_N).size - evalset.tune_documents(doc_N, 5).size
+  np.testing.assert_array_equal(evalset.draw(chunks_NxL, EOD, n_val_docs, seed=5).chunk_ids_N,
+                                evalset.round_robin(doc_N, n_val_docs, seed=5))
+  assert not np.array_equal(evalset.draw(chunks_NxL, EOD, n_val_docs + 1, seed=5).chunk_ids_N,
+                            evalset.round_robin(doc_N, n_val_docs + 1, seed=5))  # would reach a tune document
+
+
+@pytest.mark.parametrize("n", [3, 12, 40])
+def test_tune_and_val_share_no_document_and_no_sequence(n):
+  chunks_NxL = _stream([30 + 7 * i for i in range(40)], seq_len=16)
+  val = evalset.draw(chunks_NxL, EOD, n, seed=2, which="val")
+  tune = evalset.draw(chunks_NxL, EOD, n, seed=2, which="tune")
+  assert len(val.chunk_ids_N) == len(tune.chunk_ids_N) == n
+  assert np.intersect1d(val.document_N, tune.document_N).size == 0
+  assert np.intersect1d(val.chunk_ids_N, tune.chunk_ids_N).size == 0
+  tune_docs = evalset.tune_documents(evalset.chunk_documents(chunks_NxL, EOD), seed=2)
+  assert tune_docs.size == int(40 * evalset.TUNE_FRACTION) and set(tune.document_N) <= set(tune_docs)
+  assert tune.n_documents == min(n, tune_docs.size)  # round-robin within the tune documents too
+  with pytest.raises(UserError, match="eval.set"):
+    evalset.draw(chunks_NxL, EOD, n, seed=2, which="test")
+  with pytest.raises(UserError, match="'tune' documents"):
+    evalset.draw(chunks_NxL, EOD, len(chunks_NxL), seed=2, which="tune")
+
+
+def test_a_single_validation_document_is_the_val_set_and_no_tune_set():
+  chunks_NxL = _stream([200], seq_len=16)
+  assert evalset.draw(chunks_NxL, EOD, 5, seed=0).n_documents == 1
+  with pytest.raises(UserError, match="0 validation chunks of the 'tune' documents"):
+    evalset.draw(chunks_NxL, EOD, 1, seed=0, which="tune")
 
 
 def test_clustered_se_is_the_usual_se_for_singletons_and_larger_for_shared_offsets():
@@ -88,6 +129,7 @@ def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, t
   assert es.n_documents > np.unique(first).size  # the first N chunks are fewer documents
   summary = train.train_and_evaluate(cfg, tmp_path)
   assert summary["eval_documents"] == es.n_documents and summary["n_sequences"] == len(es.tokens_NxL)
+  assert summary["eval_set"] == "val"
   assert summary["flops_6nd"] == 6 * summary["params_non_embedding"] * summary["tokens_seen"]
   assert summary["flops"] < summary["flops_6nd"] * 10  # both recorded, counted keeps its own value
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -110,4 +152,5 @@ def test_default_corpus_default_eval_set_spans_64_documents(tmp_path):
   c.data.cache_dir = str(tmp_path)
   es = pipeline.eval_set(pipeline.prepare(c.data), c.eval.num_sequences)
   assert es.n_documents >= 64
-  assert np.bincount(es.document_N).max() <= 4  # 256 sequences over 79 documents: at most 4 each
+  # 256 sequences over the 64 val documents (79 less 15 tune): 4 each, 5 where others have fewer
+  assert np.bincount(es.document_N).max() <= 5

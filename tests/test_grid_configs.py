@@ -12,7 +12,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import cpu_study, datacons, doubledescent, grid, isoflop, orders, quickstart
+from configs import cpu_study, datacons, doubledescent, grid, isoflop, lr_sweep, orders, quickstart
+from dlmscale import flops
 from dlmscale import model as model_lib
 from dlmscale import flops, sizes
 from dlmscale.errors import UserError
@@ -270,37 +271,83 @@ def _check_points(points: list[dict], base) -> None:
   names = [p["run_name"] for p in points]
   assert len(set(names)) == len(names)
   hashes = set()
+  mult = cpu_study.lr_multipliers()
   for p in points:
     c = grid.apply_overrides(base, p)
     obj, size, u, e, seed, _ = NAME_RE.match(p["run_name"]).groups()
     assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
     assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
-    assert c.optim.lr == grid.LR_BY_SIZE[size]
+    assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE[size] * mult[obj])
+    assert c.eval.set == "val" and c.eval.num_sequences == 96  # 67 of the 83 documents: >= 64
     steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
     assert 1 <= c.eval.every_steps <= max(steps, cpu_study.MIN_EVAL_INTERVAL)
+    if c.epochs > 1:  # a long run is evaluated often enough to see its minimum
+      assert steps // c.eval.every_steps >= cpu_study.CPU_EVALS_PER_RUN - 1
     hashes.add(grids.config_hash(c))
   assert len(hashes) == len(points)
 
 
-def test_cpu_study_is_the_58_runs_the_readme_describes():
+def test_cpu_study_covers_three_budgets_four_sizes_and_diffusion_past_256_epochs():
   points = cpu_study.sweep()
   _check_points(points, cpu_study.base_config())
-  assert len(points) == 58
-  main = [p for p in points if p["seed"] == 0 and p["epochs"] <= 64]
-  assert len(main) == 2 * 3 * 2 * 4
-  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.2M", 6400)}
-  assert {(p["model_size"], p["epochs"]) for p in points if p["epochs"] == 256} == {("s0.1M", 256.0)}
+  budgets = {p["unique_tokens"] for p in points}
+  sizes_ = sorted({p["model_size"] for p in points}, key=sizes.nominal_params)
+  assert len(budgets) >= 3 and len(sizes_) >= 4
+  base = cpu_study.base_config()
+  n = [flops.param_counts(model_lib.model_config_from(grid.apply_overrides(base, {"model_size": s}), 1024))
+       ["non_embedding"] for s in (sizes_[0], sizes_[-1])]
+  assert sizes.nominal_params(sizes_[-1]) / sizes.nominal_params(sizes_[0]) >= 10
+  assert n[1] / n[0] >= 9, n  # the exact non-embedding counts: 106,816 to 1,004,928 (9.4x)
+  for obj in ("ar", "mdm"):
+    for u in budgets:  # every family x size x U has a long run and a 1-epoch run
+      for s in sizes_:
+        es = {p["epochs"] for p in points if (p["objective"], p["model_size"], p["unique_tokens"], p["seed"])
+              == (obj, s, u, 0)}
+        assert es == {1.0, cpu_study.epochs_for(obj, u)}
+  assert cpu_study.epochs_for("mdm", min(budgets)) >= 256 and cpu_study.epochs_for("ar", min(budgets)) >= 16
+  longest = max(p["unique_tokens"] * p["epochs"] // (16 * 128) for p in points)
+  assert longest >= 3000  # thousands of optimizer steps
+  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.1M", 12_800)}
   c = cpu_study.get_config()
   assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
 
 
-def test_quickstart_is_the_8_run_slice_of_the_cpu_study():
+def test_cpu_study_reads_each_familys_lr_from_the_choice_file(tmp_path, monkeypatch):
+  path = tmp_path / "lr_choice.json"
+  path.write_text('{"multipliers": {"ar": 0.5, "mdm": 2.0}}')
+  monkeypatch.setattr(cpu_study, "LR_CHOICE", path)
+  monkeypatch.setattr(cpu_study.lr_multipliers, "__defaults__", (path,))
+  lrs = {(p["objective"], p["model_size"]): p["optim.lr"] for p in cpu_study.sweep()}
+  assert lrs[("ar", "s1M")] == pytest.approx(0.5 * grid.LR_BY_SIZE["s1M"])
+  assert lrs[("mdm", "s0.1M")] == pytest.approx(2.0 * grid.LR_BY_SIZE["s0.1M"])
+  path.write_text("{}")
+  with pytest.raises(UserError, match="lr_choice"):
+    cpu_study.sweep()
+
+
+def test_lr_sweep_is_the_same_sweep_for_both_families_on_the_tune_set():
+  points = lr_sweep.sweep()
+  base = lr_sweep.get_config()
+  assert len(points) == 2 * 2 * len(lr_sweep.MULTIPLIERS) and min(lr_sweep.MULTIPLIERS) == 0.25
+  assert max(lr_sweep.MULTIPLIERS) == 4.0
+  seen = {}
+  for p in points:
+    c = grid.apply_overrides(base, p)
+    assert c.eval.set == "tune" and c.data.vocab_size == cpu_study.SETTINGS["data.vocab_size"]
+    mult = c.optim.lr / grid.LR_BY_SIZE[c.model_size]
+    seen.setdefault(c.objective, set()).add((c.model_size, round(mult, 6)))
+  assert seen["ar"] == seen["mdm"] and len({s for s, _ in seen["ar"]}) == 2
+
+
+def test_quickstart_is_a_slice_of_the_cpu_study_with_both_families_at_one_budget():
   points = quickstart.sweep()
   _check_points(points, cpu_study.base_config())
   assert sorted(p["run_name"] for p in points) == sorted(
-      f"{o}-s0.2M-u6.4k-e{e}-seed0" for o in ("ar", "mdm") for e in (1, 4, 16, 64))
+      f"{o}-{s}-u12.8k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
+      (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 512)))
   study = {p["run_name"]: p for p in cpu_study.sweep()}
   assert all(study[p["run_name"]] == p for p in points)  # the same points, so the same prepared data
+  assert cpu_study.estimate_seconds(points) < 600  # training alone, 2 idle cores (docstring)
 
 
 def test_quickstart_one_run_spelling_from_the_readme_and_docstring():
@@ -309,7 +356,7 @@ def test_quickstart_one_run_spelling_from_the_readme_and_docstring():
   for doc in (REPO_README.read_text(), quickstart.__doc__):
     assert f"configs/quickstart.py:{spec} --workdir=runs/qs-mdm" in doc
   c = quickstart.get_config(spec)
-  assert (c.run_name, c.objective, c.epochs, c.unique_tokens) == ("mdm-s0.2M-u6.4k-e16-seed0", "mdm", 16.0, 6400)
+  assert (c.run_name, c.objective, c.epochs, c.unique_tokens) == ("mdm-s0.1M-u12.8k-e16-seed0", "mdm", 16.0, 12_800)
   fv = flags.FlagValues()
   argv = ["prog", f"--config=configs/quickstart.py:{spec}"]
   config_flags.DEFINE_config_file("config", None, "q", flag_values=fv, lock_config=True, sys_argv=argv)

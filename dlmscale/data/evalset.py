@@ -6,6 +6,12 @@ round-robin over all validation documents (every document's first drawn chunk, t
 document's second, ...) in an order fixed by the data seed: the same set for every run and both
 families, at most ceil(N / documents) chunks of any document that has that many.
 
+Two disjoint sets come from this order (config.eval.set): "tune", the documents the seeded order
+visits last (TUNE_FRACTION of them), for choosing hyperparameters such as the learning rate; and
+"val", the round-robin over every other document, which the claims are scored on. Because the tune
+documents are the last ones a round visits, "val" with N <= (documents - tune documents) is exactly
+the set drawn before the split existed; larger N changed once (it used to reach the tune documents).
+
 A chunk's document is the one holding its middle token. The chunk store does not record document
 boundaries; they are read from the end-of-document marker that the packer writes after every
 document (chunks.PackWriter), which the tokenizer never emits for text (sentencepiece control id).
@@ -22,6 +28,8 @@ import numpy as np
 from dlmscale.errors import UserError
 
 _EVAL_SEED_TAG = 4  # SeedSequence([data.seed, tag]) orders documents and chunks for the eval set
+SETS = ("val", "tune")
+TUNE_FRACTION = 0.2  # of the validation documents: 16 of 83 on the CPU study's data, leaving 67 >= 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,32 +53,60 @@ def chunk_documents(val_NxL: np.ndarray, eod_id: int) -> np.ndarray:
   return np.searchsorted(eod_pos, middle_N, side="left").astype(np.int64)
 
 
-def round_robin(document_N: np.ndarray, num_sequences: int, seed: int) -> np.ndarray:
-  """`num_sequences` chunk ids, taken one per document per round in a seeded order (ascending)."""
-  n = document_N.size
+def _orders(document_N: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+  """(documents, each chunk's document as an index into them, each document's rank in a round, and
+  the generator, which next orders chunks: one draw sequence, so the sets never drift apart)."""
   rng = np.random.default_rng(np.random.SeedSequence([int(seed), _EVAL_SEED_TAG]))
   docs, doc_index_N = np.unique(document_N, return_inverse=True)
   doc_rank = rng.permutation(docs.size)  # the order documents are visited within a round
+  return docs, doc_index_N, doc_rank, rng
+
+
+def round_robin(document_N: np.ndarray, num_sequences: int, seed: int,
+                keep_documents: np.ndarray | None = None) -> np.ndarray:
+  """`num_sequences` chunk ids, taken one per document per round in a seeded order (ascending).
+
+  `keep_documents` restricts the draw to those documents without changing the order among them.
+  """
+  n = document_N.size
+  docs, doc_index_N, doc_rank, rng = _orders(document_N, seed)
   chunk_order = rng.permutation(n)  # the order a document's chunks are taken
   by_doc = chunk_order[np.argsort(doc_index_N[chunk_order], kind="stable")]
   starts = np.searchsorted(doc_index_N[by_doc], np.arange(docs.size))
   round_of = np.empty(n, np.int64)
   round_of[by_doc] = np.arange(n) - starts[doc_index_N[by_doc]]  # 0 for a document's first chunk
-  pick = np.lexsort((doc_rank[doc_index_N], round_of))[:num_sequences]
-  return np.sort(pick)
+  order = np.lexsort((doc_rank[doc_index_N], round_of))
+  if keep_documents is not None:
+    order = order[np.isin(document_N[order], keep_documents)]
+  return np.sort(order[:num_sequences])
 
 
-def draw(val_NxL: np.ndarray, eod_id: int, num_sequences: int, seed: int) -> EvalSet:
-  """The eval set of a prepared dataset (a pure function of its validation chunks and seed)."""
-  available = len(val_NxL)
+def tune_documents(document_N: np.ndarray, seed: int) -> np.ndarray:
+  """The documents held apart for tuning: the TUNE_FRACTION that each round visits last (sorted).
+
+  None below two documents: a lone validation document stays the val set's."""
+  docs, _, doc_rank, _ = _orders(document_N, seed)
+  if docs.size < 2:
+    return np.zeros(0, docs.dtype)
+  n_tune = max(1, int(docs.size * TUNE_FRACTION))
+  return np.sort(docs[doc_rank >= docs.size - n_tune])
+
+
+def draw(val_NxL: np.ndarray, eod_id: int, num_sequences: int, seed: int, which: str = "val") -> EvalSet:
+  """An eval set of a prepared dataset (a pure function of its validation chunks, seed and `which`)."""
+  if which not in SETS:
+    raise UserError(f"eval.set={which!r}: choose 'val' (the claims) or 'tune' (hyperparameter choice)")
   if num_sequences < 1:
     raise UserError(f"eval.num_sequences={num_sequences} must be positive")
-  if num_sequences > available:
-    raise UserError(f"eval.num_sequences={num_sequences} exceeds the validation split's {available} chunks; "
-                    "lower eval.num_sequences or hold out more with data.val_tokens (a token count) or "
-                    "data.val_fraction")
   document_N = chunk_documents(val_NxL, eod_id)
-  ids_N = round_robin(document_N, num_sequences, seed)
+  tune = tune_documents(document_N, seed)
+  keep = tune if which == "tune" else np.setdiff1d(np.unique(document_N), tune)
+  available = int(np.isin(document_N, keep).sum())
+  if num_sequences > available:
+    raise UserError(f"eval.num_sequences={num_sequences} exceeds the {available} validation chunks of the "
+                    f"{which!r} documents; lower eval.num_sequences or hold out more with data.val_tokens "
+                    "(a token count) or data.val_fraction")
+  ids_N = round_robin(document_N, num_sequences, seed, keep)
   return EvalSet(chunk_ids_N=ids_N, document_N=document_N[ids_N],
                  tokens_NxL=np.asarray(val_NxL[ids_N], dtype=np.int32))
 

@@ -256,10 +256,10 @@ def _exact(x: float, name: str) -> fractions.Fraction:
 # --- evaluation data and the tokenizer ----------------------------------------------------------
 
 
-def eval_set(prepared: Prepared, num_sequences: int) -> evalset.EvalSet:
+def eval_set(prepared: Prepared, num_sequences: int, which: str = "val") -> evalset.EvalSet:
   """N validation chunks spread round-robin over the split's documents (evalset.py): the same
-  sequences for every run and both families on this data."""
-  return evalset.draw(prepared.val_chunks, prepared.eod_id, num_sequences, prepared.manifest["seed"])
+  sequences for every run and both families on this data; `which` is "val" or the disjoint "tune"."""
+  return evalset.draw(prepared.val_chunks, prepared.eod_id, num_sequences, prepared.manifest["seed"], which)
 
 
 def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
