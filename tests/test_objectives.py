@@ -330,10 +330,3 @@ def test_count_estimator_matches_exact_elbo_with_less_spread_than_time():
     assert abs(est_R.mean() - exact) < 4 * est_R.std(ddof=1) / math.sqrt(R), (estimator, exact)
     spread[estimator] = est_R.std(ddof=1)
   assert spread["count"] < 0.8 * spread["time"], spread
-
-
-def test_count_estimator_needs_the_linear_schedule():
-  c = _mdm_config(mdm_estimator="count")
-  c.mdm.schedule = "cosine"
-  with pytest.raises(UserError, match="linear"):
-    make_eval_fn(c, 5)
