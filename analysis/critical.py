@@ -46,12 +46,30 @@ def _frontier_point(g: pd.DataFrame, fr: crossover.Frontier, log_c: float):
   return None if hit.empty else hit.iloc[0]
 
 
-def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict, key=point_key) -> dict | None:
-  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs."""
-  a, m = (_frontier_point(fams[k], fr[k], float(np.log(c_top))) for k in FAMILIES)
-  if a is None or m is None:
+def _frontier_record(g: pd.DataFrame, fr: crossover.Frontier, log_c: float, records: dict,
+                     key) -> dict | None:
+  """Per-sequence losses whose mean is the frontier's value at log_c: a point's own, or, between
+  two knots, the same linear interpolation of theirs (so the gap there can still be paired)."""
+  hit = _frontier_point(g, fr, log_c)
+  if hit is not None:
+    return records.get(key(hit))
+  j = int(np.searchsorted(fr.log_c, log_c)) - 1
+  if j < 0 or j + 1 >= fr.log_c.size:
     return None
-  return paired.difference(records.get(key(a)), records.get(key(m)))
+  ends = [_frontier_point(g, fr, float(fr.log_c[i])) for i in (j, j + 1)]
+  recs = [None if e is None else records.get(key(e)) for e in ends]
+  if any(r is None for r in recs) or not np.array_equal(recs[0]["chunk_N"], recs[1]["chunk_N"]):
+    return None
+  w = (log_c - fr.log_c[j]) / (fr.log_c[j + 1] - fr.log_c[j])
+  return dict(recs[0], loss_N=(1 - w) * np.asarray(recs[0]["loss_N"], np.float64)
+              + w * np.asarray(recs[1]["loss_N"], np.float64))
+
+
+def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict, key=point_key) -> dict | None:
+  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs or
+  interpolations between runs that saved per-sequence losses."""
+  a, m = (_frontier_record(fams[k], fr[k], float(np.log(c_top)), records, key) for k in FAMILIES)
+  return paired.difference(a, m)
 
 
 def verdict(status: str, gap_verdict: str | None) -> str:

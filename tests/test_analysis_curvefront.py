@@ -47,13 +47,14 @@ def _write_run(root: pathlib.Path, name: str, objective: str, size: str, c_end: 
                                                     steps=80)))
 
 
-def _grid(root: pathlib.Path, ar_rise, mdm_curve) -> collect.Collected:
-  """Three run lengths per family (1e13..1e15 FLOPs); AR run i rises by ar_rise[i] past 40% of it."""
+def _grid(root: pathlib.Path, ar_rise, mdm_curve, mdm_stretch: float = 1.0) -> collect.Collected:
+  """Three run lengths per family (1e13..1e15 FLOPs, MDM's x mdm_stretch); AR run i rises by
+  ar_rise[i] past 40% of it."""
   for i, c_end in enumerate((1e13, 1e14, 1e15)):
     def ar(c, c_end=c_end, r=ar_rise[i]):
       return _ar(c) + r * max(0.0, c / c_end - 0.4) / 0.6
     _write_run(root, f"ar-s{i}", "ar", f"s{i}", c_end, ar)
-    _write_run(root, f"mdm-s{i}", "mdm", f"s{i}", c_end, mdm_curve)
+    _write_run(root, f"mdm-s{i}", "mdm", f"s{i}", c_end * mdm_stretch, mdm_curve)
   return collect.collect(root)
 
 
@@ -80,10 +81,15 @@ def test_late_overfitting_ar_is_judged_by_its_best_point_along_the_run(tmp_path)
 
 
 def test_a_genuine_crossing_along_the_curves_is_still_found(tmp_path):
-  # MDM falls 0.5 per decade against AR's 0.3: equal at 10^13.5 FLOPs; neither overfits
-  c = _grid(tmp_path, ar_rise=(0.0, 0.0, 0.0), mdm_curve=lambda x: 4.3 - 0.5 * np.log10(x / 1e12))
+  # MDM falls 0.5 per decade against AR's 0.3: equal at 10^13.5 FLOPs; neither overfits. MDM's
+  # runs are 1.2x longer, so its value at the top of the shared range (1e15) lies between two
+  # evaluations: the gap there is still paired, over the same interpolation of their sequences
+  c = _grid(tmp_path, ar_rise=(0.0, 0.0, 0.0), mdm_curve=lambda x: 4.3 - 0.5 * np.log10(x / 1e12),
+            mdm_stretch=1.2)
   _, along = _both(c)
   assert along["verdict"] == "crosses" and along["gap_at_max"] == pytest.approx(0.3, abs=0.02)
+  assert along["c_range"][1] == pytest.approx(1e15) and along["gap_se_kind"].startswith("paired")
+  assert along["gap_se_at_max"] < 0.01
   assert along["c_crit"] == pytest.approx(10 ** 13.5, rel=0.05)
   assert along["frac_crossing"] == 1.0
 
