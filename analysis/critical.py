@@ -1,7 +1,9 @@
 """Does diffusion's loss-vs-compute frontier cross AR's, where, and how sure is that, per budget U;
 and C_crit(U) = k U^a across budgets.
 
-Per U the frontiers and the crossing come from crossover.py. Two uncertainties:
+Per U the frontiers and the crossing come from crossover.py, over every evaluation along each run
+where the curves are known (an overfitting run's best lies mid-way, and stopping there is a way to
+spend that compute), else over final losses. Two uncertainties:
   - whether MDM is ahead at the largest compute both families reached: AR - MDM there, paired per
     sequence (clustered by document) when both runs saved per-sequence losses. This decides the
     verdict: "crosses" (MDM significantly ahead, C_crit the start of its final lead), "no
@@ -23,11 +25,16 @@ import numpy as np
 import pandas as pd
 
 from analysis import crossover, paired
-from analysis.study import point_key
+from analysis.study import curve_key, point_key
 
 REFERENCE = dict(coef_at_1e6=2.12e15, exponent=2.174, flops="6ND (non-embedding N)",
                  source="Prabhudesai et al. 2025, fitted over U = 25M..100M")
 FAMILIES = ("ar", "mdm")
+FINAL = "each run's final loss at its total compute"
+ALONG = ("every evaluation along each run at the compute spent by then (stopping there is a way to "
+         "spend that compute); these are read mid-schedule, under the run's own cosine schedule and "
+         "not annealed at that length, which favours neither family by construction but makes each "
+         "frontier an upper bound on the loss a run of that length would reach")
 LEVEL = 0.95
 
 
@@ -39,12 +46,30 @@ def _frontier_point(g: pd.DataFrame, fr: crossover.Frontier, log_c: float):
   return None if hit.empty else hit.iloc[0]
 
 
-def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict) -> dict | None:
-  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs."""
-  a, m = (_frontier_point(fams[k], fr[k], float(np.log(c_top))) for k in FAMILIES)
-  if a is None or m is None:
+def _frontier_record(g: pd.DataFrame, fr: crossover.Frontier, log_c: float, records: dict,
+                     key) -> dict | None:
+  """Per-sequence losses whose mean is the frontier's value at log_c: a point's own, or, between
+  two knots, the same linear interpolation of theirs (so the gap there can still be paired)."""
+  hit = _frontier_point(g, fr, log_c)
+  if hit is not None:
+    return records.get(key(hit))
+  j = int(np.searchsorted(fr.log_c, log_c)) - 1
+  if j < 0 or j + 1 >= fr.log_c.size:
     return None
-  return paired.difference(records.get(point_key(a)), records.get(point_key(m)))
+  ends = [_frontier_point(g, fr, float(fr.log_c[i])) for i in (j, j + 1)]
+  recs = [None if e is None else records.get(key(e)) for e in ends]
+  if any(r is None for r in recs) or not np.array_equal(recs[0]["chunk_N"], recs[1]["chunk_N"]):
+    return None
+  w = (log_c - fr.log_c[j]) / (fr.log_c[j + 1] - fr.log_c[j])
+  return dict(recs[0], loss_N=(1 - w) * np.asarray(recs[0]["loss_N"], np.float64)
+              + w * np.asarray(recs[1]["loss_N"], np.float64))
+
+
+def _paired_gap(fams: dict, fr: dict, c_top: float, records: dict, key=point_key) -> dict | None:
+  """AR - MDM at the largest shared compute, paired per sequence, when both values are runs or
+  interpolations between runs that saved per-sequence losses."""
+  a, m = (_frontier_record(fams[k], fr[k], float(np.log(c_top)), records, key) for k in FAMILIES)
+  return paired.difference(a, m)
 
 
 def verdict(status: str, gap_verdict: str | None) -> str:
@@ -61,11 +86,11 @@ def verdict(status: str, gap_verdict: str | None) -> str:
 
 
 def resampled_losses(pts: pd.DataFrame, records: dict[tuple, dict], n_boot: int,
-                     seed: int) -> tuple[np.ndarray, str]:
+                     seed: int, key=point_key) -> tuple[np.ndarray, str]:
   """[n_boot, points] losses under resampled validation documents (see module docstring)."""
   rng = np.random.default_rng(seed)
   rows = [r for _, r in pts.iterrows()]
-  recs = [records.get(point_key(r)) for r in rows]
+  recs = [records.get(key(r)) for r in rows]
   ref = next((r for r in recs if r is not None), None)
   out = np.empty((n_boot, len(rows)))
   n_doc = 0
@@ -109,9 +134,13 @@ def _interval(samples: np.ndarray) -> list[float] | None:
 
 def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_boot: int = 200,
              seed: int = 0) -> dict:
+  """pts: study.points (final losses, records keyed by point_key) or study.curve_points (every
+  evaluation along each run, records keyed by curve_key: told apart by its `step` column)."""
   records = records or {}
   pts = pts.reset_index(drop=True)
-  boot, boot_kind = (resampled_losses(pts, records, n_boot, seed) if n_boot > 0 and len(pts)
+  along = "step" in pts.columns
+  key = curve_key if along else point_key
+  boot, boot_kind = (resampled_losses(pts, records, n_boot, seed, key) if n_boot > 0 and len(pts)
                      else (None, "no resamples (--n_boot=0)"))
   per_budget, six = [], {}
   for u, g in pts.groupby("unique_tokens"):
@@ -123,7 +152,7 @@ def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_b
     fr = {k: crossover.frontier(fams[k]["C"], fams[k]["loss"], fams[k]["se"]) for k in FAMILIES}
     cross = crossover.critical_compute(fr["ar"], fr["mdm"]).named()
     cross["gap_se_kind"] = paired.INDEPENDENT
-    pg = _paired_gap(fams, fr, cross["c_range"][1], records) if cross["c_range"] else None
+    pg = _paired_gap(fams, fr, cross["c_range"][1], records, key) if cross["c_range"] else None
     if pg is not None and np.isfinite(pg["se"]):
       cross.update(gap_se_at_max=pg["se"], gap_se_kind=paired.PAIRED)
     cross["gap_verdict"] = (paired.verdict(cross["gap_at_max"], cross["gap_se_at_max"])
@@ -143,7 +172,7 @@ def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_b
       six[float(u)] = np.array([c.c_crit if c.status == "crosses" else np.nan for _, c in rep])
       entry.update(frac_crossing=float(np.mean(np.isfinite(c_rep))), c_crit_ci=_interval(c_rep))
     per_budget.append(entry)
-  return dict(per_budget=per_budget, uncertainty=boot_kind,
+  return dict(per_budget=per_budget, uncertainty=boot_kind, points=ALONG if along else FINAL,
               c_crit_fit=c_crit_law(per_budget, six), reference=REFERENCE,
               c_crit_6nd={str(b["unique_tokens"]): b["c_crit_6nd"] for b in per_budget
                           if b.get("verdict") == "crosses" and b.get("c_crit_6nd")})

@@ -34,13 +34,16 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
   pts = study.clean(every)
   manifest = collect.manifest_status(runs_dir, collected.runs)
   records = study.point_records(claim, every)
+  along = study.curve_points(claim, collected.curves, param_col)  # the frontier's points
+  cross_pts, cross_records = ((along, study.curve_records(claim, along)) if not along.empty
+                              else (pts, records))
   findings = dict(
       grid=study.grid_summary(collected.runs, manifest, collected.problems),
       param_column=param_col,
       evaluation=study.evaluation_summary(claim, records),
       epochs=study.epoch_findings(pts, records),
       within_run_overfitting=study.within_run_overfitting(claim),
-      crossover=critical.findings(pts, records, n_boot=n_boot, seed=seed),
+      crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed),
       fits=study_fits.family_fits(pts, curves=study.single_epoch_curves(
           claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),

@@ -133,6 +133,8 @@ def crossover_section(cross: dict) -> list[str]:
       lines.append(f"- U = {u}: the two families' compute ranges do not overlap.")
     else:
       lines.append(f"- U = {u}: {st} (have: {', '.join(b.get('families', []))}).")
+  if cross.get("points"):
+    lines += ["", f"Each family's frontier is the lowest loss reached so far over {cross['points']}."]
   if cross.get("uncertainty"):
     lines += ["", f"Where the crossing lies: {cross['uncertainty']}."]
   fit = cross.get("c_crit_fit") or {}

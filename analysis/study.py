@@ -80,6 +80,65 @@ def point_key(row) -> tuple:
   return tuple(row.get(k) for k in POINT_KEYS)
 
 
+# One evaluation along a grid point's runs: the point plus the step it was read at.
+CURVE_KEYS = POINT_KEYS + ["step"]
+
+
+def curve_key(row) -> tuple:
+  """The (grid point, step) a curve-points row belongs to (steps as float, as curves.csv reads)."""
+  return tuple(row.get(k) for k in POINT_KEYS) + (float(row.get("step")),)
+
+
+def _clean_eval_rows(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+  """Eval rows of finished clean runs, with the run's grid-point columns and run_dir joined on."""
+  done = clean(claim_runs(runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]))
+  if done.empty or curves.empty:
+    return pd.DataFrame()
+  ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(set(done["run_name"]))]
+  ev = ev.dropna(subset=["loss", "step", "flops", "tokens_seen"])
+  keep = done[["run_name", "run_dir", *POINT_KEYS]]
+  return ev.drop(columns=[c for c in POINT_KEYS if c in ev.columns]).merge(keep, on="run_name")
+
+
+def curve_points(runs: pd.DataFrame, curves: pd.DataFrame,
+                 param_col: str = "params_non_embedding") -> pd.DataFrame:
+  """One row per (clean grid point, evaluation step), seeds averaged where they share the step.
+
+  Stopping a run at an evaluation is a way to spend that evaluation's compute, so a family's
+  loss-vs-compute frontier reads every evaluation, not only the final one (an overfitting run's
+  best lies mid-way). `epochs` stays the point's planned count; `epoch` is how far it had got."""
+  ev = _clean_eval_rows(runs, curves)
+  rows = []
+  if ev.empty:
+    return pd.DataFrame(columns=[*CURVE_KEYS, "N", "D", "C", "C_6ND", "loss", "se", "epoch",
+                                 "n_seeds", "runs"])
+  for key, g in ev.groupby(CURVE_KEYS, dropna=False, sort=True):
+    loss = g["loss"].to_numpy(dtype=np.float64)
+    n = float(np.nanmedian(g[param_col])) if g[param_col].notna().any() else float("nan")
+    d = float(g["tokens_seen"].mean())
+    rows.append(dict(zip(CURVE_KEYS, key), N=n, D=d, C=float(g["flops"].mean()), C_6ND=6.0 * n * d,
+                     loss=float(loss.mean()),
+                     se=_combine_se(loss, g["loss_se"].to_numpy(dtype=np.float64)),
+                     epoch=float(g["epoch"].mean()), n_seeds=int(len(g)),
+                     runs=",".join(map(str, g["run_name"]))))
+  out = pd.DataFrame(rows)
+  out["step"] = out["step"].astype(float)
+  return out
+
+
+def curve_records(runs: pd.DataFrame, cpts: pd.DataFrame) -> dict[tuple, dict]:
+  """Per curve_points row (curve_key), the seed-mean per-sequence losses saved at that step (rows
+  whose runs saved none are left out: their comparisons fall back to independent SEs)."""
+  dirs = dict(zip(runs["run_name"].astype(str), runs["run_dir"]))
+  out = {}
+  for _, r in cpts.iterrows():
+    rec = paired.mean_of([paired.load(dirs[name], r["step"]) for name in str(r["runs"]).split(",")
+                          if name in dirs] or [None])
+    if rec is not None:
+      out[curve_key(r)] = rec
+  return out
+
+
 def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
   """Per (family, U, size): the epoch count with the lowest final loss and the rise after it
   (SE paired over sequences where the runs saved them); per (family, U): the best grid point
