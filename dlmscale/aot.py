@@ -10,7 +10,7 @@ and reads XLA's per-device memory and cost analyses. Nothing is allocated on any
 GPUs the same way, with one more input: JAX's CUDA plugin compiles for GPUs it does not have only
 from a GPU target description (`GpuTargetConfigProto`: compute capability, SM count, memory size,
 ...), which only a real GPU can report. bench/capture_gpu_target.py writes one on a GPU node;
-`gpu_topology_devices` builds compile-only CUDA devices from it (no GPU, driver or CUDA libraries
+`topologies.gpu_topology_devices` builds compile-only CUDA devices from it (no GPU, driver or CUDA libraries
 needed on this host, only the plugin wheel).
 
 The figures are the compiler's: `memory_analysis()` (bytes per device) and `cost_analysis()`
@@ -21,12 +21,8 @@ to find, so real step times are longer.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
-import os
 import re
-import tempfile
 import time
 from typing import Any, Sequence
 
@@ -35,147 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dlmscale import flops, hardware, program, run_config, sharding
+from dlmscale import flops, hardware, program, run_config, sharding, topologies
 from dlmscale.data import pipeline, tokenizer
-from dlmscale.errors import UserError
+from dlmscale.errors import UserError, first_line
 
-TPU_INSTALL = ("install the TPU compiler into a separate venv: python3 -m venv tpu-venv && "
-               "tpu-venv/bin/pip install -r requirements-tpu.txt (jax[tpu], libtpu ~213 MB)")
-# The TPU compiler's two ways of saying a program does not fit (libtpu 0.0.42):
-#   "Ran out of memory on HBM, the total memory required for HLO temporaries (16.73G) exceeds
-#    available HBM (15.75G)"  and  "Used 20.33G of 15.75G hbm. Exceeded hbm capacity by 4.58G."
 _OOM = (re.compile(r"required for ([\w ]+?) \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)"),
         re.compile(r"()Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm"))
 _UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def tpu_compiler_available() -> bool:
-  return importlib.util.find_spec("libtpu") is not None
-
-
-def topology_devices(name: str) -> list[jax.Device]:
-  """The devices of a TPU topology such as 'v5e:4x4' or 'v5p:2x2x2', for compiling only."""
-  if not tpu_compiler_available():
-    raise UserError(f"--topology={name}: compiling for TPU needs libtpu, which is not installed "
-                    f"here; {TPU_INSTALL}")
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  # libtpu takes a host-wide lock (/tmp/libtpu_lockfile) meant for processes that drive real chips;
-  # a compile-only client drives none, so several compiles (a test run beside a check) may share it.
-  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  try:
-    return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
-  except Exception as e:  # noqa: BLE001 - libtpu reports an unknown name as assorted errors
-    why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise UserError(f"--topology={name!r} is not a TPU topology libtpu knows ({why}); use "
-                    "GENERATION:SHAPE, e.g. v5e:4x4, v5e:8x8, v5p:2x2x2, v6e:4x4, v4:2x2x1") from None
-
-
-GPU_INSTALL = ("install JAX's CUDA plugin for this jax into the venv: pip install "
-               "jax-cuda12-plugin==JAX_VERSION (or jax-cuda13-plugin; no GPU, driver or CUDA libraries "
-               "are needed to compile)")
-CAPTURE = "python bench/capture_gpu_target.py FILE (on one GPU of the kind the nodes have)"
-# How this jaxlib's text-format parser names what it cannot read (logged to stderr, not raised).
-_UNKNOWN_FIELD = (re.compile(r'has no field named "(\w+)"'),
-                  re.compile(r'Unknown enumeration value of "\w+" for field "(\w+)"'))
-
-
-def cuda_compiler_available() -> bool:
-  if importlib.util.find_spec("jax_plugins") is None:  # the namespace package the plugins install into
-    return False
-  return any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}") is not None for v in (12, 13))
-
-
-def read_gpu_target(path: str) -> tuple[str, dict[str, str]]:
-  """The captured target description and its '# key: value' header (device_kind, jax, ...)."""
-  try:
-    text = open(path, encoding="utf-8").read()
-  except OSError as e:
-    raise UserError(f"--gpu_target_config={path}: cannot read it ({e.strerror}); capture one with "
-                    f"{CAPTURE}") from None
-  meta = dict(m.groups() for m in re.finditer(r"^# ([\w.]+): (.*)$", text, re.M))
-  if "gpu_device_info" not in text:
-    raise UserError(f"--gpu_target_config={path} is not a GPU target description (no gpu_device_info); "
-                    f"capture one with {CAPTURE}")
-  return text, meta
-
-
-def drop_field(text: str, name: str) -> str:
-  """`text` (a text-format proto) without field `name`, scalar lines and `name { ... }` blocks."""
-  text = re.sub(rf"^[ \t]*{name}:[^\n]*\n?", "", text, flags=re.M)
-  while m := re.search(rf"(^|[ \t{{]){name}\s*\{{", text, flags=re.M):
-    depth, i = 1, m.end()
-    while depth and i < len(text):
-      depth += {"{": 1, "}": -1}.get(text[i], 0)
-      i += 1
-    text = text[:m.start() + len(m.group(1))] + text[i:]
-  return text
-
-
-@contextlib.contextmanager
-def _stderr_to(path: str):
-  """Points file descriptor 2 at `path`: XLA's C++ parser logs its reason there and raises without it."""
-  saved = os.dup(2)
-  with open(path, "w") as f:
-    os.dup2(f.fileno(), 2)
-  try:
-    yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-
-
-def gpu_topology_devices(target_config_path: str, hosts: int, gpus_per_host: int
-                         ) -> tuple[list[jax.Device], list[str]]:
-  """Compile-only CUDA devices for `hosts` nodes of `gpus_per_host` GPUs described by a captured
-  target, and the fields of it this jaxlib does not know (dropped: its compiler cannot read them).
-
-  A description captured with a newer jaxlib may hold fields or enum values an older parser
-  rejects; those, and only those, are removed until it parses, and the caller reports them.
-  """
-  if not cuda_compiler_available():
-    raise UserError("compiling for a GPU needs JAX's CUDA plugin, which is not installed here; "
-                    + GPU_INSTALL.replace("JAX_VERSION", jax.__version__))
-  text, _ = read_gpu_target(target_config_path)
-  # Without a driver the plugin's CUDA version check fails and it never registers; compiling
-  # needs neither the driver nor the CUDA libraries that check looks for.
-  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  dropped: list[str] = []
-  with tempfile.TemporaryDirectory() as tmp:
-    log = os.path.join(tmp, "stderr")
-    for _ in range(64):
-      try:
-        with _stderr_to(log):
-          topo = topologies.get_topology_desc(platform="cuda", topology=f"1x{hosts}x{gpus_per_host}",
-                                              target_config=text)
-        return list(topo.devices), dropped
-      except Exception as e:  # noqa: BLE001 - the plugin reports a bad description as a runtime error
-        said = open(log, encoding="utf-8", errors="replace").read()
-        unknown = next((m.group(1) for pat in _UNKNOWN_FIELD if (m := pat.search(said))), None)
-        if unknown is None or unknown in dropped:
-          raise UserError(f"--gpu_target_config={target_config_path}: JAX's CUDA plugin cannot use it "
-                          f"({_first_line(e)}); capture it again with this jax ({jax.__version__}): "
-                          f"{CAPTURE}") from None
-        dropped.append(unknown)
-        text = drop_field(text, unknown)
-  raise UserError(f"--gpu_target_config={target_config_path}: too many fields this jaxlib does not know")
-
-
-def devices_for(topology: str, gpu_target_config: str = "") -> tuple[list[jax.Device], list[str]]:
-  """A TPU topology ('v5e:4x4') or 'gpu:NODESxGPUS' with a captured target: (devices, dropped fields)."""
-  if not topology.startswith("gpu:"):
-    return topology_devices(topology), []
-  m = re.fullmatch(r"gpu:(\d+)x(\d+)", topology)
-  if not m or 0 in (int(m.group(1)), int(m.group(2))):
-    raise UserError(f"--topology={topology!r}: give gpu:NODESxGPUS_PER_NODE, e.g. gpu:1x8 or gpu:4x8")
-  if not gpu_target_config:
-    raise UserError(f"compiling for {topology} needs --gpu_target_config=FILE, the GPUs' description; "
-                    f"capture it with {CAPTURE}")
-  return gpu_topology_devices(gpu_target_config, int(m.group(1)), int(m.group(2)))
-
-
-def host_count(devices: Sequence[jax.Device]) -> int:
-  return len({d.process_index for d in devices})
 
 
 def vocab_and_mask(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -261,7 +123,7 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
   vocab, mask_id = vocab_and_mask(config)
   seq_len, batch, eval_batch = config.data.seq_len, config.batch_size, config.eval.batch_size
   mesh = sharding.make_mesh(config.mesh, devices)
-  hosts = host_count(devices)
+  hosts = topologies.host_count(devices)
   sharding.check_batch(batch, mesh, n_processes=hosts)
   sharding.check_batch(eval_batch, mesh, "eval.batch_size", n_processes=hosts)
   total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
@@ -332,11 +194,6 @@ def report(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], c: 
   return row
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return (text.splitlines()[0] if text else type(e).__name__)[:400]
-
-
 def attempt(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> dict[str, Any]:
   """One compile, as a row: status 'ok' (compiled and fits HBM), 'too_big' or 'error'."""
   try:
@@ -345,7 +202,7 @@ def attempt(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) ->
     return {"status": "error", "error": str(e)}
   except Exception as e:  # noqa: BLE001 - the compiler's errors are JaxRuntimeErrors of any kind
     oom = out_of_memory(str(e))
-    return {"status": "too_big" if oom else "error", "error": _first_line(e),
+    return {"status": "too_big" if oom else "error", "error": first_line(e),
             **({"compiler_oom": oom} if oom else {})}
   row = report(config, devices, c)
   row["status"] = "ok" if row.get("fits", True) else "too_big"
@@ -375,7 +232,7 @@ def changes_to_try(config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
   3. Halve the global batch until one sequence per chip: this changes the run (twice the steps for
      the same tokens), so the note says so; keeping the batch on twice the chips is the alternative.
   """
-  n, hosts = len(devices), host_count(devices)
+  n, hosts = len(devices), topologies.host_count(devices)
   data_n, fsdp_n = sharding.mesh_shape(config.mesh, n)
   out, cur = [], {}
   if fsdp_n < n:

@@ -11,6 +11,12 @@ class UserError(ValueError):
   """A problem the user can fix (bad config, missing file, budget too large); the message says how."""
 
 
+def first_line(e: BaseException) -> str:
+  """An exception's first line (its type when it has no text), at most 400 characters: for tables."""
+  text = str(e).strip()
+  return (text.splitlines()[0] if text else type(e).__name__)[:400]
+
+
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 

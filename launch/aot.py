@@ -28,7 +28,7 @@ from typing import Any
 import jax
 
 from configs import grid as config_grid
-from dlmscale import aot, model as model_lib
+from dlmscale import aot, model as model_lib, topologies
 from dlmscale.errors import UserError, cli_main
 from launch import grids as grid_lib
 
@@ -110,7 +110,7 @@ def suggestion_line(row: dict[str, Any]) -> str:
 def check_shape(key: str, names: list[str], config: Any, topology: str, devices: list,
                 args: argparse.Namespace) -> dict[str, Any]:
   row = {"shape": key, "points": names, "topology": topology, "device_kind": devices[0].device_kind,
-         "n_devices": len(devices), "n_hosts": aot.host_count(devices), **aot.attempt(config, devices)}
+         "n_devices": len(devices), "n_hosts": topologies.host_count(devices), **aot.attempt(config, devices)}
   if row["status"] == "too_big" and args.suggest:
     row["suggestion"] = aot.find_fit(config, devices, args.max_tries)
   return row
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   """0 when every shape compiles and fits, else 1. Checks all input before compiling or writing."""
-  found = {t: aot.devices_for(t, getattr(args, "gpu_target_config", "")) for t in dict.fromkeys(args.topology)}
+  found = {t: topologies.devices_for(t, getattr(args, "gpu_target_config", "")) for t in dict.fromkeys(args.topology)}
   devices = {t: devs for t, (devs, _) in found.items()}
   for t, (_, dropped) in found.items():
     if dropped:

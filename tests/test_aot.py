@@ -16,11 +16,11 @@ import types
 import pytest
 
 from configs import base, datacons, grid as grid_lib
-from dlmscale import aot, flops, hardware, model as model_lib
+from dlmscale import aot, flops, hardware, model as model_lib, topologies
 from tests.conftest import REPO, subprocess_env
 
 needs_libtpu = pytest.mark.skipif(
-    not aot.tpu_compiler_available(),
+    not topologies.tpu_compiler_available(),
     reason="libtpu is not installed (pip install -r requirements-tpu.txt in a separate venv)")
 
 
@@ -122,7 +122,7 @@ def test_accelerator_types_map_to_topologies():
     aot_cli.topology_for_accelerator("v5litepod-12")
 
 
-@pytest.mark.skipif(aot.tpu_compiler_available(), reason="libtpu is installed here")
+@pytest.mark.skipif(topologies.tpu_compiler_available(), reason="libtpu is installed here")
 def test_tpu_launcher_aot_check_without_libtpu_stops_before_gcloud():
   p = subprocess.run([sys.executable, "-m", "launch.tpu", "--config=configs/datacons.py:scale=cluster",
                       "--workdir=/mnt/runs/dc", "--tpu=t", "--zone=z", "--accelerator_type=v5litepod-16",
@@ -131,7 +131,7 @@ def test_tpu_launcher_aot_check_without_libtpu_stops_before_gcloud():
   assert p.returncode == 2 and "libtpu" in p.stderr and "gcloud" not in p.stdout, p.stdout + p.stderr
 
 
-@pytest.mark.skipif(aot.tpu_compiler_available(), reason="libtpu is installed here")
+@pytest.mark.skipif(topologies.tpu_compiler_available(), reason="libtpu is installed here")
 def test_without_libtpu_the_command_says_how_to_install_it(tmp_path):
   out = tmp_path / "rows.json"
   p = subprocess.run([sys.executable, "-m", "launch.aot", "--config=configs/datacons.py:scale=cluster",
@@ -154,8 +154,8 @@ def test_cluster_point_compiles_and_fits_on_a_multi_host_v5e_slice():
   splits over hosts as on the slice. s10M, the grid's smallest size: the compile-time cost of a
   test; the larger sizes are in docs/launching.md's table, from the same code path."""
   config = _cluster_point("s10M", "mdm")
-  devices = aot.topology_devices("v5e:4x4")
-  assert len(devices) == 16 and aot.host_count(devices) == 4
+  devices = topologies.topology_devices("v5e:4x4")
+  assert len(devices) == 16 and topologies.host_count(devices) == 4
   row = aot.attempt(config, devices)
   assert row["status"] == "ok", row.get("error")
   hbm = hardware.published_memory(devices[0].device_kind).hbm_bytes
@@ -177,7 +177,7 @@ def test_oversized_point_gets_a_change_that_compiles_and_fits():
   config = _small("ar", **{"model.d_model": 4096, "model.n_heads": 32, "model.d_ff": 16384,
                            "model.n_layers": 4, "data.vocab_size": 32768, "model.remat": "full",
                            "batch_size": 4, "eval.batch_size": 4})
-  devices = aot.topology_devices("v5e:2x2")
+  devices = topologies.topology_devices("v5e:2x2")
   row = aot.attempt(config, devices)
   assert row["status"] == "too_big", row
   fit = aot.find_fit(config, devices, max_tries=6)
@@ -198,7 +198,7 @@ def test_compiled_flops_agree_with_flops_py(objective):
   by the masked half of the scores, and that difference is checked as well.
   """
   config = _small(objective)
-  row = aot.attempt(config, aot.topology_devices("v5e:2x2"))
+  row = aot.attempt(config, topologies.topology_devices("v5e:2x2"))
   assert row["status"] == "ok", row.get("error")
   assert row["xla_over_flops_py_full_attention"] == pytest.approx(1.0, abs=0.04)
   cfg = model_lib.model_config_from(config, config.data.vocab_size)
@@ -232,7 +232,7 @@ def test_the_command_prints_a_row_per_shape_and_writes_them(tmp_path):
 # --- GPUs: a target description captured on a real GPU (bench/capture_gpu_target.py) --------------
 
 needs_cuda_plugin = pytest.mark.skipif(
-    not aot.cuda_compiler_available(), reason="JAX's CUDA plugin is not installed (pip install jax-cuda12-plugin)")
+    not topologies.cuda_compiler_available(), reason="JAX's CUDA plugin is not installed (pip install jax-cuda12-plugin)")
 
 # Captured on an H200 by bench/capture_gpu_target.py (jax 0.11.2, CUDA 13 plugin): BENCHMARKS.md.
 H200_TARGET = REPO / "bench" / "results" / "h200-2026-12-04" / "aot" / "h200_target.txtpb"
@@ -240,20 +240,20 @@ H200_TARGET = REPO / "bench" / "results" / "h200-2026-12-04" / "aot" / "h200_tar
 
 def test_drop_field_removes_scalars_and_nested_blocks():
   text = "a {\n  b: 1\n  c { d: 2 e { f: 3 } }\n  g: \"x\"\n}\nh: 4\n"
-  assert aot.drop_field(text, "c") == "a {\n  b: 1\n  \n  g: \"x\"\n}\nh: 4\n"
-  assert aot.drop_field(text, "g") == "a {\n  b: 1\n  c { d: 2 e { f: 3 } }\n}\nh: 4\n"
-  assert aot.drop_field(aot.drop_field(text, "e"), "b") == "a {\n  c { d: 2  }\n  g: \"x\"\n}\nh: 4\n"
+  assert topologies.drop_field(text, "c") == "a {\n  b: 1\n  \n  g: \"x\"\n}\nh: 4\n"
+  assert topologies.drop_field(text, "g") == "a {\n  b: 1\n  c { d: 2 e { f: 3 } }\n}\nh: 4\n"
+  assert topologies.drop_field(topologies.drop_field(text, "e"), "b") == "a {\n  c { d: 2  }\n  g: \"x\"\n}\nh: 4\n"
 
 
 def test_gpu_topology_needs_a_captured_target(tmp_path):
   with pytest.raises(grid_lib.UserError, match="capture_gpu_target.py"):
-    aot.devices_for("gpu:1x8")
+    topologies.devices_for("gpu:1x8")
   with pytest.raises(grid_lib.UserError, match="gpu:NODESxGPUS_PER_NODE"):
-    aot.devices_for("gpu:8", "x.txtpb")
+    topologies.devices_for("gpu:8", "x.txtpb")
   bad = tmp_path / "t.txtpb"
   bad.write_text("platform_name: \"CUDA\"\n")
   with pytest.raises(grid_lib.UserError, match="no gpu_device_info"):
-    aot.read_gpu_target(str(bad))
+    topologies.read_gpu_target(str(bad))
 
 
 def test_slurm_aot_check_without_a_target_submits_nothing(tmp_path):
@@ -276,8 +276,8 @@ def test_gpu_compile_from_the_captured_h200_description():
   H200: devices per host as on the nodes, memory reported and within the chip, no XLA FLOP count
   (CUDA gives none). A capture from a newer jax may hold fields this jaxlib does not know: only
   fields that are in the file are dropped, and the compile works without them."""
-  devices, dropped = aot.devices_for("gpu:2x8", str(H200_TARGET))
-  assert len(devices) == 16 and aot.host_count(devices) == 2
+  devices, dropped = topologies.devices_for("gpu:2x8", str(H200_TARGET))
+  assert len(devices) == 16 and topologies.host_count(devices) == 2
   assert devices[0].device_kind == "NVIDIA H200"
   text = H200_TARGET.read_text()
   assert all(re.search(rf"^\s*{name}\b", text, re.M) for name in dropped)
