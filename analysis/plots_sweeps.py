@@ -68,14 +68,20 @@ def orders(groups: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
       else:
         color, label = FAMILY_COLOR.get(r["objective"], "gray"), fam(r["objective"])
       ax.errorbar(r["epoch"], r["loss"], yerr=r["se"], fmt="-o", ms=2, color=color, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("validation loss (left to right)")
-    ax.set_title(f"{g['model_size']}, U = {tok(g['unique_tokens'])}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _log_x_panel(ax, "epochs", "validation loss (left to right)",
+                 f"{g['model_size']}, U = {tok(g['unique_tokens'])}")
   fig.suptitle("AR trained on N token orders vs diffusion")
   return plots._save(fig, out, "orders")
+
+
+def _log_x_panel(ax, xlabel: str, ylabel: str, title: str) -> None:
+  """The sweep panels' common dress: log x axis, labels, title, grid, legend."""
+  ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
 
 
 def lr_sweep(sweep: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
@@ -92,12 +98,7 @@ def lr_sweep(sweep: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
       ax.errorbar(lr, [p["loss"] for p in s["points"]], yerr=[p["se"] for p in s["points"]],
                   fmt="-o", ms=3, color=color, label=s["model_size"])
       ax.plot(s["chosen_lr"], s["chosen_loss"], "*", ms=13, color=color, mec="k", zorder=5)
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("tuning-set loss (best evaluation)")
-    ax.set_title(f"{fam(f)} (star: chosen)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _log_x_panel(ax, "peak learning rate", "tuning-set loss (best evaluation)", f"{fam(f)} (star: chosen)")
   fig.suptitle("Learning-rate sweep on the tuning set")
   return plots._save(fig, out, "lr_sweep")
 
