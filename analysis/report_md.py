@@ -67,9 +67,10 @@ def epochs_section(ep: dict, within: list[dict]) -> list[str]:
     for b in [b for b in ep["per_budget"] if b["unique_tokens"] == u]:
       fam = FAM.get(b["objective"], b["objective"])
       if b["best_epochs"] >= b["last_epochs"]:
-        parts.append(f"{fam} is still improving at the largest epoch count tried "
+        parts.append(f"{fam}'s final loss is lowest at the largest epoch count tried "
                      f"(E = {b['best_epochs']:g}, loss {pm(b['best_loss'], b['best_se'])}, "
-                     f"{b['model_size']})")
+                     f"{b['model_size']}; runs compared by their final losses, so a run that "
+                     "overfitted after a mid-run best counts here by its end: see within single runs below)")
       else:
         sig = b["rise_after_se"] and b["rise_after"] > 2 * b["rise_after_se"]
         parts.append(f"{fam} is best at E = {b['best_epochs']:g} ({b['model_size']}, loss "

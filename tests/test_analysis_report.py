@@ -125,14 +125,14 @@ def test_report_markdown_numbers_are_the_ones_in_fits_json(reported):
     (0.05, 0.01, 16.0, "(significant)"),       # rise > 2 SE
     (0.015, 0.01, 16.0, "(within 2 SE, inconclusive)"),  # rise <= 2 SE
     (0.021, 0.01, 16.0, "(significant)"),      # just above the line
-    (0.0, 0.01, 64.0, "still improving"),      # best at the largest E tried
+    (0.0, 0.01, 64.0, "final loss is lowest at the largest epoch"),      # best at the largest E tried
 ])
 def test_epoch_sentences_follow_their_intervals(rise, se, best_e, phrase):
   from analysis import report_md
   b = dict(objective="ar", unique_tokens=1e6, model_size="m100K", best_epochs=best_e,
            best_loss=3.0, best_se=0.004, rise_after=rise, rise_after_se=se, last_epochs=64.0)
   text = "\n".join(report_md.epochs_section(dict(per_budget=[b]), []))
-  others = {"(significant)", "(within 2 SE, inconclusive)", "still improving"} - {phrase}
+  others = {"(significant)", "(within 2 SE, inconclusive)", "final loss is lowest at the largest epoch"} - {phrase}
   assert phrase in text and not any(o in text for o in others), text
 
 
