@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import answer, collect, critical, paired, report_answer, report_md, study
-from dlmscale.data import evalset
-from test_analysis_fakeruns import make_run
+from test_analysis_fakeruns import make_run, save_eval_losses
 
 LOG_C = np.linspace(12.0, 15.0, 7)  # log10 FLOPs of the grid's runs
 
@@ -97,14 +96,6 @@ def test_learning_rate_is_chosen_on_tuning_losses_only(tmp_path):
   assert "| AR | m100K (U = 1M, E = 1) |" in text and "| 0.001 |" in text
 
 
-def _save_losses(run, doc_N, base_N, rng):
-  es = evalset.EvalSet(chunk_ids_N=np.arange(doc_N.size), document_N=doc_N,
-                       tokens_NxL=np.zeros((doc_N.size, 2), np.int32))
-  for r in (json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()):
-    if r["split"] == "eval":
-      loss_N = base_N + rng.normal(0, 0.01, doc_N.size)
-      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
-
 
 def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
   rng = np.random.default_rng(0)
@@ -114,7 +105,7 @@ def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
   runs.append(make_run(tmp_path, objective="mdm", n=1e6, u=1e6, epochs=16, name="mdm-e16",
                        loss_shift=-0.5))
   for run in runs:
-    _save_losses(run, doc_N, base_N, rng)
+    save_eval_losses(run, base_N, doc_N, rng, noise=0.01)
   # AR overfits past 8 epochs (its best evaluation of 4 is at epoch 16); the task, scored at each
   # evaluation, falls after it
   with (runs[1] / "metrics.jsonl").open("a") as fh:

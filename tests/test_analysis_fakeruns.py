@@ -140,3 +140,16 @@ def test_fabricated_run_follows_the_contract(tmp_path):
   assert summary["tokens_seen"] == evals[-1]["tokens_seen"] <= 4e6
   partial = make_run(tmp_path, objective="ar", n=1e5, u=1e6, epochs=4, finished=False)
   assert not (partial / "summary.json").exists()
+
+
+def save_eval_losses(run: pathlib.Path, base_N: np.ndarray, doc_N: np.ndarray, rng: np.random.Generator,
+                     noise: float) -> None:
+  """Per-sequence losses for every eval row of a fake run: each sequence's difficulty `base_N` (shared
+  across runs, so comparisons pair) plus noise, shifted to the row's mean loss."""
+  from dlmscale.data import evalset  # pylint: disable=g-import-not-at-top
+  es = evalset.EvalSet(chunk_ids_N=np.arange(doc_N.size), document_N=doc_N,
+                       tokens_NxL=np.zeros((doc_N.size, 2), np.int32))
+  for r in (json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()):
+    if r["split"] == "eval":
+      loss_N = base_N + rng.normal(0, noise, doc_N.size)
+      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)

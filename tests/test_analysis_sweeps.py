@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import collect, doubledescent, paired, report, study, sweeps
-from dlmscale.data import evalset
-from test_analysis_fakeruns import LAWS, make_run
+from test_analysis_fakeruns import LAWS, make_run, save_eval_losses
 
 WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192)
 
@@ -45,15 +44,6 @@ def test_collect_records_the_sweep_knobs_and_names_custom_shapes(tmp_path):
   assert set(collect.CONFIG_COLUMNS) <= set(collect.RUN_COLUMNS)
 
 
-def _save_losses(run, hard_N, doc_N, rng):
-  """Per-sequence losses for every eval row, sharing each document's difficulty across runs."""
-  es = evalset.EvalSet(chunk_ids_N=np.arange(doc_N.size), document_N=doc_N,
-                       tokens_NxL=np.zeros((doc_N.size, 2), np.int32))
-  for r in (json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()):
-    if r["split"] == "eval":
-      loss_N = hard_N + rng.normal(0, 0.02, doc_N.size)
-      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
-
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
@@ -83,7 +73,7 @@ def swept(tmp_path_factory):
                          config_extra={"ar.num_orders": n_orders}))
   runs.append(make_run(root, objective="mdm", n=4e5, u=2e5, epochs=16, n_eval=6, name="mdm-ref"))
   for run in runs:
-    _save_losses(run, hard_N, doc_N, rng)
+    save_eval_losses(run, hard_N, doc_N, rng, noise=0.02)
   assert report.main([f"--runs={root}", f"--out={root / 'out'}", "--n_boot=0", "--grid=coarse",
                       "--no_plots"]) == 0
   out = root / "out"
