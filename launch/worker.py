@@ -310,4 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Run as launch.worker, not as __main__: point functions import launch.worker, and its Stopped must
+  # be the class serve() catches (a second copy of the module would make a clean stop a crash).
+  from launch import worker as _worker  # pylint: disable=import-self
+  sys.exit(_worker.main())

@@ -91,6 +91,8 @@ def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kil
     assert first.returncode == 128 + signal.SIGTERM and "run the same command again to resume" in out1
     stopped = [e["run"] for e in ledger_events(ledger) if e["event"] == "preempted"]
     assert stopped and not any((workdir / n / "summary.json").exists() for n in stopped)
+    assert "FAILED" not in out1, out1  # a run that checkpointed on the signal stopped; it did not fail
+    assert not any("Traceback" in (workdir / n / "launch.log").read_text() for n in stopped)
   assert sum((workdir / n / "summary.json").exists() for n in NAMES) < 4  # really mid-way
 
   second = _launch(workdir, env, "--parallel=2")
