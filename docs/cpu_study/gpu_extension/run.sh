@@ -23,7 +23,7 @@ launch() {  # name, config argument, parallel
 }
 launch mdm51 "objectives=mdm,sizes=$S,unique=51200,epochs=256,$COMMON" 3
 launch mdm204 "objectives=mdm,sizes=$S,unique=204800,epochs=64,$COMMON" 3
-launch ar "objectives=ar,sizes=$S,unique=51200+204800,epochs=32,$COMMON" 2
+launch ar "objectives=ar,sizes=$S,unique=51200+204800,epochs=32,$COMMON" 3
 ( for i in $(seq 1 40); do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; sleep 10; done ) > $OUT/gpu_util.txt 2>&1 &
 MON=$!
 wait $PIDS
