@@ -211,15 +211,15 @@ class Launcher:
 
   def _stop_all(self) -> None:
     """SIGTERM makes each trainer checkpoint and exit; after the grace period, SIGKILL."""
-    for a in self.active.values():
-      _signal_group(a.proc, signal.SIGTERM)
+    for a in self.active.values():  # the trainer only: a compiler it runs (ptxas) must finish, not die
+      _signal(a.proc, signal.SIGTERM)
     self.workers.close_idle({a.proc.pid for a in self.active.values()})
     deadline = time.time() + self.args.grace_s
     while self.active:
       self._reap()
       if self.kill_now or time.time() > deadline:
         for a in self.active.values():
-          _signal_group(a.proc, signal.SIGKILL)
+          _signal(a.proc, signal.SIGKILL, group=True)
       time.sleep(0.1)
 
   def eta(self) -> float | None:
@@ -269,9 +269,9 @@ class Launcher:
     return 1 if self.failed else 0
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal(proc: subprocess.Popen, sig: int, group: bool = False) -> None:
   try:
-    os.killpg(proc.pid, sig)
+    (os.killpg if group else os.kill)(proc.pid, sig)
   except ProcessLookupError:
     pass
 
