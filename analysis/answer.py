@@ -124,23 +124,48 @@ def _mc_curve(curves: pd.DataFrame, name: str) -> pd.DataFrame:
   return mc.dropna(subset=["mc_accuracy"]).sort_values("step")
 
 
-def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFrame) -> dict:
+REPLICA_TOLERANCE = 1e-4  # nats: float rounding between processes, not a different run
+
+
+def _replica_source(name: str, runs: pd.DataFrame, replicas) -> str | None:
+  """The re-run of `name` with eval.task_every > 0, if it trained the same run: the same final
+  validation loss (the task is scored beside training, not inside it), else None."""
+  mine = runs.loc[runs["run_name"] == name, "final_eval_loss"]
+  theirs = replicas.runs.loc[replicas.runs["run_name"] == name, "final_eval_loss"]
+  if mine.empty or theirs.empty or not np.isfinite(mine.iloc[0]) or not np.isfinite(theirs.iloc[0]):
+    return None
+  d = abs(float(theirs.iloc[0]) - float(mine.iloc[0]))
+  if d > REPLICA_TOLERANCE:
+    return None
+  return (f"a re-run of the same point with eval.task_every > 0 (final validation loss "
+          f"{'identical' if d == 0 else f'within {d:.1e} nats'} of the study's run)")
+
+
+
+def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFrame,
+                       replicas=None) -> dict:
   """For each family's best run per U: task accuracy and the NLL gap (mean over items of the
   other choices' NLL minus the true choice's, paired within each item) at every evaluation the
-  run recorded (metrics rows with split "mc"), else the final checkpoint's eval.json."""
+  run recorded (metrics rows with split "mc"), else at those of a re-run of the same point that
+  recorded them (`replicas`, collected from another grid directory: the study need not be re-run
+  to add the task), else the final checkpoint's eval.json."""
   by_name = runs.set_index("run_name")
-  rows, missing = [], []
+  rows, missing, mismatched = [], [], []
   for b in best:
     for obj, f in b["families"].items():
       name = f["runs"][0] if f["runs"] else None
       if name is None:
         continue
-      mc = _mc_curve(curves, name)
+      mc, source = _mc_curve(curves, name), "metrics.jsonl (split mc)"
+      if not len(mc) and replicas is not None and len(_mc_curve(replicas.curves, name)):
+        source = _replica_source(name, runs, replicas)
+        mc = _mc_curve(replicas.curves, name) if source else mc
+        if source is None:
+          mismatched.append(name)
       if len(mc):
         points = [dict(step=float(r.step), epoch=float(r.epoch), accuracy=float(r.mc_accuracy),
                        accuracy_se=float(r.mc_accuracy_se), nll_gap=float(r.mc_nll_gap),
                        nll_gap_se=float(r.mc_nll_gap_se)) for r in mc.itertuples()]
-        source = "metrics.jsonl (split mc)"
       elif np.isfinite(by_name.loc[name, "mc_accuracy"]):
         r = by_name.loc[name]
         points = [dict(step=float(r["last_step"]), epoch=float(r["epochs"]),
@@ -167,5 +192,5 @@ def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFram
           "(mc_nll_gap: mean over items of the mean NLL of the other choices minus the NLL of "
           "the true one)")
   curve_ok = any(len(r["points"]) >= 2 for r in rows)
-  return dict(runs=rows, without_task=missing,
+  return dict(runs=rows, without_task=missing, replica_not_the_same_run=mismatched,
               trainer_must_record=None if curve_ok else need)

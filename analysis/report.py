@@ -19,9 +19,12 @@ from dlmscale.errors import UserError, cli_main
 
 def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: str = "full",
             param_col: str = "params_non_embedding", target: str = "envelope",
-            collected: collect.Collected | None = None) -> tuple[collect.Collected, object, dict]:
-  """collected: tables read elsewhere (--tables); by default every run under runs_dir."""
+            collected: collect.Collected | None = None,
+            task_runs: pathlib.Path | None = None) -> tuple[collect.Collected, object, dict]:
+  """collected: tables read elsewhere (--tables); by default every run under runs_dir.
+  task_runs: a grid directory of re-runs with eval.task_every > 0 (the task curves' source)."""
   collected = collected or collect.collect(runs_dir)
+  replicas = collect.collect(task_runs) if task_runs else None
   collect.require_finished(collected, runs_dir)
   claim = study.claim_runs(collected.runs)
   every = study.points(claim, param_col=param_col)  # with label-noise and token-order sweeps
@@ -53,7 +56,7 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
   )
   best = answer.bests(pts, claim)
   findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]))
-  findings["task"] = answer.task_over_training(best, claim, collected.curves)
+  findings["task"] = answer.task_over_training(best, claim, collected.curves, replicas)
   return collected, pts, to_jsonable(findings)
 
 
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
   src.add_argument("--runs", help="grid workdir: one subdirectory per run")
   src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "
                    "and curves.csv (no per-sequence losses: comparisons use independent SEs)")
+  ap.add_argument("--task_runs", help="grid workdir where some of these runs were trained again "
+                  "with eval.task_every > 0: the task curves of the best runs come from there")
   ap.add_argument("--out", required=True, help="where tables, fits.json, figures, report.md go")
   ap.add_argument("--n_boot", type=int, default=200, help="bootstrap resamples per fit (0: none)")
   ap.add_argument("--seed", type=int, default=0)
@@ -97,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 0:
       raise UserError("--n_boot must be >= 0")
     runs_dir = pathlib.Path(args.runs or args.tables)
+    if args.task_runs and not pathlib.Path(args.task_runs).is_dir():
+      raise UserError(f"--task_runs={args.task_runs} is not a directory; pass the grid workdir of "
+                      "the re-runs trained with eval.task_every > 0")
     tables = collect.read_tables(runs_dir) if args.tables else None
     collected, pts, findings = analyze(runs_dir, n_boot=args.n_boot, seed=args.seed,
                                        grid=args.grid, param_col=f"params_{args.params}",
-                                       target=args.datacons_target, collected=tables)
+                                       target=args.datacons_target, collected=tables,
+                                       task_runs=pathlib.Path(args.task_runs) if args.task_runs else None)
     written = write(pathlib.Path(args.out), collected, pts, findings, plots=not args.no_plots)
     print(f"wrote {written['report']} ({findings['grid']['n_finished']} finished runs of "
           f"{findings['grid']['n_runs']})")

@@ -143,6 +143,9 @@ def task_section(task: dict) -> list[str]:
     lines.append(head + ".")
   if task.get("without_task"):
     lines.append(f"- Without a task record: {', '.join(task['without_task'])}.")
+  if task.get("replica_not_the_same_run"):
+    lines.append("- A re-run with the task exists but ended at another validation loss, so it is not "
+                 f"used: {', '.join(task['replica_not_the_same_run'])}.")
   if task.get("trainer_must_record"):
     lines += ["", f"Not a curve over training: {task['trainer_must_record']}."]
   return lines + [""]

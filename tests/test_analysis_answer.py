@@ -131,3 +131,34 @@ def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
   assert "accuracy fell (-0.080 ± 0.014) and the gap fell (-0.180 ± 0.028)" in md
   text = "\n".join(report_answer.answer_section([b], dict(per_budget=[]), {}))
   assert f"AR − MDM = {g['ar_minus_mdm']:.3f} (95% CI" in text and "diffusion's best is lower" in text
+
+
+def _mc_rows(run, rows) -> None:
+  with (run / "metrics.jsonl").open("a") as fh:
+    for k, (acc, gap) in enumerate(rows):
+      fh.write(json.dumps(dict(split="mc", step=100 * (k + 1), epoch=16.0 * (k + 1), mc_accuracy=acc,
+                               mc_accuracy_se=0.01, mc_nll_gap=gap, mc_nll_gap_se=0.02)) + "\n")
+
+
+def test_task_curves_come_from_a_rerun_only_when_it_trained_the_same_run(tmp_path):
+  """--task_runs: the study's best runs lack the task; a re-run of the same point that ends at the
+  same validation loss supplies the curve, one that ends elsewhere is named and not used."""
+  from analysis import report  # noqa: PLC0415
+  study_dir, replica_dir = tmp_path / "study", tmp_path / "replica"
+  for root, mdm_shift in ((study_dir, -0.5), (replica_dir, -0.4)):
+    for e in (1, 64):
+      make_run(root, objective="ar", n=1e6, u=1e6, epochs=e, name=f"ar-e{e}")
+    make_run(root, objective="mdm", n=1e6, u=1e6, epochs=16, name="mdm-e16", loss_shift=mdm_shift)
+  _mc_rows(replica_dir / "ar-e64", [(0.40, 0.30), (0.38, 0.25), (0.35, 0.2), (0.32, 0.12)])
+  _mc_rows(replica_dir / "mdm-e16", [(0.30, 0.10), (0.33, 0.2)])
+  out = tmp_path / "out"
+  assert report.main([f"--runs={study_dir}", f"--task_runs={replica_dir}", f"--out={out}",
+                      "--n_boot=0", "--no_plots"]) == 0
+  task = json.loads((out / "fits.json").read_text())["task"]
+  (r,) = task["runs"]
+  assert r["run_name"] == "ar-e64" and len(r["points"]) == 4 and "identical" in r["source"]
+  assert task["replica_not_the_same_run"] == ["mdm-e16"] and task["without_task"] == ["mdm-e16"]
+  md = (out / "report.md").read_text()
+  assert "from a re-run of the same point with eval.task_every > 0" in md
+  assert "ended at another validation loss, so it is not used: mdm-e16" in md
+  assert report.main([f"--runs={study_dir}", f"--task_runs={tmp_path / 'nope'}", f"--out={out}"]) == 2
