@@ -231,6 +231,31 @@ def collect(root: str | pathlib.Path) -> Collected:
   return Collected(runs=runs, curves=curve_df, problems=problems)
 
 
+def read_any(root: str | pathlib.Path) -> Collected:
+  """A report directory's tables (it holds runs.csv) or else every run under a grid workdir."""
+  root = pathlib.Path(root)
+  return read_tables(root) if (root / "runs.csv").is_file() else collect(root)
+
+
+def combine(main: Collected, others: dict[str, Collected]) -> Collected:
+  """main's runs plus those of other grids (e.g. the learning-rate sweep a study's recipe came
+  from): one table, so one runs.csv holds the study and its sweep. A run name found twice would
+  join the wrong curves, so it is an error."""
+  runs, curves, problems = [main.runs], [main.curves], list(main.problems)
+  seen = set(main.runs["run_name"])
+  for where, c in others.items():
+    twice = sorted(seen & set(c.runs["run_name"]))
+    if twice:
+      raise UserError(f"{where} holds runs already analysed ({', '.join(twice[:3])}"
+                      f"{', ...' if len(twice) > 3 else ''}); pass each grid once")
+    seen |= set(c.runs["run_name"])
+    runs.append(c.runs)
+    curves.append(c.curves)
+    problems += [f"{where}: {p}" for p in c.problems]
+  return Collected(runs=pd.concat(runs, ignore_index=True),
+                   curves=pd.concat(curves, ignore_index=True), problems=problems)
+
+
 def require_finished(collected: Collected, root) -> pd.DataFrame:
   runs = collected.runs
   finished = runs["finished"].astype(bool) & np.isfinite(pd.to_numeric(runs["final_eval_loss"],

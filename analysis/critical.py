@@ -124,6 +124,23 @@ def _crossing(g: pd.DataFrame, loss: np.ndarray, c_col: str) -> crossover.Crossi
   return crossover.critical_compute(fr["ar"], fr["mdm"])
 
 
+def published_c_crit(u: float) -> float:
+  """The published law's C_crit at U unique tokens (6ND FLOPs), extrapolated where U is outside
+  the 25M-100M it was fitted on."""
+  return REFERENCE["coef_at_1e6"] * (u / 1e6) ** REFERENCE["exponent"]
+
+
+def _beside_published(u: float, c6: crossover.Crossing) -> dict:
+  """The shared compute range on the published law's 6ND axis, and where the law's C_crit for
+  this U falls against it: a budget whose range holds the prediction tests it."""
+  pub = published_c_crit(u)
+  if c6.c_range is None:
+    return dict(c_range_6nd=None, published_c_crit_6nd=pub, published_in_range=None)
+  lo, hi = c6.c_range
+  where = "below" if pub < lo else ("inside" if pub <= hi else "above")
+  return dict(c_range_6nd=list(c6.c_range), published_c_crit_6nd=pub, published_in_range=where)
+
+
 def _interval(samples: np.ndarray) -> list[float] | None:
   s = samples[np.isfinite(samples)]
   if s.size < 2:
@@ -161,7 +178,7 @@ def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_b
     if cross["verdict"] == "no crossover":
       cross["bound"] = cross["c_range"][1]  # C_crit > this, if it exists
     c6 = _crossing(g, g["loss"].to_numpy(dtype=np.float64), "C_6ND")
-    entry = dict(unique_tokens=float(u), **cross, c_crit_6nd=c6.c_crit,
+    entry = dict(unique_tokens=float(u), **cross, c_crit_6nd=c6.c_crit, **_beside_published(u, c6),
                  frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
                            for k, f in fr.items()})
     if boot is not None:

@@ -20,12 +20,17 @@ from dlmscale.errors import UserError, cli_main
 def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: str = "full",
             param_col: str = "params_non_embedding", target: str = "envelope",
             collected: collect.Collected | None = None,
-            task_runs: pathlib.Path | None = None) -> tuple[collect.Collected, object, dict]:
+            task_runs: pathlib.Path | None = None,
+            also: list[pathlib.Path] = ()) -> tuple[collect.Collected, object, dict]:
   """collected: tables read elsewhere (--tables); by default every run under runs_dir.
-  task_runs: a grid directory of re-runs with eval.task_every > 0 (the task curves' source)."""
-  collected = collected or collect.collect(runs_dir)
+  task_runs: a grid directory of re-runs with eval.task_every > 0 (the task curves' source).
+  also: other grids analysed with this one (workdirs or report directories), e.g. the lr sweep;
+  the grid summary and the manifest check describe runs_dir's own runs."""
+  own = collected or collect.collect(runs_dir)
+  collect.require_finished(own, runs_dir)
+  extra = {str(d): collect.read_any(d) for d in also}
+  collected = collect.combine(own, extra)
   replicas = collect.collect(task_runs) if task_runs else None
-  collect.require_finished(collected, runs_dir)
   claim = study.claim_runs(collected.runs)
   every = study.points(claim, param_col=param_col)  # with label-noise and token-order sweeps
   if every.empty:
@@ -35,13 +40,14 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
     raise UserError(f"some finished runs lack {param_col} in summary.json; rerun their summary "
                     "or choose --params=total")
   pts = study.clean(every)
-  manifest = collect.manifest_status(runs_dir, collected.runs)
+  manifest = collect.manifest_status(runs_dir, own.runs)
   records = study.point_records(claim, every)
   along = study.curve_points(claim, collected.curves, param_col)  # the frontier's points
   cross_pts, cross_records = ((along, study.curve_records(claim, along)) if not along.empty
                               else (pts, records))
   findings = dict(
-      grid=study.grid_summary(collected.runs, manifest, collected.problems),
+      grid=dict(study.grid_summary(own.runs, manifest, collected.problems),
+                also={d: len(c.runs) for d, c in extra.items()}),
       param_column=param_col,
       evaluation=study.evaluation_summary(claim, records),
       epochs=study.epoch_findings(pts, records),
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
   src.add_argument("--runs", help="grid workdir: one subdirectory per run")
   src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "
                    "and curves.csv (no per-sequence losses: comparisons use independent SEs)")
+  ap.add_argument("--also", action="append", default=[], metavar="DIR",
+                  help="another grid analysed with --runs (its workdir, or a report directory's "
+                  "tables), e.g. the learning-rate sweep the recipe came from; repeatable")
   ap.add_argument("--task_runs", help="grid workdir where some of these runs were trained again "
                   "with eval.task_every > 0: the task curves of the best runs come from there")
   ap.add_argument("--out", required=True, help="where tables, fits.json, figures, report.md go")
@@ -102,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 0:
       raise UserError("--n_boot must be >= 0")
     runs_dir = pathlib.Path(args.runs or args.tables)
+    for d in args.also:
+      if not pathlib.Path(d).is_dir():
+        raise UserError(f"--also={d} is not a directory; pass a grid workdir or a report directory")
     if args.task_runs and not pathlib.Path(args.task_runs).is_dir():
       raise UserError(f"--task_runs={args.task_runs} is not a directory; pass the grid workdir of "
                       "the re-runs trained with eval.task_every > 0")
@@ -109,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     collected, pts, findings = analyze(runs_dir, n_boot=args.n_boot, seed=args.seed,
                                        grid=args.grid, param_col=f"params_{args.params}",
                                        target=args.datacons_target, collected=tables,
-                                       task_runs=pathlib.Path(args.task_runs) if args.task_runs else None)
+                                       task_runs=pathlib.Path(args.task_runs) if args.task_runs else None,
+                                       also=[pathlib.Path(d) for d in args.also])
     written = write(pathlib.Path(args.out), collected, pts, findings, plots=not args.no_plots)
     print(f"wrote {written['report']} ({findings['grid']['n_finished']} finished runs of "
           f"{findings['grid']['n_runs']})")

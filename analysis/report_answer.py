@@ -31,13 +31,27 @@ def _cross_sentence(b: dict | None) -> str:
               "resamples)" if ci else " (no interval)")
     return f"diffusion's frontier crosses below AR's at C_crit = {b['c_crit']:.3g} FLOPs{within}"
   if v == "no crossover":
-    return f"no crossover up to C = {b['bound']:.3g} FLOPs (AR significantly ahead there)"
+    return (f"no crossover up to C = {b['bound']:.3g} FLOPs (AR significantly ahead there)"
+            + _published_clause(b))
   if v == "mdm ahead throughout":
     return f"diffusion is ahead over the whole shared range (C_crit < {b['c_range'][0]:.3g} FLOPs)"
   if v == "inconclusive":
     return ("crossover inconclusive: at the largest shared compute the gap's interval contains 0"
             + (f" ({b['frac_crossing']:.0%} of resamples cross)" if "frac_crossing" in b else ""))
   return f"crossover: {v}"
+
+
+def _published_clause(b: dict) -> str:
+  """Where the published law (extrapolated) puts C_crit for this U, against the 6ND range run."""
+  where, pub, rng = b.get("published_in_range"), b.get("published_c_crit_6nd"), b.get("c_range_6nd")
+  if where is None or pub is None or not rng:
+    return ""
+  says = {"inside": "inside the range measured, so this budget contradicts the extrapolation",
+          "above": "beyond the range measured, so this budget cannot test it",
+          "below": "below the range measured, where AR is ahead throughout: this budget "
+                   "contradicts the extrapolation"}[where]
+  return (f"; the published law puts C_crit at {pub:.3g} 6ND FLOPs for this U (range measured "
+          f"{rng[0]:.3g}–{rng[1]:.3g} in 6ND): {says}")
 
 
 def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:

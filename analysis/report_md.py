@@ -14,6 +14,9 @@ def grid_section(grid: dict) -> list[str]:
                f"{', '.join(FAM.get(f, f) for f in grid['families']) or 'none'}; budgets U: "
                f"{', '.join(tok(u) for u in grid['budgets'])}; sizes: {', '.join(grid['sizes'])};"
                f" epochs: {', '.join(f'{e:g}' for e in grid['epochs'])}.")
+  for where, n in (grid.get("also") or {}).items():
+    lines.append(f"Also analysed: {n} run(s) from {where} (not counted above; runs scored on the "
+                 "tuning set enter only the learning-rate section).")
   if grid["partial"]:
     names = ", ".join(f"{p['run_name']} (step {p['last_step']:g})" if p["last_step"] is not None
                       else p["run_name"] for p in grid["partial"][:20])

@@ -37,9 +37,17 @@ def test_crossover_present_absent_and_inconclusive_per_budget():
   rows = _points(1e6, ar, mdm, 0.005)  # crosses at 10^13.5, MDM 0.3 ahead at the top
   rows += _points(2e6, ar, ar + 0.2, 0.005)  # MDM 0.2 behind everywhere
   rows += _points(3e6, ar, ar + 0.05 - 0.06 * (LOG_C == 15.0), 0.01)  # dips 0.01 below at the top
+  rows += _points(1e5, ar, ar + 0.2, 0.005)  # the published law predicts 1.4e13 here: inside
   out = critical.findings(pd.DataFrame(rows), n_boot=100, seed=0)
   by = {b["unique_tokens"]: b for b in out["per_budget"]}
   present, absent, unsure = by[1e6], by[2e6], by[3e6]
+  for b in out["per_budget"]:  # C_6ND = C in these points: the same range on both axes
+    assert b["c_range_6nd"] == pytest.approx(b["c_range"])
+    assert b["published_c_crit_6nd"] == pytest.approx(2.12e15 * (b["unique_tokens"] / 1e6) ** 2.174)
+  assert absent["published_in_range"] == "above" and by[1e5]["published_in_range"] == "inside"
+  assert "cannot test it" in report_answer._cross_sentence(absent)
+  assert "1.42e+13 6ND FLOPs for this U" in report_answer._cross_sentence(by[1e5])
+  assert "contradicts the extrapolation" in report_answer._cross_sentence(by[1e5])
   assert present["verdict"] == "crosses" and present["c_crit"] == pytest.approx(10 ** 13.5, rel=1e-6)
   lo, hi = present["c_crit_ci"]
   assert lo < 10 ** 13.5 < hi and hi / lo < 1.5 and present["frac_crossing"] == 1.0
@@ -162,3 +170,34 @@ def test_task_curves_come_from_a_rerun_only_when_it_trained_the_same_run(tmp_pat
   assert "from a re-run of the same point with eval.task_every > 0" in md
   assert "ended at another validation loss, so it is not used: mdm-e16" in md
   assert report.main([f"--runs={study_dir}", f"--task_runs={tmp_path / 'nope'}", f"--out={out}"]) == 2
+
+
+def test_report_also_analyses_the_sweep_grid_beside_the_study(tmp_path):
+  """--also: the learning-rate sweep lives in its own grid directory (or a committed report's
+  tables); the study's report shows its section and its runs.csv holds both grids."""
+  from analysis import report  # noqa: PLC0415
+  study_dir, sweep_dir = tmp_path / "study", tmp_path / "sweep"
+  for obj in ("ar", "mdm"):
+    make_run(study_dir, objective=obj, n=1e5, u=1e6, epochs=1, name=f"claim-{obj}",
+             config_extra={"optim.lr": 1e-3})
+    for lr in (3e-4, 1e-3, 3e-3):
+      make_run(sweep_dir, objective=obj, n=1e5, u=1e6, epochs=1, name=f"tune-{obj}-{lr:g}",
+               loss_shift=0.1 * abs(np.log10(lr / 1e-3)),
+               config_extra={"eval.set": collect.TUNING_SET, "optim.lr": lr})
+  out, again = tmp_path / "out", tmp_path / "again"
+  assert report.main([f"--runs={study_dir}", f"--also={sweep_dir}", f"--out={out}", "--n_boot=0",
+                      "--no_plots"]) == 0
+  runs = pd.read_csv(out / "runs.csv")
+  assert len(runs) == 8 and (runs["eval_set"] == collect.TUNING_SET).sum() == 6
+  md = (out / "report.md").read_text()
+  assert "2 of 2 run directories finished" in md and f"Also analysed: 6 run(s) from {sweep_dir}" in md
+  assert "| AR | m100K (U = 1M, E = 1) |" in md  # the sweep's section, from the other grid
+  tables = tmp_path / "sweep_tables"  # a committed report's tables serve as well
+  collect.write_tables(collect.collect(sweep_dir), tables)
+  assert report.main([f"--runs={study_dir}", f"--also={tables}", f"--out={again}", "--n_boot=0",
+                      "--no_plots"]) == 0
+  assert pd.read_csv(again / "runs.csv")["run_name"].tolist() == runs["run_name"].tolist()
+  again = tmp_path / "again2"  # the same grid twice is refused, before anything is written
+  assert report.main([f"--runs={study_dir}", f"--also={out / 'nope'}", f"--out={again}"]) == 2
+  assert report.main([f"--runs={study_dir}", f"--also={study_dir}", f"--out={again}"]) == 2
+  assert not again.exists()
