@@ -44,6 +44,7 @@ from typing import Any
 import ml_collections
 
 from configs import grid
+from dlmscale import builtin_task
 from dlmscale.errors import UserError
 
 # One prepared dataset for the study, its lr sweep and the quickstart: vocab 1024, 128-token chunks.
@@ -70,10 +71,16 @@ LR_CHOICE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cpu_study" /
 ESTIMATE_S_PER_MTOK = {"s0.1M": 46.0, "s0.2M": 74.0, "s0.4M": 114.0, "s1M": 188.0}
 EVAL_COST = 1 / 3  # a forward pass, per token, against a training step
 START_S = 10.0  # per run: a worker's set-up, a cached compile, the first evaluation's build
+# The built-in task, scored at every TASK_EVERY-th evaluation of each long run (and its last): each
+# family's best run then has the task over training (Ni et al.: diffusion's task gap keeps growing
+# while its validation loss rises). A scoring is a forward pass over every choice of every item
+# (diffusion: eval.mc_samples ELBO draws each), in training-token equivalents as below.
+TASK_EVERY = 4  # 8 task points along a 32-evaluation run
+TASK_TOKENS = builtin_task.DEFAULT_ITEMS * builtin_task.DEFAULT_CHOICES * 128  # <= seq_len per row
 DEFAULTS: dict[str, Any] = dict(
     objectives=["ar", "mdm"], sizes=["s0.1M", "s0.2M", "s0.4M", "s1M"],
     unique=[12_800, 51_200, 204_800], epochs=[], single_epoch=True, seeds=[0],
-    noise_seeds=[1], noise_size="s0.1M", noise_unique=12_800)
+    noise_seeds=[1], noise_size="s0.1M", noise_unique=12_800, task_every=TASK_EVERY)
 
 
 def options(arg: str | None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -103,11 +110,14 @@ def lr_multipliers(path=LR_CHOICE) -> dict[str, float]:
                     "or re-run the sweep: python -m launch.lr_choice --runs=RUNS_OF_configs/lr_sweep.py") from None
 
 
-def _point(obj: str, size: str, u: int, e: float, seed: int, lr_mult: dict[str, float]) -> dict[str, Any]:
+def _point(obj: str, size: str, u: int, e: float, seed: int, lr_mult: dict[str, float],
+           task_every: int = 0) -> dict[str, Any]:
+  """task_every > 0: the task along the run (left out at 0, so such a point's hash is unchanged)."""
   steps = grid.steps_for(u, e, SETTINGS["batch_size"], SETTINGS["data.seq_len"])
   return grid.point(obj, size, u, e, seed, "cpu", **{
       "optim.lr": grid.LR_BY_SIZE[size] * lr_mult[obj],
-      "eval.every_steps": max(steps // CPU_EVALS_PER_RUN, MIN_EVAL_INTERVAL)})
+      "eval.every_steps": max(steps // CPU_EVALS_PER_RUN, MIN_EVAL_INTERVAL),
+      **({"eval.task_every": int(task_every)} if task_every > 0 and e > 1 else {})})
 
 
 def _runs_of(o: dict[str, Any], obj: str, u: int) -> list[float]:
@@ -118,10 +128,10 @@ def _runs_of(o: dict[str, Any], obj: str, u: int) -> list[float]:
 
 def points(o: dict[str, Any]) -> list[dict[str, Any]]:
   lr_mult = lr_multipliers()
-  main = [_point(obj, size, u, e, seed, lr_mult)
+  main = [_point(obj, size, u, e, seed, lr_mult, o["task_every"])
           for seed, u, size, obj in itertools.product(o["seeds"], o["unique"], o["sizes"], o["objectives"])
           for e in _runs_of(o, obj, u)]
-  noise = [_point(obj, o["noise_size"], o["noise_unique"], e, seed, lr_mult)
+  noise = [_point(obj, o["noise_size"], o["noise_unique"], e, seed, lr_mult, o["task_every"])
            for seed, obj in itertools.product(o["noise_seeds"], o["objectives"])
            for e in _runs_of(o, obj, o["noise_unique"])]
   return grid.dedupe(main + noise)
@@ -135,7 +145,12 @@ def estimate_seconds(pts: list[dict[str, Any]], parallel: int = 2) -> float:
     samples = SETTINGS["eval.mc_samples"] if p["objective"] == "mdm" else 1
     eval_tokens = (steps // p["eval.every_steps"] + 1) * SETTINGS["eval.num_sequences"] * samples * \
         SETTINGS["data.seq_len"] * EVAL_COST
-    core_s += (p["unique_tokens"] * p["epochs"] + eval_tokens) / 1e6 * ESTIMATE_S_PER_MTOK[p["model_size"]]
+    n_evals = steps // p["eval.every_steps"] + 1
+    task_every = p.get("eval.task_every", 0)
+    task_tokens = ((n_evals // task_every + 1) * TASK_TOKENS * samples * EVAL_COST if task_every
+                   else 0.0)
+    core_s += ((p["unique_tokens"] * p["epochs"] + eval_tokens + task_tokens) / 1e6
+               * ESTIMATE_S_PER_MTOK[p["model_size"]])
     core_s += START_S
   return core_s / parallel
 

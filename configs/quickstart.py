@@ -32,7 +32,7 @@ import ml_collections
 from configs import cpu_study, grid
 
 DEFAULTS: dict[str, Any] = {**cpu_study.DEFAULTS, "sizes": ["s0.1M", "s0.2M"], "unique": [12_800],
-                            "noise_seeds": []}
+                            "noise_seeds": [], "task_every": 0}  # the task would cost ~2 minutes
 
 
 def sweep(arg: str | None = None) -> list[dict[str, Any]]:

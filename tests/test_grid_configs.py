@@ -346,7 +346,12 @@ def test_quickstart_is_a_slice_of_the_cpu_study_with_both_families_at_one_budget
       f"{o}-{s}-u12.8k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
       (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 512)))
   study = {p["run_name"]: p for p in cpu_study.sweep()}
-  assert all(study[p["run_name"]] == p for p in points)  # the same points, so the same prepared data
+  # the same points (so the same data and training), less the task the study scores along its long runs
+  assert all({k: v for k, v in study[p["run_name"]].items() if k != "eval.task_every"} == p
+             for p in points)
+  assert all(("eval.task_every" in p) == (p["epochs"] > 1) for p in study.values())
+  assert {p.get("eval.task_every") for p in study.values()} == {cpu_study.TASK_EVERY, None}
+  assert not any("eval.task_every" in p for p in cpu_study.sweep("task_every=0"))
   assert cpu_study.estimate_seconds(points) < 600  # training alone, 2 idle cores (docstring)
 
 
