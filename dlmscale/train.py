@@ -150,8 +150,8 @@ def _run(run: restore.Run, items: list[mc_scoring.McItem] | None, clock: phases.
     rundir.write_text_atomic(workdir / "params.txt", overview + "\n")
   print(f"{config.objective} {setup.model_cfg.n_layers}L d{setup.model_cfg.d_model}: "
         f"{loop.counts['non_embedding'] / 1e6:.3f}M non-embedding params, {total} steps of "
-        f"{config.batch_size}x{config.data.seq_len} tokens" + (f", resuming at step {start}" if start else ""),
-        flush=True)
+        f"{config.batch_size}x{config.data.seq_len} tokens"
+        + (f", resuming at step {start}" if start else ""), flush=True)
   with jax.set_mesh(setup.mesh):
     return loop.run(run.state)
 
@@ -175,7 +175,8 @@ class _Loop:
                clock: phases.PhaseClock):
     config, workdir, setup, meta, start = run.config, run.workdir, run.setup, run.meta, run.step
     self.config, self.workdir, self.primary, self.clock = config, workdir, primary, clock
-    self.prepared, self.setup, self.total, self.val_set = run.prepared, setup, run.total_steps, run.data.val_set
+    self.prepared, self.setup, self.total = run.prepared, setup, run.total_steps
+    self.val_set = run.data.val_set
     self.ckpt, self.it, self.start = run.checkpointer, run.data.iterator, start
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
     self.counts = flops.param_counts(setup.model_cfg)
