@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import math
 
+from dlmscale.units import human
+
+tok = human  # a token count as run names write it (25.6k, 1M, 2B): the one formatter, dlmscale/units.py
+
 FAM = {"ar": "AR", "mdm": "MDM"}
-
-
-def tok(u: float) -> str:
-  """A token count with an SI prefix as run names write it (25.6k, 1M, 2B)."""
-  for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-    if u >= scale:
-      return f"{u / scale:g}{suffix}"
-  return f"{u:g}"
 
 
 def pm(value, se, digits: int = 3) -> str:

@@ -15,6 +15,7 @@ import ml_collections
 
 from configs import base
 from dlmscale import sizes
+from dlmscale.units import human  # grid files use it as grid.human
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 
@@ -123,14 +124,6 @@ def parse_count(text: str) -> float:
     return float(decimal.Decimal(text[:-1] if mult else text).scaleb(mult))
   except decimal.InvalidOperation:
     raise ValueError(f"not a count: {text!r}") from None
-
-
-def human(x: float) -> str:
-  """1_000_000 -> '1M', 250_000 -> '250k', 1_670_000 -> '1.67M', 16.0 -> '16', 0.5 -> '0.5'."""
-  for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-    if abs(x) >= div:
-      return f"{x / div:.6g}{suffix}"
-  return f"{x:.6g}"
 
 
 def round_sig(x: float, digits: int = 3) -> int:

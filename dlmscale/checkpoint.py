@@ -137,6 +137,23 @@ class Checkpointer:
           "scratch; nothing was deleted.")
     return None
 
+  def restore_step(self, step: int, abstract_state: Any) -> Restored:
+    """Exactly checkpoint `step`, with no fallback: a run asked for at a step is read at that step."""
+    steps = self.steps()
+    if step not in steps:
+      raise UserError(f"{self.directory} has no checkpoint at step {step} (it has steps {steps})")
+    why, trace = verify(self.directory / str(step)), ""
+    if why is None:
+      try:
+        out = self._restore(step, abstract_state)
+        return Restored(step, out["state"], dict(out["data"]), dict(out["meta"]))
+      except Exception as e:  # noqa: BLE001 - said in one line, the traceback goes to the log
+        why = f"orbax cannot read it ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]})"
+        trace = traceback.format_exc()
+    self._log(step, why, trace)
+    raise UserError(f"checkpoint step {step} in {self.directory} is unreadable: {why} (details: "
+                    f"{self.directory.parent / ERROR_LOG}); choose another step")
+
   def _restore(self, step: int, abstract_state: Any) -> dict:
     quiet = [logging.getLogger(n) for n in ("absl", "orbax", "")]
     levels = [l.level for l in quiet]

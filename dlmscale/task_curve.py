@@ -62,13 +62,14 @@ class _Scoring:
 
 
 class TaskCurve:
-  """Items built once per run; the scorer compiles on the first call (mc_scoring caches it)."""
+  """The run's items (build_items, built once by the trainer before its workdir is touched); the
+  scorer compiles on the first call (mc_scoring caches it)."""
 
   def __init__(self, config: ml_collections.ConfigDict, prepared: pipeline.Prepared,
-               setup: program.Setup):
+               setup: program.Setup, items: Sequence[mc_scoring.McItem]):
     self.config, self.prepared, self.setup = config, prepared, setup
     self.method = evaluate.scoring_method(config.objective, "")
-    self.items = build_items(config, prepared, setup.model_cfg.max_len)
+    self.items = list(items)
     self.apply_fn = setup.apply_fn  # one object: one compiled scorer per run
 
   def put(self, global_B: np.ndarray) -> jax.Array:

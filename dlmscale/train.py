@@ -21,10 +21,10 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import checkpoint, compile_cache, flops, hardware, phases, program, restore, rundir, sharding
+from dlmscale import compile_cache, flops, hardware, mc_scoring, phases, program, restore, rundir, sharding
 from dlmscale import task_curve, validation
 from dlmscale.data import evalset, pipeline
-from dlmscale.errors import TrainingDiverged, UserError
+from dlmscale.errors import TrainingDiverged
 from dlmscale.run_config import validate
 from dlmscale.tb import ScalarWriter
 
@@ -105,71 +105,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, allow_new_data: bool,
                      clock: phases.PhaseClock) -> dict | None:
   """Builds everything from the config, then (and only then) claims the workdir and trains."""
-  with clock.phase("data"):
-    prepared = pipeline.prepare(config.data)
-  seq_len, batch = config.data.seq_len, config.batch_size
-  total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch(batch, mesh)
-  sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  setup = program.build(config, prepared.vocab_size, prepared.mask_id, total, mesh)
-  with clock.phase("data"):
-    val_set = pipeline.eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
-    it = pipeline.train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
-                             global_batch=batch, seed=config.seed, process_index=jax.process_index(),
-                             process_count=jax.process_count(), label_noise=config.data.label_noise)
-    task_curve.build_items(config, prepared, setup.model_cfg.max_len)  # too little text fails here
-  workdir.mkdir(parents=True, exist_ok=True)
-  primary = jax.process_index() == 0
-  lock = rundir.WorkdirLock(workdir) if primary else None
+  claim = _Claim(config, workdir, allow_new_data, clock)
   try:
-    if primary:
-      rundir.claim_config(workdir, config, prepared.sha256s(), allow_new_data)
-    return _run(config, workdir, primary, prepared, setup, total, val_set, it, allow_new_data, clock)
+    run = restore.open_run(config, workdir, training=True, allow_new_data=allow_new_data,
+                           claim=claim, clock=clock)
+    return _run(run, claim.items, clock)
   finally:
-    if lock:
-      lock.release()
+    claim.release()
 
 
-def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, primary: bool,
-         prepared: pipeline.Prepared, setup: program.Setup, total: int, val_set: evalset.EvalSet, it,
-         allow_new_data: bool, clock: phases.PhaseClock) -> dict | None:
-  mesh, seq_len, batch = setup.mesh, config.data.seq_len, config.batch_size
-  with clock.phase("checkpoint"):
-    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint.keep,
-                                  set_aside_unreadable=True)
-  with jax.set_mesh(mesh), clock.phase("checkpoint"):
-    restored = ckpt.restore_latest(setup.abstract_state)
-    if restored is not None:
-      _check_same_data(restored.meta, prepared, allow_new_data)
-      state, start, meta = restored.state, restored.step, restored.meta
-      it.set_state(restored.data_state)
-    else:
-      state, start, meta = setup.init(), 0, {}
+class _Claim:
+  """What the trainer does once data, mesh and program are built, before a checkpoint is read: the
+  task items (too little text fails here, with the workdir untouched), then the workdir itself."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path, allow_new_data: bool,
+               clock: phases.PhaseClock):
+    self.config, self.workdir, self.allow_new_data, self.clock = config, workdir, allow_new_data, clock
+    self.items: list[mc_scoring.McItem] | None = None
+    self.lock: rundir.WorkdirLock | None = None
+
+  def __call__(self, data: pipeline.RunData, setup: program.Setup) -> None:
+    with self.clock.phase("data"):
+      self.items = task_curve.build_items(self.config, data.prepared, setup.model_cfg.max_len)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+      self.lock = rundir.WorkdirLock(self.workdir)
+      rundir.claim_config(self.workdir, self.config, data.prepared.sha256s(), self.allow_new_data)
+
+  def release(self) -> None:
+    if self.lock:
+      self.lock.release()
+
+
+def _run(run: restore.Run, items: list[mc_scoring.McItem] | None, clock: phases.PhaseClock) -> dict | None:
+  config, workdir, setup, total, start = run.config, run.workdir, run.setup, run.total_steps, run.step
   if start >= total and (workdir / "summary.json").exists():
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
-    ckpt.close()
+    run.checkpointer.close()
     return json.loads((workdir / "summary.json").read_text())
-  loop = _Loop(config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start, clock)
+  primary = jax.process_index() == 0
+  loop = _Loop(run, items, primary, clock)
   if primary and start == 0:
-    overview = parameter_overview.get_parameter_overview(state.params, include_stats=False)
+    overview = parameter_overview.get_parameter_overview(run.state.params, include_stats=False)
     rundir.write_text_atomic(workdir / "params.txt", overview + "\n")
   print(f"{config.objective} {setup.model_cfg.n_layers}L d{setup.model_cfg.d_model}: "
         f"{loop.counts['non_embedding'] / 1e6:.3f}M non-embedding params, {total} steps of "
-        f"{batch}x{seq_len} tokens" + (f", resuming at step {start}" if start else ""), flush=True)
-  with jax.set_mesh(mesh):
-    return loop.run(state)
-
-
-def _check_same_data(meta: dict, prepared: pipeline.Prepared, allow_new_data: bool) -> None:
-  """The checkpoint's record of its data against the data prepared now (config.json is checked
-  first; this catches a checkpoint copied between runs)."""
-  diffs = restore.data_differences(meta, prepared)
-  if diffs and not allow_new_data:
-    raise UserError(
-        f"the checkpoint was trained on other data than is prepared in {prepared.root} "
-        f"({'; '.join(diffs)}). Resume with the same data (same corpus, data.* settings and Python "
-        "version), pass --allow_new_data to continue on this data, or start a new --workdir.")
+        f"{config.batch_size}x{config.data.seq_len} tokens"
+        + (f", resuming at step {start}" if start else ""), flush=True)
+  with jax.set_mesh(setup.mesh):
+    return loop.run(run.state)
 
 
 def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
@@ -187,11 +171,13 @@ def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, config, workdir, primary, prepared, setup, total, val_set, ckpt, it, meta, start,
+  def __init__(self, run: restore.Run, items: list[mc_scoring.McItem] | None, primary: bool,
                clock: phases.PhaseClock):
+    config, workdir, setup, meta, start = run.config, run.workdir, run.setup, run.meta, run.step
     self.config, self.workdir, self.primary, self.clock = config, workdir, primary, clock
-    self.prepared, self.setup, self.total, self.val_set = prepared, setup, total, val_set
-    self.ckpt, self.it, self.start = ckpt, it, start
+    self.prepared, self.setup, self.total = run.prepared, setup, run.total_steps
+    self.val_set = run.data.val_set
+    self.ckpt, self.it, self.start = run.checkpointer, run.data.iterator, start
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
     self.counts = flops.param_counts(setup.model_cfg)
     self.flops_per_step = flops.train_flops_per_step(setup.model_cfg, self.seq_len, self.batch)
@@ -204,7 +190,7 @@ class _Loop:
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
-    self.task = task_curve.TaskCurve(config, prepared, setup) if config.eval.task_every else None
+    self.task = task_curve.TaskCurve(config, run.prepared, setup, items) if items else None
     self.reevaluate_start = bool(self.log) and _metrics_lost(self.log, start) and jax.process_count() == 1
 
   def wall_s(self) -> float:

@@ -180,3 +180,15 @@ def test_bad_flags(ar_run, mdm_run, monkeypatch, capsys):
   assert rc == 2 and "--mc_estimator='x'" in err, err
   rc, _, err = _main_in_process(monkeypatch, capsys, evaluate, f"--workdir={mdm_run}", "--mc_sample=4")
   assert rc == 2 and "mc_sample" in err, err
+
+
+def test_open_run_at_a_requested_step(ar_run):
+  """The one restore path reads a requested checkpoint exactly, and says which steps exist."""
+  from dlmscale import restore
+  from dlmscale.errors import UserError
+  newest, at = restore.load_run(ar_run), restore.load_run(ar_run, step=4)
+  assert newest.step == at.step == 4 and at.checkpointer is None and at.state.opt_state is None
+  for a, b in zip(jax.tree.leaves(newest.params), jax.tree.leaves(at.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(UserError, match=r"no checkpoint at step 3 \(it has steps \[4\]\)"):
+    restore.load_run(ar_run, step=3)

@@ -141,6 +141,15 @@ def test_counts_read_and_write_the_same():
   assert grid.human(16.0) == "16" and grid.human(0.5) == "0.5" and grid.round_sig(1_666_667) == 1_670_000
 
 
+def test_run_names_and_reports_write_counts_with_one_formatter():
+  """One home (dlmscale/units.py): a run's name and the report's tables can never disagree."""
+  from analysis import fmt
+  from dlmscale import units
+  assert grid.human is units.human and fmt.tok is units.human
+  assert grid.run_name("ar", "s0.1M", 12_800, 32, 0) == "ar-s0.1M-u12.8k-e32-seed0"
+  assert [units.human(x) for x in (25_600, 1e6, 2e9, 999, 0.25)] == ["25.6k", "1M", "2B", "999", "0.25"]
+
+
 @pytest.mark.parametrize("arg,message", [
     ("scale=cpu,size=s1M", "key one of"),
     ("scale=huge", "unknown scale 'huge'"),

@@ -266,6 +266,36 @@ def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
   return tok.load(prepared.tokenizer_path)
 
 
+# --- one pass for a run -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunData:
+  """A run's data from one pass over the stages: what the trainer, evaluator and sampler read."""
+  prepared: Prepared
+  total_steps: int  # steps_for_budget: the run's length, which the lr schedule is built for
+  val_set: evalset.EvalSet | None = None  # training only: the evaluator may ask for other sequences
+  iterator: grain.DatasetIterator | None = None  # training only
+
+
+def for_run(config: ml_collections.ConfigDict, *, training: bool = False, process_index: int = 0,
+            process_count: int = 1) -> RunData:
+  """corpus -> split -> tokenizer -> pack -> store -> budget (-> eval set -> iterator when training).
+
+  The one call through which a run's config enters the data package, so every input error in the
+  data is raised here, before anything else is built.
+  """
+  prepared = prepare(config.data)
+  total = steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
+  if not training:
+    return RunData(prepared, total)
+  val_set = eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
+  it = train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
+                      global_batch=config.batch_size, seed=config.seed, process_index=process_index,
+                      process_count=process_count, label_noise=config.data.label_noise)
+  return RunData(prepared, total, val_set, it)
+
+
 # --- command line --------------------------------------------------------------------------------
 
 
