@@ -14,20 +14,32 @@ writes the file; its two commands come first when the choice is to be redone).
 Re-run (both resumable: re-running a stopped command continues; finished runs are skipped):
 
   python -m launch.local --config=configs/cpu_study.py --workdir=runs/cpu_study --parallel=2
-  python -m analysis.report --runs=runs/cpu_study --out=docs/cpu_study
+  python -m analysis.report --runs=runs/cpu_study --also=docs/cpu_study/lr_sweep --out=docs/cpu_study
+
+(`--also` puts the committed learning-rate sweep's tables beside the study's runs in the report and
+in runs.csv.) The long runs also score the built-in task at every TASK_EVERY-th evaluation.
 
 Budget, 2 idle cores (estimate_seconds; rates measured as CPU-seconds, see ESTIMATE_S_PER_MTOK):
 training tokens per size = AR (12.8k x 32 + 51.2k x 16 + 204.8k x 8 = 2.87M) + diffusion (6.55M +
 3.28M + 3.28M = 13.11M) + 1-epoch runs (0.54M) = 16.5M (s0.1M: 23.5M with the seed slice).
 Core-seconds = 23.5 x 46 + 16.5 x (74 + 114 + 188) = 7,290 for training, + 1,190 for the 32
-evaluations per run (diffusion: 96 sequences x 4 samples, a third of a step's cost per token) + 52
-starts x 10 s = 9,000 core-seconds / 2 cores = 4,500 s = 75 minutes; the lr sweep adds 18
-(configs/lr_sweep.py): ~93 minutes in all, under the 2-hour target. Given up to get there: separate
-runs per epoch count (one long run's curve instead, so an intermediate epoch is read mid-schedule,
-not annealed), sizes above s1M (s3M alone would add ~50 minutes), diffusion past 16 epochs at U =
-204.8k (there it gives a bound, not a minimum), 1024 epochs at U = 12.8k, and the larger budgets the
-issue suggested (25.6k-410k: twice the tokens per run). How long it took: not yet measured on an
-idle host (partial runs on the shared host: docs/cpu_study/PROVENANCE.md).
+evaluations per run (diffusion: 96 sequences x 4 samples, a third of a step's cost per token) +
+~2,000 for the task (8 scorings per long run) + 52 starts x 10 s = ~11,000 core-seconds / 2 cores
+= 92 minutes; the lr sweep adds 18 (configs/lr_sweep.py): ~110 minutes in all, under the 2-hour
+target. Given up to get there: separate runs per epoch count (one long run's curve instead, so an
+intermediate epoch is read mid-schedule, not annealed), sizes above s1M (s3M alone would add ~50
+minutes), diffusion past 16 epochs at U = 204.8k (there it gives a bound, not a minimum), 1024
+epochs at U = 12.8k, and the larger budgets the issue suggested (25.6k-410k: twice the tokens per
+run).
+
+How long it took (2026-12-04, the shared 2-core development VM, load 3-13 from other engineers'
+tests throughout, so not an idle machine; docs/cpu_study/PROVENANCE.md has the sessions): the
+52 runs' own wall times add up to 11,508 s, 96 minutes on 2 slots (the estimate for an idle host,
+without the task: 75); the sweep's 20 runs 5,863 s, 49 minutes (estimate 18); with stops and
+restarts across two sessions the study took 15:56-18:29 UTC. The committed runs were trained
+without the task (`configs/cpu_study.py:task_every=0`, grid hash c1105bbdf6834bd8); the task
+curves of each family's best run per budget come from re-running those six points with it
+(bitwise the same training: equal final validation losses), `analysis.report --task_runs`.
 
 Argument keys (lists joined with '+'): objectives, sizes, unique, epochs (empty: LONG_EPOCHS; else
 these epochs at every U), single_epoch, seeds, noise_seeds, noise_size, noise_unique.

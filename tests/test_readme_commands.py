@@ -35,7 +35,8 @@ SKIP_PLAN_RUNS = ("needs a grid large enough to fit the data-constrained law per
 # command (as in the README, continuation lines joined) -> (how, substitutions or reason)
 COMMANDS: dict[str, tuple[str, object]] = {
     "python -m launch.local --config=configs/cpu_study.py --workdir=runs/cpu_study --parallel=2": ("dry", {}),
-    "python -m analysis.report --runs=runs/cpu_study --out=docs/cpu_study": ("skip", SKIP_STUDY),
+    "python -m analysis.report --runs=runs/cpu_study --also=docs/cpu_study/lr_sweep --out=docs/cpu_study":
+        ("skip", SKIP_STUDY),
     "python3 -m venv .venv": ("skip", SKIP_VENV),
     ". .venv/bin/activate": ("skip", SKIP_VENV),
     "pip install -r requirements.txt": ("skip", SKIP_VENV),
