@@ -237,7 +237,8 @@ def _kaplan_param(k: dict, name: str) -> str:
   on_edge = name in k["unidentified"] or f"log_{name}" in k["unidentified"]
   frac = max(boot.get("frac_at_bound", {}).get(n, 0.0) for n in (name, f"log_{name}"))
   if on_edge:
-    return f"{name} not identified (on a search bound or its term negligible)"
+    why = (k.get("unidentified_why") or {}).get(name, "on a search bound or its term negligible")
+    return f"{name} not identified ({why})"
   ci = boot.get("ci", {}).get(name)
   ci_txt = _ci(boot, name) if ci is None or None not in ci else " (95% CI unbounded)"
   txt = f"{name} = {k['params'][name]:.3g}{ci_txt}"
