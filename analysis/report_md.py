@@ -129,9 +129,11 @@ def _epoch_by_curve(b: dict) -> str:
   where = f"{b['model_size']}, loss {pm(b['best_loss'], b['best_se'])}"
   if b["verdict"] == "best at the end":
     longest = b["last_epochs"] >= b.get("max_epochs", b["last_epochs"])
-    tail = ("the largest epoch count tried, still improving there" if longest else
-            f"longer runs (up to E = {b['max_epochs']:g}) reached no lower")
-    return f"{fam}'s lowest evaluation is the last of {run} ({where}); {tail}"
+    if longest:
+      return (f"{fam}'s lowest evaluation is the last of {run}, the largest epoch count tried "
+              f"({where}): still improving there")
+    return (f"{fam}'s lowest evaluation is the last of {run} ({where}), and longer runs (up to "
+            f"E = {b['max_epochs']:g}) reached no lower")
   rise = pm(b["rise_after"], b["rise_after_se"])
   if b["verdict"] == "significant":
     return (f"{fam} is best at epoch {b['best_epoch']:.3g} of {run} ({where}), then rises by "
