@@ -29,6 +29,9 @@ GRID_AXES = (
     np.arange(0.0, 2.01, 0.5),  # alpha
     np.arange(0.0, 2.01, 0.5),  # beta
 )
+# The exponents' range in that grid: an exponent whose bootstrap interval spans most of it is not
+# measured (identify.spread_reason).
+EXPONENT_RANGE = {"alpha": (0.0, 2.0), "beta": (0.0, 2.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +131,12 @@ def bootstrap(n, d, loss, best: ChinchillaFit, *, n_boot: int = 200, seed: int =
   x = boot.refit(lambda w_rows: objective(log_n, log_d, log_l, weights_RxN=w_rows, delta=delta),
                  w, starts)
   samples = {k: x[:, i] for i, k in enumerate(PARAMS)}
-  samples.update(A=np.exp(x[:, 0]), B=np.exp(x[:, 1]), E=np.exp(x[:, 2]),
-                 allocation_exponent=x[:, 4] / (x[:, 3] + x[:, 4]))
-  se, ci = boot.summarize(samples, level)
+  # A replicate of an unidentified fit can wander to a = 800: A = inf and its SE NaN are the
+  # honest summary (identify.spread_reason reads them), not a reason for numpy to warn.
+  with np.errstate(over="ignore", invalid="ignore"):
+    samples.update(A=np.exp(x[:, 0]), B=np.exp(x[:, 1]), E=np.exp(x[:, 2]),
+                   allocation_exponent=x[:, 4] / (x[:, 3] + x[:, 4]))
+    se, ci = boot.summarize(samples, level)
   return Bootstrap(se=se, ci=ci, level=level, n_boot=int(x.shape[0]), samples=samples)
 
 

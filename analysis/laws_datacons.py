@@ -61,12 +61,15 @@ def terms(theta_full: dict[str, float] | np.ndarray, n, d, u) -> dict[str, np.nd
   rd_star, rn_star = np.exp(t["rd"]), np.exp(t["rn"])
   r_d = np.maximum(d / u - 1.0, 0.0)
   lg = log_g(t["a"], t["b"], t["alpha"], t["beta"])
-  n_u = np.exp(lg + (t["beta"] / t["alpha"]) * (np.log(u) + lg))  # N for which U is compute-optimal
-  u_n = np.minimum(n, n_u)
-  r_n = np.maximum(n / u_n - 1.0, 0.0)
+  # In logs, as the objective does: a base with a tiny alpha puts N_U (the N for which U is
+  # compute-optimal) at exp(-1000) = 0 in floats, and N / U_N, N'^-alpha would divide by zero.
+  log_n = np.log(n)
+  log_un = np.minimum(log_n, lg + (t["beta"] / t["alpha"]) * (np.log(u) + lg))
+  r_n = np.maximum(np.exp(np.minimum(log_n - log_un, _EXP_MAX)) - 1.0, 0.0)
   d_eff = u + u * rd_star * (1.0 - np.exp(-r_d / rd_star))
-  n_eff = u_n + u_n * rn_star * (1.0 - np.exp(-r_n / rn_star))
-  return dict(R_D=r_d, R_N=r_n, U_N=u_n, D_eff=d_eff, N_eff=n_eff)
+  log_n_eff = log_un + np.log1p(rn_star * (1.0 - np.exp(-r_n / rn_star)))
+  return dict(R_D=r_d, R_N=r_n, U_N=np.exp(log_un), D_eff=d_eff, N_eff=np.exp(log_n_eff),
+              log_N_eff=log_n_eff)
 
 
 def predict(params: dict[str, float], n, d, u) -> np.ndarray:
@@ -75,7 +78,7 @@ def predict(params: dict[str, float], n, d, u) -> np.ndarray:
   t.setdefault("rd", np.log(t["R_D_star"]) if "R_D_star" in t else None)
   t.setdefault("rn", np.log(t["R_N_star"]) if "R_N_star" in t else None)
   tt = terms(t, n, d, u)
-  return (np.exp(t["e"]) + np.exp(t["a"]) / tt["N_eff"] ** t["alpha"]
+  return (np.exp(t["e"]) + np.exp(t["a"] - t["alpha"] * tt["log_N_eff"])
           + np.exp(t["b"]) / tt["D_eff"] ** t["beta"])
 
 

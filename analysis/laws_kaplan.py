@@ -6,8 +6,9 @@ L(C_min) (on a grid: the lowest loss per size, per dataset, per compute). The jo
 L(N, D) = [(N_c/N)^(a_N/a_D) + D_c/D]^a_D uses every point.
 All four are fitted like the other laws here: Huber loss of log residuals (logspace.py), multistart
 L-BFGS (multistart.py), point-resampling bootstrap in one batch. Parameters live in boxes; one
-that ends on its box edge (`at_bound`), or belongs to a joint-law term that is negligible at every
-point, is listed in `unidentified` and is not a finding.
+that ends on its box edge (`at_bound`), belongs to a joint-law term that is negligible at every
+point, or is an exponent the bootstrap does not pin down (identify.spread_reason; with its scale),
+is listed in `unidentified` and is not a finding.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from analysis import bootstrap as boot
+from analysis import identify
 from analysis import logspace as hub
 from analysis import multistart
 from analysis.checks import check_fit_inputs
@@ -233,11 +235,30 @@ def _distinct(v) -> int:
   return int(np.unique(np.round(np.log(np.asarray(v, dtype=np.float64)), 6)).size)
 
 
+_SCALE_OF = {"a_N": "N_c", "a_D": "D_c", "a_C": "C_c"}
+
+
+def spread_unidentified(params: dict[str, float], boot: dict) -> dict[str, str]:
+  """Exponents the bootstrap does not pin down (identify.spread_reason over EXP_BOUNDS), and the
+  scale each one carries (X_c means nothing without its exponent), each with why."""
+  out = {}
+  for a in (k for k in params if k in _SCALE_OF):
+    why = identify.spread_reason(a, params[a], boot.get("se", {}).get(a),
+                                 boot.get("ci", {}).get(a), EXP_BOUNDS)
+    if why:
+      out[a] = why
+      out[_SCALE_OF[a]] = f"its exponent {a} is not identified"
+  return out
+
+
 def _one(form: str, x_cols, loss, n_boot: int, seed: int, what: str) -> dict:
   fit_ = fit(form, x_cols, loss)
   out = dict(status="ok", points=what, **fit_.named())
   if n_boot > 0:
     out["bootstrap"] = bootstrap(form, x_cols, loss, fit_, n_boot=n_boot, seed=seed)
+    why = spread_unidentified(fit_.params, out["bootstrap"])
+    out["unidentified"] = list(dict.fromkeys(out["unidentified"] + list(why)))
+    out["unidentified_why"] = why
   out["published"] = PUBLISHED[form]
   return out
 

@@ -63,16 +63,31 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
   return pd.DataFrame(rows)
 
 
-def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> dict[tuple, dict]:
+class PointRecords(dict):
+  """Per grid point (POINT_KEYS), the seed-mean per-sequence losses at its runs' final
+  evaluations; `best` holds those at each run's best evaluation, so a rise from a run's best to
+  its end pairs the two over the same sequences (epoch_findings)."""
+
+  def __init__(self, final=(), best=None):
+    super().__init__(final)
+    self.best: dict[tuple, dict] = dict(best or {})
+
+
+def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> PointRecords:
   """Per grid point (POINT_KEYS), the seed-mean per-sequence losses of its runs' final evals
-  (points whose runs saved none are left out: their comparisons fall back to independent SEs)."""
+  (points whose runs saved none are left out: their comparisons fall back to independent SEs),
+  and in `.best` those of their best evals."""
   done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
-  out = {}
+  final, best = {}, {}
   for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
     rec = paired.mean_of([paired.load(r.run_dir, r.final_eval_step) for r in g.itertuples()])
     if rec is not None:
-      out[tuple(key)] = rec
-  return out
+      final[tuple(key)] = rec
+    at_best = paired.mean_of([paired.load(r.run_dir, getattr(r, "best_step", None))
+                              for r in g.itertuples()])
+    if at_best is not None:
+      best[tuple(key)] = at_best
+  return PointRecords(final, best)
 
 
 def point_key(row) -> tuple:
@@ -139,35 +154,79 @@ def curve_records(runs: pd.DataFrame, cpts: pd.DataFrame) -> dict[tuple, dict]:
   return out
 
 
+FINAL_BASIS = "final loss of each run"
+CURVE_BASIS = "best evaluation along each run's curve"
+
+
+def _has_run_bests(pts: pd.DataFrame) -> bool:
+  """Whether every point carries its runs' best evaluation (loss and epoch): runs with eval
+  curves (or a summary that recorded the best) can be read at their best, not only their end."""
+  cols = ["best_loss", "best_epoch"]
+  return (not pts.empty and set(cols) <= set(pts.columns)
+          and bool(np.isfinite(pts[cols].to_numpy(dtype=np.float64)).all()))
+
+
+def rise_verdict(rise: float, se: float) -> str:
+  """How the loss at the end stands against the best: 'best at the end' (no rise), 'significant'
+  (> 2 SE, the threshold the report's prose uses) or 'inconclusive'."""
+  if not rise > 0:
+    return "best at the end"
+  return "significant" if se > 0 and rise > 2 * se else "inconclusive"
+
+
+def _size_by_final(g: pd.DataFrame, records: dict) -> dict:
+  """One size's runs compared by their final losses: the best E and the rise to the largest E."""
+  i = int(np.argmin(g["loss"].to_numpy()))
+  best, last = g.iloc[i], g.iloc[-1]
+  rise = float(last["loss"] - best["loss"])
+  se, kind = paired.diff_se(records.get(point_key(last)), records.get(point_key(best)),
+                            last["se"], best["se"])
+  return dict(basis=FINAL_BASIS, best_epochs=float(best["epochs"]), best_epoch=float(best["epochs"]),
+              best_loss=float(best["loss"]), best_se=float(best["se"]),
+              last_epochs=float(last["epochs"]), last_loss=float(last["loss"]),
+              last_se=float(last["se"]), rise_after=rise, rise_after_se=se,
+              rise_after_se_kind=kind)
+
+
+def _size_by_curve(g: pd.DataFrame, records: dict) -> dict:
+  """One size's runs read at their best evaluation (seed means, as answer.bests): the run that
+  reached the lowest, the epoch it got there, and its rise from there to its own end (paired
+  over the same sequences where the run saved both evaluations)."""
+  r = g.iloc[int(np.argmin(g["best_loss"].to_numpy()))]
+  rise = float(r["loss"] - r["best_loss"])
+  key = point_key(r)
+  se, kind = paired.diff_se(records.get(key), getattr(records, "best", {}).get(key), r["se"],
+                            r["best_se"])
+  return dict(basis=CURVE_BASIS, best_epochs=float(r["epochs"]), best_epoch=float(r["best_epoch"]),
+              best_loss=float(r["best_loss"]), best_se=float(r["best_se"]),
+              last_epochs=float(r["epochs"]), last_loss=float(r["loss"]), last_se=float(r["se"]),
+              rise_after=max(rise, 0.0), rise_after_se=se if rise > 0 else 0.0,
+              rise_after_se_kind=kind)
+
+
 def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) -> dict:
-  """Per (family, U, size): the epoch count with the lowest final loss and the rise after it
-  (SE paired over sequences where the runs saved them); per (family, U): the best grid point
-  overall and the rise of its size's curve after it."""
+  """Per (family, U, size) and per (family, U) (the best size): where validation loss is lowest.
+
+  With each run's best evaluation known (_has_run_bests), runs are read at that best: a long run
+  that overfitted after a mid-run best counts by its best, and the rise is from there to the end
+  of the same run. Otherwise runs are compared by their final losses and the rise is to the
+  largest E tried. best_epochs / last_epochs: the planned E of the runs; best_epoch: the epoch
+  of the best evaluation. SEs paired over sequences where the runs saved them (PointRecords)."""
   records = records or {}
+  by_curve = _has_run_bests(pts)
   series = []
   for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
     g = g.sort_values("epochs")
-    i = int(np.argmin(g["loss"].to_numpy()))
-    best, last = g.iloc[i], g.iloc[-1]
-    rise = float(last["loss"] - best["loss"])
-    rise_se, kind = paired.diff_se(records.get(point_key(last)), records.get(point_key(best)), last["se"],
-                                   best["se"])
-    series.append(dict(objective=obj, unique_tokens=float(u), model_size=size, N=float(best["N"]),
-                       epochs_tried=g["epochs"].tolist(), best_epochs=float(best["epochs"]),
-                       best_loss=float(best["loss"]), best_se=float(best["se"]),
-                       last_epochs=float(last["epochs"]), last_loss=float(last["loss"]),
-                       rise_after=rise, rise_after_se=rise_se, rise_after_se_kind=kind,
-                       rise_z=rise / rise_se if rise_se > 0 else None))
+    found = _size_by_curve(g, records) if by_curve else _size_by_final(g, records)
+    rise, se = found["rise_after"], found["rise_after_se"]
+    series.append(dict(objective=obj, unique_tokens=float(u), model_size=size,
+                       N=float(g["N"].iloc[0]), epochs_tried=g["epochs"].tolist(), **found,
+                       rise_z=rise / se if se > 0 else None, verdict=rise_verdict(rise, se)))
   per_budget = []
-  for (obj, u), g in pts.groupby(["objective", "unique_tokens"]):
-    b = g.loc[g["loss"].idxmin()]
-    s = next(x for x in series if x["objective"] == obj and x["unique_tokens"] == float(u)
-             and x["model_size"] == b["model_size"])
-    per_budget.append(dict(objective=obj, unique_tokens=float(u), model_size=b["model_size"],
-                           best_epochs=float(b["epochs"]), best_loss=float(b["loss"]),
-                           best_se=float(b["se"]), rise_after=s["rise_after"],
-                           rise_after_se=s["rise_after_se"], rise_after_se_kind=s["rise_after_se_kind"],
-                           last_epochs=s["last_epochs"]))
+  for (obj, u), _ in pts.groupby(["objective", "unique_tokens"]):
+    sizes = [x for x in series if x["objective"] == obj and x["unique_tokens"] == float(u)]
+    b = min(sizes, key=lambda x: x["best_loss"])
+    per_budget.append(dict(b, max_epochs=max(max(x["epochs_tried"]) for x in sizes)))
   return dict(per_size=series, per_budget=per_budget)
 
 

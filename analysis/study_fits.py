@@ -84,7 +84,9 @@ def chinchilla_family(pts: pd.DataFrame, *, n_boot: int, seed: int, grid: str,
     boot = laws_chinchilla.bootstrap(n, d, l, fit, n_boot=n_boot, seed=seed)
     out["bootstrap"] = dict(se=boot.se, ci=boot.ci, level=boot.level, n_boot=boot.n_boot)
     samples = boot.samples
-  reasons = identify.zero_width_reasons(out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
+  reasons = (identify.zero_width_reasons(out.get("bootstrap", {}).get("ci"), laws_chinchilla.PARAMS)
+             + identify.spread_reasons(fit.params, out.get("bootstrap"),
+                                       laws_chinchilla.EXPONENT_RANGE))
   if reasons:
     return FamilyFit(_not_identifiable(out, reasons))
   try:
@@ -171,8 +173,10 @@ def datacons_family(pts: pd.DataFrame, chin: dict, *, n_boot: int, seed: int,
   ci = out.get("bootstrap", {}).get("ci")
   others = [k for k in fit.free if k != "rn"]
   sel = [i for i, k in enumerate(fit.free) if k != "rn"]
+  exps = {k: (lo[i], hi[i]) for i, k in enumerate(fit.free) if k in ("alpha", "beta")}
   reasons = (identify.bound_reasons(fit.params, others, lo[sel], hi[sel]) + identify.e_reason(fit.params)
-             + identify.zero_width_reasons(ci, others + ["R_D_star"]))
+             + identify.zero_width_reasons(ci, others + ["R_D_star"])
+             + identify.spread_reasons(fit.params, out.get("bootstrap"), exps))
   if reasons:
     return FamilyFit(_not_identifiable(out, reasons))
   if "rn" in fit.free:

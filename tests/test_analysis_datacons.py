@@ -107,3 +107,17 @@ def test_bad_inputs_raise_user_errors(fit182):
     ld.fit(n, d, u, np.where(np.arange(n.size) == 3, -1.0, l), spec=spec)
   with pytest.raises(UserError, match="unknown search"):
     ld.fit(n, d, u, l, spec=spec, search="everywhere")
+
+
+def test_prediction_from_a_base_with_a_tiny_alpha_is_finite_and_silent():
+  """The CPU study's MDM base (alpha = 9e-4): N_U = exp(-1000) underflows to 0, and the old
+  N / U_N and N'^-alpha divided by zero (RuntimeWarnings; r2 = NaN in fits.json)."""
+  import warnings
+  base = dict(a=1.6537, b=3.1034, e=-2.938, alpha=9.3e-4, beta=0.2926, R_D_star=1e4, R_N_star=1e4)
+  n, u = np.array([1e5, 1e6]), np.array([12800.0, 12800.0])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    pred = ld.predict(base, n, u * 512, u)
+    t = ld.terms(dict(base, rd=np.log(1e4), rn=np.log(1e4)), n, u * 512, u)
+  assert np.all(np.isfinite(pred)) and np.all(pred > np.exp(base["e"]))
+  assert np.all(np.isfinite(t["log_N_eff"]))

@@ -144,13 +144,16 @@ def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
   pts = study.points(c.runs)
   records = study.point_records(c.runs, pts)
   assert len(records) == 2
+  assert len(records.best) == 2
   ep = study.epoch_findings(pts, records)["per_size"][0]
-  a, b = (records[tuple(r[k] for k in study.POINT_KEYS)] for _, r in pts.sort_values("epochs").iterrows())
-  assert ep["best_epochs"] == 1 and ep["rise_after"] > 0
+  # the 8-epoch run is best mid-run (before the bump) and ends 2 nats higher: paired within the run
+  key = tuple(pts.sort_values("epochs").iloc[-1][k] for k in study.POINT_KEYS)
+  end, best = records[key], records.best[key]
+  assert ep["best_epochs"] == 8 and ep["best_epoch"] < 8 and ep["rise_after"] > 1
   assert ep["rise_after_se_kind"] == paired.PAIRED
-  assert ep["rise_after_se"] == pytest.approx(paired.difference(b, a)["se"])
-  assert paired.difference(b, a)["se"] < 0.2 * np.hypot(evalset.clustered_se(a["loss_N"], doc_N),
-                                                          evalset.clustered_se(b["loss_N"], doc_N))
+  assert ep["rise_after_se"] == pytest.approx(paired.difference(end, best)["se"])
+  assert paired.difference(end, best)["se"] < 0.2 * np.hypot(
+      evalset.clustered_se(end["loss_N"], doc_N), evalset.clustered_se(best["loss_N"], doc_N))
   within = study.within_run_overfitting(c.runs)
   assert within and all(w["rise_se_kind"] == paired.PAIRED for w in within)
 
@@ -169,3 +172,53 @@ def test_tables_round_trip_for_re_analysis_and_missing_tables_are_a_user_error(t
   assert back.runs["finished"].all() and len(back.curves) == len(c.curves)
   with pytest.raises(UserError, match="runs.csv"):
     collect.read_tables(tmp_path / "runs")
+
+
+def test_identify_flags_exponents_at_zero_or_unpinned_by_the_bootstrap():
+  """The CPU study's MDM approach 3 printed alpha = 0.001 ± 7.7 as a finding."""
+  assert identify.exponent_reasons(dict(alpha=9.3e-4, beta=0.29)) == [
+      "alpha = 0.00093 is on its lower bound (0: its term is a constant)"]
+  assert identify.exponent_reasons(dict(alpha=0.34, beta=0.29)) == []
+  se_big = identify.spread_reason("alpha", 0.05, 0.36, (0.0, 1.3), (0.0, 2.0))
+  assert se_big.startswith("the bootstrap SE of alpha (0.36) exceeds its value (0.05)")
+  wide = identify.spread_reason("a_D", 0.15, 0.1, (0.139, 3.0), (1e-3, 3.0))
+  assert "spans 95% of its range (0.001–3)" in wide
+  assert identify.spread_reason("alpha", 0.34, 0.03, (0.29, 0.4), (0.0, 2.0)) is None
+  boot = dict(se=dict(alpha=0.36, beta=0.1), ci=dict(alpha=(0.0, 1.3), beta=(0.06, 0.47)))
+  assert len(identify.spread_reasons(dict(alpha=0.05, beta=0.29), boot,
+                                     dict(alpha=(0.0, 2.0), beta=(0.0, 2.0)))) == 1
+  twice = identify.zero_width_reasons({"rd": (np.log(1e4),) * 2, "R_D_star": (1e4, 1e4)},
+                                      ["rd", "R_D_star"])
+  assert len(twice) == 1 and "R_D*" in twice[0]
+
+
+def _no_size_effect_points() -> pd.DataFrame:
+  """Single-epoch points whose loss barely depends on N (alpha = 1e-3, as the CPU study's MDM)."""
+  rng = np.random.default_rng(0)
+  rows = []
+  for n in (1e5, 2e5, 4e5, 1e6):
+    for u in (12800.0, 51200.0, 204800.0):
+      loss = 0.05 + 5.2 * n ** -1e-3 + 22.3 * u ** -0.29 + rng.normal(0, 0.02)
+      rows.append(dict(objective="mdm", epochs=1.0, N=n, D=u, unique_tokens=u, C=6 * n * u,
+                       loss=loss, se=0.02, best_loss=loss, best_se=0.02, model_size=f"m{n:g}"))
+  return pd.DataFrame(rows)
+
+
+def test_chinchilla_fit_with_an_unmeasured_exponent_is_not_a_finding():
+  r = study_fits.chinchilla_family(_no_size_effect_points(), n_boot=20, seed=0, grid="coarse").result
+  assert r["status"] == "not identifiable" and "alpha" in r["reason"], r.get("reason")
+  md = "\n".join(report_md.fits_section(dict(chinchilla=dict(mdm=r), datacons={})))
+  (line,) = [l for l in md.splitlines() if l.startswith("- MDM, Chinchilla")]
+  assert "not identifiable" in line and "compute-optimal" not in line and "±" not in line
+
+
+def test_kaplan_exponent_spanning_its_box_is_not_identified_and_says_why():
+  from analysis import laws_kaplan
+  boot = dict(se=dict(a_D=0.9, D_c=1e8), ci=dict(a_D=(0.139, 3.0), D_c=(2e4, 1.4e9)))
+  why = laws_kaplan.spread_unidentified(dict(a_D=0.15, D_c=6.6e8, log_D_c=20.3), boot)
+  assert set(why) == {"a_D", "D_c"}
+  k = dict(status="ok", n_points=4, params=dict(a_D=0.15, D_c=6.6e8), unidentified=list(why),
+           unidentified_why=why, bootstrap=boot)
+  text = "\n".join(report_md.kaplan_lines(dict(ar=dict(D=k))))
+  assert "a_D not identified (the bootstrap SE of a_D (0.9) exceeds its value (0.15))" in text
+  assert "D_c not identified (its exponent a_D is not identified)" in text and "6.6e+08" not in text
