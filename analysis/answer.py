@@ -138,7 +138,7 @@ def _replica_source(name: str, runs: pd.DataFrame, replicas) -> str | None:
   if d > REPLICA_TOLERANCE:
     return None
   return (f"a re-run of the same point with eval.task_every > 0 (final validation loss "
-          f"{'identical' if d == 0 else f'within {d:.1e} nats'} of the study's run)")
+          f"{'identical to' if d == 0 else f'within {d:.1e} nats of'} the study's run's)")
 
 
 
