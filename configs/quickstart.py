@@ -14,7 +14,8 @@ Of its fits, Kaplan's L(C_min) is the one two sizes can identify: on the earlier
 this shape (s0.1M and s0.2M at U = 25.6k, 1 and 64 epochs; `analysis.report --tables` on that
 subset) it was identified for diffusion on 3 frontier points and not for AR, whose final losses had
 overfitted. Measured on this slice's own runs (2026-12-04, fresh clone, empty data cache, the 2-core
-dev VM otherwise idle): 9 min 41 s for the command above, data preparation and report included; the
+dev VM otherwise idle): 9 min 41 s for the command above, data preparation and report included
+(again at commit a988fc7, 19:25 UTC, load about 2: 8 min 39 s, 159% CPU, 1.1 GB peak memory); the
 report answers the crossover at U = 12.8k (no crossover up to 7.7e11 FLOPs, AR ahead, paired) and
 identifies AR's Kaplan L(C_min) (a_C = 0.053, 95% CI 0.022-0.058); every other fit says why not.
 
