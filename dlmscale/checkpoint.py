@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from dlmscale.data import chunks
-from dlmscale.errors import UserError
+from dlmscale.errors import UserError, first_line
 
 CHECKSUMS = "checksums.json"
 ERROR_LOG = "checkpoint_errors.log"
@@ -111,19 +111,12 @@ class Checkpointer:
     steps = self.steps()
     skipped = False
     for step in reversed(steps):
-      why = verify(self.directory / str(step))
-      if why is None:
-        try:
-          out = self._restore(step, abstract_state)
-          if skipped and self._set_aside:
-            self._mgr.reload()
-          return Restored(step, out["state"], dict(out["data"]), dict(out["meta"]))
-        except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-          why = f"orbax cannot read it ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]})"
-          self._log(step, why, traceback.format_exc())
-      else:
-        self._log(step, why, "")
-      skipped = True
+      got = self._read(step, abstract_state)
+      if isinstance(got, Restored):
+        if skipped and self._set_aside:
+          self._mgr.reload()
+        return got
+      why, skipped = got, True
       where = self._move_aside(step)
       print(f"warning: checkpoint step {step} in {self.directory} is unreadable: {why}; "
             f"falling back to the previous one{where} (details: {self.directory.parent / ERROR_LOG})",
@@ -142,17 +135,25 @@ class Checkpointer:
     steps = self.steps()
     if step not in steps:
       raise UserError(f"{self.directory} has no checkpoint at step {step} (it has steps {steps})")
+    got = self._read(step, abstract_state)
+    if isinstance(got, Restored):
+      return got
+    raise UserError(f"checkpoint step {step} in {self.directory} is unreadable: {got} (details: "
+                    f"{self.directory.parent / ERROR_LOG}); choose another step")
+
+  def _read(self, step: int, abstract_state: Any) -> Restored | str:
+    """Checkpoint `step` if it verifies and orbax reads it, else why not, in one line (logged, with
+    orbax's traceback, in the run's error log): the one read both restore paths make."""
     why, trace = verify(self.directory / str(step)), ""
     if why is None:
       try:
         out = self._restore(step, abstract_state)
         return Restored(step, out["state"], dict(out["data"]), dict(out["meta"]))
-      except Exception as e:  # noqa: BLE001 - said in one line, the traceback goes to the log
-        why = f"orbax cannot read it ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]})"
+      except Exception as e:  # noqa: BLE001 - any failure to read is reported, not raised
+        why = f"orbax cannot read it ({type(e).__name__}: {first_line(e)[:160]})"
         trace = traceback.format_exc()
     self._log(step, why, trace)
-    raise UserError(f"checkpoint step {step} in {self.directory} is unreadable: {why} (details: "
-                    f"{self.directory.parent / ERROR_LOG}); choose another step")
+    return why
 
   def _restore(self, step: int, abstract_state: Any) -> dict:
     quiet = [logging.getLogger(n) for n in ("absl", "orbax", "")]
