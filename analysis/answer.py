@@ -141,7 +141,6 @@ def _replica_source(name: str, runs: pd.DataFrame, replicas) -> str | None:
           f"{'identical to' if d == 0 else f'within {d:.1e} nats of'} the study's run's)")
 
 
-
 def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFrame,
                        replicas=None) -> dict:
   """For each family's best run per U: task accuracy and the NLL gap (mean over items of the

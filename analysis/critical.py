@@ -124,9 +124,9 @@ def _crossing(g: pd.DataFrame, loss: np.ndarray, c_col: str) -> crossover.Crossi
   return crossover.critical_compute(fr["ar"], fr["mdm"])
 
 
-def published_c_crit(u: float) -> float:
-  """The published law's C_crit at U unique tokens (6ND FLOPs), extrapolated where U is outside
-  the 25M-100M it was fitted on."""
+def published_c_crit(u: float | np.ndarray) -> float | np.ndarray:
+  """The published law's C_crit at U unique tokens (a number or an array; 6ND FLOPs), extrapolated
+  where U is outside the 25M-100M it was fitted on."""
   return REFERENCE["coef_at_1e6"] * (u / 1e6) ** REFERENCE["exponent"]
 
 
@@ -208,7 +208,7 @@ def c_crit_law(per_budget: list[dict], six_rep: dict[float, np.ndarray]) -> dict
   law = crossover.fit_c_crit(u, [b["c_crit_6nd"] for b in crossing])
   out = dict(status="ok", **law.named(), coef_at_1e6=float(law(1e6)), flops=REFERENCE["flops"],
              budgets=u.tolist(),
-             published_at_budgets=(REFERENCE["coef_at_1e6"] * (u / 1e6) ** REFERENCE["exponent"]).tolist())
+             published_at_budgets=published_c_crit(u).tolist())
   if six_rep and all(float(x) in six_rep for x in u):
     c_RxB = np.stack([six_rep[float(x)] for x in u], axis=1)
     ok = np.all(np.isfinite(c_RxB), axis=1)

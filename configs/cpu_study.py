@@ -88,7 +88,7 @@ START_S = 10.0  # per run: a worker's set-up, a cached compile, the first evalua
 # while its validation loss rises). A scoring is a forward pass over every choice of every item
 # (diffusion: eval.mc_samples ELBO draws each), in training-token equivalents as below.
 TASK_EVERY = 4  # 8 task points along a 32-evaluation run
-TASK_TOKENS = builtin_task.DEFAULT_ITEMS * builtin_task.DEFAULT_CHOICES * 128  # <= seq_len per row
+TASK_TOKENS = builtin_task.DEFAULT_ITEMS * builtin_task.DEFAULT_CHOICES * SETTINGS["data.seq_len"]  # at most
 DEFAULTS: dict[str, Any] = dict(
     objectives=["ar", "mdm"], sizes=["s0.1M", "s0.2M", "s0.4M", "s1M"],
     unique=[12_800, 51_200, 204_800], epochs=[], single_epoch=True, seeds=[0],
@@ -155,9 +155,8 @@ def estimate_seconds(pts: list[dict[str, Any]], parallel: int = 2) -> float:
   for p in pts:
     steps = grid.steps_for(p["unique_tokens"], p["epochs"], SETTINGS["batch_size"], SETTINGS["data.seq_len"])
     samples = SETTINGS["eval.mc_samples"] if p["objective"] == "mdm" else 1
-    eval_tokens = (steps // p["eval.every_steps"] + 1) * SETTINGS["eval.num_sequences"] * samples * \
-        SETTINGS["data.seq_len"] * EVAL_COST
     n_evals = steps // p["eval.every_steps"] + 1
+    eval_tokens = n_evals * SETTINGS["eval.num_sequences"] * samples * SETTINGS["data.seq_len"] * EVAL_COST
     task_every = p.get("eval.task_every", 0)
     task_tokens = ((n_evals // task_every + 1) * TASK_TOKENS * samples * EVAL_COST if task_every
                    else 0.0)
