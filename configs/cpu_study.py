@@ -61,7 +61,7 @@ from dlmscale.errors import UserError
 
 # One prepared dataset for the study, its lr sweep and the quickstart: vocab 1024, 128-token chunks.
 SETTINGS: dict[str, Any] = {
-    "data.seq_len": 128, "data.vocab_size": 1024, "batch_size": 16,
+    "data.seq_len": 128, "data.vocab_size": 1024, "data.val_fraction": 0.2, "batch_size": 16,
     "eval.num_sequences": 96, "eval.batch_size": 32, "eval.mc_samples": 4, "eval.set": "val",
     "eval.mdm_estimator": "time",  # the estimator the earlier study was measured with
     "checkpoint.every_steps": 500, "log_every_steps": 20, "optim.warmup_frac": 0.05,
