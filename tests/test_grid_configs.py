@@ -13,9 +13,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cpu_study, datacons, doubledescent, grid, isoflop, lr_sweep, orders, quickstart
-from dlmscale import flops
 from dlmscale import model as model_lib
 from dlmscale import flops, sizes
+from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from launch import grids
 
@@ -287,7 +287,7 @@ def _check_points(points: list[dict], base) -> None:
     assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
     assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
     assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE[size] * mult[obj])
-    assert c.eval.set == "val" and c.eval.num_sequences == 96  # 67 of the 83 documents: >= 64
+    assert c.eval.set == "val" and c.eval.num_sequences == 96  # one per document (test below)
     steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
     assert 1 <= c.eval.every_steps <= max(steps, cpu_study.MIN_EVAL_INTERVAL)
     if c.epochs > 1:  # a long run is evaluated often enough to see its minimum
@@ -319,6 +319,17 @@ def test_cpu_study_covers_three_budgets_four_sizes_and_diffusion_past_256_epochs
   assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.1M", 12_800)}
   c = cpu_study.get_config()
   assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
+
+
+def test_cpu_study_data_scores_the_sweep_and_the_claims_on_64_or_more_documents_each(tmp_path):
+  """The study's prepared data holds out enough documents that the tune set (the lr sweep's) and the
+  val set (the claims') are disjoint and each spans >= 64 documents at eval.num_sequences."""
+  c = cpu_study.base_config()
+  c.data.cache_dir = str(tmp_path)
+  prepared = pipeline.prepare(c.data)
+  sets = {w: pipeline.eval_set(prepared, c.eval.num_sequences, w) for w in ("val", "tune")}
+  assert min(s.n_documents for s in sets.values()) >= 64, {w: s.n_documents for w, s in sets.items()}
+  assert not set(sets["val"].document_N) & set(sets["tune"].document_N)
 
 
 def test_cpu_study_reads_each_familys_lr_from_the_choice_file(tmp_path, monkeypatch):
