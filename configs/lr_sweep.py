@@ -14,7 +14,9 @@ The second command picks each family's multiplier (launch/lr_choice.py says how)
 file configs/cpu_study.py reads. U = 25.6k lies between the study's first two budgets (12.8k,
 51.2k). Budget (2 idle cores, cpu_study.estimate_seconds): 5 multipliers x (0.41M + 1.64M tokens)
 x (46 + 114 CPU-seconds per M tokens) = 1,640 core-seconds of training, + 16 evaluations per run
-and 20 starts = ~1,060 s on 2 cores, 18 minutes.
+and 20 starts = ~1,060 s on 2 cores, 18 minutes. Measured (2026-12-04, the 2-core development VM
+otherwise idle, the committed sweep in docs/cpu_study/lr_sweep): 18 min 51 s for the first
+command, the runs' own wall times adding up to 2,031 s on 2 slots.
 
 Argument keys (lists joined with '+'): objectives, sizes, unique, multipliers, ar_epochs, mdm_epochs, seeds.
 """

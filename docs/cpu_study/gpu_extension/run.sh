@@ -13,7 +13,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 --version
   python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; git log -1 --format=%H; } 2>&1 | tee $OUT/env.txt
-python3 -m dlmscale.data --vocab_size=1024 --seq_len=128 > $OUT/prepare.log 2>&1 || { tail -5 $OUT/prepare.log; exit 8; }
+python3 -m dlmscale.data --vocab_size=1024 --seq_len=128 --val_fraction=0.2 > $OUT/prepare.log 2>&1 || { tail -5 $OUT/prepare.log; exit 8; }
 W=/tmp/gx; STUDY=configs/cpu_study.py; S=s0.4M+s1M+s3M; COMMON="single_epoch=false,noise_seeds="
 SET="--set eval.task_every=2 --set checkpoint.every_steps=3200 --nopin_cpus --noreport --grace_s=20 --status_every=60"
 launch() {  # name, config argument, parallel
