@@ -141,6 +141,13 @@ def _replica_source(name: str, runs: pd.DataFrame, replicas) -> str | None:
           f"{'identical to' if d == 0 else f'within {d:.1e} nats of'} the study's run's)")
 
 
+def task_point_after(points: list[dict], best_epoch: float) -> dict:
+  """The first task point at or after the validation optimum (else the last): the change from it to
+  the run's end is what happened while validation loss rose, not the improvement before the best."""
+  after = [p for p in points if p["epoch"] >= best_epoch - 1e-9]
+  return after[0] if after else points[-1]
+
+
 def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFrame,
                        replicas=None) -> dict:
   """For each family's best run per U: task accuracy and the NLL gap (mean over items of the
@@ -177,7 +184,7 @@ def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFram
       entry = dict(unique_tokens=b["unique_tokens"], objective=obj, run_name=name,
                    best_val_epoch=f["best_epoch"], source=source, points=points)
       if len(points) >= 2:  # after the validation optimum: does the task keep improving?
-        at = min(points, key=lambda p: abs(p["epoch"] - f["best_epoch"]))
+        at = task_point_after(points, f["best_epoch"])
         last = points[-1]
         for key in ("accuracy", "nll_gap"):
           d = last[key] - at[key]

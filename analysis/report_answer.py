@@ -150,7 +150,8 @@ def task_section(task: dict) -> list[str]:
     if ch:
       g = r["nll_gap_change_after_best"]
       word = {"positive": "rose", "negative": "fell"}
-      head += (f"; from its best validation epoch ({num(ch['from_epoch'])}) to the end, accuracy "
+      head += (f"; from the first task point at or after its best validation epoch "
+               f"({num(r['best_val_epoch'])}), epoch {num(ch['from_epoch'])}, to the end, accuracy "
                f"{word.get(ch['verdict'], 'did not change beyond errors')} "
                f"({pm(ch['value'], ch['se'])}) and the gap "
                f"{word.get(g['verdict'], 'did not change beyond errors')} ({pm(g['value'], g['se'])})")

@@ -6,8 +6,9 @@ Each (family, size, U) is one long run evaluated CPU_EVALS_PER_RUN = 32 times al
 curve shows where it is best and how it overfits after (LONG_EPOCHS: AR 32 / 16 / 8 epochs,
 diffusion 512 / 64 / 16), plus a 1-epoch run (the fresh-data points the Chinchilla fit needs).
 Seed 1 repeats the s0.1M / 12.8k slice. Batch 16 x 128 tokens: diffusion's longest runs take 3,200
-optimizer steps. Every run is scored on eval.set=val (96 sequences over 67 validation documents),
-held apart from the tune set that chose the learning rates: LR_BY_SIZE[size] x the family's
+optimizer steps. The data hold out 20% of the corpus's documents (data.val_fraction=0.2), so
+every run is scored on eval.set=val (96 sequences, one from each of 96 validation documents), held
+apart from the tune set (66 other documents) that chose the learning rates: LR_BY_SIZE[size] x the family's
 multiplier in docs/cpu_study/lr_choice.json (configs/lr_sweep.py runs the sweep, launch/lr_choice.py
 writes the file; its two commands come first when the choice is to be redone).
 
@@ -32,14 +33,10 @@ minutes), diffusion past 16 epochs at U = 204.8k (there it gives a bound, not a 
 epochs at U = 12.8k, and the larger budgets the issue suggested (25.6k-410k: twice the tokens per
 run).
 
-How long it took (2026-12-04, the shared 2-core development VM, load 3-13 from other engineers'
-tests throughout, so not an idle machine; docs/cpu_study/PROVENANCE.md has the sessions): the
-52 runs' own wall times add up to 11,508 s, 96 minutes on 2 slots (the estimate for an idle host,
-without the task: 75); the sweep's 20 runs 5,863 s, 49 minutes (estimate 18); with stops and
-restarts across two sessions the study took 15:56-18:29 UTC. The committed runs were trained
-without the task (`configs/cpu_study.py:task_every=0`, grid hash c1105bbdf6834bd8); the task
-curves of each family's best run per budget come from re-running those six points with it
-(bitwise the same training: equal final validation losses), `analysis.report --task_runs`.
+How long it took (2026-12-04, the shared 2-core development VM otherwise idle, --parallel=2, the
+committed tables in docs/cpu_study): the lr sweep 18 min 51 s (estimate 18), the choice 2 s, the
+study 89 min 29 s (estimate 92; the 52 runs' own wall times add up to 10,583 s on 2 slots): 108
+minutes start to finish, one sitting, 21:09-22:57 UTC (docs/cpu_study/PROVENANCE.md).
 
 Argument keys (lists joined with '+'): objectives, sizes, unique, epochs (empty: LONG_EPOCHS; else
 these epochs at every U), single_epoch, seeds, noise_seeds, noise_size, noise_unique.

@@ -3,7 +3,7 @@
 The study's rule of thumb (grid.LR_BY_SIZE) gives both families one rate per size; the comparison is
 only fair if neither family is far from its own optimum. So both families, at two sizes (s0.1M and
 s0.4M), train at MULTIPLIERS x the rule on the study's smallest budget (U = 25.6k, where repetition
-bites hardest), AR for 16 epochs and diffusion for 64 (400 and 1,600 steps; the same sweep for
+bites hardest), AR for 16 epochs and diffusion for 64 (200 and 800 steps; the same sweep for
 both), scored on eval.set=tune: validation documents the study's val set never uses. Every setting
 is the study's (cpu_study.SETTINGS) apart from the eval set and the lr.
 

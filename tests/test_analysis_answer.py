@@ -134,6 +134,10 @@ def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
   ch = r["accuracy_change_after_best"]
   assert (ch["from_epoch"], ch["to_epoch"]) == (16.0, 64.0) and ch["value"] == pytest.approx(-0.08)
   assert ch["verdict"] == "negative" and r["nll_gap_change_after_best"]["verdict"] == "negative"
+  # a best between two task points is read from the later one: only what came after the optimum
+  assert answer.task_point_after(r["points"], 20.0)["epoch"] == 32.0
+  assert answer.task_point_after(r["points"], 16.0)["epoch"] == 16.0
+  assert answer.task_point_after(r["points"], 70.0)["epoch"] == 64.0
   assert task["trainer_must_record"] is None and task["without_task"] == ["mdm-e16"]
   md = "\n".join(report_answer.task_section(task))
   assert "accuracy fell (-0.080 ± 0.014) and the gap fell (-0.180 ± 0.028)" in md

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import collect, doubledescent, paired, report, study, sweeps
+from dlmscale import sizes
 from test_analysis_fakeruns import LAWS, make_run, save_eval_losses
 
 WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192)
@@ -35,8 +36,12 @@ def test_collect_records_the_sweep_knobs_and_names_custom_shapes(tmp_path):
       "data.label_noise": 0.2, "ar.num_orders": 4, "eval.set": collect.TUNING_SET,
       "eval.num_sequences": 64, "optim.lr": 1e-3, "optim.schedule": "constant",
       "model_size": "custom", "model.d_model": 48, "model.n_layers": 2})
+  make_run(tmp_path, objective="ar", n=1e5, u=1e6, epochs=4, name="ladder",
+           config_extra={"model_size": "s0.4M"})
   runs = collect.collect(tmp_path).runs.set_index("run_name")
   k, p = runs.loc["knobs"], runs.loc["plain"]
+  ladder = sizes.shape("s0.4M")  # config.model.* stay 0 for a ladder size; the table has its shape
+  assert (runs.loc["ladder", "d_model"], runs.loc["ladder", "n_layers"]) == (ladder.d_model, ladder.n_layers)
   assert (k.label_noise, k.num_orders, k.eval_set, k.eval_num_sequences, k.lr, k.lr_schedule) == \
       (0.2, 4, "tune", 64, 1e-3, "constant")
   assert k.model_size == "custom-d48L2"
