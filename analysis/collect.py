@@ -195,9 +195,9 @@ def read_run(run_dir: pathlib.Path, problems: list[str]) -> tuple[dict, pd.DataF
   )
   if row["model_size"] == "custom" and row["d_model"]:  # width sweeps: one point per shape
     row["model_size"] = f"custom-d{int(row['d_model'])}L{int(row['n_layers'] or 0)}"
-  elif row["model_size"] in sizes.LADDER:  # a ladder size leaves model.* at 0: its shape is the ladder's
-    ladder = sizes.shape(row["model_size"])
-    row["d_model"], row["n_layers"] = ladder.d_model, ladder.n_layers
+  elif row["model_size"] in sizes.LADDER:  # a ladder size leaves model.* at 0; its shape is the ladder's
+    shape = sizes.LADDER[row["model_size"]]
+    row["d_model"], row["n_layers"] = shape.d_model, shape.n_layers
   curve = metrics.copy()
   for key, col in (("run_name", "run_name"), ("objective", "objective"),
                    ("model_size", "model_size"), ("unique_tokens", "unique_tokens"),

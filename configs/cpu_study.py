@@ -7,10 +7,11 @@ curve shows where it is best and how it overfits after (LONG_EPOCHS: AR 32 / 16 
 diffusion 512 / 64 / 16), plus a 1-epoch run (the fresh-data points the Chinchilla fit needs).
 Seed 1 repeats the s0.1M / 12.8k slice. Batch 16 x 128 tokens: diffusion's longest runs take 3,200
 optimizer steps. The data hold out 20% of the corpus's documents (data.val_fraction=0.2), so
-every run is scored on eval.set=val (96 sequences, one from each of 96 validation documents), held
-apart from the tune set (66 other documents) that chose the learning rates: LR_BY_SIZE[size] x the family's
-multiplier in docs/cpu_study/lr_choice.json (configs/lr_sweep.py runs the sweep, launch/lr_choice.py
-writes the file; its two commands come first when the choice is to be redone).
+every run is scored on eval.set=val (96 sequences, one from each of 96 validation documents),
+held apart from the tune set (66 other documents) that chose the learning rates:
+LR_BY_SIZE[size] x the family's multiplier in docs/cpu_study/lr_choice.json (configs/lr_sweep.py
+runs the sweep, launch/lr_choice.py writes the file; its two commands come first when the choice
+is to be redone).
 
 Re-run (both resumable: re-running a stopped command continues; finished runs are skipped):
 
