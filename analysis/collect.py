@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from dlmscale import sizes
+from dlmscale.model import sizes
 from dlmscale.errors import UserError
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")

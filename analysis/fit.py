@@ -20,7 +20,7 @@ from analysis import checks, laws_approaches, laws_chinchilla, laws_datacons, la
 from analysis import multistart
 from analysis.jsonable import to_jsonable
 from analysis.study_fits import COARSE_AXES
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import UserError, cli_main
 
 LOSS_GUESSES = ("loss", "val_loss", "final_eval_loss")

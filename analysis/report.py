@@ -13,7 +13,7 @@ import sys
 
 from analysis import answer, collect, critical, report_md, study, study_fits, sweeps
 from analysis.jsonable import to_jsonable
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import UserError, cli_main
 
 

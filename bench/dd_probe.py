@@ -27,7 +27,9 @@ sys.path.insert(0, str(REPO))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dlmscale import program, sharding, validation  # pylint: disable=wrong-import-position
+from dlmscale.train import steps as program  # pylint: disable=wrong-import-position
+from dlmscale.runtime import sharding
+from dlmscale.eval import val_loss as validation
 from dlmscale.data import pipeline
 
 

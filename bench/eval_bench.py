@@ -30,9 +30,14 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from dlmscale import checkpoint, mc_scoring, objectives, restore, train, validation  # noqa: E402
+from dlmscale import objectives  # noqa: E402
+from dlmscale.train import checkpoint
+from dlmscale.eval import choices as mc_scoring
+from dlmscale.train import open_run as restore
+from dlmscale.train import loop as train
+from dlmscale.eval import val_loss as validation
 from dlmscale.data import pipeline
-from dlmscale.masking import make_schedule  # noqa: E402
+from dlmscale.objectives.masking import make_schedule  # noqa: E402
 from dlmscale.errors import UserError, cli_main  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a diffusion run; trained first if it has no checkpoint")

@@ -1,6 +1,6 @@
 """A plain-JAX reference train step (no flax, no optax): the speed the real step should match.
 
-Same architecture and FLOPs as dlmscale.model (pre-norm RMSNorm, RoPE, SwiGLU, no biases, tied
+Same architecture and FLOPs as dlmscale.model.transformer (pre-norm RMSNorm, RoPE, SwiGLU, no biases, tied
 embeddings, the mask logit removed before log_softmax), the same objectives in their simplest form
 (AR next-token NLL; MDM 1/t-weighted masked NLL) and AdamW with global-norm clipping. Timing it at
 the same shapes as the real step isolates what flax/optax/our code add on top of the bare math.
@@ -76,7 +76,7 @@ def init_state(key, V: int, D: int, n_layers: int, H: int, F: int) -> tuple:
 def make_step(objective: str, lr: float = 1e-3, b1=0.9, b2=0.95, wd=0.1, clip=1.0,
               compiler_options: dict[str, str] | None = None):
   """(state, tokens) -> (state, {"loss"}): AdamW with global-norm clipping, donated state, the
-  same calling convention as dlmscale.program's train_step."""
+  same calling convention as dlmscale.train.steps's train_step."""
   def step(state, tokens_BxL):
     p, m, v, i = state
     loss, g = jax.value_and_grad(loss_fn)(p, tokens_BxL, jax.random.fold_in(jax.random.key(0), i),

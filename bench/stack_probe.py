@@ -26,7 +26,10 @@ import numpy as np
 from bench.grid_bench import measure_peak
 from configs import grid as grid_lib
 from launch import grids
-from dlmscale import flops, program, sharding, xla_options
+from dlmscale.model import flops
+from dlmscale.train import steps as program
+from dlmscale.runtime import sharding
+from dlmscale.runtime import xla_options
 
 
 def _time(fn, state, tokens, args, n_steps: int) -> tuple[float, float, object]:
@@ -123,7 +126,7 @@ def _cpu_s_per_call(fn, *host_args: np.ndarray) -> float:
 def narrow_matmuls(config, peak: float) -> dict:
   """FLOPs per CPU-second of the step's matmul shapes alone, as a fraction of the matmul chain's
   (peak: its FLOPs per CPU-second): what a step of this width could reach if nothing else cost."""
-  from dlmscale import sizes  # noqa: PLC0415
+  from dlmscale.model import sizes  # noqa: PLC0415
   D, F = sizes.LADDER[config.model_size].d_model, sizes.LADDER[config.model_size].d_ff
   M, V, L = config.batch_size * config.data.seq_len, config.data.vocab_size, config.data.seq_len
   out = {}

@@ -1,8 +1,8 @@
 """Train-step throughput and MFU for named model sizes, on whatever backend JAX finds.
 
-It compiles the real train step (dlmscale.program.build, the one train.py runs), drives it the way
+It compiles the real train step (dlmscale.train.steps.build, the one train.py runs), drives it the way
 train.py's loop does (a host batch put on the device every step, the loss fetched one step late),
-and prints tokens/s, step time, model FLOPs per step (dlmscale.flops) and MFU, as one JSON line per
+and prints tokens/s, step time, model FLOPs per step (dlmscale.model.flops) and MFU, as one JSON line per
 configuration plus a table. `--impl plain` times bench/plain_step.py at the same shapes instead: the
 bare-JAX speed the real step should match.
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--size", action="append", default=[],
                  help=f"ladder name(s), repeatable or comma list (default {','.join(QUICKSTART_SIZES)})")
   p.add_argument("--objective", default="ar,mdm", help="ar, mdm or ar,mdm")
-  p.add_argument("--impl", default="real", help="real (dlmscale.program.build), plain, or real,plain")
+  p.add_argument("--impl", default="real", help="real (dlmscale.train.steps.build), plain, or real,plain")
   for name, default in (("batch", 32), ("seq_len", 128), ("vocab", 2048), ("steps", 3),
                         ("warmup", 2), ("reps", 5), ("peak_n", 2048)):
     p.add_argument(f"--{name}", type=int, default=default)
@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def specs_from(args: argparse.Namespace) -> list[Spec]:
-  from dlmscale import sizes, xla_options
+  from dlmscale.model import sizes
+  from dlmscale.runtime import xla_options
   from dlmscale.errors import UserError
   names = _split(args.size) or list(QUICKSTART_SIZES)
   for name in names:
@@ -153,7 +154,7 @@ def _resolve(spec: Spec, backend: str) -> tuple[str, str]:
   dtype = spec.dtype if spec.dtype != "auto" else ("float32" if backend == "cpu" else "bfloat16")
   attention = spec.attention
   if attention == "auto":
-    from dlmscale import sizes
+    from dlmscale.model import sizes
     s = sizes.shape(spec.size)
     head_dim = s.d_model // s.n_heads
     fits = dtype != "float32" and head_dim % 8 == 0 and head_dim <= 128
@@ -173,12 +174,15 @@ def _config(spec: Spec, dtype: str, attention: str):
 def _build(spec: Spec, config) -> tuple:
   """(jitted step, initial state, host batch -> device batch, mesh, ModelConfig, XLA options).
 
-  real: dlmscale.program.build and its setup.init / setup.train_step / put_batch, as train.py uses
+  real: dlmscale.train.steps.build and its setup.init / setup.train_step / put_batch, as train.py uses
   them. plain: bench/plain_step.py (float32) with the same calling convention. Both are compiled
   with the XLA options of spec.xla_options.
   """
   import jax
-  from dlmscale import model as model_lib, program, sharding, xla_options
+  from dlmscale.model import transformer as model_lib
+  from dlmscale.train import steps as program
+  from dlmscale.runtime import sharding
+  from dlmscale.runtime import xla_options
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(spec.batch, mesh)
   options = (xla_options.for_backend(jax.default_backend()) if spec.xla_options == "auto"
@@ -244,7 +248,7 @@ def _median(xs: list[float]) -> float:
 def prepare(spec: Spec) -> _Loop:
   """Builds, compiles (timed) and warms up one configuration."""
   import jax
-  from dlmscale import flops
+  from dlmscale.model import flops
   backend, device = jax.default_backend(), jax.devices()[0]
   load_avg = os.getloadavg()[0]
   dtype, attention = _resolve(spec, backend) if spec.impl == "real" else ("float32", "xla")
@@ -288,7 +292,7 @@ def time_rep(t: _Loop, meter: MatmulPeak) -> None:
 def finish(t: _Loop, meter: MatmulPeak, rss_baseline: float) -> dict:
   """The JSON row: medians and bests over repetitions, MFU against the right peak, memory."""
   import jax
-  from dlmscale import hardware
+  from dlmscale.runtime import hardware
   device, f = jax.devices()[0], t.row["flops_per_step"]
   walls, cpus = t.walls, t.cpus
   mfus = [f / w / p for w, (p, _) in zip(walls, t.peaks)]
@@ -321,7 +325,7 @@ def set_cpu_devices(spec: Spec) -> None:
   """Before JAX starts its backends: the CPU device count dlmscale.main would pick, or the one asked."""
   import jax
   from configs import base
-  from dlmscale import cpu_devices
+  from dlmscale.runtime import cpu_devices
   if spec.cpu_devices == "auto":
     c = base.get_config()
     c.batch_size = c.eval.batch_size = spec.batch

@@ -54,7 +54,7 @@ from typing import Any
 import ml_collections
 
 from configs import grid
-from dlmscale import builtin_task
+from dlmscale.eval import builtin_task
 from dlmscale.errors import UserError
 
 # One prepared dataset for the study, its lr sweep and the quickstart: vocab 1024, 128-token chunks.

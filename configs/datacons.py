@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 
 from configs import grid
-from dlmscale import flops
+from dlmscale.model import flops
 
 AXES: dict[str, dict[str, Any]] = {
     "test": dict(objectives=["ar", "mdm"], sizes=["s0.1M"], unique=[20_000], epochs=[1.0, 2.0],

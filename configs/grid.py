@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 
 from configs import base
-from dlmscale import sizes
+from dlmscale.model import sizes
 from dlmscale.units import human  # grid files use it as grid.human
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError

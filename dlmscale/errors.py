@@ -24,7 +24,7 @@ class TrainingDiverged(RuntimeError):
 def cli_main(fn: Callable[[], int | None], command: str | None = None) -> int:
   """Runs a command's body in the entry guard (dlmscale/cli_guard.py): exit 2 for a UserError,
   3 for divergence, 1 plus a traceback file for a bug; never a traceback on the terminal."""
-  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top  (cli_guard imports us)
+  from dlmscale.commands import guard as cli_guard  # pylint: disable=g-import-not-at-top  (cli_guard imports us)
   return cli_guard.guard(fn, command or _command_name())
 
 

@@ -28,7 +28,9 @@ from typing import Any
 import jax
 
 from configs import grid as config_grid
-from dlmscale import aot, model as model_lib, topologies
+from dlmscale.aot import compiler as aot
+from dlmscale.model import transformer as model_lib
+from dlmscale.aot import topologies
 from dlmscale.errors import UserError, cli_main
 from launch import grids as grid_lib
 

@@ -21,7 +21,8 @@ from typing import Any
 import ml_collections
 
 from configs.grid import apply_overrides, coerce_like
-from dlmscale import flops, sizes
+from dlmscale.model import flops
+from dlmscale.model import sizes
 from dlmscale.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

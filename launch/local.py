@@ -30,9 +30,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import cli_main
-from dlmscale.rundir import check_workdir
+from dlmscale.run_dir import check_workdir
 from launch import cpus
 from launch import grids as grid_lib
 from launch import manifest as mf

@@ -29,8 +29,8 @@ import sys
 from typing import Any
 
 from configs import grid as grid_lib
-from dlmscale import cli_guard
-from dlmscale import rundir
+from dlmscale.commands import guard as cli_guard
+from dlmscale import run_dir as rundir
 from dlmscale.data import evalset
 from dlmscale.errors import UserError, cli_main
 from launch import grids

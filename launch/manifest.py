@@ -31,7 +31,7 @@ import socket
 import sys
 from typing import Any, Callable, Iterator
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import UserError, cli_main
 from launch import grids as grid_lib
 from launch.grids import Grid

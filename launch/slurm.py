@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import UserError, cli_main
 from launch import grids as grid_lib
 from launch import manifest as mf

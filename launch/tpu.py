@@ -28,7 +28,7 @@ import sys
 import tarfile
 import time
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import UserError, cli_main
 from launch import grids as grid_lib
 

@@ -91,7 +91,9 @@ def point_config(spec: str, overrides: dict[str, Any]):
 
 def train_point(request: dict[str, Any]) -> int | str:
   """Trains one point in this process; the status `python -m dlmscale.main` would exit with."""
-  from dlmscale import cli_guard, cpu_devices, train  # noqa: PLC0415
+  from dlmscale.commands import guard as cli_guard  # noqa: PLC0415
+  from dlmscale.runtime import cpu_devices
+  from dlmscale.train import loop as train
   from dlmscale.errors import TrainingDiverged, UserError  # noqa: PLC0415
   try:
     config = point_config(request["spec"], request["overrides"])

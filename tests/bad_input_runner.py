@@ -24,7 +24,7 @@ import time
 import warnings
 
 PRELOAD = ("numpy", "jax", "absl.flags", "ml_collections.config_flags", "orbax.checkpoint", "pandas",
-           "dlmscale.train", "dlmscale.evaluate", "dlmscale.sample", "dlmscale.data",
+           "dlmscale.train.loop", "dlmscale.evaluate", "dlmscale.sample", "dlmscale.data",
            "analysis.report", "analysis.fit", "launch.local", "launch.manifest")
 CASE_TIMEOUT_S = 120
 

@@ -78,7 +78,7 @@ def tiny_config(corpus: str, cache_dir: str, objective: str = "ar", **overrides)
 def config_flags_for(c) -> list[str]:
   """The command-line overrides that reproduce `c` from configs/base.py (for subprocess runs)."""
   from configs import base
-  from dlmscale import rundir
+  from dlmscale import run_dir as rundir
   import json
   ref = rundir.flatten(json.loads(base.get_config().to_json_best_effort()))
   new = rundir.flatten(json.loads(c.to_json_best_effort()))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from dlmscale import main, program
+from dlmscale.commands import train as main
+from dlmscale.train import steps as program
 
 _put_batch = program.put_batch
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import collect, doubledescent, paired, report, study, sweeps
-from dlmscale import sizes
+from dlmscale.model import sizes
 from test_analysis_fakeruns import LAWS, make_run, save_eval_losses
 
 WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192)

@@ -16,7 +16,11 @@ import types
 import pytest
 
 from configs import base, datacons, grid as grid_lib
-from dlmscale import aot, flops, hardware, model as model_lib, topologies
+from dlmscale.aot import compiler as aot
+from dlmscale.model import flops
+from dlmscale.runtime import hardware
+from dlmscale.model import transformer as model_lib
+from dlmscale.aot import topologies
 from tests.conftest import REPO, subprocess_env
 
 needs_libtpu = pytest.mark.skipif(

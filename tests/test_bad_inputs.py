@@ -287,7 +287,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def paths(tiny_corpus, data_cache, tmp_path_factory) -> dict[str, str]:
   """Everything the table points at: a finished tiny run and assorted damaged inputs."""
-  from dlmscale import train
+  from dlmscale.train import loop as train
   root = tmp_path_factory.mktemp("bad_inputs")
   cfg = tiny_config(tiny_corpus, data_cache, "ar", epochs=1.0)
   run = root / "run"

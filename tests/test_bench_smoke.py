@@ -1,5 +1,5 @@
 """bench/train_bench.py end to end on the smallest ladder size: the JSON line a user gets is complete
-and its numbers hang together (FLOPs from dlmscale.flops, tokens/s from the step time, a fresh model's
+and its numbers hang together (FLOPs from dlmscale.model.flops, tokens/s from the step time, a fresh model's
 loss at ln(V - 1), memory measured in the child process)."""
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def test_json_line_for_a_tiny_size(tmp_path):
   (row,) = [json.loads(line) for line in out.read_text().splitlines()]
   assert [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")] == [row]
   assert set(FIELDS) <= set(row)
-  from dlmscale import flops, model
+  from dlmscale.model import flops
+  from dlmscale.model import transformer as model
   cfg = model.ModelConfig(vocab_size=V, d_model=64, n_layers=2, n_heads=2, d_ff=192, max_len=L)
   # By hand, per token (s0.1M: D 64, 2 layers, 2 heads of 32, F 192, V 64, causal L 32):
   #   dense 2 x 2 layers x (4 D^2 + 3 D F) = 4 x (16384 + 36864)       = 212992

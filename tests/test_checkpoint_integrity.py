@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import checkpoint, rundir, train
+from dlmscale.train import checkpoint
+from dlmscale import run_dir as rundir
+from dlmscale.train import loop as train
 
 
 def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
@@ -85,7 +87,8 @@ def test_truncated_file_is_one_warning_line_not_orbax_tracebacks(finished, tmp_p
   victim.write_bytes(victim.read_bytes()[:10])
   capsys.readouterr()
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", 3)
-  from dlmscale import program, sharding
+  from dlmscale.train import steps as program
+  from dlmscale.runtime import sharding
   from dlmscale.data import pipeline
   prepared = pipeline.prepare(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.errors import TrainingDiverged, UserError
 
 

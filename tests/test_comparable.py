@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import critical
-from dlmscale.model import ModelConfig, Transformer
+from dlmscale.model.transformer import ModelConfig, Transformer
 from dlmscale.objectives import mdm_elbo_samples
-from dlmscale.masking import LinearSchedule
+from dlmscale.objectives.masking import LinearSchedule
 
 
 def _model(V: int = 6, L: int = 5):

@@ -11,7 +11,7 @@ import pytest
 
 from configs import base
 from conftest import REPO, subprocess_env
-from dlmscale import cpu_devices
+from dlmscale.runtime import cpu_devices
 
 
 def test_choose_divides_every_batch_and_respects_the_limits():

@@ -17,7 +17,7 @@ import pytest
 from configs import base
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
-from dlmscale import restore
+from dlmscale.train import open_run as restore
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 

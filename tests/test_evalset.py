@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import train, validation
+from dlmscale.train import loop as train
+from dlmscale.eval import val_loss as validation
 from dlmscale.data import evalset, pipeline
 from dlmscale.errors import UserError
 

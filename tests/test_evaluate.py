@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env, tiny_config
-from dlmscale import evaluate, objectives, train, validation
-from dlmscale import model as model_lib
+from dlmscale import objectives
+from dlmscale.commands import evaluate
+from dlmscale.train import loop as train
+from dlmscale.eval import val_loss as validation
+from dlmscale.model import transformer as model_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -184,7 +187,7 @@ def test_bad_flags(ar_run, mdm_run, monkeypatch, capsys):
 
 def test_open_run_at_a_requested_step(ar_run):
   """The one restore path reads a requested checkpoint exactly, and says which steps exist."""
-  from dlmscale import restore
+  from dlmscale.train import open_run as restore
   from dlmscale.errors import UserError
   newest, at = restore.load_run(ar_run), restore.load_run(ar_run, step=4)
   assert newest.step == at.step == 4 and at.checkpointer is None and at.state.opt_state is None

@@ -14,10 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlmscale import builtin_task, mc_scoring, task_file
-from dlmscale import model as model_lib
+from dlmscale.eval import builtin_task
+from dlmscale.eval import choices as mc_scoring
+from dlmscale.eval import task_file
+from dlmscale.model import transformer as model_lib
 from dlmscale.errors import UserError
-from dlmscale.masking import LinearSchedule
+from dlmscale.objectives.masking import LinearSchedule
 
 V, MASK = 8, 7  # toy vocabulary: ids 0..6 are tokens, 7 is <mask>
 SURE = 3  # the only token the toy model gives non-zero probability

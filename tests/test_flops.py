@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlmscale import flops
-from dlmscale.model import ModelConfig, Transformer
+from dlmscale.model import flops
+from dlmscale.model.transformer import ModelConfig, Transformer
 from dlmscale.objectives import ar_loss, mdm_loss
-from dlmscale.masking import LinearSchedule
+from dlmscale.objectives.masking import LinearSchedule
 
 SIZES = [  # (d_model, n_layers, n_heads, d_ff, vocab, seq_len)
     (64, 2, 2, 192, 256, 64),

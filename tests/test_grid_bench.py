@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench import grid_bench
-from dlmscale import phases
+from dlmscale.train import timer as phases
 
 
 def test_breakdown_sums_trainer_phases_and_leaves_the_rest_to_startup():

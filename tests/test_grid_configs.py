@@ -13,8 +13,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cpu_study, datacons, doubledescent, grid, isoflop, lr_sweep, orders, quickstart
-from dlmscale import model as model_lib
-from dlmscale import flops, sizes
+from dlmscale.model import transformer as model_lib
+from dlmscale.model import flops
+from dlmscale.model import sizes
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from launch import grids

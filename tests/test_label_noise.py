@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import rundir, run_config, train
+from dlmscale import run_dir as rundir
+from dlmscale.train import config_checks as run_config
+from dlmscale.train import loop as train
 from dlmscale.data import label_noise, pipeline
 from dlmscale.errors import UserError
 

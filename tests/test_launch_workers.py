@@ -101,12 +101,12 @@ def sweep(arg=None):
 
 def _arrays(rundir_: pathlib.Path) -> list:
   import jax  # noqa: PLC0415
-  from dlmscale import checkpoint  # noqa: PLC0415
+  from dlmscale.train import checkpoint  # noqa: PLC0415
   return jax.tree.leaves(checkpoint.load_arrays(rundir_ / "checkpoints"))
 
 
 def _rows(rundir_: pathlib.Path) -> list[tuple]:
-  from dlmscale import rundir  # noqa: PLC0415
+  from dlmscale import run_dir as rundir  # noqa: PLC0415
   return [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(rundir_ / "metrics.jsonl")]
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from configs import base
-from dlmscale import flops, sharding
+from dlmscale.model import flops
+from dlmscale.runtime import sharding
 from dlmscale.errors import UserError
-from dlmscale.model import ModelConfig, Transformer, model_config_from
+from dlmscale.model.transformer import ModelConfig, Transformer, model_config_from
 
 TINY = ModelConfig(vocab_size=11, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=12)
 
@@ -115,8 +116,8 @@ def test_logical_axes_and_sharding_rules():
 _SHARDED_PROBE = r"""
 import json
 import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
-from dlmscale import sharding
-from dlmscale.model import ModelConfig, Transformer
+from dlmscale.runtime import sharding
+from dlmscale.model.transformer import ModelConfig, Transformer
 cfg = ModelConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=8)
 model = Transformer(cfg)
 mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(2, 2), sharding.MESH_AXES)

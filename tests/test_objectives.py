@@ -14,10 +14,10 @@ import pytest
 
 from configs import base
 from dlmscale.errors import UserError
-from dlmscale.model import ModelConfig, Transformer
+from dlmscale.model.transformer import ModelConfig, Transformer
 from dlmscale.objectives import (ar_loss, make_eval_fn, make_loss_fn, mdm_elbo_samples, mdm_loss,
                                  stratified_times, token_nll, top1_correct)
-from dlmscale.masking import CosineSchedule, LinearSchedule, PolySchedule, make_schedule
+from dlmscale.objectives.masking import CosineSchedule, LinearSchedule, PolySchedule, make_schedule
 
 
 def _uniform_apply(params, tokens_BxL):

@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
-from dlmscale import objectives, orders, program, rundir, sharding
+from dlmscale import objectives
+from dlmscale.objectives import orders
+from dlmscale.train import steps as program
+from dlmscale import run_dir as rundir
+from dlmscale.runtime import sharding
 from dlmscale.data import pipeline
-from dlmscale import model as model_lib
+from dlmscale.model import transformer as model_lib
 from dlmscale.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -87,7 +91,7 @@ def test_many_orders_add_only_the_target_embedding_and_train_on_permuted_sequenc
   extra = {k: v.shape for k, v in p4.items() if k not in p1}
   assert extra == {"target_embedding": (cfg4.data.seq_len, 32)}
   assert jax.tree.structure({k: v for k, v in p4.items() if k in p1}) == jax.tree.structure(p1)
-  from dlmscale import flops
+  from dlmscale.model import flops
   assert flops.param_counts(setup4.model_cfg)["total"] == sum(x.size for x in jax.tree.leaves(p4))
   tokens = np.asarray(prepared.train_chunks[:cfg4.batch_size], np.int32)
   loss_fn = objectives.make_loss_fn(cfg4, prepared.mask_id)

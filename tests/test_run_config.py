@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from configs import base
-from dlmscale import run_config
+from dlmscale.train import config_checks as run_config
 from dlmscale.errors import UserError
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config, write_tiny_corpus
-from dlmscale import checkpoint, rundir
+from dlmscale.train import checkpoint
+from dlmscale import run_dir as rundir
 from test_analysis_fakeruns import make_run
 from test_evaluate import trained_run
 from test_train import _final_params, _losses, _main

@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from conftest import tiny_config, write_tiny_corpus
-from dlmscale import rundir, train
+from dlmscale import run_dir as rundir
+from dlmscale.train import loop as train
 from dlmscale.errors import UserError
 
 

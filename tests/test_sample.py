@@ -12,11 +12,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dlmscale import checkpoint, sample
+from dlmscale.train import checkpoint
+from dlmscale.commands import sample
 from dlmscale.data import pipeline
-from dlmscale import model as model_lib
+from dlmscale.model import transformer as model_lib
 from dlmscale.errors import UserError
-from dlmscale.masking import LinearSchedule
+from dlmscale.objectives.masking import LinearSchedule
 from test_evaluate import trained_run
 
 V, MASK, L = 12, 11, 24
@@ -89,7 +90,7 @@ def test_bad_options_are_user_errors():
 
 def _library_sample(run: pathlib.Path, prompt: str, seed: int, **kw) -> str:
   """The continuation the library samplers give on the parameters read straight from the newest
-  checkpoint (numpy arrays, the model rebuilt from config.json; not through dlmscale.restore)."""
+  checkpoint (numpy arrays, the model rebuilt from config.json; not through dlmscale.train.open_run)."""
   config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
   prepared = pipeline.prepare(config.data)
   params = checkpoint.load_arrays(run / "checkpoints")["params"]

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import tiny_config
 from configs import base
-from dlmscale import optim, program, sharding
+from dlmscale.train import optim
+from dlmscale.train import steps as program
+from dlmscale.runtime import sharding
 from dlmscale.data import pipeline
 
 

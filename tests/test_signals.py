@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
-from dlmscale import checkpoint, rundir
+from dlmscale.train import checkpoint
+from dlmscale import run_dir as rundir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from configs import base
-from dlmscale import flops, sizes
+from dlmscale.model import flops
+from dlmscale.model import sizes
 from dlmscale.errors import UserError
-from dlmscale.model import model_config_from
+from dlmscale.model.transformer import model_config_from
 
 
 @pytest.mark.parametrize("name", list(sizes.LADDER))

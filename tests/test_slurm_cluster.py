@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from launch import grids as grid_lib
-from dlmscale import checkpoint, rundir
+from dlmscale.train import checkpoint
+from dlmscale import run_dir as rundir
 from dlmscale.errors import UserError
 from launch import local_slurm
 

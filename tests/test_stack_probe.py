@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from bench import stack_probe
-from dlmscale import flops, model
+from dlmscale.model import flops
+from dlmscale.model import transformer as model
 
 TINY = ["--set=batch_size=4", "--set=data.seq_len=32", "--set=data.vocab_size=64",
         "--set=model_size=s0.1M", "--peak_n=256", "--steps=1"]

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dlmscale import builtin_task, evaluate, rundir, task_curve, train
+from dlmscale.eval import builtin_task
+from dlmscale.commands import evaluate
+from dlmscale import run_dir as rundir
+from dlmscale.train import task_curve
+from dlmscale.train import loop as train
 from dlmscale.errors import UserError
-from dlmscale.mc_scoring import McItem
+from dlmscale.eval.choices import McItem
 
 TIMING = ("wall_s", "tokens_per_s", "mfu")  # differ between two runs of the same config
 ITEMS = 40

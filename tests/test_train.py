@@ -14,9 +14,15 @@ import re
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
-from dlmscale import checkpoint, objectives, optim, program, rundir, sharding, train
+from dlmscale import objectives
+from dlmscale.train import checkpoint
+from dlmscale.train import optim
+from dlmscale.train import steps as program
+from dlmscale import run_dir as rundir
+from dlmscale.runtime import sharding
+from dlmscale.train import loop as train
 from dlmscale.data import pipeline
-from dlmscale import model as model_lib
+from dlmscale.model import transformer as model_lib
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "one_step.json"
 

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from configs import base
-from dlmscale import optim, rundir, sharding, tb
+from dlmscale.train import optim
+from dlmscale import run_dir as rundir
+from dlmscale.runtime import sharding
+from dlmscale.train import tensorboard as tb
 from dlmscale.errors import UserError
 
 

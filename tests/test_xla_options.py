@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dlmscale import xla_options
+from dlmscale.runtime import xla_options
 from dlmscale.errors import UserError
 
 

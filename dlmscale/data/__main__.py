@@ -2,7 +2,7 @@
 
 import sys
 
-from dlmscale import cli_guard
+from dlmscale.commands import guard as cli_guard
 from dlmscale.data import pipeline
 
 pipeline._define_flags()  # pylint: disable=protected-access

@@ -334,7 +334,7 @@ def _define_flags():
 def _main() -> int:
   import sys  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from dlmscale import cli_guard  # pylint: disable=g-import-not-at-top
+  from dlmscale.commands import guard as cli_guard  # pylint: disable=g-import-not-at-top
   cli_guard.parse_absl(flags.FLAGS, sys.argv)
   f = flags.FLAGS
   cfg = DataConfig.of({k.name: f[k.name].value for k in dataclasses.fields(DataConfig) if k.name in f})

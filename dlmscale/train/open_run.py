@@ -21,8 +21,12 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from dlmscale import checkpoint, phases, program, rundir, sharding
-from dlmscale import model as model_lib
+from dlmscale.train import checkpoint
+from dlmscale.train import timer as phases
+from dlmscale.train import steps as program
+from dlmscale import run_dir as rundir
+from dlmscale.runtime import sharding
+from dlmscale.model import transformer as model_lib
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 

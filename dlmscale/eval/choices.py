@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlmscale.masking import Schedule
+from dlmscale.objectives.masking import Schedule
 from dlmscale.objectives import ESTIMATORS, elbo_draws, elbo_weights, token_nll
 
 METHODS = ("ar", "elbo", "chain")

@@ -25,8 +25,8 @@ checks the agreement.
 
 from __future__ import annotations
 
-from dlmscale import sizes
-from dlmscale.model import ModelConfig
+from dlmscale.model import sizes
+from dlmscale.model.transformer import ModelConfig
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:

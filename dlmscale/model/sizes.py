@@ -2,7 +2,7 @@
 
 Names state the approximate non-embedding parameter count (attention + SwiGLU MLP + norms),
 so a grid's run names read as a scaling axis. `tests/test_sizes.py` checks each name against
-the exact count from `dlmscale.flops`. Head dimension is 32 below d_model 256 and 64 above.
+the exact count from `dlmscale.model.flops`. Head dimension is 32 below d_model 256 and 64 above.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pathlib
 from typing import Sequence
 
 from dlmscale.errors import UserError
-from dlmscale.mc_scoring import McItem
+from dlmscale.eval.choices import McItem
 
 EXAMPLE = '{"context": "The capital of France is", "choices": [" Paris", " Rome"], "label": 0}'
 

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dlmscale import orders, sizes
+from dlmscale.objectives import orders
+from dlmscale.model import sizes
 from dlmscale.errors import UserError
 
 REMAT = ("none", "full", "dots")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlmscale.errors import UserError
-from dlmscale.mc_scoring import McItem
+from dlmscale.eval.choices import McItem
 
 MAX_WINDOW = 256  # context + continuation, tokens
 DEFAULT_ITEMS = 200

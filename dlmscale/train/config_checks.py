@@ -9,7 +9,9 @@ import math
 
 import ml_collections
 
-from dlmscale import masking, objectives, orders
+from dlmscale import objectives
+from dlmscale.objectives import masking
+from dlmscale.objectives import orders
 from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import UserError
 

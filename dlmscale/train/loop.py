@@ -21,12 +21,21 @@ import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 
-from dlmscale import compile_cache, flops, hardware, mc_scoring, phases, program, restore, rundir, sharding
-from dlmscale import task_curve, validation
+from dlmscale.runtime import compile_cache
+from dlmscale.model import flops
+from dlmscale.runtime import hardware
+from dlmscale.eval import choices as mc_scoring
+from dlmscale.train import timer as phases
+from dlmscale.train import steps as program
+from dlmscale.train import open_run as restore
+from dlmscale import run_dir as rundir
+from dlmscale.runtime import sharding
+from dlmscale.train import task_curve
+from dlmscale.eval import val_loss as validation
 from dlmscale.data import evalset, pipeline
 from dlmscale.errors import TrainingDiverged
-from dlmscale.run_config import validate
-from dlmscale.tb import ScalarWriter
+from dlmscale.train.config_checks import validate
+from dlmscale.train.tensorboard import ScalarWriter
 
 
 def _fault_injection() -> tuple[str, int] | None:

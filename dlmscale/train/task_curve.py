@@ -19,8 +19,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from dlmscale import builtin_task, evaluate, mc_scoring, program, sharding
-from dlmscale import model as model_lib
+from dlmscale.eval import builtin_task
+from dlmscale.commands import evaluate
+from dlmscale.eval import choices as mc_scoring
+from dlmscale.train import steps as program
+from dlmscale.runtime import sharding
+from dlmscale.model import transformer as model_lib
 from dlmscale.data import pipeline
 
 

@@ -31,7 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dlmscale import flops, hardware, program, run_config, sharding, topologies
+from dlmscale.model import flops
+from dlmscale.runtime import hardware
+from dlmscale.train import steps as program
+from dlmscale.train import config_checks as run_config
+from dlmscale.runtime import sharding
+from dlmscale.aot import topologies
 from dlmscale.data import pipeline, tokenizer
 from dlmscale.errors import UserError, first_line
 

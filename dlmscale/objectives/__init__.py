@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dlmscale.errors import UserError
-from dlmscale.masking import LinearSchedule, Schedule, make_schedule
+from dlmscale.objectives.masking import LinearSchedule, Schedule, make_schedule
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
@@ -240,7 +240,7 @@ def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
 def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
   """The configured objective as (params, apply_fn, batch, rng) -> (loss, aux)."""
   if config.objective == "ar":
-    from dlmscale import orders  # pylint: disable=g-import-not-at-top  (orders uses token_nll)
+    from dlmscale.objectives import orders  # pylint: disable=g-import-not-at-top  (orders uses token_nll)
     if orders.num_orders(config) > 1:
       return orders.make_loss_fn(config, mask_id)
     return functools.partial(ar_loss, mask_id=mask_id)

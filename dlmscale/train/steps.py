@@ -26,8 +26,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from dlmscale import model as model_lib
-from dlmscale import objectives, optim, sharding, xla_options
+from dlmscale.model import transformer as model_lib
+from dlmscale import objectives
+from dlmscale.train import optim
+from dlmscale.runtime import sharding
+from dlmscale.runtime import xla_options
 
 
 @flax.struct.dataclass
