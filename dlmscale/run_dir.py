@@ -1,5 +1,16 @@
-"""The run directory: config.json, metrics.jsonl, summary.json and a lock, as docs/architecture.md maps it.
+"""The run directory contract: every file a run writes, and the one reader and writer of each record.
 
+    RUN/config.json       the run's identity (config + the prepared data's hashes); written once,
+                          checked on every resume
+    RUN/metrics.jsonl     one JSON row per logged step (split train | eval | mc); append-only
+    RUN/summary.json      written last: the run is finished iff it exists
+    RUN/eval.json         what `python -m dlmscale.evaluate` measured on the newest checkpoint
+    RUN/eval_losses/      per-sequence validation losses, one step_XXXXXXXX.npz per evaluation
+    RUN/checkpoints/      orbax checkpoints (state + data iterator)
+    RUN/tb/               TensorBoard scalars
+    RUN/.lock             flock()ed while a trainer writes the directory
+
+Every other module names these through the functions below, so the layout changes in one place.
 A workdir belongs to one configuration. Re-running with the same config resumes; a different one is
 refused, so a typo on the command line can never mix two experiments in one metrics file.
 Operational keys (logging, checkpoint cadence, mesh, cache paths) may change between resumes.
@@ -16,6 +27,77 @@ from typing import Any, Iterable
 import ml_collections
 
 from dlmscale.errors import UserError
+
+CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
+LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
+RUN_FILES = (CONFIG, METRICS, SUMMARY)
+NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
+
+
+def config_path(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / CONFIG
+
+
+def metrics_path(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / METRICS
+
+
+def summary_path(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / SUMMARY
+
+
+def eval_path(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / EVAL
+
+
+def checkpoints_dir(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / CHECKPOINTS
+
+
+def tensorboard_dir(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / TENSORBOARD
+
+
+def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
+  """The per-sequence losses of the evaluation at `step`."""
+  return pathlib.Path(workdir) / LOSSES / f"step_{int(step):08d}.npz"
+
+
+def is_finished(workdir: str | os.PathLike) -> bool:
+  return summary_path(workdir).exists()
+
+
+def is_run_dir(workdir: str | os.PathLike) -> bool:
+  return config_path(workdir).is_file()
+
+
+class RecordError(ValueError):
+  """A record of the run directory that cannot be read as what it is (not JSON, not an object)."""
+
+
+def read_record(path: str | os.PathLike) -> dict:
+  """A JSON-object record (config, summary, eval); RecordError names the file and what is wrong."""
+  path = pathlib.Path(path)
+  try:
+    data = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    raise RecordError(f"{path}: unreadable JSON ({e})") from None
+  if not isinstance(data, dict):
+    raise RecordError(f"{path}: expected a JSON object")
+  return data
+
+
+def read_summary(workdir: str | os.PathLike) -> dict | None:
+  """The finished run's summary; None while it runs."""
+  path = summary_path(workdir)
+  return read_record(path) if path.exists() else None
+
+
+def write_summary(workdir: str | os.PathLike, summary: dict[str, Any]) -> pathlib.Path:
+  path = summary_path(workdir)
+  write_json_atomic(path, summary)
+  return path
+
 
 OPERATIONAL_KEYS = frozenset({
     "log_every_steps", "tensorboard", "checkpoint.every_steps", "checkpoint.keep",
@@ -107,7 +189,7 @@ def data_differences(old: dict, new: dict) -> list[str]:
 
 
 def stored_config(workdir: pathlib.Path) -> dict | None:
-  path = workdir / "config.json"
+  path = config_path(workdir)
   if not path.exists():
     return None
   try:
@@ -125,7 +207,7 @@ def claim_config(workdir: pathlib.Path, config: ml_collections.ConfigDict,
   with other hashes is refused unless `allow_new_data`, which keeps the old record as well.
   Everything is checked before anything is written.
   """
-  path = workdir / "config.json"
+  path = config_path(workdir)
   new = json.loads(config.to_json_best_effort())
   old = stored_config(workdir)
   if old is None:
@@ -160,7 +242,7 @@ class WorkdirLock:
   """Holds an exclusive lock on the run so two trainers never write the same directory."""
 
   def __init__(self, workdir: pathlib.Path):
-    self._f = open(workdir / ".lock", "w")
+    self._f = open(pathlib.Path(workdir) / LOCK, "w")
     try:
       fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -180,11 +262,12 @@ class MetricsLog:
   last step still recorded, so the trainer can say what was lost.
   """
 
-  def __init__(self, path: pathlib.Path, resume_step: int):
-    self.path = path
+  def __init__(self, workdir: str | os.PathLike, resume_step: int):
+    self.path = path = metrics_path(workdir)
     self.dropped, self.last_step = 0, None
     if path.exists():
-      rows, self.dropped = read_rows_counted(path)
+      rows, bad = read_rows_checked(path)
+      self.dropped = len(bad)
       kept = [r for r in rows if r["step"] <= resume_step]
       self.last_step = max((r["step"] for r in kept), default=None)
       if len(kept) != len(rows) or self.dropped:
@@ -216,24 +299,26 @@ def _row(line: str) -> dict[str, Any] | None:
   return row
 
 
-def read_rows_counted(path: pathlib.Path) -> tuple[list[dict[str, Any]], int]:
-  """(readable rows, number of non-empty lines that are not): bytes that are not UTF-8 JSON
-  objects with an integer `step` (a torn last line, a damaged file) are skipped, never fatal."""
-  rows, bad = [], 0
-  for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+def read_rows_checked(path: pathlib.Path) -> tuple[list[dict[str, Any]], list[int]]:
+  """(readable rows, 1-based numbers of the non-empty lines that are not): bytes that are not UTF-8
+  JSON objects with an integer `step` (a torn last line, a damaged file) are skipped, never fatal."""
+  rows, bad = [], []
+  if not path.exists():
+    return rows, bad
+  for lineno, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
     if not line.strip():
       continue
     row = _row(line)
     if row is None:
-      bad += 1
+      bad.append(lineno)
     else:
       rows.append(row)
   return rows, bad
 
 
-def read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
-  """Rows of a metrics.jsonl; a torn last line (a kill mid-write) or a damaged row is skipped."""
-  return read_rows_counted(path)[0] if path.exists() else []
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+  """The run's metric rows; a torn last line (a kill mid-write) or a damaged row is skipped."""
+  return read_rows_checked(metrics_path(workdir))[0]
 
 
 def best_eval(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

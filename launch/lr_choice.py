@@ -51,7 +51,7 @@ def read_sweep(root: pathlib.Path) -> list[dict[str, Any]]:
       raise UserError(f"{run}: scored on eval.set={eval_set!r}; the lr choice reads tune-set runs only "
                       "(configs/lr_sweep.py)")
     size, lr = cfg["model_size"], float(cfg["optim"]["lr"])
-    best = rundir.best_eval(rundir.read_rows(run / "metrics.jsonl"))
+    best = rundir.best_eval(rundir.read_metrics(run))
     losses = evalset.losses_path(run, best["step"]) if best else None
     out.append({"run_name": cfg.get("run_name") or run.name, "objective": cfg["objective"],
                 "losses_file": str(losses) if losses and losses.is_file() else None,

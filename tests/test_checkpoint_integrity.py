@@ -43,7 +43,7 @@ def test_every_checkpoint_records_checksums_that_verify(finished):
 def test_flipped_byte_is_detected_skipped_set_aside_and_resumed_bitwise(finished, tmp_path, capsys):
   cfg, original = finished
   final = checkpoint.load_arrays(original / "checkpoints")["params"]
-  rows = [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(original / "metrics.jsonl")]
+  rows = [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(original)]
   # A copy of the run whose newest checkpoint gets one flipped byte, same size.
   workdir = tmp_path / "run"
   import shutil
@@ -68,7 +68,7 @@ def test_flipped_byte_is_detected_skipped_set_aside_and_resumed_bitwise(finished
   got = checkpoint.load_arrays(workdir / "checkpoints")["params"]
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(final)):
     np.testing.assert_array_equal(a, b)
-  assert [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(workdir / "metrics.jsonl")] == rows
+  assert [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(workdir)] == rows
   # The re-trained newest checkpoint is readable again and rotation kept the readable ones.
   kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert newest in kept and all(checkpoint.verify(workdir / "checkpoints" / str(s)) is None for s in kept)

@@ -109,7 +109,7 @@ def test_a_noisy_run_fits_its_training_stream_worse_than_the_clean_run(tiny_corp
   for name, noise in (("clean", 0.0), ("noisy", 0.3)):
     cfg = tiny_config(tiny_corpus, data_cache, epochs=6.0, **{"data.label_noise": noise})
     train.train_and_evaluate(cfg, tmp_path / name)
-    rows = [r["loss"] for r in rundir.read_rows(tmp_path / name / "metrics.jsonl") if r["split"] == "train"]
+    rows = [r["loss"] for r in rundir.read_metrics(tmp_path / name) if r["split"] == "train"]
     final[name] = np.mean(rows[-3:])
   vocab = json.loads((tmp_path / "clean" / "summary.json").read_text())["vocab_size"]
   assert final["noisy"] - final["clean"] > 0.5 * 0.3 * (np.log(vocab - 1) - final["clean"])

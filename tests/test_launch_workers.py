@@ -107,7 +107,7 @@ def _arrays(rundir_: pathlib.Path) -> list:
 
 def _rows(rundir_: pathlib.Path) -> list[tuple]:
   from dlmscale import run_dir as rundir  # noqa: PLC0415
-  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(rundir_ / "metrics.jsonl")]
+  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(rundir_)]
 
 
 @pytest.mark.slow

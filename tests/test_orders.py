@@ -155,7 +155,7 @@ def test_main_trains_with_four_orders(tiny_corpus, data_cache, tmp_path):
   cfg = tiny_config(tiny_corpus, data_cache, "ar", **{"ar.num_orders": 4, "epochs": 6.0})
   out = _main(cfg, tmp_path)
   assert out.returncode == 0, out.stderr
-  rows = rundir.read_rows(tmp_path / "metrics.jsonl")
+  rows = rundir.read_metrics(tmp_path)
   tr = [r["loss"] for r in rows if r["split"] == "train"]
   assert np.mean(tr[-3:]) < np.mean(tr[:3]) - 0.3
   assert json.loads((tmp_path / "config.json").read_text())["ar"]["num_orders"] == 4
@@ -177,5 +177,5 @@ def test_kill_and_resume_with_orders_is_bitwise_exact(tiny_corpus, data_cache, t
   assert _main(cfg, broken, DLMSCALE_FAULT="kill:8").returncode == -9
   resumed = _main(cfg, broken)
   assert resumed.returncode == 0 and re.search(r"resuming at step \d+", resumed.stdout)
-  rows = lambda d: [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(d / "metrics.jsonl")]
+  rows = lambda d: [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(d)]
   assert rows(broken) == rows(straight)

@@ -60,7 +60,7 @@ def test_nan_loss_exits_3_and_keeps_the_last_good_checkpoint(tiny_corpus, data_c
   assert not (tmp_path / "summary.json").exists()
   params = checkpoint.load_arrays(tmp_path / "checkpoints")["params"]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
-  rows = rundir.read_rows(tmp_path / "metrics.jsonl")
+  rows = rundir.read_metrics(tmp_path)
   assert max(r["step"] for r in rows) < 5 and all(np.isfinite(r["loss"]) for r in rows)
 
 
@@ -146,7 +146,7 @@ def test_fabricated_runs_write_what_the_trainer_writes(tmp_path_factory, tiny_co
     for key, value in rundir.flatten(f).items():
       assert key in rundir.flatten(r), f"{name}: {key} is not written by the trainer"
       assert _shape(value) == _shape(rundir.flatten(r)[key]), f"{name}: {key}"
-  real_rows, fake_rows = (rundir.read_rows(d / "metrics.jsonl") for d in (real, fake))
+  real_rows, fake_rows = (rundir.read_metrics(d) for d in (real, fake))
   for split in ("train", "eval"):
     real_keys = {k: _shape(v) for row in real_rows if row["split"] == split for k, v in row.items()}
     for row in (r for r in fake_rows if r["split"] == split):

@@ -47,10 +47,10 @@ def test_metrics_log_skips_damaged_rows_and_only_rewrites_when_it_must(tmp_path)
   good = "".join(json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in range(4))
   p.write_text(good)
   ino = p.stat().st_ino
-  rundir.MetricsLog(p, resume_step=10).close()
+  rundir.MetricsLog(p.parent, resume_step=10).close()
   assert p.read_text() == good and p.stat().st_ino == ino  # nothing to drop: untouched
   p.write_bytes(good.encode() + b'{"split": "eval", "loss": 2.0}\n\xff\xfe\x00garbage\n[1, 2]\n')
-  log = rundir.MetricsLog(p, resume_step=10)
+  log = rundir.MetricsLog(p.parent, resume_step=10)
   log.close()
   assert (log.dropped, log.last_step) == (3, 3)
   assert p.read_text() == good
@@ -58,12 +58,12 @@ def test_metrics_log_skips_damaged_rows_and_only_rewrites_when_it_must(tmp_path)
 
 def test_metrics_log_deleted_while_live_is_written_again(tmp_path, capsys):
   p = tmp_path / "metrics.jsonl"
-  log = rundir.MetricsLog(p, resume_step=0)
+  log = rundir.MetricsLog(p.parent, resume_step=0)
   log.write({"step": 1, "split": "train", "loss": 1.0})
   p.unlink()
   log.write({"step": 2, "split": "train", "loss": 0.5})
   log.close()
-  assert [r["step"] for r in rundir.read_rows(p)] == [2]
+  assert [r["step"] for r in rundir.read_metrics(p.parent)] == [2]
   assert "was deleted during the run" in capsys.readouterr().out
 
 
@@ -77,7 +77,7 @@ def test_metrics_deleted_between_runs_is_reported_and_summary_has_losses(
   summary = train.train_and_evaluate(cfg, workdir)
   out = capsys.readouterr().out
   assert "warning:" in out and "cannot be rebuilt" in out and "step 5" in out
-  rows = rundir.read_rows(workdir / "metrics.jsonl")
+  rows = rundir.read_metrics(workdir)
   assert rows[0] == {**rows[0], "step": 5, "split": "eval"}  # the restored step, measured again
   assert all(summary[k] is not None for k in ("final_eval_loss", "best_eval_loss", "best_step"))
   on_disk = json.loads((workdir / "summary.json").read_text())
@@ -92,5 +92,5 @@ def test_row_without_step_does_not_break_a_resume(tiny_corpus, data_cache, tmp_p
     f.write('{"split": "train", "loss": 1.0}\n')
   summary = train.train_and_evaluate(cfg, workdir)
   assert summary["final_eval_loss"] is not None
-  assert all("step" in r for r in rundir.read_rows(workdir / "metrics.jsonl"))
+  assert all("step" in r for r in rundir.read_metrics(workdir))
   shutil.rmtree(workdir)

@@ -49,7 +49,7 @@ def _term_after(cfg, workdir: pathlib.Path, seconds: float) -> tuple[int, str]:
 
 
 def _record(workdir: pathlib.Path) -> tuple[list, list]:
-  losses = [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(workdir / "metrics.jsonl")]
+  losses = [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(workdir)]
   params = jax.tree.leaves(checkpoint.load_arrays(workdir / "checkpoints")["params"])
   return losses, params
 

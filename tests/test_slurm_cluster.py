@@ -123,7 +123,7 @@ def _manifest(workdir: pathlib.Path) -> dict:
 
 
 def _metrics_rows(run: pathlib.Path) -> list[tuple]:
-  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(run / "metrics.jsonl")]
+  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(run)]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ ITEMS = 40
 
 
 def _rows(workdir: pathlib.Path, split: str) -> list[dict]:
-  return [r for r in rundir.read_rows(workdir / "metrics.jsonl") if r["split"] == split]
+  return [r for r in rundir.read_metrics(workdir) if r["split"] == split]
 
 
 def _untimed(rows: list[dict]) -> list[dict]:
@@ -113,7 +113,7 @@ def test_off_by_default_and_the_task_changes_no_other_row(small_task, tiny_corpu
   off, on = tmp_path / "off", tmp_path / "on"
   train.train_and_evaluate(tiny_config(tiny_corpus, data_cache, "ar"), off)
   train.train_and_evaluate(tiny_config(tiny_corpus, data_cache, "ar", **{"eval.task_every": 2}), on)
-  assert {r["split"] for r in rundir.read_rows(off / "metrics.jsonl")} == {"train", "eval"}
+  assert {r["split"] for r in rundir.read_metrics(off)} == {"train", "eval"}
   assert [r["step"] for r in _rows(on, "mc")] == [8, 12]  # evaluations 4, 8, 12: every 2nd + last
   assert all(r["mc_method"] == "ar" for r in _rows(on, "mc"))
   for split in ("train", "eval"):

@@ -32,7 +32,7 @@ def _final_params(workdir: pathlib.Path) -> dict:
 
 
 def _losses(workdir: pathlib.Path) -> list[tuple]:
-  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_rows(workdir / "metrics.jsonl")]
+  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(workdir)]
 
 
 def _main(cfg, workdir: pathlib.Path, **env) -> subprocess.CompletedProcess:
@@ -135,7 +135,7 @@ def _check_golden(objective: str, m: dict, tokenizer_sha256: str) -> None:
 def test_loss_falls_and_run_dir_contract(objective, tiny_corpus, data_cache, tmp_path):
   cfg = tiny_config(tiny_corpus, data_cache, objective, epochs=6.0)
   summary = train.train_and_evaluate(cfg, tmp_path)
-  rows = rundir.read_rows(tmp_path / "metrics.jsonl")
+  rows = rundir.read_metrics(tmp_path)
   tr = [r for r in rows if r["split"] == "train"]
   ev = [r for r in rows if r["split"] == "eval"]
   assert np.mean([r["loss"] for r in tr[-3:]]) < np.mean([r["loss"] for r in tr[:3]]) - 0.5

@@ -80,5 +80,5 @@ def test_metrics_log_drops_rows_past_the_resume_step(tmp_path):
   p = tmp_path / "metrics.jsonl"
   p.write_text("".join(json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in range(10))
                + '{"step": 10, "spl')  # a torn last line from a kill mid-write
-  rundir.MetricsLog(p, resume_step=6).close()
-  assert [r["step"] for r in rundir.read_rows(p)] == list(range(7))
+  rundir.MetricsLog(p.parent, resume_step=6).close()
+  assert [r["step"] for r in rundir.read_metrics(p.parent)] == list(range(7))

@@ -194,7 +194,7 @@ class _Loop:
     self.wall_before = float(meta.get("wall_s", 0.0))
     self.window = _Window(meta.get("window"))
     self.t_start = time.perf_counter()
-    self.log = rundir.MetricsLog(workdir / "metrics.jsonl", start) if primary else None
+    self.log = rundir.MetricsLog(workdir, start) if primary else None
     self.tb = ScalarWriter(workdir / "tb") if primary and config.tensorboard else None
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
@@ -319,11 +319,11 @@ class _Loop:
       stop.restore()
 
   def finish(self, state) -> dict:
-    rows = rundir.read_rows(self.workdir / "metrics.jsonl") if self.primary else []
+    rows = rundir.read_metrics(self.workdir) if self.primary else []
     if self.last_eval_step != self.total:  # resumed at the end: the same decision on every host
       has_final = any(r.get("split") == "eval" and r["step"] == self.total for r in rows)
       self.evaluate(self.total, state.params, write=not has_final)
-      rows = rundir.read_rows(self.workdir / "metrics.jsonl") if self.primary else []
+      rows = rundir.read_metrics(self.workdir) if self.primary else []
     evals = [r for r in rows if r.get("split") == "eval"]
     best, final = rundir.best_eval(rows), (evals[-1] if evals else None)
     c = self.config
