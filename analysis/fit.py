@@ -21,7 +21,8 @@ from analysis import multistart
 from analysis.jsonable import to_jsonable
 from analysis.study_fits import COARSE_AXES
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 
 LOSS_GUESSES = ("loss", "val_loss", "final_eval_loss")
 

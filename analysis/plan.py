@@ -22,7 +22,8 @@ import numpy as np
 from analysis import collect, laws_chinchilla, laws_datacons, study, study_fits
 from analysis.jsonable import to_jsonable
 from analysis.fmt import FAM, tok
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 
 CONSTANTS = {
     "muennighoff_c4": dict(label="Muennighoff et al. C4 (published)",

@@ -14,7 +14,8 @@ import sys
 from analysis import answer, collect, critical, report_md, study, study_fits, sweeps
 from analysis.jsonable import to_jsonable
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 
 
 def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: str = "full",

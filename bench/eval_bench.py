@@ -38,7 +38,8 @@ from dlmscale.train import loop as train
 from dlmscale.eval import val_loss as validation
 from dlmscale.data import pipeline
 from dlmscale.objectives.masking import make_schedule  # noqa: E402
-from dlmscale.errors import UserError, cli_main  # noqa: E402
+from dlmscale.commands.guard import cli_main  # noqa: E402
+from dlmscale.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a diffusion run; trained first if it has no checkpoint")
 _KS = flags.DEFINE_list("ks", ["1", "4", "16", "32"], "time samples per sequence to compare")
@@ -56,7 +57,7 @@ def ensure_run(workdir: pathlib.Path, epochs: float) -> None:
   train.train_and_evaluate(cfg, workdir)
 
 
-def _terms_fn(run: restore.Run, k: int, seed: int):
+def _terms_fn(run: restore.Loaded, k: int, seed: int):
   """Per-sequence (t, n_masked, masked NLL sum) for K = k draws: both estimators from one pass."""
   schedule = make_schedule(run.config.mdm.schedule, run.config.mdm.poly_exponent)
 
@@ -69,7 +70,7 @@ def _terms_fn(run: restore.Run, k: int, seed: int):
   return jax.jit(terms), schedule
 
 
-def measure(run: restore.Run, k: int, seeds: int, val_NxL: np.ndarray) -> dict:
+def measure(run: restore.Loaded, k: int, seeds: int, val_NxL: np.ndarray) -> dict:
   """Per-sequence ELBOs (nats/token) of both estimators for `seeds` eval seeds at K = k."""
   batch, (n, L) = int(run.config.eval.batch_size), val_NxL.shape
   est = {"time": np.zeros((seeds, n)), "count": np.zeros((seeds, n))}
@@ -96,7 +97,7 @@ def measure(run: restore.Run, k: int, seeds: int, val_NxL: np.ndarray) -> dict:
   return out
 
 
-def check_matches_training_eval(run: restore.Run, val_NxL: np.ndarray, k: int, per_seq_N) -> float:
+def check_matches_training_eval(run: restore.Loaded, val_NxL: np.ndarray, k: int, per_seq_N) -> float:
   """The "time" estimator here is the trainer's eval number: the largest per-sequence difference."""
   c = run.config.copy_and_resolve_references()
   c.eval.mc_samples = k
@@ -111,7 +112,7 @@ def main(argv) -> None:
   del argv
   workdir = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="eval_bench_"))
   ensure_run(workdir, _EPOCHS.value)
-  run = restore.load_run(workdir)
+  run = restore.load(workdir)
   if run.config.objective != "mdm":
     raise UserError(f"{workdir} is an {run.config.objective} run; this benchmark needs a diffusion run")
   val_NxL = pipeline.eval_set(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL

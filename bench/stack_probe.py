@@ -1,4 +1,4 @@
-"""Does a vmapped stack of N runs raise the tiny models' train-step FLOP/s? (issue 16, stacked runs)
+"""Does a vmapped stack of N runs raise the tiny models' train-step FLOP/s? (stacked runs)
 
   python -m bench.stack_probe [--config=configs/quickstart.py] [--stacks=1,4,8] [--steps=20]
       [--objectives=ar,mdm] [--matmuls] [--profile=DIR] [--set KEY=VALUE ...]
@@ -10,7 +10,7 @@ matmul chain timed in the same process; each stack's one-step loss is checked ag
 step's. --matmuls times the step's matmul shapes alone; --profile traces the plain step and sums
 its op time by kind. With XLA_FLAGS=--xla_force_host_platform_device_count=2 each batch is split
 over two CPU devices, as the trainer does on a 2-core machine. Random tokens: only shapes matter.
-One JSON line per result. Figures and conclusions: BENCHMARKS.md, "Grid throughput (issue 16)".
+One JSON line per result. Figures and conclusions: BENCHMARKS.md, "Grid throughput".
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.grid_bench import measure_peak
 from configs import grid as grid_lib
-from launch import grids
+from dlmscale import config_file
 from dlmscale.model import flops
 from dlmscale.train import steps as program
 from dlmscale.runtime import sharding
@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--profile", default="", help="also trace the plain step into this directory and "
                  "print its op time by kind")
   a = p.parse_args(argv)
-  path, arg = grids.split_spec(a.config)
-  mod = grids.load_module(path)
+  path, arg = config_file.split_spec(a.config)
+  mod = config_file.load_module(path)
   pts = mod.sweep(arg)
   peak0, peak_cpu = measure_peak(a.peak_n)
   extra = {k: json.loads(v) if v[:1] in "0123456789[{" else v for k, v in (x.split("=", 1) for x in a.set)}

@@ -194,7 +194,7 @@ def _build(spec: Spec, config) -> tuple:
     return (setup.train_step, state, lambda x: program.put_batch(x, setup), mesh, setup.model_cfg,
             setup.compiler_options)
   from bench import plain_step
-  c = model_lib.model_config_from(config, spec.vocab)
+  c = program.model_config_from(config, spec.vocab)
   state = plain_step.init_state(jax.random.key(0), c.vocab_size, c.d_model, c.n_layers,
                                 c.n_heads, c.d_ff)
   return (plain_step.make_step(spec.objective, compiler_options=options), state, jax.numpy.asarray,
@@ -441,5 +441,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
   sys.path.insert(0, str(REPO))
-  from dlmscale.errors import cli_main
+  from dlmscale.commands.guard import cli_main
   sys.exit(cli_main(main))

@@ -31,13 +31,9 @@ evaluations per run (diffusion: 96 sequences x 4 samples, a third of a step's co
 target. Given up to get there: separate runs per epoch count (one long run's curve instead, so an
 intermediate epoch is read mid-schedule, not annealed), sizes above s1M (s3M alone would add ~50
 minutes), diffusion past 16 epochs at U = 204.8k (there it gives a bound, not a minimum), 1024
-epochs at U = 12.8k, and the larger budgets the issue suggested (25.6k-410k: twice the tokens per
-run).
+epochs at U = 12.8k, and larger budgets (25.6k-410k: twice the tokens per run).
 
-How long it took (2026-12-04, the shared 2-core development VM otherwise idle, --parallel=2, the
-committed tables in docs/cpu_study): the lr sweep 18 min 51 s (estimate 18), the choice 2 s, the
-study 89 min 29 s (estimate 92; the 52 runs' own wall times add up to 10,583 s on 2 slots): 108
-minutes start to finish, one sitting, 21:09-22:57 UTC (docs/cpu_study/PROVENANCE.md).
+How long it took, measured: docs/cpu_study/PROVENANCE.md and BENCHMARKS.md.
 
 Argument keys (lists joined with '+'): objectives, sizes, unique, epochs (empty: LONG_EPOCHS; else
 these epochs at every U), single_epoch, seeds, noise_seeds, noise_size, noise_unique.

@@ -10,15 +10,11 @@ Budget (2 idle cores, cpu_study.estimate_seconds): (0.41M + 6.55M + 2 x 0.013M t
 CPU-seconds per M tokens) = 840 core-seconds of training + evaluations + 8 starts = ~500 s, ~8.5
 minutes; the s0.2M diffusion run alone is ~490 core-seconds, so two cores finish in about that.
 The report then has both families' frontiers at one budget (the crossover answer or its bound).
-Of its fits, Kaplan's L(C_min) is the one two sizes can identify. Measured on this slice's own runs
-(2026-12-04 23:00 UTC, fresh clone of main at 75c3177, empty data cache, the 2-core dev VM otherwise
-idle): 8 min 32 s for the command above, data preparation and report included (159% CPU, 1.2 GB
-peak memory); the report answers the crossover at U = 12.8k (no crossover up to 7.7e11 FLOPs, AR
-ahead by 0.61, 95% CI 0.47-0.75, paired) and identifies AR's Kaplan L(C_min) (a_C = 0.060, 95%
-CI 0.022-0.065); every other fit says why not. These are the study's own points, run one at a time
-on both cores instead of two at a time on one core each: AR's runs match the study's to 1e-6 nats,
-diffusion's 3,200-step runs end 0.02-0.04 nats apart (a different thread count sums in a different
-order, most likely, and 3,200 steps amplify the rounding), well inside the seed-to-seed spread (0.13).
+Of its fits, Kaplan's L(C_min) is the one two sizes can identify. The measured wall time is in
+BENCHMARKS.md ("End to end: the CPU study and the quickstart"). These are the study's own points,
+run one at a time on both cores instead of two at a time on one core each: a
+different thread count sums in a different order, so long diffusion runs end a few hundredths of a
+nat from the study's, inside the seed-to-seed spread.
 
 One run of it (argument keys as in configs/cpu_study.py, lists joined with '+'):
 

@@ -8,6 +8,9 @@
     RUN/eval_losses/      per-sequence validation losses, one step_XXXXXXXX.npz per evaluation
     RUN/checkpoints/      orbax checkpoints (state + data iterator)
     RUN/tb/               TensorBoard scalars
+    RUN/params.txt        the parameter overview
+    RUN/checkpoint_errors.log   why a checkpoint could not be read (orbax's traceback)
+    RUN/launch.log        a launcher's record of each attempt at the run (launch/)
     RUN/.lock             flock()ed while a trainer writes the directory
 
 Every other module names these through the functions below, so the layout changes in one place.
@@ -30,6 +33,7 @@ from dlmscale.errors import UserError
 
 CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
 LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
+PARAMS, CHECKPOINT_ERRORS, LAUNCH_LOG = "params.txt", "checkpoint_errors.log", "launch.log"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
 NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
 
@@ -52,6 +56,10 @@ def eval_path(workdir: str | os.PathLike) -> pathlib.Path:
 
 def checkpoints_dir(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir) / CHECKPOINTS
+
+
+def launch_log(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / LAUNCH_LOG
 
 
 def tensorboard_dir(workdir: str | os.PathLike) -> pathlib.Path:

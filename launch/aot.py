@@ -27,25 +27,19 @@ from typing import Any
 
 import jax
 
-from configs import grid as config_grid
 from dlmscale.aot import compiler as aot
-from dlmscale.model import transformer as model_lib
+from dlmscale.train import steps as program
 from dlmscale.aot import topologies
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from launch import grids as grid_lib
 
 GiB = 2**30
 
 
-def point_config(grid: grid_lib.Grid, name: str) -> Any:
-  """The config the trainer would run for `name`: the file's get_config(arg) plus the point's flags."""
-  base = grid_lib.load_module(grid.path).get_config(grid.arg)
-  return config_grid.apply_overrides(base, grid.points[name])
-
-
 def shape_key(config: Any) -> str:
   """Everything the compiled steps' shapes and code depend on, as one readable string."""
-  m = dataclasses.asdict(model_lib.model_config_from(config, aot.vocab_and_mask(config)[0]))
+  m = dataclasses.asdict(program.model_config_from(config, aot.vocab_and_mask(config)[0]))
   model = f"d{m['d_model']}x{m['n_layers']}L h{m['n_heads']} ff{m['d_ff']} V{m['vocab_size']}"
   return (f"{config.objective} {config.model_size} ({model}) L={config.data.seq_len} "
           f"B={config.batch_size} evalB={config.eval.batch_size}"
@@ -57,7 +51,7 @@ def distinct_shapes(grid: grid_lib.Grid, names: list[str]) -> list[tuple[str, li
   """(key, the points sharing it, the first point's config), in grid order."""
   seen: dict[str, tuple[list[str], Any]] = {}
   for name in names:
-    config = point_config(grid, name)
+    config = grid.configs[name]
     seen.setdefault(shape_key(config), ([], config))[0].append(name)
   return [(k, names_, cfg) for k, (names_, cfg) in seen.items()]
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import importlib.util
 import json
 import pathlib
-import sys
-import types
 from typing import Any
 
 import ml_collections
@@ -23,6 +20,7 @@ import ml_collections
 from configs.grid import apply_overrides, coerce_like
 from dlmscale.model import flops
 from dlmscale.model import sizes
+from dlmscale import config_file
 from dlmscale.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -69,24 +67,6 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
 # --- Loading a grid file --------------------------------------------------------------------------
 
 
-def split_spec(spec: str) -> tuple[pathlib.Path, str | None]:
-  """'configs/datacons.py:scale=cpu' -> (absolute path, 'scale=cpu'), as config_flags splits it."""
-  path, sep, arg = spec.partition(":")
-  p = pathlib.Path(path).expanduser().resolve()
-  if not p.is_file():
-    raise UserError(f"--config: no such file {path!r} (e.g. --config=configs/datacons.py:scale=cpu)")
-  return p, (arg if sep and arg else None)
-
-
-def load_module(path: pathlib.Path) -> types.ModuleType:
-  name = f"_dlmscale_grid_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
-
-
 @dataclasses.dataclass(frozen=True)
 class Grid:
   """A loaded grid: the file, its argument, and each point's overrides and config hash."""
@@ -95,12 +75,18 @@ class Grid:
   points: dict[str, dict[str, Any]]  # run name -> overrides, in grid order
   hashes: dict[str, str]  # run name -> hash of the point's full config
   costs: dict[str, float]  # run name -> relative training cost (estimate_cost)
+  configs: dict[str, ml_collections.ConfigDict]  # run name -> the config the trainer will build
 
   @property
   def spec(self) -> str:
     """The --config value: repo-relative when the file is in the repo, so it holds on any machine."""
     path = self.path.relative_to(REPO_ROOT) if self.path.is_relative_to(REPO_ROOT) else self.path
     return f"{path}:{self.arg}" if self.arg else str(path)
+
+  @property
+  def spec_abs(self) -> str:
+    """The --config value with the file's absolute path, for loading it from any directory."""
+    return f"{self.path}:{self.arg}" if self.arg else str(self.path)
 
   @property
   def hash(self) -> str:
@@ -113,22 +99,12 @@ class Grid:
 
 def load_points(spec: str, sets: dict[str, str] | None = None) -> Grid:
   """Loads a grid file, resolves every point's full config and checks it before anything runs."""
-  path, arg = split_spec(spec)
-  module = load_module(path)
-  for fn in ("get_config", "sweep"):
-    if not callable(getattr(module, fn, None)):
-      raise UserError(
-          f"{path.name} has no {fn}(arg) function, so it is not a grid config; a grid file defines "
-          "get_config(arg) for one point and sweep(arg) returning a list of override dicts "
-          "(see configs/datacons.py)")
-  base_config = module.get_config(arg)
+  path, arg, base_config, raw = config_file.load_grid(spec)
   typed_sets = {k: coerce_like(k, v, base_config) for k, v in (sets or {}).items()}
-  raw = module.sweep(arg)
-  if not raw:
-    raise UserError(f"{path.name}:{arg or ''} sweep() returned no points; check the argument")
   points: dict[str, dict[str, Any]] = {}
   hashes: dict[str, str] = {}
   costs: dict[str, float] = {}
+  configs: dict[str, ml_collections.ConfigDict] = {}
   for overrides in raw:
     name = overrides.get("run_name")
     if not name:
@@ -138,7 +114,8 @@ def load_points(spec: str, sets: dict[str, str] | None = None) -> Grid:
     full = {**overrides, **typed_sets}
     config = apply_overrides(base_config, full)
     hashes[name], costs[name], points[name] = config_hash(config), estimate_cost(config), full
-  return Grid(path=path, arg=arg, points=points, hashes=hashes, costs=costs)
+    configs[name] = config
+  return Grid(path=path, arg=arg, points=points, hashes=hashes, costs=costs, configs=configs)
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:

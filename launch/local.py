@@ -4,7 +4,7 @@
 
 Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
 long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
-between points; `--noworkers` starts a trainer process per point. Finished points (summary.json) are
+between points; `--noworkers` starts a trainer process per point. Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
@@ -30,8 +30,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import cli_main
+from dlmscale.commands.guard import cli_main
 from dlmscale.run_dir import check_workdir
 from launch import cpus
 from launch import grids as grid_lib
@@ -45,7 +46,7 @@ WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between
 MAX_UNEXPECTED_STOPS = 3
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
-STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no summary.json, before the point counts as failed
+STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no run summary, before the point counts as failed
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -121,7 +122,7 @@ class Launcher:
     rundir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
     cpus = self._pinned(slot)
-    log = open(rundir / "launch.log", "a")
+    log = open(run_dir.launch_log(rundir), "a")
     attempt = self.tries.get(name, 0) + 1
     where = "in a worker process, as " if self.use_workers else ""
     log.write(f"\n{ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
@@ -156,7 +157,7 @@ class Launcher:
     del self.active[a.name]
     total_wall = self._recorded(a.name, "wall_s", 0.0) + wall
     fields = dict(returncode=rc, finished=mf.now(), wall_s=round(total_wall, 2))
-    log_path = self.workdir / a.name / "launch.log"
+    log_path = run_dir.launch_log(self.workdir / a.name)
     if done:
       state, verb = "done", "done"
       self.sec_per_cost.append((total_wall, self.grid.costs[a.name]))
@@ -167,7 +168,7 @@ class Launcher:
           self.todo.append(a.name)
         else:
           state, verb = "failed", "failed"
-          self.failed[a.name] = f"exited {MAX_UNEXPECTED_STOPS} times without summary.json; see {log_path}"
+          self.failed[a.name] = f"exited {MAX_UNEXPECTED_STOPS} times without {run_dir.SUMMARY}; see {log_path}"
     else:
       state, verb = "failed", "FAILED"
       if rc != USER_ERROR_RC and self.tries[a.name] <= self.args.retries and not self.stop_signal:

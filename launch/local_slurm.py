@@ -25,7 +25,9 @@ import subprocess
 import sys
 import time
 
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+
+from dlmscale.errors import UserError
 
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")  # start order; stopped in reverse

@@ -32,7 +32,8 @@ from configs import grid as grid_lib
 from dlmscale.commands import guard as cli_guard
 from dlmscale import run_dir as rundir
 from dlmscale.data import evalset
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from launch import grids
 
 FAMILIES = ("ar", "mdm")

@@ -6,12 +6,12 @@ Layout of a grid directory DIR:
                               "runs": {run_name: {"overrides", "config_hash", "cost", "state",
                               "in_grid", "attempts", "returncode", "log", "wall_s", "host", "pid",
                               "launcher", "started", "finished"}}}
-  DIR/<run_name>/            the trainer's run directory (summary.json once finished)
+  DIR/<run_name>/            the trainer's run directory (its summary once finished: dlmscale/run_dir.py)
   DIR/<run_name>/launch.log  the local launcher's log of every attempt
   DIR/.locks/<run_name>.lock flock()ed while a process runs the point; the kernel frees it when that
                              process dies, so a crashed launcher never leaves a stale lock.
 
-The truth about a point is on disk: finished iff summary.json exists, running iff its lock is held.
+The truth about a point is on disk: finished iff the run's summary exists, running iff its lock is held.
 The recorded `state` (pending|running|done|failed|preempted) is what the last launcher saw.
 
 CLI: `python -m launch.manifest --workdir=DIR` prints the grid's status; `--init=configs/F.py:ARGS`
@@ -31,8 +31,10 @@ import socket
 import sys
 from typing import Any, Callable, Iterator
 
+from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from launch import grids as grid_lib
 from launch.grids import Grid
 
@@ -46,7 +48,7 @@ def now() -> str:
 
 
 def is_finished(workdir: pathlib.Path, name: str) -> bool:
-  return (workdir / name / "summary.json").exists()
+  return run_dir.is_finished(workdir / name)
 
 
 # --- Per-run locks ------------------------------------------------------------------------------

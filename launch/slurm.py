@@ -9,7 +9,7 @@ point's lock (flock, so a local launcher or a second submission never runs it tw
 `srun python -m dlmscale.main ...`: one process per task of a multi-node allocation, which join
 through `jax.distributed` (dlmscale/multihost.py detects SLURM). `--requeue` lets SLURM restart a
 preempted task; `--signal=TERM@S` asks the trainer to checkpoint S seconds before the time limit, and
-a task whose trainer stopped without summary.json requeues itself, so a long run spans several
+a task whose trainer stopped without its summary requeues itself, so a long run spans several
 allocations (unless SLURM signalled the task's shell too: a cancelled task stays cancelled).
 After the array, a dependent job writes the analysis report (when analysis/report.py exists).
 """
@@ -22,8 +22,10 @@ import shlex
 import subprocess
 import sys
 
+from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from launch import grids as grid_lib
 from launch import manifest as mf
 
@@ -62,7 +64,7 @@ def task_script(grid: grid_lib.Grid, names: list[str], workdir: pathlib.Path, ar
       '  *) echo "no grid point for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;',
       "esac",
       f'mark() {{ {py} -m launch.manifest --workdir="$WORKDIR" --mark "$RUN=$1" || true; }}',
-      'if [ -f "$WORKDIR/$RUN/summary.json" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
+      f'if [ -f "$WORKDIR/$RUN/{run_dir.SUMMARY}" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
       'mkdir -p "$WORKDIR/.locks" "$WORKDIR/$RUN"',
       'exec 9>"$WORKDIR/.locks/$RUN.lock"',
       "if command -v flock >/dev/null; then",
@@ -71,7 +73,7 @@ def task_script(grid: grid_lib.Grid, names: list[str], workdir: pathlib.Path, ar
       '  if [ "$lk" -ne 0 ]; then echo "warning: no flock on this filesystem; the trainer\'s own lock still refuses a second run"; fi',
       "fi",
       '# (re-checked under the lock: another task may have finished the point in between)',
-      'if [ -f "$WORKDIR/$RUN/summary.json" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
+      f'if [ -f "$WORKDIR/$RUN/{run_dir.SUMMARY}" ]; then echo "$RUN already finished"; mark done; exit 0; fi',
       'echo "$(date -Is) task $SLURM_ARRAY_TASK_ID: $RUN (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}"',
       "mark running",
       "# --signal=TERM@S reaches the trainer only; scancel, scontrol requeue and preemption also signal",
@@ -80,7 +82,7 @@ def task_script(grid: grid_lib.Grid, names: list[str], workdir: pathlib.Path, ar
       "trap 'SHELL_SIGNALLED=1; echo \"SIGTERM: the trainer checkpoints and stops\"' TERM",
       f'srun --kill-on-bad-exit=1 {py} -m {args.trainer_module} "${{ARGS[@]}}"',
       "rc=$?",
-      'if [ -f "$WORKDIR/$RUN/summary.json" ]; then mark "done:$rc"; exit 0; fi',
+      f'if [ -f "$WORKDIR/$RUN/{run_dir.SUMMARY}" ]; then mark "done:$rc"; exit 0; fi',
       'if [ "$SHELL_SIGNALLED" -eq 1 ]; then',
       '  mark "preempted:$rc"; echo "$RUN stopped by SLURM (cancelled, requeued or preempted): not requeueing it here"; exit 0',
       "fi",

@@ -28,8 +28,10 @@ import sys
 import tarfile
 import time
 
+from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from launch import grids as grid_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
@@ -126,7 +128,7 @@ def mark_command(workdir: str, name: str, state: str) -> str:
 
 def point_command(grid: grid_lib.Grid, name: str, workdir: str, trainer: str) -> str:
   """Runs on every worker: skip a finished point, else train (resuming from the checkpoint)."""
-  summary = shlex.quote(f"{workdir}/{name}/summary.json")
+  summary = shlex.quote(f"{workdir}/{name}/{run_dir.SUMMARY}")
   train = shlex.join([".venv/bin/python", "-m", trainer, *grid.trainer_args(name, pathlib.PurePosixPath(workdir))])
   return _remote(f"if [ -f {summary} ]; then echo {shlex.quote(name)} already finished; else {train}; fi")
 

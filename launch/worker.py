@@ -82,36 +82,29 @@ _configs: dict[str, Any] = {}  # spec -> the grid module's get_config(arg), load
 def point_config(spec: str, overrides: dict[str, Any]):
   """The config `python -m dlmscale.main --config=SPEC --config.KEY=VALUE...` would build."""
   from configs import grid as config_grid  # noqa: PLC0415 - a worker imports what its points need
-  from launch import grids as grid_lib  # noqa: PLC0415
+  from dlmscale import config_file  # noqa: PLC0415
   if spec not in _configs:
-    path, arg = grid_lib.split_spec(spec)
-    _configs[spec] = grid_lib.load_module(path).get_config(arg)
+    _configs[spec] = config_file.load_config(spec)[3]
   return config_grid.apply_overrides(_configs[spec], overrides)
 
 
 def train_point(request: dict[str, Any]) -> int | str:
   """Trains one point in this process; the status `python -m dlmscale.main` would exit with."""
-  from dlmscale.commands import guard as cli_guard  # noqa: PLC0415
-  from dlmscale.runtime import cpu_devices
-  from dlmscale.train import loop as train
+  from dlmscale.commands import guard  # noqa: PLC0415 - a worker imports what its points need
   from dlmscale.errors import TrainingDiverged, UserError  # noqa: PLC0415
+  from dlmscale.runtime import cpu_devices  # noqa: PLC0415
+  from dlmscale.train import entry  # noqa: PLC0415
   try:
     config = point_config(request["spec"], request["overrides"])
-    if not cpu_devices.started():
-      cpu_devices.configure(config)
-    elif cpu_devices.wanted(config) not in (None, cpu_devices.current()):
+    if cpu_devices.started() and cpu_devices.wanted(config) not in (None, cpu_devices.current()):
       return RESPAWN  # this process's JAX has another device count; a fresh one will take the point
-    summary = train.train_and_evaluate(config, request["workdir"])
+    summary = entry.train(config, request["workdir"])
   except Stopped as e:
     print(f"stopped by signal {e.args[0]} before training started; re-run the same command to resume.",
           flush=True)
     raise
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return cli_guard.EXIT_USER_ERROR
-  except TrainingDiverged as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return cli_guard.EXIT_DIVERGED
+  except (UserError, TrainingDiverged) as e:
+    return guard.expected_failure(e)
   if summary is None:
     raise Stopped(0)  # the loop checkpointed on a signal: this worker stops too
   return 0
@@ -138,7 +131,7 @@ def serve(sock: socket.socket, point_fn: Callable[[dict[str, Any]], int | str]) 
     lock_fd = fds[0] if fds else -1
     stop = False
     try:
-      with output_to(pathlib.Path(request["workdir"]) / "launch.log"):
+      with output_to(run_dir.launch_log(request["workdir"])):
         try:
           rc = point_fn(request)
         except Stopped:

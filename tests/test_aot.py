@@ -20,6 +20,7 @@ from dlmscale.aot import compiler as aot
 from dlmscale.model import flops
 from dlmscale.runtime import hardware
 from dlmscale.model import transformer as model_lib
+from dlmscale.train import steps as program
 from dlmscale.aot import topologies
 from tests.conftest import REPO, subprocess_env
 
@@ -166,7 +167,7 @@ def test_cluster_point_compiles_and_fits_on_a_multi_host_v5e_slice():
   assert 0 < row["train"]["peak_bytes"] <= row["peak_bytes"] <= hbm
   assert row["eval"]["peak_bytes"] > 0
   # FSDP as asked: each chip holds 1/16 of the f32 parameters, not all of them.
-  n_params = flops.param_counts(model_lib.model_config_from(config, config.data.vocab_size))["total"]
+  n_params = flops.param_counts(program.model_config_from(config, config.data.vocab_size))["total"]
   assert row["params_bytes"] == pytest.approx(4 * n_params / len(devices), rel=0.05)
   assert row["roofline"]["step_s"] > 0 and 0 < row["roofline"]["mfu"] <= 1
 
@@ -205,7 +206,7 @@ def test_compiled_flops_agree_with_flops_py(objective):
   row = aot.attempt(config, topologies.topology_devices("v5e:2x2"))
   assert row["status"] == "ok", row.get("error")
   assert row["xla_over_flops_py_full_attention"] == pytest.approx(1.0, abs=0.04)
-  cfg = model_lib.model_config_from(config, config.data.vocab_size)
+  cfg = program.model_config_from(config, config.data.vocab_size)
   L, B = config.data.seq_len, config.batch_size
   full = flops.train_flops_per_step(dataclasses.replace(cfg, causal=False), L, B)
   assert row["xla_flops_per_step"] >= 0.99 * full

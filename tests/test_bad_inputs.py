@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -328,6 +329,55 @@ def _expand(arg: str, paths: dict[str, str]) -> list[str]:
   return [arg.format(**paths)]
 
 
+# --- every command that takes --config, enumerated from the source, fed the same bad config files ---
+
+# What each such command needs besides --config to reach its config check, and whether the file must
+# be a grid (with sweep()). A command that takes --config and is missing here fails
+# test_every_config_command_is_in_the_table: the table grows with the commands, by construction.
+CONFIG_COMMANDS = {
+    "dlmscale.commands.train": (("--workdir={new}",), False),
+    "launch.local": (("--workdir={new}",), True),
+    "launch.slurm": (("--workdir={new}",), True),
+    "launch.tpu": (("--workdir={new}", "--tpu=t", "--zone=z"), True),
+    "launch.aot": (("--topology=v5e:2x2",), True),
+}
+CONFIG_FILE_CASES = [  # (id, --config value, needles); {path} is the file as given
+    ("config-missing-file", "configs/nope.py", ("configs/nope.py", "does not exist")),
+    ("config-not-python", "README.md", ("README.md", "not a Python config")),
+    ("config-is-directory", "configs", ("configs", "is a directory")),
+    ("config-without-get-config", "configs/__init__.py", ("get_config",)),
+    ("config-syntax-error", "{broken_py}", ("not a valid Python file", "line")),
+    ("config-argument-refused", "configs/quickstart.py:bogus=1", ("bogus",)),
+]
+
+
+def config_commands() -> set[str]:
+  """Every entry module (a `__main__` block) that defines a --config flag."""
+  found = set()
+  for package in ("dlmscale", "launch", "analysis"):
+    for path in (ROOT / package).rglob("*.py"):
+      src = path.read_text()
+      if 'if __name__ == "__main__"' in src and re.search(
+          r'add_argument\(\s*"--config"|DEFINE_config_file\(\s*"config"', src):
+        found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+  return found
+
+
+def _config_cases() -> list[Case]:
+  cases = []
+  for module, (extra, grid) in CONFIG_COMMANDS.items():
+    short = module.split(".")[-1]
+    for id_, value, needles in CONFIG_FILE_CASES:
+      cases.append(Case(f"{short}-cfg-{id_}", module, (f"--config={value}", *extra), needles, ("{new}",)))
+    if grid:
+      cases.append(Case(f"{short}-cfg-without-sweep", module, ("--config=configs/base.py", *extra),
+                        ("sweep",), ("{new}",)))
+  return cases
+
+
+CASES += _config_cases()
+
+
 # Cases that get as far as preparing data, building the model or loading a run (seconds each,
 # measured with DLMSCALE_BAD_INPUT_TIMES=FILE): the slow suite. The rest fail in parsing (~0.2 s).
 SLOW = {"main-eval-sequences-too-many", "main-workdir-damaged-config-json", "main-budget-beyond-corpus",
@@ -368,6 +418,10 @@ def fast_results(paths) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def slow_results(paths) -> dict[str, dict]:
   return _run_table([c for c in SLOW_CASES if _runnable(c)], paths)
+
+
+def test_every_config_command_is_in_the_table():
+  assert config_commands() == set(CONFIG_COMMANDS)
 
 
 def test_the_table_is_large_and_its_ids_unique():

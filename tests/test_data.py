@@ -188,10 +188,10 @@ def test_given_tokenizer_reproduces_the_same_chunks(tiny, tmp_path):
   assert not given.manifest["tokenizer"]["trained"]
   with pytest.raises(UserError, match=r"299 pieces.*V=300.*vocab_size=512.*--vocab_size=300"):
     pipeline.prepare(cfg(root / "corpus", tmp_path, tokenizer=str(p.tokenizer_path), vocab_size=512))
-  assert restore.data_differences({"tokenizer_sha256": p.tokenizer_sha256}, p) == []
-  assert [d.split()[0] for d in restore.data_differences({"tokenizer_sha256": "0" * 64}, p)] == ["tokenizer"]
-  assert [d.split()[0] for d in restore.data_differences(
-      {"data_sha256": {**p.sha256s(), "val": "1" * 64}}, p)] == ["val"]
+  restore.check_tokenizer(p.sha256s(), p)  # the run's own record: no difference
+  restore.check_tokenizer({**p.sha256s(), "val": "1" * 64}, p)  # inference may read other splits
+  with pytest.raises(UserError, match="tokenizer differs"):
+    restore.check_tokenizer({**p.sha256s(), "tokenizer": "0" * 64}, p)
 
 
 def test_val_tokens_holds_out_at_least_that_many(tiny, tmp_path):

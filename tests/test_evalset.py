@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_config
 from dlmscale.train import loop as train
 from dlmscale.eval import val_loss as validation
+from dlmscale import run_dir as rundir
 from dlmscale.data import evalset, pipeline
 from dlmscale.errors import UserError
 
@@ -136,7 +137,7 @@ def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, t
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   ev = [r for r in rows if r["split"] == "eval"]
   for r in ev:
-    saved = evalset.load_losses(evalset.losses_path(tmp_path, r["step"]))
+    saved = evalset.load_losses(rundir.losses_path(tmp_path, r["step"]))
     np.testing.assert_array_equal(saved["chunk_N"], es.chunk_ids_N)
     np.testing.assert_array_equal(saved["document_N"], es.document_N)
     assert r["loss"] == pytest.approx(saved["loss_N"].mean(), rel=1e-12)

@@ -189,9 +189,9 @@ def test_open_run_at_a_requested_step(ar_run):
   """The one restore path reads a requested checkpoint exactly, and says which steps exist."""
   from dlmscale.train import open_run as restore
   from dlmscale.errors import UserError
-  newest, at = restore.load_run(ar_run), restore.load_run(ar_run, step=4)
-  assert newest.step == at.step == 4 and at.checkpointer is None and at.state.opt_state is None
+  newest, at = restore.load(ar_run), restore.load(ar_run, step=4)
+  assert newest.step == at.step == 4 and not hasattr(at, "opt_state")  # inference holds params only
   for a, b in zip(jax.tree.leaves(newest.params), jax.tree.leaves(at.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(UserError, match=r"no checkpoint at step 3 \(it has steps \[4\]\)"):
-    restore.load_run(ar_run, step=3)
+    restore.load(ar_run, step=3)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import cpu_study, grid
+from dlmscale import run_dir as rundir
 from dlmscale.data import evalset
 from launch import lr_choice
 
@@ -30,7 +31,7 @@ def _run(root: pathlib.Path, obj: str, size: str, mult: float, losses: list[floa
   best = int(np.argmin(losses))
   for r in rows:  # per-sequence losses; away from the best step they carry a run-specific offset
     shift = 0.0 if r["step"] == rows[best]["step"] else 1.0 + mult
-    evalset.save_losses(d, r["step"], r["loss"] + shift + DIFFICULTY_N, es)
+    evalset.save_losses(rundir.losses_path(d, r["step"]), r["loss"] + shift + DIFFICULTY_N, es)
   if finished:
     (d / "summary.json").write_text("{}")
 

@@ -14,7 +14,8 @@ from configs import base
 from dlmscale.model import flops
 from dlmscale.runtime import sharding
 from dlmscale.errors import UserError
-from dlmscale.model.transformer import ModelConfig, Transformer, model_config_from
+from dlmscale.model.transformer import ModelConfig, Transformer
+from dlmscale.train.steps import model_config_from
 
 TINY = ModelConfig(vocab_size=11, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=12)
 

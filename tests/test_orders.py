@@ -37,7 +37,7 @@ def _setup(cfg):
 
 
 def _apply(cfg, vocab_size):
-  model = model_lib.Transformer(model_lib.model_config_from(cfg, vocab_size))
+  model = model_lib.Transformer(program.model_config_from(cfg, vocab_size))
   return lambda p, t, **kw: model.apply({"params": p}, t, **kw)
 
 
@@ -57,7 +57,7 @@ def test_permute_reads_the_sequence_in_order_and_targets_the_next_position():
   perm, target = orders.permute(tokens_BxL, order_BxL)
   np.testing.assert_array_equal(perm, [[10, 12, 13, 11]])
   np.testing.assert_array_equal(target, [[2, 3, 1, 0]])  # slot i predicts the token at order[i+1]
-  np.testing.assert_array_equal(orders.left_to_right_targets(4), [1, 2, 3, 0])
+  np.testing.assert_array_equal(model_lib.left_to_right_targets(4), [1, 2, 3, 0])
 
 
 def test_one_order_is_bitwise_the_plain_ar_step(tiny_corpus, data_cache):

@@ -8,7 +8,7 @@ from configs import base
 from dlmscale.model import flops
 from dlmscale.model import sizes
 from dlmscale.errors import UserError
-from dlmscale.model.transformer import model_config_from
+from dlmscale.train.steps import model_config_from
 
 
 @pytest.mark.parametrize("name", list(sizes.LADDER))

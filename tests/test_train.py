@@ -93,7 +93,7 @@ def test_golden_one_step(objective, tiny_corpus, data_cache):
   assert cfg.mdm.schedule == "linear"  # the numpy MDM loss below writes out w(t) = 1/t
   out = _one_step(cfg)
   m, prepared = out["metrics"], out["prepared"]
-  model = model_lib.Transformer(model_lib.model_config_from(cfg, prepared.vocab_size))
+  model = model_lib.Transformer(program.model_config_from(cfg, prepared.vocab_size))
   apply_fn = lambda p, t: model.apply({"params": p}, t)
   logits_of = lambda t: np.asarray(jax.jit(apply_fn)(out["params0"], t))
   want = _numpy_step1_loss(cfg, objective, logits_of, out["tokens"], prepared.mask_id)

@@ -3,7 +3,7 @@
   python -m dlmscale.evaluate --workdir=RUN [--task=FILE.jsonl] [--mc_samples=K]
       [--mc_method=elbo|chain] [--mc_estimator=time|count] [--mc_items=N] [--batch_size=B] [--num_sequences=N]
 
-writes RUN/eval.json: loss, loss_se, n_tokens (validation); mc_accuracy, mc_accuracy_se (the
+writes the run's eval record (run_dir.eval_path): loss, loss_se, n_tokens (validation); mc_accuracy, mc_accuracy_se (the
 built-in task from the validation split); task_accuracy, task_accuracy_se (the task file, if given).
 """
 
@@ -12,53 +12,39 @@ from __future__ import annotations
 import sys
 import time
 
-import jax
 from absl import flags
 
 from dlmscale.eval import builtin_task
 from dlmscale.commands import guard as cli_guard
-from dlmscale.eval import choices as mc_scoring
+from dlmscale import run_dir
+from dlmscale.eval import scoring
+from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings
 from dlmscale.train import open_run as restore
-from dlmscale.runtime import sharding
 from dlmscale.eval import task_file
 from dlmscale.data import pipeline
-from dlmscale.errors import UserError, cli_main
-from dlmscale.objectives.masking import make_schedule
-from dlmscale.run_dir import write_json_atomic
-from dlmscale.eval.val_loss import Validation, per_sequence_losses, summarise
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 
 
-def validation(run, batch_size: int, num_sequences: int) -> Validation:
-  """The training-time validation number (same chunks, same eval fn) for a restored run."""
-  sharding.check_batch(batch_size, run.mesh, "--batch_size")
-  es = pipeline.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
-  with jax.set_mesh(run.mesh):
-    per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
-  return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
-
-
-def score_task(run, items, method: str, batch_size: int, estimator: str = "time"):
-  """Multiple-choice accuracy of `items` (mc_scoring.McItem) under the run's model."""
-  c = run.config
-  with jax.set_mesh(run.mesh):
-    scores = mc_scoring.score_items(
-        run.params, run.apply_fn, items, method=method, max_len=run.model_cfg.max_len,
-        pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
-        schedule=make_schedule(c.mdm.schedule, c.mdm.poly_exponent),
-        num_samples=int(c.eval.mc_samples), seed=int(c.eval.seed), estimator=estimator,
-        t_min=0.0 if estimator == "count" else float(c.mdm.t_min), put=run.put)  # count: t ~ U(0, 1)
-  return mc_scoring.accuracy(items, scores)
-
-
-def scoring_method(objective: str, mc_method: str) -> str:
-  """"" picks the family's default: exact log-probability for AR, the conditional ELBO for MDM."""
-  if mc_method not in ("", "elbo", "chain"):
-    raise UserError(f"--mc_method={mc_method!r}: choose elbo or chain (diffusion runs only)")
-  if objective == "ar":
-    if mc_method:
-      raise UserError(f"--mc_method={mc_method} is for diffusion runs; AR runs are scored exactly")
-    return "ar"
-  return mc_method or "elbo"
+def _builtin_task(run: restore.Loaded, method: str, batch_size: int, elbo: ElboSettings,
+                  mc_items: int) -> dict:
+  """The built-in task's numbers (from the validation split), or why there are none."""
+  out = {}
+  t0 = time.perf_counter()
+  try:
+    items = builtin_task.make_task(run.prepared.val_chunks, run.prepared.eod_id,
+                                   run.model_cfg.max_len, n_items=mc_items)
+  except UserError as e:  # too little validation text: still report the rest
+    print(f"warning: no built-in task: {e}", flush=True)
+    out.update(mc_accuracy=None, mc_accuracy_se=None, mc_skipped=str(e))
+  else:
+    r = scoring.score_task(run, items, method, batch_size, elbo)
+    out.update(mc_accuracy=r.accuracy, mc_accuracy_se=r.accuracy_se, mc_accuracy_norm=r.accuracy_norm,
+               mc_accuracy_norm_se=r.accuracy_norm_se, mc_items=r.n_items,
+               mc_choices=len(items[0].choices), mc_wall_s=round(time.perf_counter() - t0, 3))
+    print(f"built-in task: accuracy {r.accuracy:.4f} +/- {r.accuracy_se:.4f} ({r.n_items} items, "
+          f"{len(items[0].choices)} choices, {method})", flush=True)
+  return out
 
 
 def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = None,
@@ -70,11 +56,11 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     raise UserError(f"--mc_samples={mc_samples} must be >= 1")
   if mc_items < 1:
     raise UserError(f"--mc_items={mc_items} must be >= 1")
-  run_config = restore.read_config(workdir)
-  method = scoring_method(run_config.objective, mc_method)
+  run_config, _ = restore.read_config(workdir)
+  method = scoring.scoring_method(run_config.objective, mc_method)
   mc_estimator = mc_estimator or run_config.eval.mdm_estimator
-  if mc_estimator not in mc_scoring.ESTIMATORS:
-    raise UserError(f"--mc_estimator={mc_estimator!r}: choose one of {', '.join(mc_scoring.ESTIMATORS)}")
+  if mc_estimator not in ESTIMATORS:
+    raise UserError(f"--mc_estimator={mc_estimator!r}: choose one of {', '.join(ESTIMATORS)}")
   if mc_estimator == "count" and run_config.get("mdm", {}).get("schedule", "linear") != "linear":
     raise UserError("--mc_estimator=count assumes the linear masking schedule; use time")
 
@@ -82,46 +68,35 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     if mc_samples is not None:
       c.eval.mc_samples = int(mc_samples)
 
-  run = restore.load_run(workdir, edit)
+  run = restore.load(workdir, edit)
   c = run.config
+  elbo = ElboSettings.of(c, estimator=mc_estimator)
   batch_size = int(batch_size or c.eval.batch_size)
   out = {"workdir": str(run.workdir), "step": run.step, "objective": c.objective,
          "mc_samples": int(c.eval.mc_samples) if c.objective == "mdm" else None,
          "eval_seed": int(c.eval.seed), "eval_set": c.eval.get("set", "val"), "mc_method": method,
          "mc_estimator": mc_estimator if method == "elbo" else None}
   t0 = time.perf_counter()
-  v = validation(run, batch_size, int(num_sequences or c.eval.num_sequences))
+  v = scoring.validation(run, batch_size, int(num_sequences or c.eval.num_sequences))
   out.update(loss=v.loss, loss_se=v.loss_se, loss_se_naive=v.loss_se_naive, n_tokens=v.n_tokens,
              n_sequences=v.n_sequences, eval_documents=v.eval_documents,
              validation_wall_s=round(time.perf_counter() - t0, 3))
   print(f"validation: {v.loss:.4f} +/- {v.loss_se:.4f} nats/token ({v.n_sequences} sequences, "
         f"{v.n_tokens} tokens, {v.eval_documents} documents; SE clustered by document)", flush=True)
-  t0 = time.perf_counter()
-  try:
-    items = builtin_task.make_task(run.prepared.val_chunks, run.prepared.eod_id,
-                                   run.model_cfg.max_len, n_items=mc_items)
-  except UserError as e:  # too little validation text: still report the rest
-    print(f"warning: no built-in task: {e}", flush=True)
-    out.update(mc_accuracy=None, mc_accuracy_se=None, mc_skipped=str(e))
-  else:
-    r = score_task(run, items, method, batch_size, mc_estimator)
-    out.update(mc_accuracy=r.accuracy, mc_accuracy_se=r.accuracy_se, mc_accuracy_norm=r.accuracy_norm,
-               mc_accuracy_norm_se=r.accuracy_norm_se, mc_items=r.n_items,
-               mc_choices=len(items[0].choices), mc_wall_s=round(time.perf_counter() - t0, 3))
-    print(f"built-in task: accuracy {r.accuracy:.4f} +/- {r.accuracy_se:.4f} ({r.n_items} items, "
-          f"{len(items[0].choices)} choices, {method})", flush=True)
+  out.update(_builtin_task(run, method, batch_size, elbo, mc_items))
   if text_items is not None:
     t0 = time.perf_counter()
     items = task_file.tokenize(text_items, pipeline.load_tokenizer(run.prepared), run.prepared.eod_id,
                                run.model_cfg.max_len, str(task))
-    r = score_task(run, items, method, batch_size, mc_estimator)
+    r = scoring.score_task(run, items, method, batch_size, elbo)
     out.update(task_file=str(task), task_accuracy=r.accuracy, task_accuracy_se=r.accuracy_se,
                task_accuracy_norm=r.accuracy_norm, task_accuracy_norm_se=r.accuracy_norm_se,
                task_items=r.n_items, task_wall_s=round(time.perf_counter() - t0, 3))
     print(f"{task}: accuracy {r.accuracy:.4f} +/- {r.accuracy_se:.4f} (length-normalised "
           f"{r.accuracy_norm:.4f}; {r.n_items} items, {method})", flush=True)
-  write_json_atomic(run.workdir / "eval.json", out)
-  print(f"wrote {run.workdir / 'eval.json'}")
+  path = run_dir.eval_path(run.workdir)
+  run_dir.write_json_atomic(path, out)
+  print(f"wrote {path}")
   return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -45,16 +46,19 @@ def write_traceback(command: str, exc: BaseException) -> str:
   return path
 
 
+def expected_failure(e: UserError | TrainingDiverged) -> int:
+  """The one line and the exit status of a failure we expect: bad input (2) or divergence (3). A
+  grid worker reports its points with it too, so a point fails exactly as a solo run would."""
+  print(user_error_line(e), file=sys.stderr, flush=True)
+  return EXIT_DIVERGED if isinstance(e, TrainingDiverged) else EXIT_USER_ERROR
+
+
 def guard(body: Callable[[], int | None], command: str) -> int:
   """Runs a command's body; returns the exit status the module should `sys.exit` with."""
   try:
     return int(body() or 0)
-  except UserError as e:
-    print(user_error_line(e), file=sys.stderr, flush=True)
-    return EXIT_USER_ERROR
-  except TrainingDiverged as e:
-    print(user_error_line(e), file=sys.stderr, flush=True)
-    return EXIT_DIVERGED
+  except (UserError, TrainingDiverged) as e:
+    return expected_failure(e)
   except KeyboardInterrupt:
     print(f"interrupted; {command} stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
@@ -131,3 +135,15 @@ def parse_run_flags(define: Callable, argv: Sequence[str]):
   if not fv.workdir:
     raise UserError("--workdir=RUN is required (the directory of a trained run)")
   return fv
+
+
+def cli_main(fn: Callable[[], int | None], command: str | None = None) -> int:
+  """Runs a command's body in the entry guard (`guard`): exit 2 for a UserError,
+  3 for divergence, 1 plus a traceback file for a bug; never a traceback on the terminal."""
+  return guard(fn, command or _command_name())
+
+
+def _command_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return getattr(spec, "name", None) or pathlib.Path(sys.argv[0]).stem or "dlmscale"

@@ -29,7 +29,8 @@ from absl import flags
 from dlmscale.commands import guard as cli_guard
 from dlmscale.train import open_run as restore
 from dlmscale.data import pipeline
-from dlmscale.errors import UserError, cli_main
+from dlmscale.commands.guard import cli_main
+from dlmscale.errors import UserError
 from dlmscale.objectives.masking import Schedule, make_schedule
 
 METHODS = ("ancestral", "confidence")
@@ -181,7 +182,7 @@ def _main() -> None:
   fv = cli_guard.parse_run_flags(_define_flags, sys.argv)
   if fv.method not in METHODS:
     raise UserError(f"--method={fv.method!r}: choose one of {', '.join(METHODS)}")
-  run = restore.load_run(fv.workdir)
+  run = restore.load(fv.workdir)
   sp, eod = pipeline.load_tokenizer(run.prepared), run.prepared.eod_id
   prompt = [eod, *sp.encode(fv.prompt)]
   common = dict(num_tokens=fv.num_tokens, max_len=run.model_cfg.max_len, mask_id=run.prepared.mask_id,

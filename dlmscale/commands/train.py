@@ -14,7 +14,7 @@ import sys
 def _exit_before_training(signum, frame) -> None:
   """SIGTERM/SIGINT before the training loop installs its own handler: exit 0 at once.
 
-  Nothing of the run is half-written before the loop (config.json is replaced atomically, prepared
+  Nothing of the run is half-written before the loop (its config record is replaced atomically, prepared
   data is built in a temporary directory and renamed), so there is nothing to save. os._exit skips
   the interpreter teardown, which crashed (SIGSEGV) when the stop arrived while XLA was starting,
   and raises nothing that an `except` in library code (or a gc callback) could swallow.
@@ -34,7 +34,6 @@ if __name__ == "__main__":  # the first instructions: a stop from here on is hon
     signal.signal(_sig, _exit_before_training)
 
 # pylint: disable=wrong-import-position
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import re  # noqa: E402
@@ -43,6 +42,7 @@ import ml_collections  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from dlmscale import config_file  # noqa: E402
 from dlmscale.commands import guard as cli_guard  # noqa: E402
 from dlmscale import run_dir as rundir
 from dlmscale.errors import UserError  # noqa: E402
@@ -56,7 +56,7 @@ _ALLOW_NEW_DATA = flags.DEFINE_bool(
 
 _FLAG_ERRORS = (flags.Error, KeyError, AttributeError, ValueError, TypeError, SyntaxError, OSError,
                 ImportError)
-_EXAMPLES = "e.g. --config=configs/base.py or --config=configs/quickstart.py:objective=mdm"
+_EXAMPLES = config_file.EXAMPLES
 
 
 def config_spec(argv: list[str]) -> str | None:
@@ -70,27 +70,10 @@ def config_spec(argv: list[str]) -> str | None:
   return None
 
 
-def check_config_path(spec: str | None) -> None:
-  """A --config that is not an existing .py file is a UserError naming it (before absl imports it)."""
-  if spec is None:
-    raise UserError(f"--config=configs/FILE.py[:ARGS] is required ({_EXAMPLES})")
-  path = pathlib.Path(spec.split(":", 1)[0]).expanduser()
-  if not path.exists():
-    raise UserError(f"--config={spec}: {path} does not exist ({_EXAMPLES}; paths are relative to "
-                    f"{pathlib.Path.cwd()})")
-  if not path.is_file() or path.suffix != ".py":
-    raise UserError(f"--config={spec}: {path} is not a Python config file with get_config() "
-                    f"({_EXAMPLES})")
-
-
 def config_keys(spec: str) -> list[str]:
   """Every dotted key of the config file's get_config() (for naming the closest to a typo)."""
-  path, _, arg = spec.partition(":")
   try:
-    module_spec = importlib.util.spec_from_file_location("_dlmscale_config_keys", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    config = config_file.load_config(spec)[3]
     return sorted(rundir.flatten(json.loads(config.to_json_best_effort())))
   except (UserError, *_FLAG_ERRORS):  # the flag parser already failed; this only adds a hint
     return []
@@ -127,7 +110,7 @@ def flag_error_message(e: BaseException, argv: list[str]) -> str:
 def parse_flags(argv: list[str]) -> tuple[ml_collections.ConfigDict, str, bool]:
   """(config, workdir, allow_new_data) from argv; every problem is a UserError, nothing is written."""
   cli_guard.exit_on_help(flags.FLAGS, argv)
-  check_config_path(config_spec(argv))
+  config_file.load_config(config_spec(argv))  # the shared door: every file problem is one line here
   try:
     rest = flags.FLAGS(argv)
     config = _CONFIG.value
@@ -143,12 +126,8 @@ def parse_flags(argv: list[str]) -> tuple[ml_collections.ConfigDict, str, bool]:
 
 def _main() -> int:
   config, workdir, allow_new_data = parse_flags(sys.argv)
-  from dlmscale.runtime import cpu_devices  # noqa: PLC0415 - after flags, before JAX starts
-  from dlmscale.runtime import multihost
-  from dlmscale.train import loop as train
-  if not multihost.maybe_initialize():
-    cpu_devices.configure(config)
-  train.train_and_evaluate(config, workdir, allow_new_data=allow_new_data)
+  from dlmscale.train import entry  # noqa: PLC0415 - after the flags: JAX starts only for a valid run
+  entry.train(config, workdir, allow_new_data=allow_new_data)
   return 0
 
 

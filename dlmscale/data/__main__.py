@@ -1,9 +1,5 @@
-"""python -m dlmscale.data: prepares data on its own and prints a summary (pipeline._main)."""
+"""`python -m dlmscale.data`, kept at its documented name; the command is dlmscale/commands/prepare_data.py."""
 
-import sys
+import runpy
 
-from dlmscale.commands import guard as cli_guard
-from dlmscale.data import pipeline
-
-pipeline._define_flags()  # pylint: disable=protected-access
-sys.exit(cli_guard.guard(pipeline._main, "dlmscale.data"))  # pylint: disable=protected-access
+runpy.run_module("dlmscale.commands.prepare_data", run_name="__main__", alter_sys=True)

@@ -113,9 +113,6 @@ def draw(val_NxL: np.ndarray, eod_id: int, num_sequences: int, seed: int, which:
 
 # --- errors that respect the grouping, and the per-sequence record ---------------------------------
 
-LOSSES_DIR = "eval_losses"  # in a run directory: one step_XXXXXXXX.npz per evaluation
-
-
 def clustered_se(x_N: np.ndarray, group_N: np.ndarray | None = None) -> float:
   """Cluster-robust standard error of mean(x) with clusters `group_N` (CR1: G/(G-1) correction).
 
@@ -133,13 +130,10 @@ def clustered_se(x_N: np.ndarray, group_N: np.ndarray | None = None) -> float:
   return float(np.sqrt(n_groups / (n_groups - 1) * np.sum(sums_G ** 2)) / x_N.size)
 
 
-def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
-  return pathlib.Path(workdir) / LOSSES_DIR / f"step_{int(step):08d}.npz"
-
-
-def save_losses(workdir: str | os.PathLike, step: int, loss_N: np.ndarray, es: EvalSet) -> None:
-  """Writes the per-sequence losses of one evaluation with their chunk and document ids (atomic)."""
-  path = losses_path(workdir, step)
+def save_losses(path: str | os.PathLike, loss_N: np.ndarray, es: EvalSet) -> None:
+  """Writes the per-sequence losses of one evaluation with their chunk and document ids (atomic) at
+  `path` (run_dir.losses_path names it in a run directory)."""
+  path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
   with open(tmp, "wb") as f:

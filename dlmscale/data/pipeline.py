@@ -5,8 +5,7 @@ documents into train/validation first and training the tokenizer on the training
 `train_iterator` then draws the U-token budget (the first ceil(U/L) chunks of one seeded permutation,
 so budgets are nested) and repeats it E times in a fresh order each epoch.
 
-Command line (prepares data on its own and prints a summary):
-  python -m dlmscale.data --corpus=python-stdlib --vocab_size=2048 --seq_len=256 [--out_dir=DIR]
+`python -m dlmscale.data` (dlmscale/commands/prepare_data.py) prepares data on its own.
 """
 
 from __future__ import annotations
@@ -274,29 +273,30 @@ class RunData:
   """A run's data from one pass over the stages: what the trainer, evaluator and sampler read."""
   prepared: Prepared
   total_steps: int  # steps_for_budget: the run's length, which the lr schedule is built for
-  val_set: evalset.EvalSet | None = None  # training only: the evaluator may ask for other sequences
-  iterator: grain.DatasetIterator | None = None  # training only
 
 
-def for_run(config: ml_collections.ConfigDict, *, training: bool = False, process_index: int = 0,
-            process_count: int = 1) -> RunData:
-  """corpus -> split -> tokenizer -> pack -> store -> budget (-> eval set -> iterator when training).
+def for_run(config: ml_collections.ConfigDict) -> RunData:
+  """corpus -> split -> tokenizer -> pack -> store -> budget.
 
   The one call through which a run's config enters the data package, so every input error in the
   data is raised here, before anything else is built.
   """
   prepared = prepare(config.data)
   total = steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
-  if not training:
-    return RunData(prepared, total)
+  return RunData(prepared, total)
+
+
+def training_inputs(config: ml_collections.ConfigDict, prepared: Prepared, process_index: int = 0,
+                    process_count: int = 1) -> tuple[evalset.EvalSet, "grain.DatasetIterator"]:
+  """What only training reads: the fixed validation sequences and this host's batch iterator."""
   val_set = eval_set(prepared, config.eval.num_sequences, config.eval.get("set", "val"))
   it = train_iterator(prepared, unique_tokens=config.unique_tokens, epochs=config.epochs,
                       global_batch=config.batch_size, seed=config.seed, process_index=process_index,
                       process_count=process_count, label_noise=config.data.label_noise)
-  return RunData(prepared, total, val_set, it)
+  return val_set, it
 
 
-# --- command line --------------------------------------------------------------------------------
+# --- what was prepared, in words --------------------------------------------------------------------------------
 
 
 def summary(prepared: Prepared) -> str:
@@ -316,28 +316,3 @@ def summary(prepared: Prepared) -> str:
                  f"x {m['seq_len']} = {s['chunk_tokens']:,} tokens ({s['dropped_tokens']:,} tail dropped)")
   lines.append(f"  seed={m['seed']} dtype={m['dtype']} prepared {m['created']} in {m['prepare_seconds']} s")
   return "\n".join(lines)
-
-
-def _define_flags():
-  """One flag per DataConfig field (its default and help), plus --out_dir."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("out_dir", "", "write the prepared data exactly here (default: a cache directory)")
-  define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string}
-  for f in dataclasses.fields(DataConfig):
-    if f.name == "format":
-      flags.DEFINE_enum(f.name, f.default, list(corpus_lib.FORMATS), f.metadata["help"])
-    elif f.name != "label_noise":  # applied to training batches, not to prepared data
-      define[f.type](f.name, f.default, f.metadata["help"])
-  return flags.FLAGS
-
-
-def _main() -> int:
-  import sys  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from dlmscale.commands import guard as cli_guard  # pylint: disable=g-import-not-at-top
-  cli_guard.parse_absl(flags.FLAGS, sys.argv)
-  f = flags.FLAGS
-  cfg = DataConfig.of({k.name: f[k.name].value for k in dataclasses.fields(DataConfig) if k.name in f})
-  print(summary(prepare(cfg, out_dir=f.out_dir or None)))
-  return 0
-

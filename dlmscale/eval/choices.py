@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlmscale.objectives.masking import Schedule
-from dlmscale.objectives import ESTIMATORS, elbo_draws, elbo_weights, token_nll
+from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings, elbo_draws, elbo_weights
+from dlmscale.objectives.nll import token_nll
 
 METHODS = ("ar", "elbo", "chain")
 PAD_MULTIPLE = 16
@@ -173,18 +174,17 @@ def mdm_chain_logprob(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, 
 
 
 @functools.lru_cache(maxsize=32)  # one compiled scorer per setting, reused across calls
-def make_scorer(method: str, apply_fn: ApplyFn, *, mask_id: int, schedule: Schedule | None = None,
-                num_samples: int = 1, seed: int = 0, max_choice_len: int = 1,
-                estimator: str = "time", t_min: float = 0.0) -> Callable:
+def make_scorer(method: str, apply_fn: ApplyFn, *, mask_id: int, elbo: ElboSettings | None = None,
+                max_choice_len: int = 1) -> Callable:
   """jit(params, tokens_BxL, start_B, length_B, item_B) -> score_B for one method."""
   if method == "ar":
     fn = lambda p, *a: ar_logprob(p, apply_fn, *a, mask_id=mask_id)  # noqa: E731
   elif method == "elbo":
-    if num_samples < 1:
-      raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    fn = lambda p, *a: mdm_elbo_score(p, apply_fn, *a, mask_id=mask_id, schedule=schedule,  # noqa: E731
-                                      num_samples=num_samples, seed=seed, estimator=estimator,
-                                      t_min=t_min)
+    if elbo is None or elbo.num_samples < 1:
+      raise ValueError(f"the elbo method needs ElboSettings with num_samples >= 1, got {elbo}")
+    fn = lambda p, *a: mdm_elbo_score(p, apply_fn, *a, mask_id=mask_id, schedule=elbo.schedule,  # noqa: E731
+                                      num_samples=elbo.num_samples, seed=elbo.seed,
+                                      estimator=elbo.estimator, t_min=elbo.clipped)
   elif method == "chain":
     fn = lambda p, *a: mdm_chain_logprob(p, apply_fn, *a, mask_id=mask_id,  # noqa: E731
                                          max_choice_len=max_choice_len)
@@ -194,21 +194,16 @@ def make_scorer(method: str, apply_fn: ApplyFn, *, mask_id: int, schedule: Sched
 
 
 def score_items(params, apply_fn: ApplyFn, items: Sequence[McItem], *, method: str, max_len: int,
-                pad_id: int, mask_id: int, batch_size: int, schedule: Schedule | None = None,
-                num_samples: int = 1, seed: int = 0, estimator: str = "time", t_min: float = 0.0,
+                pad_id: int, mask_id: int, batch_size: int, elbo: ElboSettings | None = None,
                 put: Callable[[np.ndarray], jax.Array] = jnp.asarray) -> list[np.ndarray]:
   """One score per choice of every item (nats); batches are padded by repeating a row, then cropped.
 
-  t_min clips the time samples of the "time" estimator (pass config.mdm.t_min to match training's
-  eval); the "count" estimator always draws t ~ U(0, 1), which its weights assume.
+  `elbo` says how the diffusion ELBO is estimated (method "elbo" only; see ElboSettings).
   """
   if not items:
     return []
   max_choice = max(len(c) for item in items for c in item.choices) if method == "chain" else 1
-  scorer = make_scorer(method, apply_fn, mask_id=mask_id, schedule=schedule,
-                       num_samples=num_samples if method == "elbo" else 1, seed=seed,
-                       max_choice_len=max_choice, estimator=estimator if method == "elbo" else "time",
-                       t_min=float(t_min) if method == "elbo" and estimator == "time" else 0.0)
+  scorer = make_scorer(method, apply_fn, mask_id=mask_id, elbo=elbo, max_choice_len=max_choice)
   scores = [np.full(len(item.choices), np.nan) for item in items]
   for rows in build_rows(items, max_len, pad_id):
     n = len(rows.where_N)

@@ -17,10 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from dlmscale.objectives import orders
-from dlmscale.model import sizes
 from dlmscale.errors import UserError
 
 REMAT = ("none", "full", "dots")
@@ -76,29 +73,9 @@ def validate(cfg: ModelConfig) -> ModelConfig:
   return cfg
 
 
-def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-  """The model a run config describes: ladder shape (or custom), nonzero overrides, the objective."""
-  if config.objective not in OBJECTIVES:
-    raise UserError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-  m = config.model
-  fields = ("d_model", "n_layers", "n_heads", "d_ff")
-  if config.model_size == "custom":
-    missing = [f for f in fields if not m[f]]
-    if missing:
-      raise UserError(f"model_size='custom' needs config.model.{', config.model.'.join(missing)} "
-                      "set to positive values (or pick a ladder size from dlmscale/sizes.py)")
-    shape = {f: int(m[f]) for f in fields}
-  else:
-    try:
-      base = sizes.shape(config.model_size)
-    except ValueError as e:
-      raise UserError(str(e)) from None
-    shape = {f: int(m[f]) if m[f] else getattr(base, f) for f in fields}
-  return validate(ModelConfig(
-      vocab_size=int(vocab_size), max_len=int(config.data.seq_len),
-      causal=config.objective == "ar", dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-      tie_embeddings=bool(m.tie_embeddings), attention=m.attention,
-      target_position_embedding=orders.tells_target(config), **shape))
+def left_to_right_targets(length: int) -> jax.Array:
+  """Slot i predicts position i + 1; the last slot predicts nothing (0: never a target, never scored)."""
+  return jnp.concatenate([jnp.arange(1, length), jnp.zeros((1,), jnp.int32)]).astype(jnp.int32)
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
@@ -222,7 +199,7 @@ class Transformer(nn.Module):
     x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(cfg.dtype)
     if cfg.target_position_embedding:
       if target_positions_BxL is None:
-        target_positions_BxL = orders.left_to_right_targets(tokens_BxL.shape[-1])[None]
+        target_positions_BxL = left_to_right_targets(tokens_BxL.shape[-1])[None]
       target_LxD = _param(self, "target_embedding", (cfg.max_len, D), ("length", "embed"), INIT_STD)
       x_BxLxD = x_BxLxD + jnp.take(target_LxD, target_positions_BxL, axis=0).astype(cfg.dtype)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))

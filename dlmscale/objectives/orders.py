@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from dlmscale.errors import UserError
+from dlmscale.objectives.nll import token_nll, top1_correct
 
 _ORDERS_SEED_TAG = 5  # SeedSequence([seed, tag]) draws the order set
 _CHOICE_FOLD = 7  # fold_in(step key, tag) draws each sequence's order
@@ -70,11 +71,6 @@ def order_set(seed: int, n: int, length: int) -> np.ndarray:
   return np.stack(rows).astype(np.int32)
 
 
-def left_to_right_targets(length: int) -> jax.Array:
-  """Slot i predicts position i + 1; the last slot predicts nothing (0: never a target, never scored)."""
-  return jnp.concatenate([jnp.arange(1, length), jnp.zeros((1,), jnp.int32)]).astype(jnp.int32)
-
-
 def permute(tokens_BxL: jax.Array, order_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The sequence read in `order`, and each slot's target position (the next slot's position)."""
   tokens_perm_BxL = jnp.take_along_axis(tokens_BxL, order_BxL, axis=1)
@@ -90,7 +86,6 @@ def ar_orders_loss(params: Any, apply_fn, batch: dict, rng: jax.Array, *, orders
   tell_target=False feeds no target positions (the model then has no target embedding): with the
   single left-to-right order this is the plain AR loss, which tests/test_orders.py checks bitwise.
   """
-  from dlmscale.objectives import token_nll, top1_correct  # pylint: disable=g-import-not-at-top (cycle)
   tokens_BxL = batch["tokens"]
   choice_B = jax.random.randint(jax.random.fold_in(rng, _CHOICE_FOLD), tokens_BxL.shape[:1], 0,
                                 orders_NxL.shape[0])

@@ -23,11 +23,12 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from dlmscale import run_dir
 from dlmscale.data import chunks
 from dlmscale.errors import UserError, first_line
 
 CHECKSUMS = "checksums.json"
-ERROR_LOG = "checkpoint_errors.log"
+ERROR_LOG = run_dir.CHECKPOINT_ERRORS
 UNREADABLE_PREFIX = "unreadable-"
 
 

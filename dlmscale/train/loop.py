@@ -7,11 +7,9 @@ resumed after a kill continues with exactly the batches, masks and parameters it
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-import os
 import pathlib
-import signal
 import time
 from typing import Any
 
@@ -25,6 +23,8 @@ from dlmscale.runtime import compile_cache
 from dlmscale.model import flops
 from dlmscale.runtime import hardware
 from dlmscale.eval import choices as mc_scoring
+from dlmscale.train import checkpoint
+from dlmscale.train import stops
 from dlmscale.train import timer as phases
 from dlmscale.train import steps as program
 from dlmscale.train import open_run as restore
@@ -36,41 +36,6 @@ from dlmscale.data import evalset, pipeline
 from dlmscale.errors import TrainingDiverged
 from dlmscale.train.config_checks import validate
 from dlmscale.train.tensorboard import ScalarWriter
-
-
-def _fault_injection() -> tuple[str, int] | None:
-  """Test hook: DLMSCALE_FAULT=kill:N (SIGKILL) or term:N (SIGTERM) sent to itself before step N,
-  or nan:N (the parameters become NaN before step N, so step N's loss is NaN: divergence)."""
-  spec = os.environ.get("DLMSCALE_FAULT", "")
-  if not spec:
-    return None
-  kind, step = spec.split(":")
-  return kind, int(step)
-
-
-def _maybe_fault(fault: tuple[str, int] | None, step: int, state):
-  """The state to train step `step` from (poisoned for nan:N)."""
-  if fault and fault[1] == step:
-    if fault[0] == "nan":
-      return state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
-    os.kill(os.getpid(), {"kill": signal.SIGKILL, "term": signal.SIGTERM}[fault[0]])
-  return state
-
-
-class _StopFlag:
-  """SIGTERM/SIGINT ask the loop to checkpoint at the current step and exit cleanly."""
-
-  def __init__(self):
-    self.signal: int | None = None
-    self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-
-  def _handle(self, signum, frame) -> None:
-    del frame
-    self.signal = signum
-
-  def restore(self) -> None:
-    for s, h in self._old.items():
-      signal.signal(s, h)
 
 
 class _Window:
@@ -102,71 +67,94 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """Trains until the token budget is spent; returns the summary, or None if stopped by a signal.
 
   Everything that can fail on the user's input (the config, the workdir, the data, the mesh, the
-  model) is checked before the workdir is created or touched, so a failed start leaves it as it was.
+  model, the task items) is checked before the workdir is created or touched, so a failed start
+  leaves it as it was. Then, in one line: build -> claim the workdir -> resume -> loop.
   """
   validate(config)
   workdir = rundir.check_workdir(workdir)
   compile_cache.enable()
   with phases.PhaseClock() as clock:
-    return _prepare_and_run(config, workdir, allow_new_data, clock)
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch(config.batch_size, mesh)
+    sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+    built = restore.build(config, mesh, clock)
+    with clock.phase("data"):
+      val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
+                                                   jax.process_count())
+      items = task_curve.build_items(config, built.prepared, built.model_cfg.max_len)
+    lock = _claim(config, workdir, built.prepared, allow_new_data)
+    try:
+      with clock.phase("checkpoint"):
+        ckpt = checkpoint.Checkpointer(rundir.checkpoints_dir(workdir), int(config.checkpoint.keep),
+                                       set_aside_unreadable=True)
+        try:
+          restored = restore.resume(built, ckpt)
+        except BaseException:
+          ckpt.close()
+          raise
+      if restored.step:
+        iterator.set_state(restored.data_state)
+      return _run(TrainRun(built, workdir, val_set, iterator, items, ckpt, restored), clock)
+    finally:
+      if lock:
+        lock.release()
 
 
-def _prepare_and_run(config: ml_collections.ConfigDict, workdir: pathlib.Path, allow_new_data: bool,
-                     clock: phases.PhaseClock) -> dict | None:
-  """Builds everything from the config, then (and only then) claims the workdir and trains."""
-  claim = _Claim(config, workdir, allow_new_data, clock)
+def _claim(config: ml_collections.ConfigDict, workdir: pathlib.Path, prepared: pipeline.Prepared,
+           allow_new_data: bool) -> rundir.WorkdirLock | None:
+  """The workdir, taken once all is built: created, locked and its config (with the prepared data's
+  hashes) written or checked against the stored one. The primary host alone writes."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() != 0:
+    return None
+  lock = rundir.WorkdirLock(workdir)
   try:
-    run = restore.open_run(config, workdir, training=True, allow_new_data=allow_new_data,
-                           claim=claim, clock=clock)
-    return _run(run, claim.items, clock)
-  finally:
-    claim.release()
+    rundir.claim_config(workdir, config, prepared.sha256s(), allow_new_data)
+  except BaseException:
+    lock.release()
+    raise
+  return lock
 
 
-class _Claim:
-  """What the trainer does once data, mesh and program are built, before a checkpoint is read: the
-  task items (too little text fails here, with the workdir untouched), then the workdir itself."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainRun:
+  """Everything the loop reads, in one object: the built run, its workdir, what only training needs
+  and the state it continues from."""
+  built: restore.Built
+  workdir: pathlib.Path
+  val_set: evalset.EvalSet
+  iterator: Any
+  items: list[mc_scoring.McItem] | None
+  ckpt: checkpoint.Checkpointer
+  restored: checkpoint.Restored
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: pathlib.Path, allow_new_data: bool,
-               clock: phases.PhaseClock):
-    self.config, self.workdir, self.allow_new_data, self.clock = config, workdir, allow_new_data, clock
-    self.items: list[mc_scoring.McItem] | None = None
-    self.lock: rundir.WorkdirLock | None = None
-
-  def __call__(self, data: pipeline.RunData, setup: program.Setup) -> None:
-    with self.clock.phase("data"):
-      self.items = task_curve.build_items(self.config, data.prepared, setup.model_cfg.max_len)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-      self.lock = rundir.WorkdirLock(self.workdir)
-      rundir.claim_config(self.workdir, self.config, data.prepared.sha256s(), self.allow_new_data)
-
-  def release(self) -> None:
-    if self.lock:
-      self.lock.release()
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.built.config
 
 
-def _run(run: restore.Run, items: list[mc_scoring.McItem] | None, clock: phases.PhaseClock) -> dict | None:
-  config, workdir, setup, total, start = run.config, run.workdir, run.setup, run.total_steps, run.step
-  if start >= total and (workdir / "summary.json").exists():
+def _run(run: TrainRun, clock: phases.PhaseClock) -> dict | None:
+  config, workdir, setup = run.config, run.workdir, run.built.setup
+  total, start = run.built.data.total_steps, run.restored.step
+  if start >= total and rundir.is_finished(workdir):
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
-    run.checkpointer.close()
-    return json.loads((workdir / "summary.json").read_text())
+    run.ckpt.close()
+    return rundir.read_summary(workdir)
   primary = jax.process_index() == 0
-  loop = _Loop(run, items, primary, clock)
+  loop = _Loop(run, primary, clock)
   if primary and start == 0:
-    overview = parameter_overview.get_parameter_overview(run.state.params, include_stats=False)
-    rundir.write_text_atomic(workdir / "params.txt", overview + "\n")
+    overview = parameter_overview.get_parameter_overview(run.restored.state.params, include_stats=False)
+    rundir.write_text_atomic(workdir / rundir.PARAMS, overview + "\n")
   print(f"{config.objective} {setup.model_cfg.n_layers}L d{setup.model_cfg.d_model}: "
         f"{loop.counts['non_embedding'] / 1e6:.3f}M non-embedding params, {total} steps of "
         f"{config.batch_size}x{config.data.seq_len} tokens"
         + (f", resuming at step {start}" if start else ""), flush=True)
   with jax.set_mesh(setup.mesh):
-    return loop.run(run.state)
+    return loop.train(run.restored.state)
 
 
 def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
-  """Says (once, on stdout) what a resume found missing from metrics.jsonl; True if rows are lost."""
+  """Says (once, on stdout) what a resume found missing from the metrics log; True if rows are lost."""
   if start == 0 or (log.last_step is not None and not log.dropped):
     return False
   what = (f"had {log.dropped} unreadable row(s)" if log.last_step is not None
@@ -180,27 +168,26 @@ def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, run: restore.Run, items: list[mc_scoring.McItem] | None, primary: bool,
-               clock: phases.PhaseClock):
-    config, workdir, setup, meta, start = run.config, run.workdir, run.setup, run.meta, run.step
-    self.config, self.workdir, self.primary, self.clock = config, workdir, primary, clock
-    self.prepared, self.setup, self.total = run.prepared, setup, run.total_steps
-    self.val_set = run.data.val_set
-    self.ckpt, self.it, self.start = run.checkpointer, run.data.iterator, start
+  def __init__(self, run: TrainRun, primary: bool, clock: phases.PhaseClock):
+    config, meta = run.config, run.restored.meta
+    self.run, self.config, self.workdir, self.primary, self.clock = run, config, run.workdir, primary, clock
+    self.setup, self.total, self.start = run.built.setup, run.built.data.total_steps, run.restored.step
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
-    self.counts = flops.param_counts(setup.model_cfg)
-    self.flops_per_step = flops.train_flops_per_step(setup.model_cfg, self.seq_len, self.batch)
+    self.counts = flops.param_counts(self.setup.model_cfg)
+    self.flops_per_step = flops.train_flops_per_step(self.setup.model_cfg, self.seq_len, self.batch)
     self.budget_chunks = math.ceil(config.unique_tokens / self.seq_len)
     self.wall_before = float(meta.get("wall_s", 0.0))
     self.window = _Window(meta.get("window"))
     self.t_start = time.perf_counter()
-    self.log = rundir.MetricsLog(workdir, start) if primary else None
-    self.tb = ScalarWriter(workdir / "tb") if primary and config.tensorboard else None
+    self.log = rundir.MetricsLog(self.workdir, self.start) if primary else None
+    self.tb = ScalarWriter(rundir.tensorboard_dir(self.workdir)) if primary and config.tensorboard else None
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
-    self.task = task_curve.TaskCurve(config, run.prepared, setup, items) if items else None
-    self.reevaluate_start = bool(self.log) and _metrics_lost(self.log, start) and jax.process_count() == 1
+    self.task = (task_curve.TaskCurve(config, run.built.prepared, self.setup, run.items)
+                 if run.items else None)
+    self.reevaluate_start = (bool(self.log) and _metrics_lost(self.log, self.start)
+                             and jax.process_count() == 1)
 
   def wall_s(self) -> float:
     return self.wall_before + time.perf_counter() - self.t_start
@@ -222,8 +209,8 @@ class _Loop:
     """Handles the fetched scalars of `step` (1-based: the state after `step` updates)."""
     loss = float(m["loss"])
     if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
-      kept = self.ckpt.steps()
-      where = (f"The last good checkpoint (step {kept[-1]}) in {self.workdir / 'checkpoints'} is "
+      kept = self.run.ckpt.steps()
+      where = (f"The last good checkpoint (step {kept[-1]}) in {rundir.checkpoints_dir(self.workdir)} is "
                "kept." if kept else "No checkpoint had been saved yet.")
       raise TrainingDiverged(
           f"loss is {loss} (grad norm {float(m['grad_norm'])}) at step {step}; stopping. {where} "
@@ -247,14 +234,14 @@ class _Loop:
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = validation.per_sequence_losses(self.setup.eval_step, params, self.val_set.tokens_NxL,
+    per_seq = validation.per_sequence_losses(self.setup.eval_step, params, self.run.val_set.tokens_NxL,
                                            self.config.eval.batch_size, put)
-    v = validation.summarise(per_seq, self.seq_len, self.val_set.document_N)
+    v = validation.summarise(per_seq, self.seq_len, self.run.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
            "eval_documents": v.eval_documents}
     if self.primary and write:  # per-sequence losses first: a metrics row always has its file
-      evalset.save_losses(self.workdir, step, per_seq, self.val_set)
+      evalset.save_losses(rundir.losses_path(self.workdir, step), per_seq, self.run.val_set)
     if write:
       self.write(row, {"eval/loss": v.loss})
     if self.primary and write:
@@ -271,21 +258,21 @@ class _Loop:
 
   def save(self, step: int, state) -> None:
     meta = {"wall_s": self.wall_s(), "window": self.window.sums(),
-            "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step,
-            "data_sha256": self.prepared.sha256s()}
-    self.ckpt.save(step, state, self.it.get_state(), meta)
+            "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "step": step,
+            "data_sha256": self.run.built.prepared.sha256s()}
+    self.run.ckpt.save(step, state, self.run.iterator.get_state(), meta)
 
-  def run(self, state) -> dict | None:
-    stop, fault = _StopFlag(), _fault_injection()
+  def train(self, state) -> dict | None:
+    stop, fault = stops.StopFlag(), stops.fault_injection()
     pending = None
     try:
       if self.reevaluate_start:
         with self.clock.phase("eval"):
           self.evaluate(self.start, state.params)
       for step in range(self.start + 1, self.total + 1):
-        state = _maybe_fault(fault, step, state)
+        state = stops.maybe_fault(fault, step, state)
         with self.clock.phase("data"):
-          tokens = next(self.it)["tokens"]
+          tokens = next(self.run.iterator)["tokens"]
         with self.clock.phase("train"):
           state, metrics = self.setup.train_step(state, program.put_batch(tokens, self.setup))
           if pending is not None:
@@ -304,15 +291,15 @@ class _Loop:
             self.save(step, state)
         if stop.signal is not None and step < self.total:
           with self.clock.phase("checkpoint"):
-            self.ckpt.wait()
+            self.run.ckpt.wait()
           print(f"stopped by signal {stop.signal} at step {step}/{self.total}; checkpoint saved. "
                 "Re-run the same command to resume.", flush=True)
           return None
       with self.clock.phase("checkpoint"):
-        self.ckpt.wait()  # the last save is complete before summary.json says the run is done
+        self.run.ckpt.wait()  # the last save is complete before the summary says the run is done
       return self.finish(state)
     finally:
-      self.ckpt.close()  # under the loop's handler: a stop now cannot cut a save short
+      self.run.ckpt.close()  # under the loop's handler: a stop now cannot cut a save short
       for f in (self.log, self.tb):
         if f:
           f.close()
@@ -333,19 +320,19 @@ class _Loop:
         "params_embedding": self.counts["embedding"], "unique_tokens": c.unique_tokens,
         "unique_tokens_used": self.budget_chunks * self.seq_len, "epochs": c.epochs,
         "steps": self.total, "batch_size": self.batch, "seq_len": self.seq_len,
-        "vocab_size": self.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
+        "vocab_size": self.run.built.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
         "flops_per_token": flops.flops_per_token(self.setup.model_cfg, self.seq_len),
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
-        "n_sequences": self.val_set.tokens_NxL.shape[0], "eval_documents": self.val_set.n_documents,
+        "n_sequences": self.run.val_set.tokens_NxL.shape[0], "eval_documents": self.run.val_set.n_documents,
         "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
-        "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
+        "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "data_dir": str(self.run.built.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
-        "phases": self.clock.summary(),  # of this attempt, in seconds (dlmscale/phases.py)
+        "phases": self.clock.summary(),  # of this attempt, in seconds (train/timer.py)
     }
     if self.primary:
-      rundir.write_json_atomic(self.workdir / "summary.json", summary)
-      print(f"done: {self.workdir / 'summary.json'} (final eval loss {summary['final_eval_loss']:.4f})")
+      path = rundir.write_summary(self.workdir, summary)
+      print(f"done: {path} (final eval loss {summary['final_eval_loss']:.4f})")
     return summary

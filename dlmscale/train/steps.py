@@ -26,8 +26,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from dlmscale.model import transformer as model_lib
 from dlmscale import objectives
+from dlmscale.errors import UserError
+from dlmscale.model import sizes
+from dlmscale.model import transformer as model_lib
+from dlmscale.objectives import orders
 from dlmscale.train import optim
 from dlmscale.runtime import sharding
 from dlmscale.runtime import xla_options
@@ -175,7 +178,7 @@ def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int
 
 def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
                     compiler_options: dict[str, str] | None) -> _Programs:
-  model_cfg = model_lib.model_config_from(config, vocab_size)
+  model_cfg = model_config_from(config, vocab_size)
   model = model_lib.Transformer(model_cfg)
   tx, _ = optim.make_optimizer(config.optim, 1)  # the state's structure; the lr comes from run_args
   seq_len = config.data.seq_len
@@ -202,6 +205,31 @@ def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id:
   return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
                    jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
                    eval_step=eval_step, abstract_state=abstract_state, apply_fn=apply_fn)
+
+
+def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> model_lib.ModelConfig:
+  """The model a run config describes: ladder shape (or custom), nonzero overrides, the objective."""
+  if config.objective not in model_lib.OBJECTIVES:
+    raise UserError(f"unknown objective {config.objective!r}; choose one of {', '.join(model_lib.OBJECTIVES)}")
+  m = config.model
+  fields = ("d_model", "n_layers", "n_heads", "d_ff")
+  if config.model_size == "custom":
+    missing = [f for f in fields if not m[f]]
+    if missing:
+      raise UserError(f"model_size='custom' needs config.model.{', config.model.'.join(missing)} "
+                      "set to positive values (or pick a ladder size from dlmscale/sizes.py)")
+    shape = {f: int(m[f]) for f in fields}
+  else:
+    try:
+      base = sizes.shape(config.model_size)
+    except ValueError as e:
+      raise UserError(str(e)) from None
+    shape = {f: int(m[f]) if m[f] else getattr(base, f) for f in fields}
+  return model_lib.validate(model_lib.ModelConfig(
+      vocab_size=int(vocab_size), max_len=int(config.data.seq_len),
+      causal=config.objective == "ar", dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
+      tie_embeddings=bool(m.tie_embeddings), attention=m.attention,
+      target_position_embedding=orders.tells_target(config), **shape))
 
 
 def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, total_steps: int,

@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 
 from dlmscale.eval import builtin_task
-from dlmscale.commands import evaluate
+from dlmscale.eval import scoring
+from dlmscale.objectives.mdm import ElboSettings
 from dlmscale.eval import choices as mc_scoring
 from dlmscale.train import steps as program
 from dlmscale.runtime import sharding
@@ -55,7 +56,7 @@ def summarise(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Scoring:
-  """What evaluate.score_task reads of a run, for the live training state."""
+  """What eval.scoring reads of a run, for the live training state."""
   config: ml_collections.ConfigDict
   prepared: pipeline.Prepared
   model_cfg: model_lib.ModelConfig
@@ -72,7 +73,8 @@ class TaskCurve:
   def __init__(self, config: ml_collections.ConfigDict, prepared: pipeline.Prepared,
                setup: program.Setup, items: Sequence[mc_scoring.McItem]):
     self.config, self.prepared, self.setup = config, prepared, setup
-    self.method = evaluate.scoring_method(config.objective, "")
+    self.method = scoring.scoring_method(config.objective, "")
+    self.elbo = ElboSettings.of(config)
     self.items = list(items)
     self.apply_fn = setup.apply_fn  # one object: one compiled scorer per run
 
@@ -87,8 +89,7 @@ class TaskCurve:
     """The task's numbers for `params` (deterministic: the same params give the same row)."""
     run = _Scoring(self.config, self.prepared, self.setup.model_cfg, self.setup.mesh, params,
                    self.apply_fn, self.put)
-    r = evaluate.score_task(run, self.items, self.method, int(self.config.eval.batch_size),
-                            str(self.config.eval.mdm_estimator))
+    r = scoring.score_task(run, self.items, self.method, int(self.config.eval.batch_size), self.elbo)
     return {**summarise(self.items, r.scores), "mc_method": self.method}
 
 

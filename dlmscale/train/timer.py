@@ -1,4 +1,4 @@
-"""Where a run's wall time goes: data, compile, train steps, eval, checkpoint (summary.json `phases`).
+"""Where a run's wall time goes: data, compile, train steps, eval, checkpoint (the run summary's `phases`).
 
 A grid of tiny models is dominated by everything around the train step, so the trainer keeps a wall
 clock per phase and bench/grid_bench.py adds them up over a grid. Compilation happens inside

@@ -1,0 +1,67 @@
+"""A model's numbers on the validation set and on multiple-choice items, for any holder of params.
+
+The evaluator scores a restored run and the trainer scores its live state with these same
+functions, so a number in eval.json and the row the trainer logged for that checkpoint agree.
+`run` is anything with the fields of `Scored`: a restored run (train/open_run.py) or the trainer's
+view of its state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from dlmscale.data import pipeline
+from dlmscale.errors import UserError
+from dlmscale.eval import choices
+from dlmscale.eval.val_loss import Validation, per_sequence_losses, summarise
+from dlmscale.model.transformer import ModelConfig
+from dlmscale.objectives.mdm import ElboSettings
+from dlmscale.runtime import sharding
+
+
+class Scored(Protocol):
+  """What scoring reads of a run."""
+  config: ml_collections.ConfigDict
+  prepared: pipeline.Prepared
+  model_cfg: ModelConfig
+  mesh: Any
+  params: Any
+  apply_fn: Callable
+  eval_step: Callable
+
+  def put(self, batch: np.ndarray) -> jax.Array: ...
+
+
+def scoring_method(objective: str, mc_method: str) -> str:
+  """"" picks the family's default: exact log-probability for AR, the conditional ELBO for MDM."""
+  if mc_method not in ("", "elbo", "chain"):
+    raise UserError(f"--mc_method={mc_method!r}: choose elbo or chain (diffusion runs only)")
+  if objective == "ar":
+    if mc_method:
+      raise UserError(f"--mc_method={mc_method} is for diffusion runs; AR runs are scored exactly")
+    return "ar"
+  return mc_method or "elbo"
+
+
+def validation(run: Scored, batch_size: int, num_sequences: int) -> Validation:
+  """The training-time validation number (same chunks, same eval fn) for a restored run."""
+  sharding.check_batch(batch_size, run.mesh, "--batch_size")
+  es = pipeline.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
+  with jax.set_mesh(run.mesh):
+    per_seq_N = per_sequence_losses(run.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
+  return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
+
+
+def score_task(run: Scored, items: Sequence[choices.McItem], method: str, batch_size: int,
+               elbo: ElboSettings) -> choices.McResult:
+  """Multiple-choice accuracy of `items` under the run's model."""
+  with jax.set_mesh(run.mesh):
+    scores = choices.score_items(
+        run.params, run.apply_fn, items, method=method, max_len=run.model_cfg.max_len,
+        pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
+        elbo=elbo, put=run.put)
+  return choices.accuracy(items, scores)
