@@ -21,6 +21,7 @@ import traceback
 from typing import Callable, Iterable, Sequence
 
 from dlmscale.errors import TrainingDiverged, UserError
+from dlmscale.errors import cli_main  # noqa
 
 EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
