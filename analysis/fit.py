@@ -16,12 +16,10 @@ import sys
 
 import numpy as np
 
-from analysis import checks, laws_approaches, laws_chinchilla, laws_datacons, laws_kaplan
-from analysis import multistart
-from analysis.jsonable import to_jsonable
-from analysis.study_fits import COARSE_AXES
-from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
+from analysis.findings.law_fits import COARSE_AXES
+from analysis.laws import approaches, checks, chinchilla, datacons, kaplan, multistart
+from analysis.render.jsonable import to_jsonable
+from dlmscale.commands.guard import ArgumentParser, cli_main
 from dlmscale.errors import UserError
 
 LOSS_GUESSES = ("loss", "val_loss", "final_eval_loss")
@@ -30,12 +28,12 @@ LOSS_GUESSES = ("loss", "val_loss", "final_eval_loss")
 def _base_from(source: str, df, cols: dict, grid: str) -> tuple[dict, str]:
   """The five base constants for a frozen-base fit: published, refitted, or from a JSON file."""
   if source == "muennighoff_c4":
-    return dict(laws_datacons.MUENNIGHOFF_C4), "Muennighoff et al. C4 (published)"
+    return dict(datacons.MUENNIGHOFF_C4), "Muennighoff et al. C4 (published)"
   if source == "single_epoch":
     one = df[df[cols["d"]] <= df[cols["u"]] * (1 + 1e-9)]
     starts = None if grid == "full" else multistart.grid_starts(COARSE_AXES)
-    f = laws_chinchilla.fit(one[cols["n"]], one[cols["d"]], one[cols["loss"]], starts=starts)
-    return {k: f.params[k] for k in laws_chinchilla.PARAMS}, (
+    f = chinchilla.fit(one[cols["n"]], one[cols["d"]], one[cols["loss"]], starts=starts)
+    return {k: f.params[k] for k in chinchilla.PARAMS}, (
         f"approach 3 on the {len(one)} single-epoch rows")
   path = pathlib.Path(source)
   if not path.is_file():
@@ -55,7 +53,7 @@ def _base_from(source: str, df, cols: dict, grid: str) -> tuple[dict, str]:
   for k in ("alpha", "beta"):
     if k in raw:
       base[k] = float(raw[k])
-  missing = [k for k in laws_chinchilla.PARAMS if k not in base]
+  missing = [k for k in chinchilla.PARAMS if k not in base]
   if missing:
     raise UserError(f"--frozen_base file {source!r} lacks {', '.join(missing)}")
   return base, f"from {source}"
@@ -87,24 +85,24 @@ def run(args) -> dict:
   if args.law == "kaplan":
     c = df[cols["c"]].to_numpy() if "c" in cols else None
     out["compute"] = cols.get("c", "6 N D")
-    out.update(laws_kaplan.fit_all(n, d, loss, c, n_boot=args.bootstrap, seed=args.seed))
-    if not any(out[f]["status"] == "ok" for f in laws_kaplan.FORMS):
+    out.update(kaplan.fit_all(n, d, loss, c, n_boot=args.bootstrap, seed=args.seed))
+    if not any(out[f]["status"] == "ok" for f in kaplan.FORMS):
       raise UserError("no Kaplan law is identifiable from these rows: "
-                      + "; ".join(f"L({f}): {out[f]['reason']}" for f in laws_kaplan.FORMS))
+                      + "; ".join(f"L({f}): {out[f]['reason']}" for f in kaplan.FORMS))
     return out
   if args.law == "chinchilla":
     starts = None if args.grid == "full" else multistart.grid_starts(COARSE_AXES)
-    f = laws_chinchilla.fit(n, d, loss, starts=starts)
-    alloc = laws_chinchilla.allocation(f.params, 1.0)
+    f = chinchilla.fit(n, d, loss, starts=starts)
+    alloc = chinchilla.allocation(f.params, 1.0)
     out.update(params=f.params, objective=f.objective, n_starts=f.n_starts,
                starts_at_best=f.n_at_best,
                allocation=dict(G=alloc["G"], N_opt_exponent=alloc["a_N_exponent"],
                                D_opt_exponent=alloc["b_D_exponent"]))
     if args.bootstrap:
-      b = laws_chinchilla.bootstrap(n, d, loss, f, n_boot=args.bootstrap, seed=args.seed)
+      b = chinchilla.bootstrap(n, d, loss, f, n_boot=args.bootstrap, seed=args.seed)
       out["bootstrap"] = dict(se=b.se, ci=b.ci, level=b.level, n_boot=b.n_boot)
     try:
-      out["approach2"] = laws_approaches.approach2(n, d, loss)
+      out["approach2"] = approaches.approach2(n, d, loss)
     except UserError as e:
       out["approach2"] = dict(status="not available", reason=str(e))
     return out
@@ -112,19 +110,19 @@ def run(args) -> dict:
   base, base_note = (None, "fitted jointly")
   if args.frozen_base:
     base, base_note = _base_from(args.frozen_base, df, cols, args.grid)
-  spec = laws_datacons.make_spec(base=base, tie_exponents=args.tie_exponents,
+  spec = datacons.make_spec(base=base, tie_exponents=args.tie_exponents,
                                  fit_rn=not args.no_rn)
-  f = laws_datacons.fit(n, d, u, loss, spec=spec, search=args.search)
+  f = datacons.fit(n, d, u, loss, spec=spec, search=args.search)
   out.update(f.named(), base=base_note)
   out["other_minima"] = [{k: v for k, v in m.items() if k != "x"} for m in f.other_minima]
   if args.bootstrap:
-    b = laws_datacons.bootstrap(n, d, u, loss, f, spec, n_boot=args.bootstrap, seed=args.seed)
+    b = datacons.bootstrap(n, d, u, loss, f, spec, n_boot=args.bootstrap, seed=args.seed)
     out["bootstrap"] = {k: v for k, v in b.items() if k != "samples"}
   return out
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = cli_guard.ArgumentParser(prog="python -m analysis.fit",
+  ap = ArgumentParser(prog="python -m analysis.fit",
                                description="Fit a scaling law to a CSV; prints JSON.")
   ap.add_argument("--law", required=True, choices=["chinchilla", "datacons", "kaplan"])
   ap.add_argument("--csv", required=True)
@@ -145,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--frozen_base", nargs="?", const="muennighoff_c4", default=None,
                   help="datacons: freeze E, A, B, alpha, beta: 'muennighoff_c4' (default when "
                        "given), 'single_epoch' (approach 3 on rows with D <= U), or a JSON file")
-  ap.add_argument("--search", choices=sorted(laws_datacons.SEARCHES), default="wide",
+  ap.add_argument("--search", choices=sorted(datacons.SEARCHES), default="wide",
                   help="datacons R* search range: wide [0.01, 1e5] or published [0.01, 20]")
   ap.add_argument("--tie_exponents", action="store_true", help="datacons joint fit: beta = alpha")
   ap.add_argument("--no_rn", action="store_true", help="datacons: hold R_N* fixed (no excess-"

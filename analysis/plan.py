@@ -5,7 +5,7 @@ The definition is datablations' `optimal_allocation(C, U)` (Muennighoff et al. 2
 the line C = 6 N D, minimise the data-constrained law L(N, D, min(U, D)). They grid-search within a
 factor 3 of the Chinchilla-optimal N; here a log grid over 3 decades either side of it, refined,
 finds the law's own minimum, and one on the search edge is flagged. With --runs the law is fitted
-per family (study_fits); the loss CI is the percentile interval of the optimal loss over bootstrap
+per family (findings/law_fits.py); the loss CI is the percentile interval of the optimal loss over bootstrap
 replicates (base constants and R_D*, R_N* resampled in their own stages, paired by index).
 """
 
@@ -19,17 +19,19 @@ import sys
 
 import numpy as np
 
-from analysis import collect, laws_chinchilla, laws_datacons, study, study_fits
-from analysis.jsonable import to_jsonable
-from analysis.fmt import FAM, tok
+from analysis.findings import law_fits, points
+from analysis.laws import chinchilla, datacons
+from analysis.render.fmt import FAM, tok
+from analysis.render.jsonable import to_jsonable
+from analysis.runs import collect
 from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
 
 CONSTANTS = {
     "muennighoff_c4": dict(label="Muennighoff et al. C4 (published)",
-                           params=dict(laws_datacons.MUENNIGHOFF_C4,
-                                       rd=math.log(laws_datacons.MUENNIGHOFF_STARS["R_D_star"]),
-                                       rn=math.log(laws_datacons.MUENNIGHOFF_STARS["R_N_star"]))),
+                           params=dict(datacons.MUENNIGHOFF_C4,
+                                       rd=math.log(datacons.MUENNIGHOFF_STARS["R_D_star"]),
+                                       rn=math.log(datacons.MUENNIGHOFF_STARS["R_N_star"]))),
 }
 # Prabhudesai et al. publish R_D* per family (512.85 MDM, 31.93 AR) but not the other constants.
 UNAVAILABLE = {
@@ -40,13 +42,13 @@ UNAVAILABLE = {
 }
 DECADES = 3.0  # search half-width around the Chinchilla-optimal N, in decades
 N_GRID, N_REFINE = 1201, 201
-LAW_KEYS = laws_datacons.FULL
+LAW_KEYS = datacons.FULL
 
 
 def _center_log_n(theta: dict[str, np.ndarray], compute: float) -> np.ndarray:
   """log of the Chinchilla-optimal N at this compute, per parameter set."""
-  return np.array([math.log(float(laws_chinchilla.allocation(
-      {k: float(theta[k][i]) for k in laws_chinchilla.PARAMS}, compute)["N_opt"]))
+  return np.array([math.log(float(chinchilla.allocation(
+      {k: float(theta[k][i]) for k in chinchilla.PARAMS}, compute)["N_opt"]))
                    for i in range(theta["a"].size)])
 
 
@@ -60,7 +62,7 @@ def optimum(theta: dict[str, np.ndarray], compute: float, unique: float) -> dict
   def loss_at(log_n_RxG):
     n = np.exp(log_n_RxG)
     d = compute / (6.0 * n)
-    return laws_datacons.predict(th, n, d, np.full_like(n, unique))
+    return datacons.predict(th, n, d, np.full_like(n, unique))
 
   log_n = center + np.linspace(-half, half, N_GRID)[None, :]
   i = np.argmin(loss_at(log_n), axis=1)
@@ -87,7 +89,7 @@ def _replicates(chin_samples: dict | None, dcons_samples: dict | None,
   if not d_s:
     return None
   c_s = chin_samples or {}
-  sources = [d_s] + ([c_s] if any(k not in d_s for k in laws_chinchilla.PARAMS) and c_s else [])
+  sources = [d_s] + ([c_s] if any(k not in d_s for k in chinchilla.PARAMS) and c_s else [])
   size = min(np.asarray(v).size for s in sources for v in s.values())
   if size < 2:
     return None
@@ -172,11 +174,11 @@ def from_runs(runs_dir: pathlib.Path, compute: float, unique: float, *, n_boot: 
               grid: str, param_col: str) -> dict[str, dict]:
   collected = collect.collect(runs_dir)
   collect.require_finished(collected, runs_dir)
-  pts = study.clean(study.points(study.claim_runs(collected.runs), param_col=param_col))
+  pts = points.clean(points.points(points.claim_runs(collected.runs), param_col=param_col))
   out = {}
   for fam, g in pts.groupby("objective"):
-    chin, chin_samples = study_fits.chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid)
-    dcons, dcons_samples = study_fits.datacons_family(g, chin, n_boot=n_boot, seed=seed)
+    chin, chin_samples = law_fits.chinchilla_family(g, n_boot=n_boot, seed=seed, grid=grid)
+    dcons, dcons_samples = law_fits.datacons_family(g, chin, n_boot=n_boot, seed=seed)
     if dcons["status"] != "ok":
       out[fam] = dict(status=dcons["status"], reason=dcons["reason"])
       continue

@@ -11,10 +11,12 @@ import json
 import pathlib
 import sys
 
-from analysis import answer, collect, critical, report_md, study, study_fits, sweeps
-from analysis.jsonable import to_jsonable
-from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
+from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps
+from analysis.render import markdown
+from analysis.render.jsonable import to_jsonable
+from analysis.runs import collect, tables
+from dlmscale import run_dir as rundir
+from dlmscale.commands.guard import ArgumentParser, cli_main
 from dlmscale.errors import UserError
 
 
@@ -29,32 +31,32 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
   the grid summary and the manifest check describe runs_dir's own runs."""
   own = collected or collect.collect(runs_dir)
   collect.require_finished(own, runs_dir)
-  extra = {str(d): collect.read_any(d) for d in also}
+  extra = {str(d): tables.read_any(d) for d in also}
   collected = collect.combine(own, extra)
   replicas = collect.collect(task_runs) if task_runs else None
-  claim = study.claim_runs(collected.runs)
-  every = study.points(claim, param_col=param_col)  # with label-noise and token-order sweeps
+  claim = points.claim_runs(collected.runs)
+  every = points.points(claim, param_col=param_col)  # with label-noise and token-order sweeps
   if every.empty:
     raise UserError(f"every finished run under {runs_dir} is a learning-rate sweep run (eval.set = "
                     f"{collect.TUNING_SET!r}); the report needs runs scored on the validation set")
   if every["N"].isna().any():
-    raise UserError(f"some finished runs lack {param_col} in summary.json; rerun their summary "
+    raise UserError(f"some finished runs lack {param_col} in {rundir.SUMMARY}; rerun their summary "
                     "or choose --params=total")
-  pts = study.clean(every)
-  manifest = collect.manifest_status(runs_dir, own.runs)
-  records = study.point_records(claim, every)
-  along = study.curve_points(claim, collected.curves, param_col)  # the frontier's points
-  cross_pts, cross_records = ((along, study.curve_records(claim, along)) if not along.empty
+  pts = points.clean(every)
+  manifest = tables.manifest_status(runs_dir, own.runs)
+  records = points.point_records(claim, every)
+  along = points.curve_points(claim, collected.curves, param_col)  # the frontier's points
+  cross_pts, cross_records = ((along, points.curve_records(claim, along)) if not along.empty
                               else (pts, records))
   findings = dict(
-      grid=dict(study.grid_summary(own.runs, manifest, collected.problems),
+      grid=dict(coverage.grid_summary(own.runs, manifest, collected.problems),
                 also={d: len(c.runs) for d, c in extra.items()}),
       param_column=param_col,
-      evaluation=study.evaluation_summary(claim, records),
-      epochs=study.epoch_findings(pts, records),
-      within_run_overfitting=study.within_run_overfitting(claim),
+      evaluation=coverage.evaluation_summary(claim, records),
+      epochs=epochs.epoch_findings(pts, records),
+      within_run_overfitting=epochs.within_run_overfitting(claim),
       crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed),
-      fits=study_fits.family_fits(pts, curves=study.single_epoch_curves(
+      fits=law_fits.family_fits(pts, curves=points.single_epoch_curves(
           claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),
       double_descent=sweeps.double_descent(every, claim, collected.curves, records),
@@ -68,9 +70,9 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
 
 
 def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = True) -> dict:
-  from analysis import plots as plots_mod, plots_sweeps  # matplotlib only when drawing
+  from analysis.render import plots as plots_mod, plots_sweeps  # matplotlib only when drawing
   out.mkdir(parents=True, exist_ok=True)
-  tables = collect.write_tables(collected, out)
+  written = tables.write_tables(collected, out)
   pts.to_csv(out / "points.csv", index=False)
   figures = ({**plots_mod.all_figures(pts, findings, out / "figures"),
               **plots_sweeps.all_figures(findings, out / "figures")} if plots else {})
@@ -79,13 +81,13 @@ def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = Tr
                else {n: "figures were not drawn (--no_plots)" for n in reasons})
   findings = dict(findings, figures=figures, figures_not_drawn=not_drawn)
   (out / "fits.json").write_text(json.dumps(findings, indent=1))
-  (out / "report.md").write_text(report_md.render(findings))
-  return dict(tables=[str(t) for t in tables], figures=figures,
+  (out / "report.md").write_text(markdown.render(findings))
+  return dict(tables=[str(t) for t in written], figures=figures,
               fits=str(out / "fits.json"), report=str(out / "report.md"))
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = cli_guard.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+  ap = ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--runs", help="grid workdir: one subdirectory per run")
   src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "
@@ -118,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.task_runs and not pathlib.Path(args.task_runs).is_dir():
       raise UserError(f"--task_runs={args.task_runs} is not a directory; pass the grid workdir of "
                       "the re-runs trained with eval.task_every > 0")
-    tables = collect.read_tables(runs_dir) if args.tables else None
+    committed = tables.read_tables(runs_dir) if args.tables else None
     collected, pts, findings = analyze(runs_dir, n_boot=args.n_boot, seed=args.seed,
                                        grid=args.grid, param_col=f"params_{args.params}",
-                                       target=args.datacons_target, collected=tables,
+                                       target=args.datacons_target, collected=committed,
                                        task_runs=pathlib.Path(args.task_runs) if args.task_runs else None,
                                        also=[pathlib.Path(d) for d in args.also])
     written = write(pathlib.Path(args.out), collected, pts, findings, plots=not args.no_plots)

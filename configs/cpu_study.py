@@ -10,7 +10,7 @@ optimizer steps. The data hold out 20% of the corpus's documents (data.val_fract
 every run is scored on eval.set=val (96 sequences, one from each of 96 validation documents),
 held apart from the tune set (66 other documents) that chose the learning rates:
 LR_BY_SIZE[size] x the family's multiplier in docs/cpu_study/lr_choice.json (configs/lr_sweep.py
-runs the sweep, launch/lr_choice.py writes the file; its two commands come first when the choice
+runs the sweep, analysis/lr_choice.py writes the file; its two commands come first when the choice
 is to be redone).
 
 Re-run (both resumable: re-running a stopped command continues; finished runs are skipped):
@@ -113,7 +113,7 @@ def lr_multipliers(path=LR_CHOICE) -> dict[str, float]:
     return {obj: float(choice["multipliers"][obj]) for obj in ("ar", "mdm")}
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"{path}: no readable learning-rate choice ({e}); restore it with git checkout, "
-                    "or re-run the sweep: python -m launch.lr_choice --runs=RUNS_OF_configs/lr_sweep.py") from None
+                    "or re-run the sweep: python -m analysis.lr_choice --runs=RUNS_OF_configs/lr_sweep.py") from None
 
 
 def _point(obj: str, size: str, u: int, e: float, seed: int, lr_mult: dict[str, float],

@@ -8,9 +8,9 @@ both), scored on eval.set=tune: validation documents the study's val set never u
 is the study's (cpu_study.SETTINGS) apart from the eval set and the lr.
 
   python -m launch.local --config=configs/lr_sweep.py --workdir=runs/lr_sweep --parallel=2 --noreport
-  python -m launch.lr_choice --runs=runs/lr_sweep --out=docs/cpu_study/lr_choice.json
+  python -m analysis.lr_choice --runs=runs/lr_sweep --out=docs/cpu_study/lr_choice.json
 
-The second command picks each family's multiplier (launch/lr_choice.py says how) and writes the
+The second command picks each family's multiplier (analysis/lr_choice.py says how) and writes the
 file configs/cpu_study.py reads. U = 25.6k lies between the study's first two budgets (12.8k,
 51.2k). Budget (2 idle cores, cpu_study.estimate_seconds): 5 multipliers x (0.41M + 1.64M tokens)
 x (46 + 114 CPU-seconds per M tokens) = 1,640 core-seconds of training, + 16 evaluations per run

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from analysis import critical
+from analysis.findings import critical
 from dlmscale.model.transformer import ModelConfig, Transformer
 from dlmscale.objectives import mdm_elbo_samples
 from dlmscale.objectives.masking import LinearSchedule

@@ -144,7 +144,7 @@ def test_counts_read_and_write_the_same():
 
 def test_run_names_and_reports_write_counts_with_one_formatter():
   """One home (dlmscale/units.py): a run's name and the report's tables can never disagree."""
-  from analysis import fmt
+  from analysis.render import fmt
   from dlmscale import units
   assert grid.human is units.human and fmt.tok is units.human
   assert grid.run_name("ar", "s0.1M", 12_800, 32, 0) == "ar-s0.1M-u12.8k-e32-seed0"

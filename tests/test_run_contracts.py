@@ -2,7 +2,7 @@
 loss exits 3 and keeps the last good checkpoint, an unreadable checkpoint falls back to the one
 before (and the resumed run is still exact), a held workdir and a changed tokenizer are refused,
 and a run resumed on another device count continues with the same data. Also: the analysis
-fixtures (tests/test_analysis_fakeruns.py) write what the real trainer writes.
+fixtures (tests/helpers/fakeruns.py) write what the real trainer writes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from conftest import tiny_config, write_tiny_corpus
 from dlmscale.train import checkpoint
 from dlmscale import run_dir as rundir
-from test_analysis_fakeruns import make_run
+from helpers.fakeruns import make_run
 from test_evaluate import trained_run
 from test_train import _final_params, _losses, _main
 

@@ -1,0 +1,1 @@
+"""What the study finds, from the collected tables and the law fits."""

@@ -1,0 +1,1 @@
+"""The scaling-law fits and their machinery (multi-start L-BFGS, bootstrap, identifiability, frontiers)."""

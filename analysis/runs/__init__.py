@@ -1,0 +1,1 @@
+"""Reading run directories into tables: one row per run, and the long-format curves."""
