@@ -89,7 +89,7 @@ def read_record(path: str | os.PathLike) -> dict:
   try:
     data = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-    raise RecordError(f"{path}: unreadable JSON ({e})") from None
+    raise RecordError(f"{path} is not valid JSON ({e})") from None
   if not isinstance(data, dict):
     raise RecordError(f"{path}: expected a JSON object")
   return data

@@ -161,14 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   """0 when every shape compiles and fits, else 1. Checks all input before compiling or writing."""
+  grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))  # the file first: its
+  names = grid_lib.select_names(grid, args.only)  # problems are the user's most likely ones
   found = {t: topologies.devices_for(t, getattr(args, "gpu_target_config", "")) for t in dict.fromkeys(args.topology)}
   devices = {t: devs for t, (devs, _) in found.items()}
   for t, (_, dropped) in found.items():
     if dropped:
       print(f"# {t}: fields of --gpu_target_config this jax ({jax.__version__}) does not know, so its "
             f"compiler cannot use them, were dropped: {', '.join(dropped)}", flush=True)
-  grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
-  names = grid_lib.select_names(grid, args.only)
   out = None if args.json == "-" else pathlib.Path(args.json or default_json(grid, args.topology))
   if out and out.exists() and not args.force:
     raise UserError(f"--json={out} exists; pass --force to overwrite it or choose another --json")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import signal
@@ -33,29 +32,19 @@ from typing import Any, TextIO
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
 from dlmscale.commands.guard import cli_main
-from dlmscale.run_dir import check_workdir
-from launch import cpus
+from launch import attempts, cpus
+from launch import grid_report
 from launch import grids as grid_lib
 from launch import manifest as mf
 from launch import worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
 USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
-ATTEMPT_MARK = "=== "
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
 MAX_UNEXPECTED_STOPS = 3
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
 STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no run summary, before the point counts as failed
-
-
-def fmt_duration(seconds: float | None) -> str:
-  if seconds is None:
-    return "unknown"
-  s = int(round(seconds))
-  h, rem = divmod(s, 3600)
-  m, sec = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
 @dataclasses.dataclass
@@ -125,7 +114,7 @@ class Launcher:
     log = open(run_dir.launch_log(rundir), "a")
     attempt = self.tries.get(name, 0) + 1
     where = "in a worker process, as " if self.use_workers else ""
-    log.write(f"\n{ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
+    log.write(f"\n{attempts.ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
               f"{self.threads} threads{', cpus ' + str(cpus) if cpus else ''}) ===\n"
               f"{where}{' '.join(cmd)}\n")
     log.flush()
@@ -175,9 +164,9 @@ class Launcher:
         state, verb = "preempted", "retry"
         self.todo.append(a.name)
       else:
-        self.failed[a.name] = f"{describe_exit(rc)}: {last_error(log_path)} (log: {log_path})"
+        self.failed[a.name] = f"{attempts.describe_exit(rc)}: {attempts.last_error(log_path)} (log: {log_path})"
     mf.set_state(self.workdir, a.name, state, **fields)
-    msg = f"[{time.strftime('%H:%M:%S')}] {verb:<7} {a.name} ({fmt_duration(wall)})"
+    msg = f"[{time.strftime('%H:%M:%S')}] {verb:<7} {a.name} ({attempts.fmt_duration(wall)})"
     if a.name in self.failed:
       msg += f"\n          {self.failed[a.name]}"
     print(msg, flush=True)
@@ -235,7 +224,7 @@ class Launcher:
   def status(self) -> str:
     names = self.names
     done = sum(mf.is_finished(self.workdir, n) for n in names)
-    running = [f"{n} ({fmt_duration(time.time() - a.started)})" for n, a in self.active.items()]
+    running = [f"{n} ({attempts.fmt_duration(time.time() - a.started)})" for n, a in self.active.items()]
     running += [f"{n} (other launcher)" for n in sorted(self.elsewhere)]
     remaining = len(names) - done - len(running) - len(self.failed)
     rows = [("done", done, ""), ("running", len(running), ", ".join(running)),
@@ -243,7 +232,7 @@ class Launcher:
     lines = [f"--- {time.strftime('%H:%M:%S')} {self.grid.spec} in {self.workdir} ---"]
     lines += [f"  {k:<10}{v:>5}  {extra}".rstrip() for k, v, extra in rows]
     lines += [f"      {n}: {why}" for n, why in self.failed.items()]
-    lines.append(f"  {'ETA':<10}{fmt_duration(self.eta()) if self.todo or self.active else '0s':>5}")
+    lines.append(f"  {'ETA':<10}{attempts.fmt_duration(self.eta()) if self.todo or self.active else '0s':>5}")
     return "\n".join(lines)
 
   def run(self) -> int:
@@ -275,46 +264,6 @@ def _signal(proc: subprocess.Popen, sig: int, group: bool = False) -> None:
     (os.killpg if group else os.kill)(proc.pid, sig)
   except ProcessLookupError:
     pass
-
-
-def describe_exit(rc: int) -> str:
-  if rc < 0:
-    try:
-      return f"killed by {signal.Signals(-rc).name}"
-    except ValueError:
-      return f"killed by signal {-rc}"
-  return f"exit {rc}"
-
-
-def last_error(log_path: pathlib.Path) -> str:
-  """The last attempt's `error: ...` line, else its last line: the first thing a user needs."""
-  try:
-    text = log_path.read_text(errors="replace")
-  except OSError:
-    return "no log"
-  attempt = text.rsplit(ATTEMPT_MARK, 1)[-1].splitlines()[2:]  # past the header and the command
-  lines = [l.strip() for l in attempt if l.strip()]
-  errors = [l for l in lines if l.startswith("error:") or "Error" in l]
-  return (errors or lines or ["no output"])[-1][:300]
-
-
-def run_report(workdir: pathlib.Path, module: str) -> int:
-  """The analysis report over the grid, when the analysis package provides one."""
-  try:
-    found = importlib.util.find_spec(module) is not None
-  except ModuleNotFoundError:
-    found = False
-  if not found:
-    print(f"(no {module} module: skipping the report)", flush=True)
-    return 0
-  cmd = [sys.executable, "-m", module, f"--runs={workdir}", f"--out={workdir / 'report'}"]
-  print(f"report: {' '.join(cmd)}", flush=True)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])))
-  rc = subprocess.call(cmd, cwd=REPO_ROOT, env=env)
-  if rc:
-    print(f"error: the report exited with status {rc}; the runs are intact, re-run: {' '.join(cmd)}",
-          file=sys.stderr)
-  return rc
 
 
 def dry_run(grid: grid_lib.Grid, workdir: pathlib.Path, names: list[str], args: argparse.Namespace) -> int:
@@ -372,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
       return dry_run(grid, workdir, names, args)
     cpus.check_parallel(args.parallel, len(cpus.usable_cpus()))  # before anything is written
-    check_workdir(workdir)
+    run_dir.check_workdir(workdir)
     mf.init(workdir, grid, launcher="local", extend=args.extend)
     mf.refresh(workdir)
     launcher = Launcher(grid, workdir, args, names)
@@ -380,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
       signal.signal(sig, launcher.on_signal)
     rc = launcher.run()
     if rc < 128 and args.report:
-      rc = max(rc, 1 if run_report(workdir, args.report_module) else 0)
+      rc = max(rc, 1 if grid_report.run(workdir, args.report_module) else 0)
     return rc
   return cli_main(body)
 

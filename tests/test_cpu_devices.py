@@ -27,7 +27,7 @@ def _configure_in_child(env_extra: dict[str, str], **overrides) -> dict:
   code = (
       "import json, sys\n"
       "from configs import base\n"
-      "from dlmscale import cpu_devices\n"
+      "from dlmscale.runtime import cpu_devices\n"
       "import jax\n"
       "c = base.get_config()\n"
       "for k, v in json.loads(sys.argv[1]).items():\n"

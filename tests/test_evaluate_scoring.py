@@ -19,6 +19,7 @@ from dlmscale.eval import choices as mc_scoring
 from dlmscale.eval import task_file
 from dlmscale.model import transformer as model_lib
 from dlmscale.errors import UserError
+from dlmscale.objectives.mdm import ElboSettings
 from dlmscale.objectives.masking import LinearSchedule
 
 V, MASK = 8, 7  # toy vocabulary: ids 0..6 are tokens, 7 is <mask>
@@ -44,7 +45,7 @@ def _tiny_model(causal: bool, vocab: int = V, max_len: int = 16, scale: float = 
 def _score(params, apply_fn, items, method, max_len=16, batch_size=4, num_samples=8, seed=0):
   scores = mc_scoring.score_items(params, apply_fn, items, method=method, max_len=max_len,
                                   pad_id=1, mask_id=MASK, batch_size=batch_size,
-                                  schedule=LinearSchedule(), num_samples=num_samples, seed=seed)
+                                  elbo=ElboSettings(LinearSchedule(), num_samples, seed))
   return mc_scoring.accuracy(items, scores)
 
 

@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cpu_study, datacons, doubledescent, grid, isoflop, lr_sweep, orders, quickstart
-from dlmscale.model import transformer as model_lib
+from dlmscale.train import steps as program
 from dlmscale.model import flops
 from dlmscale.model import sizes
 from dlmscale.data import pipeline
@@ -213,7 +213,7 @@ def test_width_sweep_changes_only_the_width(scale):
     assert all({k: p[k] for k in fixed} == {k: mine[0][k] for k in fixed} for p in mine)
     for p in mine:
       c = grid.apply_overrides(base, p)
-      m = model_lib.model_config_from(c, c.data.vocab_size)  # a valid shape at every width
+      m = program.model_config_from(c, c.data.vocab_size)  # a valid shape at every width
       assert (m.d_model, m.n_layers, m.d_ff) == (p["model.d_model"], c.model.n_layers, 3 * m.d_model)
       assert m.head_dim <= 64 and c.model_size == "custom"
       assert p["run_name"] == f"{obj}-d{m.d_model}L{m.n_layers}-u{grid.human(c.unique_tokens)}-e" \
@@ -304,7 +304,7 @@ def test_cpu_study_covers_three_budgets_four_sizes_and_diffusion_past_256_epochs
   sizes_ = sorted({p["model_size"] for p in points}, key=sizes.nominal_params)
   assert len(budgets) >= 3 and len(sizes_) >= 4
   base = cpu_study.base_config()
-  n = [flops.param_counts(model_lib.model_config_from(grid.apply_overrides(base, {"model_size": s}), 1024))
+  n = [flops.param_counts(program.model_config_from(grid.apply_overrides(base, {"model_size": s}), 1024))
        ["non_embedding"] for s in (sizes_[0], sizes_[-1])]
   assert sizes.nominal_params(sizes_[-1]) / sizes.nominal_params(sizes_[0]) >= 10
   assert n[1] / n[0] >= 9, n  # the exact non-embedding counts: 106,816 to 1,004,928 (9.4x)

@@ -16,6 +16,7 @@ from dlmscale.train import checkpoint
 from dlmscale.commands import sample
 from dlmscale.data import pipeline
 from dlmscale.model import transformer as model_lib
+from dlmscale.train import steps as program
 from dlmscale.errors import UserError
 from dlmscale.objectives.masking import LinearSchedule
 from test_evaluate import trained_run
@@ -94,7 +95,7 @@ def _library_sample(run: pathlib.Path, prompt: str, seed: int, **kw) -> str:
   config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
   prepared = pipeline.prepare(config.data)
   params = checkpoint.load_arrays(run / "checkpoints")["params"]
-  mcfg = model_lib.model_config_from(config, prepared.vocab_size)
+  mcfg = program.model_config_from(config, prepared.vocab_size)
   model = model_lib.Transformer(mcfg)
   apply_fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
   sp = pipeline.load_tokenizer(prepared)

@@ -12,6 +12,7 @@ import pytest
 from analysis.findings import critical, points
 from analysis.render import laws as laws_md
 from analysis.runs import collect
+from dlmscale import run_dir
 from dlmscale.data import evalset
 
 U = 1e6
@@ -43,7 +44,7 @@ def _write_run(root: pathlib.Path, name: str, objective: str, size: str, c_end: 
     rows.append(dict(step=k * 10, split="eval", loss=loss, loss_se=0.1, tokens_seen=tokens,
                      epoch=tokens / U, flops=c, wall_s=float(k)))
     loss_N = BASE_N + rng.normal(0, 0.01, DOC_N.size)
-    evalset.save_losses(run, k * 10, loss_N - loss_N.mean() + loss, ES)
+    evalset.save_losses(run_dir.losses_path(run, k * 10), loss_N - loss_N.mean() + loss, ES)
   (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   (run / "summary.json").write_text(json.dumps(dict(cfg, params_non_embedding=N, params_total=2 * N,
                                                     steps=80)))

@@ -11,6 +11,7 @@ import pytest
 from analysis.findings import law_fits, paired
 from analysis.laws import identify
 from analysis.render import laws as laws_md
+from dlmscale import run_dir
 from dlmscale.data import evalset
 
 
@@ -142,7 +143,7 @@ def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     for r in (r for r in rows if r["split"] == "eval"):  # per-sequence losses averaging to the row's
       loss_N = 5.0 + hard_N + rng.normal(0, 0.05, 60)
-      evalset.save_losses(run, r["step"], loss_N - loss_N.mean() + r["loss"], es)
+      evalset.save_losses(run_dir.losses_path(run, r["step"]), loss_N - loss_N.mean() + r["loss"], es)
   c = collect.collect(tmp_path)
   pts = points.points(c.runs)
   records = points.point_records(c.runs, pts)
