@@ -9,7 +9,7 @@ header (device kind, jax/jaxlib/plugin versions), then checks it in the same pro
 bf16 program compiled for the GPU itself and for a compile-only device built from the written
 description must give the same memory analysis. Needs only jax with its CUDA plugin; takes seconds.
 The file is then used on any host by `launch.aot --topology=gpu:NODESxGPUS --gpu_target_config=OUT`
-and `launch.slurm --aot_check --gpu_target_config=OUT` (dlmscale/aot.py).
+and `launch.slurm --aot_check --gpu_target_config=OUT` (dlmscale/aot/compiler.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     text = target.decode() if isinstance(target, bytes) else str(target)
   except UnicodeDecodeError:
     print(f"jax {jax.__version__} gives the target description in binary, not text; this script and "
-          "dlmscale/aot.py read text: capture with a jax whose plugin gives text", file=sys.stderr)
+          "dlmscale/aot/compiler.py read text: capture with a jax whose plugin gives text", file=sys.stderr)
     return 1
   header = {"device_kind": gpus[0].device_kind, "gpus_on_host": str(len(gpus)), "versions": _versions(),
             "captured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -6,8 +6,8 @@ Runs `python -m launch.local` on the grid into a fresh temporary directory (with
 the analysis report over it, and prints one JSON line:
 
   wall_s            launcher + report, end to end
-  train_flops       sum over runs of summary.json `flops` (steps x dlmscale/flops.py's count per step)
-  peak_flops_per_s  a float32 matmul chain (dlmscale/hardware.py) timed in this process before and
+  train_flops       sum over runs of summary.json `flops` (steps x dlmscale/model/flops.py's count per step)
+  peak_flops_per_s  a float32 matmul chain (dlmscale/runtime/hardware.py) timed in this process before and
                     after the grid; the larger of the two, so utilization is not flattered
   utilization       train_flops / wall_s / peak_flops_per_s
   phases_s          wall time by phase in slot-seconds (they add up to parallel x launcher time +

@@ -4,7 +4,7 @@
       [--objectives=ar,mdm] [--matmuls] [--profile=DIR] [--set KEY=VALUE ...]
 
 For the first grid point of each objective, times the trainer's compiled train step
-(dlmscale/program.py) and the same step under jax.vmap over a leading run axis of N (params,
+(dlmscale/train/steps.py) and the same step under jax.vmap over a leading run axis of N (params,
 optimizer state, run args, batches) in this process, in wall and CPU seconds, against a float32
 matmul chain timed in the same process; each stack's one-step loss is checked against the plain
 step's. --matmuls times the step's matmul shapes alone; --profile traces the plain step and sums

@@ -9,7 +9,7 @@ bare-JAX speed the real step should match.
 The MFU denominator: on CPU the measured throughput of a large float32 matmul, re-measured before
 and after every timed repetition in the same process, so each repetition is divided by what the
 machine could do at that moment (other processes share the cores); on GPU/TPU the datasheet dense
-bf16 peak (dlmscale/hardware.py) times the device count, with the measured matmul printed beside it.
+bf16 peak (dlmscale/runtime/hardware.py) times the device count, with the measured matmul printed beside it.
 `mfu_cpu` divides CPU seconds instead of wall seconds (FLOPs per CPU-second of the step over FLOPs
 per CPU-second of the matmul): it barely moves when other processes steal the cores.
 
@@ -53,8 +53,8 @@ class Spec:
   remat: str = "none"
   attention: str = "auto"  # auto = cudnn on GPU where it applies, else xla
   peak_n: int = 2048  # side of the square matmul that measures the CPU peak
-  xla_options: str = "auto"  # auto = dlmscale/xla_options.py (as train.py); none; or "KEY=VALUE,..."
-  cpu_devices: str = "auto"  # auto = dlmscale/cpu_devices.py (as dlmscale.main), or a count
+  xla_options: str = "auto"  # auto = dlmscale/runtime/xla_options.py (as train.py); none; or "KEY=VALUE,..."
+  cpu_devices: str = "auto"  # auto = dlmscale/runtime/cpu_devices.py (as dlmscale.main), or a count
 
 
 def _split(values: list[str]) -> list[str]:
@@ -75,11 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--remat", default="none", help="none | full | dots")
   p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
   p.add_argument("--xla_options", action="append", default=[],
-                 help="auto (the trainer's, from dlmscale/xla_options.py), none (XLA's defaults) "
+                 help="auto (the trainer's, from dlmscale/runtime/xla_options.py), none (XLA's defaults) "
                       "or KEY=VALUE[,KEY=VALUE]; repeatable, each one a variant timed beside the "
                       "others, e.g. --xla_options none --xla_options auto")
   p.add_argument("--cpu_devices", default="auto",
-                 help="auto (one per core, as dlmscale.main: dlmscale/cpu_devices.py) or a count; "
+                 help="auto (one per core, as dlmscale.main: dlmscale/runtime/cpu_devices.py) or a count; "
                       "1 = one device using every core through XLA's intra-op threads")
   p.add_argument("--json_out", default="", help="append the JSON lines to this file")
   p.add_argument("--interleave", action="store_true",

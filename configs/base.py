@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(DataConfig().to_dict())  # fields, defaults, help: dlmscale/data/config.py
 
-  # Model: a ladder name (dlmscale/sizes.py) or "custom" with the fields below.
+  # Model: a ladder name (dlmscale/model/sizes.py) or "custom" with the fields below.
   c.model_size = "s1M"
   c.model = ml_collections.ConfigDict()
   c.model.d_model = 0  # 0 = from the ladder
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Autoregressive.
   c.ar = ml_collections.ConfigDict()
-  c.ar.num_orders = 1  # > 1: each training sequence read in one of N seeded orders (dlmscale/orders.py)
+  c.ar.num_orders = 1  # > 1: each training sequence read in one of N seeded orders (dlmscale/objectives/orders.py)
   c.ar.target_position = True  # N > 1: tell the model the position it predicts (False: as the authors' code)
 
   # Masked diffusion.

@@ -1,5 +1,5 @@
 """The AR token-order ablation (Prabhudesai et al. 2025, Sec. 6): AR trained on N seeded token
-orders per sequence (config.ar.num_orders, dlmscale/orders.py) at one size, one unique budget U
+orders per sequence (config.ar.num_orders, dlmscale/objectives/orders.py) at one size, one unique budget U
 and many epochs E, beside the diffusion run of the same size and budget. If diffusion's advantage
 under repetition comes from the orders its masks expose, the AR curves should lose less to
 repetition as N grows; every run is evaluated left to right, so the numbers compare directly.

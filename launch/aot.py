@@ -6,9 +6,9 @@
 
 A shape is what the compiled programs depend on (objective, model, seq_len, batch sizes, eval
 samples, dtypes, remat, mesh); points that differ only in U, E, seed or learning rate share one. For
-each shape and topology this builds the trainer's own train and eval steps (dlmscale/aot.py),
+each shape and topology this builds the trainer's own train and eval steps (dlmscale/aot/compiler.py),
 compiles them for the topology without a TPU, and prints one row: compiled or the error, per-chip
-bytes against HBM, XLA's FLOPs per step beside dlmscale/flops.py's, and the roofline step time and
+bytes against HBM, XLA's FLOPs per step beside dlmscale/model/flops.py's, and the roofline step time and
 tokens/s. A shape that does not fit is followed by the first change that does (more fsdp, remat, a
 smaller batch), found by compiling it. The rows go to --json (default aot-<grid>-<topologies>.json;
 an existing file is kept unless --force). Needs libtpu: `pip install -r requirements-tpu.txt`.

@@ -7,7 +7,7 @@ The script goes to DIR/.slurm/ and is submitted with `sbatch --parsable`; `--dry
 script and the commands instead and writes nothing. Each task skips a finished point, takes the
 point's lock (flock, so a local launcher or a second submission never runs it twice), and runs
 `srun python -m dlmscale.main ...`: one process per task of a multi-node allocation, which join
-through `jax.distributed` (dlmscale/multihost.py detects SLURM). `--requeue` lets SLURM restart a
+through `jax.distributed` (dlmscale/runtime/multihost.py detects SLURM). `--requeue` lets SLURM restart a
 preempted task; `--signal=TERM@S` asks the trainer to checkpoint S seconds before the time limit, and
 a task whose trainer stopped without its summary requeues itself, so a long run spans several
 allocations (unless SLURM signalled the task's shell too: a cancelled task stays cancelled).

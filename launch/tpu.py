@@ -9,7 +9,7 @@
    rebuilt only when requirements.txt changes.
 3. Creates or checks DIR/grid_manifest.json on worker 0, then for each unfinished point runs
    `python -m dlmscale.main ...` on every worker at once (`--worker=all`), so the workers form one
-   jax.distributed job (dlmscale/multihost.py detects the slice). A finished point is skipped; a
+   jax.distributed job (dlmscale/runtime/multihost.py detects the slice). A finished point is skipped; a
    preempted VM is recreated and the point resumes from its checkpoint.
 DIR must be the same directory on every worker: a gcsfuse mount or NFS (e.g. --setup='gcsfuse
 --implicit-dirs BUCKET /mnt/runs'). `--dry_run` prints every gcloud command in order and runs none.

@@ -2,7 +2,7 @@
 
 A run of a tiny model spends more time starting a process (imports, JAX, the prepared data, the
 matmul that measures the MFU peak) than training; a worker pays that once per launcher slot. With
-the persistent compilation cache (dlmscale/compile_cache.py) it also loads, rather than compiles,
+the persistent compilation cache (dlmscale/runtime/compile_cache.py) it also loads, rather than compiles,
 every program an earlier point of the same objective and shape already compiled.
 
 Protocol (an AF_UNIX socket inherited as --fd): the launcher sends one JSON request per point,
@@ -35,6 +35,8 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from dlmscale import run_dir
 
 RESPAWN = "respawn"
 MAX_REQUEST = 1 << 20

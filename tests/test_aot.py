@@ -1,4 +1,4 @@
-"""Ahead-of-time compiles for TPU topologies on this CPU host (dlmscale/aot.py, launch/aot.py).
+"""Ahead-of-time compiles for TPU topologies on this CPU host (dlmscale/aot/compiler.py, launch/aot.py).
 
 The compile tests need libtpu (requirements-tpu.txt, its own venv; .ci/run makes one for the slow
 phase) and are skipped with that reason where it is absent. The rest run everywhere in seconds.

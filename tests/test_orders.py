@@ -1,4 +1,4 @@
-"""Token-order augmentation (dlmscale/orders.py): N = 1 is bitwise plain AR, N > 1 permutes only
+"""Token-order augmentation (dlmscale/objectives/orders.py): N = 1 is bitwise plain AR, N > 1 permutes only
 training, evaluation stays the left-to-right NLL, and the trainer runs it from the command line."""
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from dlmscale.train import checkpoint
-from dlmscale.commands import sample
+from dlmscale.commands import sample as sample_cmd
+from dlmscale.eval import sampling as sample
 from dlmscale.data import pipeline
 from dlmscale.model import transformer as model_lib
 from dlmscale.train import steps as program
@@ -120,7 +121,7 @@ def test_cli_prints_the_library_samplers_continuation(tmp_path_factory, tiny_cor
     for seed in (3, 3, 4):
       monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--prompt=def main(",
                                         "--num_tokens=8", f"--seed={seed}", *extra])
-      assert sample.main() == 0
+      assert sample_cmd.main() == 0
       printed = capsys.readouterr().out
       assert printed.endswith("\n")
       out = printed[:-1]
@@ -130,4 +131,4 @@ def test_cli_prints_the_library_samplers_continuation(tmp_path_factory, tiny_cor
       assert out == "def main(" + _library_sample(run, "def main(", seed), objective
     assert outs[3] != outs[4], objective
   monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={run}", "--num_tokens=99"])
-  assert sample.main() == 2 and "num_tokens=99" in capsys.readouterr().err
+  assert sample_cmd.main() == 2 and "num_tokens=99" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """One compiled train step per shape: the seed and the lr schedule are arguments of the program
-(dlmscale/program.py run_args), and the traced schedule is optax's to float rounding (XLA folds the
+(dlmscale/train/steps.py run_args), and the traced schedule is optax's to float rounding (XLA folds the
 constants of a per-run program together, which it cannot do with arguments)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 libtpu builds a TPU topology's devices on a CPU host (`jax.experimental.topologies`). JAX's CUDA
 plugin builds compile-only GPU devices from a GPU target description (`GpuTargetConfigProto`), which
-only a real GPU reports: bench/capture_gpu_target.py writes one on a GPU node. dlmscale/aot.py
+only a real GPU reports: bench/capture_gpu_target.py writes one on a GPU node. dlmscale/aot/compiler.py
 compiles the trainer's steps for what this module returns.
 """
 

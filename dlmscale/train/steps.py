@@ -7,7 +7,7 @@ resumed run draws exactly the masks it would have drawn without stopping.
 
 The seed key and the learning-rate schedule's constants are arguments of the compiled step, not
 constants in it (`RunArgs`): runs that differ only in seed, run length or lr compile the same program,
-so the persistent compilation cache (dlmscale/compile_cache.py) compiles it once for a whole grid.
+so the persistent compilation cache (dlmscale/runtime/compile_cache.py) compiles it once for a whole grid.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> mod
     missing = [f for f in fields if not m[f]]
     if missing:
       raise UserError(f"model_size='custom' needs config.model.{', config.model.'.join(missing)} "
-                      "set to positive values (or pick a ladder size from dlmscale/sizes.py)")
+                      "set to positive values (or pick a ladder size from dlmscale/model/sizes.py)")
     shape = {f: int(m[f]) for f in fields}
   else:
     try:

@@ -2,7 +2,7 @@
 
 Validation loss alone can hide what the model learns for downstream use (Ni et al. 2025: diffusion's
 task gap keeps growing while its validation loss rises), so with eval.task_every = N > 0 the trainer
-scores the built-in task (dlmscale/builtin_task.py, validation split only) at every N-th evaluation
+scores the built-in task (dlmscale/eval/builtin_task.py, validation split only) at every N-th evaluation
 and at the final one, exactly as `python -m dlmscale.evaluate` scores it (same items, same method,
 same seeds), so the last row of the curve is the number eval.json reports for that checkpoint.
 
