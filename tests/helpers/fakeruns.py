@@ -128,8 +128,8 @@ def save_eval_losses(run: pathlib.Path, base_N: np.ndarray, doc_N: np.ndarray, r
                      noise: float) -> None:
   """Per-sequence losses for every eval row of a fake run: each sequence's difficulty `base_N` (shared
   across runs, so comparisons pair) plus noise, shifted to the row's mean loss."""
-  from dlmscale import run_dir
-from dlmscale.data import evalset  # pylint: disable=g-import-not-at-top
+  from dlmscale import run_dir  # pylint: disable=g-import-not-at-top
+  from dlmscale.data import evalset  # pylint: disable=g-import-not-at-top
   es = evalset.EvalSet(chunk_ids_N=np.arange(doc_N.size), document_N=doc_N,
                        tokens_NxL=np.zeros((doc_N.size, 2), np.int32))
   for r in (json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()):
