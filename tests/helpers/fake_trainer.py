@@ -1,11 +1,12 @@
 """Test doubles for the launcher tests: a fake trainer that honours the trainer's contract.
 
-Run as `python -m test_launch_fakes --config=... --workdir=RUNDIR --config.KEY=VALUE ...` it takes
+Run as `python -m helpers.fake_trainer --config=... --workdir=RUNDIR --config.KEY=VALUE ...` it takes
 FAKE_STARTUP_S seconds with the default SIGTERM action, then
 FAKE_STEPS steps of FAKE_STEP_S seconds, checkpoints after every step, resumes from RUNDIR, exits 0
 on SIGTERM without summary.json, refuses (exit 2) a RUNDIR holding a different config, fails with
 exit 1 for names in FAKE_FAIL (exit 3, diverged, for names in FAKE_DIVERGE), and appends one JSON event per line to FAKE_LEDGER, so a test can
-count how often each run started, stepped and finished. The tests below check the double itself.
+count how often each run started, stepped and finished. run_point is the same fake as a worker's
+point function (DLMSCALE_POINT_FN=POINT_FN). tests/test_launch_fakes.py checks the double itself.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
 import sys
 import time
 
-TESTS = pathlib.Path(__file__).resolve().parent
+TESTS = pathlib.Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
+TRAINER_MODULE = "helpers.fake_trainer"  # `python -m` it with tests/ on PYTHONPATH (fake_env does)
+POINT_FN = "helpers.fake_trainer:run_point"
 
 
-def _fake_main(argv: list[str]) -> int:
+def fake_main(argv: list[str]) -> int:
   opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
   workdir = pathlib.Path(opts["workdir"])
   overrides = {k[len("config."):]: v for k, v in opts.items() if k.startswith("config.")}
@@ -81,43 +83,23 @@ def fake_env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-  env["DLMSCALE_TRAINER_MODULE"] = "test_launch_fakes"
+  env["DLMSCALE_TRAINER_MODULE"] = TRAINER_MODULE
   env["FAKE_LEDGER"] = str(tmp_path / "ledger.jsonl")
   env.update(extra)
   return env
 
 
-def _run_fake(tmp_path: pathlib.Path, rundir: pathlib.Path, **env: str) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, "-m", "test_launch_fakes", "--config=x.py", f"--workdir={rundir}",
-                           "--config.run_name=r"], env=fake_env(tmp_path, **env), cwd=REPO)
-
-
-def test_fake_trainer_resumes_after_sigterm(tmp_path):
-  rundir = tmp_path / "r"
-  proc = _run_fake(tmp_path, rundir, FAKE_STEPS="30", FAKE_STEP_S="0.05")
-  deadline = time.time() + 20
-  while not any(e["event"] == "step" for e in ledger_events(tmp_path / "ledger.jsonl")):
-    assert time.time() < deadline
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=20) == 0
-  assert not (rundir / "summary.json").exists()
-  stopped_at = json.loads((rundir / "ckpt.json").read_text())["step"]
-  assert 0 < stopped_at < 30
-  assert _run_fake(tmp_path, rundir, FAKE_STEPS="30", FAKE_STEP_S="0.01").wait(timeout=30) == 0
-  events = ledger_events(tmp_path / "ledger.jsonl")
-  assert [e["step"] for e in events if e["event"] == "start"] == [0, stopped_at]
-  steps = [e["step"] for e in events if e["event"] == "step"]
-  assert sorted(steps) == list(range(1, 31))  # every step exactly once across the two attempts
-  assert (rundir / "summary.json").exists()
-
-
-def test_fake_trainer_refuses_other_config(tmp_path):
-  rundir = tmp_path / "r"
-  rundir.mkdir()
-  (rundir / "config.json").write_text(json.dumps({"config": "other.py", "overrides": {}}))
-  assert _run_fake(tmp_path, rundir).wait(timeout=20) == 2
+def run_point(request: dict) -> int:
+  """The fake trainer in a worker's process (launch/worker.py, DLMSCALE_POINT_FN=POINT_FN)."""
+  from launch import grids as grid_lib  # noqa: PLC0415  (the subprocess fake needs neither)
+  from launch import worker  # noqa: PLC0415
+  argv = [f"--config={request['spec']}", f"--workdir={request['workdir']}",
+          *grid_lib.override_flags(request["overrides"])]
+  rc = fake_main(argv)
+  if rc == 0 and not (pathlib.Path(request["workdir"]) / "summary.json").exists():
+    raise worker.Stopped(0)  # the fake swallowed a SIGTERM: this worker stops, as the real one does
+  return rc
 
 
 if __name__ == "__main__":
-  sys.exit(_fake_main(sys.argv[1:]))
+  sys.exit(fake_main(sys.argv[1:]))
