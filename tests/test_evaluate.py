@@ -18,21 +18,11 @@ import pytest
 from conftest import subprocess_env, tiny_config
 from dlmscale import objectives
 from dlmscale.commands import evaluate
-from dlmscale.train import loop as train
 from dlmscale.eval import val_loss as validation
 from dlmscale.model import transformer as model_lib
+from helpers.runs import trained_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def trained_run(tmp_path_factory, corpus: str, cache: str, objective: str) -> pathlib.Path:
-  """A finished tiny run (trained once per session; later callers reuse it)."""
-  workdir = tmp_path_factory.getbasetemp() / f"eval_run_{objective}"
-  if not (workdir / "summary.json").exists():
-    cfg = tiny_config(corpus, cache, objective, epochs=1.0,
-                      **{"checkpoint.every_steps": 100, "eval.every_steps": 100})
-    train.train_and_evaluate(cfg, workdir)
-  return workdir
 
 
 @pytest.fixture(scope="module")

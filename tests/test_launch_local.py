@@ -1,82 +1,43 @@
-"""The local launcher against a fake trainer (tests/test_launch_fakes.py): a 4-point micro grid is
-killed mid-way and re-run, two launchers share one directory, failures are reported, bad input is
+"""The local launcher against a fake trainer (tests/helpers/fake_trainer.py): a 4-point micro grid is
+killed mid-way and re-run, two launchers share one directory, failures are reported (each of these
+with a trainer process per point and with workers, tests/helpers/launch_grid.py), bad input is
 refused without touching the grid directory. One slow test runs the real trainer."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from launch import cpus, local
-from test_launch_fakes import REPO, TESTS, fake_env, ledger_events
-
-GRID = "configs/datacons.py:scale=test"
-NAMES = ["ar-s0.1M-u20k-e1-seed0", "mdm-s0.1M-u20k-e1-seed0", "ar-s0.1M-u20k-e2-seed0",
-         "mdm-s0.1M-u20k-e2-seed0"]
-FAKE_REPORT = """
-import json, pathlib, sys
-args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
-out = pathlib.Path(args["out"]); out.mkdir(parents=True, exist_ok=True)
-done = sorted(p.parent.name for p in pathlib.Path(args["runs"]).glob("*/summary.json"))
-(out / "report.json").write_text(json.dumps({"done": done}))
-"""
+from helpers.fake_trainer import REPO, TRAINER_MODULE, ledger_events
+from helpers.launch_grid import (GRID, MODES, NAMES, assert_each_run_completed_once, by_run, launcher_env,
+                                 start_launcher, wait_until)
 
 
-def _env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
-  (tmp_path / "fakereport.py").write_text(FAKE_REPORT)
-  env = fake_env(tmp_path, **extra)
-  env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-  return env
-
-
-def _launch(workdir: pathlib.Path, env: dict[str, str], *extra: str, grid: str = GRID) -> subprocess.Popen:
-  cmd = [sys.executable, "-m", "launch.local", f"--config={grid}", f"--workdir={workdir}", "--poll_s=0.05",
-         "--status_every=1", "--grace_s=20", "--report_module=fakereport", *extra]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_until(pred, timeout: float = 60.0) -> None:
-  deadline = time.time() + timeout
-  while not pred():
-    assert time.time() < deadline, "timed out"
-    time.sleep(0.05)
-
-
-def _by_run(events: list[dict], kind: str) -> collections.Counter:
-  return collections.Counter(e["run"] for e in events if e["event"] == kind)
-
-
-def _assert_each_run_completed_once(tmp_path: pathlib.Path, workdir: pathlib.Path, steps: int) -> list[dict]:
-  events = ledger_events(tmp_path / "ledger.jsonl")
-  assert _by_run(events, "finished") == {n: 1 for n in NAMES}
-  for name in NAMES:  # no step ran twice: never two trainers on one point, and resumes are resumes
-    assert sorted(e["step"] for e in events if e["run"] == name and e["event"] == "step") == list(range(1, steps + 1))
-    assert (workdir / name / "summary.json").exists()
-  manifest = json.loads((workdir / "grid_manifest.json").read_text())
-  assert {n: p["state"] for n, p in manifest["runs"].items()} == {n: "done" for n in NAMES}
-  return events
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+  """The launcher scenarios run twice: a trainer process per point, and points in long-lived workers."""
+  return request.param
 
 
 @pytest.mark.parametrize("kill", ["sigterm", "sigkill_launcher", "sigkill_everything"])
-def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kill):
-  env = _env(tmp_path, FAKE_STEPS="10", FAKE_STEP_S="0.08")
+def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kill, mode):
+  env = launcher_env(tmp_path, mode, FAKE_STEPS="10", FAKE_STEP_S="0.08")
   workdir = tmp_path / "grid"
-  first = _launch(workdir, env, "--parallel=2")
+  first = start_launcher(workdir, env, "--parallel=2")
   ledger = tmp_path / "ledger.jsonl"
 
   def third_run_stepping() -> bool:
     ev = ledger_events(ledger)
     started = [e["run"] for e in ev if e["event"] == "start"]
     return len(started) >= 3 and any(e["event"] == "step" and e["run"] == started[2] for e in ev)
-  _wait_until(third_run_stepping)
+  wait_until(third_run_stepping)
   orphans = [e["pid"] for e in ledger_events(ledger) if e["event"] == "start"
              and not (workdir / e["run"] / "summary.json").exists()]
   first.send_signal(signal.SIGTERM if kill == "sigterm" else signal.SIGKILL)
@@ -95,15 +56,15 @@ def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kil
     assert not any("Traceback" in (workdir / n / "launch.log").read_text() for n in stopped)
   assert sum((workdir / n / "summary.json").exists() for n in NAMES) < 4  # really mid-way
 
-  second = _launch(workdir, env, "--parallel=2")
+  second = start_launcher(workdir, env, "--parallel=2")
   out2 = second.communicate(timeout=120)[0]
   assert second.returncode == 0, out2
-  events = _assert_each_run_completed_once(tmp_path, workdir, steps=10)
+  events = assert_each_run_completed_once(tmp_path, workdir, steps=10)
   starts = [e for e in events if e["event"] == "start"]
   if kill != "sigkill_launcher":  # the interrupted points resumed from their checkpoints
     assert any(e["step"] > 0 for e in starts)
   else:  # the orphaned trainers kept their locks and finished; nobody started them again
-    assert all(_by_run(events, "start")[n] == 1 for n in NAMES)
+    assert all(by_run(events, "start")[n] == 1 for n in NAMES)
   report = json.loads((workdir / "report" / "report.json").read_text())
   assert report["done"] == sorted(NAMES)
   # Threads: two runs share the cores evenly, each pinned to its own.
@@ -114,37 +75,38 @@ def test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kil
   assert "done          4" in out2 and "ETA" in out2
 
 
-def test_stop_during_trainer_startup_is_resumable_not_failed(tmp_path):
+def test_stop_during_trainer_startup_is_resumable_not_failed(tmp_path, mode):
   """A trainer SIGTERMed before it installs its handler dies of the signal: still only stopped."""
   workdir = tmp_path / "grid"
-  proc = _launch(workdir, _env(tmp_path, FAKE_STARTUP_S="30"), "--parallel=2")
-  _wait_until(lambda: len(ledger_events(tmp_path / "ledger.jsonl")) >= 2)
+  proc = start_launcher(workdir, launcher_env(tmp_path, mode, FAKE_STARTUP_S="30"), "--parallel=2")
+  wait_until(lambda: len(ledger_events(tmp_path / "ledger.jsonl")) >= 2)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=60)[0]
   assert proc.returncode == 128 + signal.SIGTERM and "FAILED" not in out
   states = {p["state"] for p in json.loads((workdir / "grid_manifest.json").read_text())["runs"].values()}
   assert states == {"preempted", "pending"}
-  again = _launch(workdir, _env(tmp_path, FAKE_STEPS="2", FAKE_STEP_S="0.01"), "--parallel=2")
+  again = start_launcher(workdir, launcher_env(tmp_path, mode, FAKE_STEPS="2", FAKE_STEP_S="0.01"), "--parallel=2")
   assert again.wait(timeout=60) == 0
-  assert _by_run(ledger_events(tmp_path / "ledger.jsonl"), "finished") == {n: 1 for n in NAMES}
+  assert by_run(ledger_events(tmp_path / "ledger.jsonl"), "finished") == {n: 1 for n in NAMES}
 
 
-def test_two_launchers_on_one_directory_split_the_work(tmp_path):
-  env = _env(tmp_path, FAKE_STEPS="8", FAKE_STEP_S="0.1")
+def test_two_launchers_on_one_directory_split_the_work(tmp_path, mode):
+  env = launcher_env(tmp_path, mode, FAKE_STEPS="8", FAKE_STEP_S="0.1")
   workdir = tmp_path / "grid"
-  a, b = _launch(workdir, env, "--parallel=1"), _launch(workdir, env, "--parallel=1")
+  a, b = start_launcher(workdir, env, "--parallel=1"), start_launcher(workdir, env, "--parallel=1")
   out_a, out_b = a.communicate(timeout=120)[0], b.communicate(timeout=120)[0]
   assert a.returncode == 0 and b.returncode == 0, out_a + out_b
-  events = _assert_each_run_completed_once(tmp_path, workdir, steps=8)
-  assert all(_by_run(events, "start")[n] == 1 for n in NAMES)
+  events = assert_each_run_completed_once(tmp_path, workdir, steps=8)
+  assert all(by_run(events, "start")[n] == 1 for n in NAMES)
   manifest = json.loads((workdir / "grid_manifest.json").read_text())
   assert len({p["launcher"] for p in manifest["runs"].values()}) == 2  # both did some of it
 
 
-def test_failed_run_reported_with_log_and_others_finish(tmp_path):
+def test_failed_run_reported_with_log_and_others_finish(tmp_path, mode):
   bad = "ar-s0.1M-u20k-e2-seed0"
   workdir = tmp_path / "grid"
-  proc = _launch(workdir, _env(tmp_path, FAKE_STEPS="3", FAKE_STEP_S="0.02", FAKE_FAIL=bad), "--parallel=2")
+  proc = start_launcher(workdir, launcher_env(tmp_path, mode, FAKE_STEPS="3", FAKE_STEP_S="0.02", FAKE_FAIL=bad),
+                        "--parallel=2")
   out = proc.communicate(timeout=60)[0]
   assert proc.returncode == 1
   log = workdir / bad / "launch.log"
@@ -154,9 +116,9 @@ def test_failed_run_reported_with_log_and_others_finish(tmp_path):
   manifest = json.loads((workdir / "grid_manifest.json").read_text())
   assert manifest["runs"][bad]["state"] == "failed" and manifest["runs"][bad]["returncode"] == 1
   # Fixed: the same command retries the failed point only.
-  proc = _launch(workdir, _env(tmp_path, FAKE_STEPS="3", FAKE_STEP_S="0.02"), "--parallel=2")
+  proc = start_launcher(workdir, launcher_env(tmp_path, mode, FAKE_STEPS="3", FAKE_STEP_S="0.02"), "--parallel=2")
   assert proc.wait(timeout=60) == 0
-  assert _by_run(ledger_events(tmp_path / "ledger.jsonl"), "finished") == {n: 1 for n in NAMES}
+  assert by_run(ledger_events(tmp_path / "ledger.jsonl"), "finished") == {n: 1 for n in NAMES}
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
@@ -166,11 +128,11 @@ def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
 @pytest.fixture
 def finished_grid(tmp_path, monkeypatch) -> pathlib.Path:
   """A grid directory whose 4 points finished (in-process launcher, fake trainer)."""
-  for k, v in _env(tmp_path, FAKE_STEPS="1", FAKE_STEP_S="0.01").items():
+  for k, v in launcher_env(tmp_path, FAKE_STEPS="1", FAKE_STEP_S="0.01").items():
     monkeypatch.setenv(k, v)
   workdir = tmp_path / "grid"
   assert local.main([f"--config={GRID}", f"--workdir={workdir}", "--parallel=2", "--poll_s=0.02",
-                     "--noreport", "--trainer_module=test_launch_fakes"]) == 0
+                     "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 0
   return workdir
 
 
@@ -190,10 +152,10 @@ def test_extend_adds_points_and_keeps_finished_runs(finished_grid, tmp_path, cap
   assert local.main([f"--config={grid2}", f"--workdir={finished_grid}", "--noreport"]) == 2
   assert "--extend" in capsys.readouterr().err
   assert local.main([f"--config={grid2}", f"--workdir={finished_grid}", "--extend", "--parallel=2",
-                     "--poll_s=0.02", "--noreport", "--trainer_module=test_launch_fakes"]) == 0
+                     "--poll_s=0.02", "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 0
   manifest = json.loads((finished_grid / "grid_manifest.json").read_text())
   assert len(manifest["runs"]) == 8 and all(p["state"] == "done" for p in manifest["runs"].values())
-  starts = _by_run(ledger_events(tmp_path / "ledger.jsonl"), "start")
+  starts = by_run(ledger_events(tmp_path / "ledger.jsonl"), "start")
   assert all(starts[n] == 1 for n in NAMES)  # the seed-0 runs were not run again
 
 
@@ -203,7 +165,7 @@ def test_grid_file_without_sweep_is_refused(tmp_path, capsys):
   workdir = tmp_path / "grid"
   assert local.main([f"--config={bad}", f"--workdir={workdir}"]) == 2
   err = capsys.readouterr().err
-  assert "onepoint.py has no sweep(arg) function" in err and not workdir.exists()
+  assert "onepoint.py defines no sweep(arg), so it is not a grid config" in err and not workdir.exists()
 
 
 def test_parallel_beyond_the_cores_is_refused(tmp_path, capsys):

@@ -17,7 +17,7 @@ import pytest
 
 from launch import grids as grid
 from launch import slurm
-from test_launch_fakes import REPO, fake_env, ledger_events
+from helpers.fake_trainer import REPO, TRAINER_MODULE, fake_env, ledger_events
 
 GRID = "configs/datacons.py:scale=test"
 NAMES = ["ar-s0.1M-u20k-e1-seed0", "mdm-s0.1M-u20k-e1-seed0", "ar-s0.1M-u20k-e2-seed0",
@@ -74,7 +74,7 @@ def submitted(tmp_path, monkeypatch):
     (bin_dir / tool).chmod(0o755)
   monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
   workdir = tmp_path / "grid"
-  assert slurm.main([f"--config={GRID}", f"--workdir={workdir}", "--trainer_module=test_launch_fakes",
+  assert slurm.main([f"--config={GRID}", f"--workdir={workdir}", f"--trainer_module={TRAINER_MODULE}",
                      "--noreport"]) == 0
   script = workdir / ".slurm" / f"datacons-{HASH}.sbatch"
   assert calls.read_text() == f"sbatch --parsable {script}\n"

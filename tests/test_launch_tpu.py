@@ -13,6 +13,7 @@ import tarfile
 
 import pytest
 
+from helpers.fake_trainer import TRAINER_MODULE
 from launch import tpu
 
 GRID = "configs/datacons.py:scale=test"
@@ -88,7 +89,7 @@ elif verb == "ssh":
   cmd = cmd.replace({remote!r}, "").replace(".venv/bin/python", sys.executable)
   if "tar -xzf" not in cmd:
     proc = subprocess.Popen(["bash", "-c", cmd], cwd={repo!r}, start_new_session=True)
-    if " -m test_launch_fakes " in cmd and s["preempt"]:
+    if " -m helpers.fake_trainer " in cmd and s["preempt"]:
       # a spot preemption: the VM's shutdown notice (SIGTERM) after a few steps, then it is gone
       while proc.poll() is None and sum(e["event"] == "step" for e in ledger_steps()) < s["preempt_after"]:
         time.sleep(0.02)
@@ -103,7 +104,7 @@ sys.exit(rc)
 
 def _stand_in(tmp_path, monkeypatch, **state) -> tuple[pathlib.Path, pathlib.Path]:
   """gcloud on PATH runs the launcher's commands on this machine with the fake trainer."""
-  from test_launch_fakes import REPO as REPO_DIR, TESTS
+  from helpers.fake_trainer import REPO as REPO_DIR, TESTS
   state_path, calls, ledger = tmp_path / "state.json", tmp_path / "calls.txt", tmp_path / "ledger.jsonl"
   state_path.write_text(json.dumps({"vm": "", "qr": "", "preempt": 0, "preempt_after": 3, **state}))
   bin_dir = tmp_path / "bin"
@@ -127,7 +128,7 @@ def _steps(calls: pathlib.Path) -> list[str]:
     a = line.split()
     v = f"{a[2]} {a[3]}" + (f" {a[5]}" if a[3] == "ssh" else "")
     if a[3] == "ssh":
-      v += " " + ("train" if "test_launch_fakes" in line else "mark" if "--mark" in line
+      v += " " + ("train" if TRAINER_MODULE in line else "mark" if "--mark" in line
                   else "init" if "--init" in line else "install")
     out.append(v)
   return out
@@ -136,11 +137,11 @@ def _steps(calls: pathlib.Path) -> list[str]:
 def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatch):
   """The stand-in runs the (fake) trainer; a spot preemption after 3 steps recreates the slice and
   the point resumes from its checkpoint: every step runs exactly once, and the manifest says done."""
-  from test_launch_fakes import ledger_events
+  from helpers.fake_trainer import ledger_events
   calls, ledger = _stand_in(tmp_path, monkeypatch, preempt=1)
   workdir = tmp_path / "dc"
   argv = [a.replace("/mnt/runs/dc", str(workdir)) for a in ARGV]
-  assert tpu.main([*argv, "--queued", "--spot", "--noreport", "--trainer_module=test_launch_fakes"]) == 0
+  assert tpu.main([*argv, "--queued", "--spot", "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 0
   assert _steps(calls) == [
       "tpu-vm describe", "queued-resources describe", "queued-resources describe", "queued-resources create",
       "queued-resources describe", "tpu-vm scp", "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 init",
@@ -161,12 +162,12 @@ def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatc
 
 def test_a_diverged_point_is_not_retried_like_a_preemption(tmp_path, monkeypatch):
   """Exit 3 (NaN/inf loss) is deterministic: one attempt, marked failed:3, the VM left alone."""
-  from test_launch_fakes import ledger_events
+  from helpers.fake_trainer import ledger_events
   calls, ledger = _stand_in(tmp_path, monkeypatch, vm="READY", qr="ACTIVE")
   monkeypatch.setenv("FAKE_DIVERGE", NAME)
   workdir = tmp_path / "dc"
   argv = [a.replace("/mnt/runs/dc", str(workdir)) for a in ARGV]
-  assert tpu.main([*argv, "--noreport", "--trainer_module=test_launch_fakes"]) == 1
+  assert tpu.main([*argv, "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 1
   steps = _steps(calls)
   assert steps.count("tpu-vm ssh --worker=all train") == 1
   assert [e["event"] for e in ledger_events(ledger)] == ["boot", "diverged"]

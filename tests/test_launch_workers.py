@@ -1,7 +1,7 @@
-"""launch.local with long-lived workers (launch/worker.py): the launcher tests of
-tests/test_launch_local.py again, with the fake trainer run in-process by a worker per slot (kills,
-two launchers, failures, stops during start-up), plus the checks that only workers need: points
-really share a process, and a run trained in a worker is bitwise the run trained alone."""
+"""launch.local with long-lived workers (launch/worker.py), the checks that only workers need:
+points really share a process, --noworkers goes back to a process per point, and a run trained in a
+worker is bitwise the run trained alone. (The launcher scenarios of tests/test_launch_local.py, kills,
+two launchers, failures, stops during start-up, run there with workers too: its `mode` fixture.)"""
 
 from __future__ import annotations
 
@@ -13,71 +13,35 @@ import sys
 
 import pytest
 
-import test_launch_local as tll
-from launch import grids as grid_lib
 from conftest import subprocess_env
-from launch import worker
-from test_launch_fakes import REPO, TESTS, _fake_main, ledger_events
+from helpers.fake_trainer import REPO, TESTS, TRAINER_MODULE, ledger_events
+from helpers.launch_grid import NAMES, launcher_env, start_launcher
+from launch import grids as grid_lib
 
-# Workers import this module for run_point: JAX and orbax are imported by the one test that needs them.
-
-POINT_FN = "test_launch_workers:run_point"
-
-
-def run_point(request: dict) -> int:
-  """The fake trainer of test_launch_fakes.py, in the worker's process."""
-  argv = [f"--config={request['spec']}", f"--workdir={request['workdir']}",
-          *grid_lib.override_flags(request["overrides"])]
-  rc = _fake_main(argv)
-  if rc == 0 and not (pathlib.Path(request["workdir"]) / "summary.json").exists():
-    raise worker.Stopped(0)  # the fake swallowed a SIGTERM: this worker stops, as the real one does
-  return rc
+# The workers import helpers.fake_trainer for run_point: JAX and orbax are imported by the one test
+# that needs them.
 
 
-@pytest.fixture
-def workers(monkeypatch):
-  """Every launcher the tests in test_launch_local.py start runs its points in workers."""
-  plain = tll._env
-  monkeypatch.setattr(tll, "_env", lambda tmp_path, **extra: {**plain(tmp_path, **extra),
-                                                               "DLMSCALE_POINT_FN": POINT_FN})
-
-
-@pytest.mark.parametrize("kill", ["sigterm", "sigkill_launcher", "sigkill_everything"])
-def test_killed_midway_then_rerun_completes_every_run_exactly_once(workers, tmp_path, kill):
-  tll.test_killed_midway_then_rerun_completes_every_run_exactly_once(tmp_path, kill)
-
-
-def test_stop_during_startup_is_resumable_not_failed(workers, tmp_path):
-  tll.test_stop_during_trainer_startup_is_resumable_not_failed(tmp_path)
-
-
-def test_two_launchers_split_the_work(workers, tmp_path):
-  tll.test_two_launchers_on_one_directory_split_the_work(tmp_path)
-
-
-def test_failed_point_reported_and_others_finish(workers, tmp_path):
-  tll.test_failed_run_reported_with_log_and_others_finish(tmp_path)
-
-
-def test_points_share_one_process_per_slot(workers, tmp_path):
+def test_points_share_one_process_per_slot(tmp_path):
   workdir = tmp_path / "grid"
-  proc = tll._launch(workdir, tll._env(tmp_path, FAKE_STEPS="2", FAKE_STEP_S="0.01"), "--parallel=2")
+  proc = start_launcher(workdir, launcher_env(tmp_path, "workers", FAKE_STEPS="2", FAKE_STEP_S="0.01"),
+                        "--parallel=2")
   out = proc.communicate(timeout=60)[0]
   assert proc.returncode == 0, out
   starts = [e for e in ledger_events(tmp_path / "ledger.jsonl") if e["event"] == "start"]
   assert len(starts) == 4 and len({e["pid"] for e in starts}) == 2  # 4 points, 2 processes
   assert os.getpid() not in {e["pid"] for e in starts}
-  assert "in a worker process" in (workdir / tll.NAMES[0] / "launch.log").read_text()
+  assert "in a worker process" in (workdir / NAMES[0] / "launch.log").read_text()
   # No worker outlives its launcher.
   for pid in {e["pid"] for e in starts}:
     with pytest.raises(ProcessLookupError):
       os.kill(pid, 0)
 
 
-def test_noworkers_runs_one_process_per_point(workers, tmp_path):
-  proc = tll._launch(tmp_path / "grid", tll._env(tmp_path, FAKE_STEPS="1", FAKE_STEP_S="0.01",
-                                                 DLMSCALE_TRAINER_MODULE="test_launch_fakes"),
-                     "--parallel=1", "--noworkers")
+def test_noworkers_runs_one_process_per_point(tmp_path):
+  proc = start_launcher(tmp_path / "grid", launcher_env(tmp_path, "workers", FAKE_STEPS="1", FAKE_STEP_S="0.01",
+                                                        DLMSCALE_TRAINER_MODULE=TRAINER_MODULE),
+                        "--parallel=1", "--noworkers")
   assert proc.wait(timeout=60) == 0
   starts = [e for e in ledger_events(tmp_path / "ledger.jsonl") if e["event"] == "start"]
   assert len({e["pid"] for e in starts}) == 4

@@ -140,3 +140,34 @@ def test_no_module_outgrows_a_reader():
         if n > MAX_FUNCTION_LINES:
           long_functions.append(f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {n}")
   assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+def _test_module_imports(path: pathlib.Path) -> list[str]:
+  """The modules named test_* that a source file imports, at any depth of its code."""
+  found = []
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom):  # `from test_x import y`, and `from . import test_x`
+      names = ([node.module] if node.module else []) + [a.name for a in node.names if a.name.startswith("test_")]
+    else:
+      continue
+    found += [n for n in names if any(part.startswith("test_") for part in n.split("."))]
+  return found
+
+
+def test_no_test_module_imports_another():
+  """Shared fixtures live in tests/helpers/ (and conftest.py): a test module imports no test module."""
+  tests = REPO / "tests"
+  sources = [p for p in sorted(tests.rglob("*.py"))
+             if p.name != "conftest.py" and (tests / "helpers") not in p.parents]
+  bad = [f"{p.relative_to(REPO)} imports {name}" for p in sources for name in _test_module_imports(p)]
+  assert not bad, bad
+
+
+def test_the_test_import_check_sees_every_form(tmp_path):
+  """The checker itself: plain, from-, relative and function-level imports of a test module."""
+  probe = tmp_path / "probe.py"
+  probe.write_text("import os\nimport test_a\nfrom test_b import x\nfrom . import test_c\n"
+                   "from pkg.test_d import y\n\ndef f():\n  import test_e as e\n  from helpers import z\n")
+  assert sorted(_test_module_imports(probe)) == ["pkg.test_d", "test_a", "test_b", "test_c", "test_e"]

@@ -20,8 +20,7 @@ from conftest import tiny_config, write_tiny_corpus
 from dlmscale.train import checkpoint
 from dlmscale import run_dir as rundir
 from helpers.fakeruns import make_run
-from test_evaluate import trained_run
-from test_train import _final_params, _losses, _main
+from helpers.runs import final_params as _final_params, losses as _losses, run_main as _main, trained_run
 
 ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 

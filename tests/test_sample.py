@@ -20,7 +20,7 @@ from dlmscale.model import transformer as model_lib
 from dlmscale.train import steps as program
 from dlmscale.errors import UserError
 from dlmscale.objectives.masking import LinearSchedule
-from test_evaluate import trained_run
+from helpers.runs import trained_run
 
 V, MASK, L = 12, 11, 24
 _TABLE = jax.random.normal(jax.random.key(0), (V, V)) * 2.0

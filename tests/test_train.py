@@ -15,7 +15,6 @@ import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
 from dlmscale import objectives
-from dlmscale.train import checkpoint
 from dlmscale.train import optim
 from dlmscale.train import steps as program
 from dlmscale import run_dir as rundir
@@ -23,23 +22,9 @@ from dlmscale.runtime import sharding
 from dlmscale.train import loop as train
 from dlmscale.data import pipeline
 from dlmscale.model import transformer as model_lib
+from helpers.runs import final_params as _final_params, losses as _losses, run_main as _main
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "one_step.json"
-
-
-def _final_params(workdir: pathlib.Path) -> dict:
-  return checkpoint.load_arrays(workdir / "checkpoints")["params"]
-
-
-def _losses(workdir: pathlib.Path) -> list[tuple]:
-  return [(r["step"], r["split"], r["loss"]) for r in rundir.read_metrics(workdir)]
-
-
-def _main(cfg, workdir: pathlib.Path, **env) -> subprocess.CompletedProcess:
-  cmd = [sys.executable, "-m", "dlmscale.main", "--config=configs/base.py", f"--workdir={workdir}",
-         *config_flags_for(cfg)]
-  return subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(**env),
-                        cwd=pathlib.Path(__file__).resolve().parents[1], timeout=300)
 
 
 def _one_step(cfg) -> dict:
