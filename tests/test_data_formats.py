@@ -3,12 +3,23 @@ read only prepared data (dlmscale/data/formats.py, remote.py, hf_tokenizer.py, i
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
+import lzma
 import pathlib
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from dlmscale.data import corpus as corpus_lib
 from dlmscale.data import pipeline
+from dlmscale.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The default corpus prepared at a small setting (vocab 512, seq_len 128, val_fraction 0.05, seed 0)
 # by main before the format and tokenizer work (commit 33aaeb6, python 3.11.7, sentencepiece 0.2.3):
@@ -31,3 +42,209 @@ def test_default_corpus_prepares_byte_identical_to_main(tmp_path):
   from dlmscale.data import chunks
   assert chunks.file_sha256(p.root / "train.bin") == _GOLDEN["train"]
   assert chunks.file_sha256(p.root / "val.bin") == _GOLDEN["val"]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _docs(n: int = 80) -> list[str]:
+  """Real-looking text: slices of stdlib source, one document each."""
+  import sysconfig
+  stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+  text = "".join((stdlib / name).read_text() for name in ("textwrap.py", "string.py", "heapq.py", "glob.py"))
+  return [text[(i * 1700) % (len(text) - 1200):][:1200] for i in range(n)]
+
+
+def _jsonl_bytes(docs: list[str], field: str = "text") -> bytes:
+  return "".join(json.dumps({field: d, "id": i}) + "\n" for i, d in enumerate(docs)).encode()
+
+
+def _compress(data: bytes, how: str) -> bytes:
+  if how == "gzip":
+    return gzip.compress(data)
+  if how == "zstd":
+    import zstandard
+    return zstandard.ZstdCompressor().compress(data)
+  if how == "bz2":
+    return bz2.compress(data)
+  return lzma.compress(data)
+
+
+def build_bpe(path: pathlib.Path, texts: list[str], vocab: int = 420, end_token: str | None = "<|endoftext|>"):
+  """A byte-level BPE tokenizer.json as GPT-2's (trained here; nothing is downloaded)."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  tk = Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[end_token] if end_token else [],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  tk.train_from_iterator(texts, trainer)
+  tk.save(str(path))
+  return path
+
+
+def _cfg(corpus, out_root: pathlib.Path, **kw) -> dict:
+  return {"corpus": str(corpus), "vocab_size": 512, "seq_len": 32, "val_fraction": 0.1, "num_workers": 1,
+          "cache_dir": str(out_root / "cache"), **kw}
+
+
+def _chunks(p) -> tuple[bytes, bytes]:
+  return (p.root / "train.bin").read_bytes(), (p.root / "val.bin").read_bytes()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "dlmscale.data", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=180, env=subprocess_env())
+
+
+def fails_naming(proc: subprocess.CompletedProcess, path, *needles: str) -> None:
+  assert proc.returncode == 2, (proc.returncode, proc.stderr)
+  assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert str(path) in proc.stderr, proc.stderr
+  for needle in needles:
+    assert needle in proc.stderr, proc.stderr
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+  root = tmp_path_factory.mktemp("plain")
+  (root / "c.jsonl").write_bytes(_jsonl_bytes(_docs()))
+  return pipeline.prepare(_cfg(root / "c.jsonl", root), out_dir=root / "prepared")
+
+
+@pytest.mark.parametrize("how,name", [("gzip", "c4-train.00000-of-01024.json.gz"), ("gzip", "c.jsonl.gz"),
+                                      ("zstd", "c.jsonl.zst"), ("bz2", "c.jsonl.bz2"), ("xz", "c.jsonl.xz")])
+def test_compressed_jsonl_prepares_to_the_same_chunks(plain, tmp_path, how, name):
+  (tmp_path / name).write_bytes(_compress(_jsonl_bytes(_docs()), how))
+  p = pipeline.prepare(_cfg(tmp_path / name, tmp_path), out_dir=tmp_path / "prepared")
+  assert _chunks(p) == _chunks(plain)
+  assert p.manifest["tokenizer"]["sha256"] == plain.manifest["tokenizer"]["sha256"]
+
+
+def test_compressed_text_and_saved_dataset_and_parquet(tmp_path):
+  docs = _docs(40)
+  (tmp_path / "t").mkdir()
+  for i, d in enumerate(docs):
+    (tmp_path / "t" / f"{i:02d}.txt").write_text(d)
+  (tmp_path / "z").mkdir()
+  for i, d in enumerate(docs):
+    (tmp_path / "z" / f"{i:02d}.txt.gz").write_bytes(gzip.compress(d.encode()))
+  assert list(corpus_lib.open_corpus(str(tmp_path / "z")).iter_docs()) == docs
+  import datasets
+  datasets.Dataset.from_dict({"text": docs, "n": list(range(40))}).save_to_disk(str(tmp_path / "saved"))
+  saved = corpus_lib.open_corpus(str(tmp_path / "saved"))
+  assert saved.formats == ("arrow",) * len(saved.files) and list(saved.iter_docs()) == docs
+  a = pipeline.prepare(_cfg(tmp_path / "saved", tmp_path), out_dir=tmp_path / "pa")
+  b = pipeline.prepare(_cfg(tmp_path / "t/*.txt", tmp_path), out_dir=tmp_path / "pb")
+  assert _chunks(a) == _chunks(b) and a.manifest["documents"] == 40
+
+
+def test_memory_url_corpus_prepares_and_is_cached_locally(plain, tmp_path):
+  import fsspec
+  fs = fsspec.filesystem("memory")
+  fs.pipe("/dlmscale-test/corpus/part-0.jsonl.gz", gzip.compress(_jsonl_bytes(_docs())))
+  url = "memory://dlmscale-test/corpus/*.jsonl.gz"
+  p = pipeline.prepare(_cfg(url, tmp_path), out_dir=tmp_path / "prepared")
+  assert _chunks(p) == _chunks(plain) and p.manifest["source"]["corpus"] == url
+  assert list((tmp_path / "cache" / "fetched").rglob("part-0.jsonl.gz"))
+  fs.rm("/dlmscale-test", recursive=True)
+
+
+def test_hub_spec_is_parsed():
+  from dlmscale.data import remote
+  assert remote.parse_hf("hf:allenai/c4:en:train") == ("allenai/c4", "en", "train")
+  assert remote.parse_hf("hf:roneneldan/TinyStories") == ("roneneldan/TinyStories", None, "train")
+  with pytest.raises(UserError, match="hf:NAME"):
+    remote.parse_hf("hf:")
+
+
+# --- bad inputs: exit 2, one line naming the file, nothing written -------------------------------
+
+
+def test_gzip_bytes_named_jsonl(tmp_path):
+  bad = tmp_path / "c.jsonl"
+  bad.write_bytes(gzip.compress(_jsonl_bytes(_docs(5))))
+  fails_naming(run_cli(f"--corpus={bad}", f"--out_dir={tmp_path / 'o'}"), bad, "gzip", ".jsonl.gz")
+  assert not (tmp_path / "o").exists()
+
+
+def test_named_gz_but_not_gzip(tmp_path):
+  bad = tmp_path / "c.jsonl.gz"
+  bad.write_bytes(_jsonl_bytes(_docs(5)))
+  fails_naming(run_cli(f"--corpus={bad}", f"--out_dir={tmp_path / 'o'}"), bad, "not gzip-compressed")
+
+
+def test_binary_in_a_text_glob(tmp_path):
+  for i, d in enumerate(_docs(5)):
+    (tmp_path / f"{i}.txt").write_text(d)
+  bad = tmp_path / "3.txt"
+  bad.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(200))
+  fails_naming(run_cli(f"--corpus={tmp_path}/*.txt", f"--out_dir={tmp_path / 'o'}"), bad, "binary")
+  assert not (tmp_path / "o").exists()
+
+
+def test_row_without_the_text_field_names_file_and_line(tmp_path):
+  bad = tmp_path / "c.jsonl.gz"
+  rows = _jsonl_bytes(_docs(5)) + b'{"body": "no text here"}\n'
+  bad.write_bytes(gzip.compress(rows))
+  fails_naming(run_cli(f"--corpus={bad}", f"--out_dir={tmp_path / 'o'}"), f"{bad}:6", "no field 'text'")
+
+
+def test_empty_glob(tmp_path):
+  fails_naming(run_cli(f"--corpus={tmp_path}/*.jsonl.gz", f"--out_dir={tmp_path / 'o'}"),
+               f"{tmp_path}/*.jsonl.gz", "no files match")
+
+
+@pytest.mark.parametrize("content", [b"not a tokenizer at all\n", b'{"version": "1.0", "model": 3}',
+                                     bytes(range(256))])
+def test_tokenizer_file_that_is_not_a_tokenizer(tmp_path, content):
+  (tmp_path / "c.jsonl").write_bytes(_jsonl_bytes(_docs(10)))
+  bad = tmp_path / "tok.json"
+  bad.write_bytes(content)
+  fails_naming(run_cli(f"--corpus={tmp_path / 'c.jsonl'}", f"--tokenizer={bad}", "--vocab_size=0",
+                       f"--out_dir={tmp_path / 'o'}"), bad, "is not a tokenizer")
+  assert not (tmp_path / "o").exists()
+
+
+# --- Hugging Face tokenizer.json ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("end_token", ["<|endoftext|>", None])
+def test_tokenizer_json_prepares_with_padded_vocab(tmp_path, end_token):
+  docs = _docs()
+  (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl_bytes(docs)))
+  tj = build_bpe(tmp_path / "tokenizer.json", docs, end_token=end_token)
+  p = pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path, tokenizer=str(tj), vocab_size=0),
+                       out_dir=tmp_path / "prepared")
+  from dlmscale.data import tokenizer as tok
+  t = tok.load(tj)
+  pieces = t.get_piece_size()
+  assert p.vocab_size % 128 == 0 and p.mask_id == p.vocab_size - 1
+  assert p.eod_id == (t.tk.token_to_id(end_token) if end_token else pieces)
+  assert p.manifest["vocab_padding"] == p.vocab_size - pieces - (0 if end_token else 1) - 1
+  assert p.tokenizer_path.name == "tokenizer.json" and p.manifest["tokenizer"]["kind"] == "tokenizer.json"
+  loaded = pipeline.load_tokenizer(p)
+  assert loaded.decode(loaded.encode(docs[3])) == docs[3]
+  train = np.asarray(p.train_chunks).ravel()
+  assert train.max() < p.mask_id and (train == p.eod_id).any()
+  with pytest.raises(UserError, match="--vocab_size=" + str(p.vocab_size)):
+    pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path, tokenizer=str(tj), vocab_size=256),
+                     out_dir=tmp_path / "other")
+
+
+@pytest.mark.parametrize("objective", ["ar", "mdm"])
+def test_tokenizer_json_trains_a_few_steps(tmp_path, objective):
+  from conftest import tiny_config
+  from dlmscale import rundir, train
+  docs = _docs(120)
+  (tmp_path / "c.json.gz").write_bytes(gzip.compress(_jsonl_bytes(docs)))
+  tj = build_bpe(tmp_path / "tokenizer.json", docs)
+  cfg = tiny_config(str(tmp_path / "c.json.gz"), str(tmp_path / "cache"), objective,
+                    **{"data.tokenizer": str(tj), "data.vocab_size": 0, "epochs": 1.0})
+  summary = train.train_and_evaluate(cfg, tmp_path / "run")
+  rows = rundir.read_rows(tmp_path / "run" / "metrics.jsonl")
+  assert summary["steps"] >= 4 and all(np.isfinite(r["loss"]) for r in rows)

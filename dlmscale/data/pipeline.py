@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
-import sentencepiece as spm
 
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
 from dlmscale.data import label_noise as label_noise_lib
 from dlmscale.data import evalset
 from dlmscale.data import preprocess
+from dlmscale.data import remote
 from dlmscale.data import tokenizer as tok
 from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
@@ -71,10 +71,10 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
   other inputs is never overwritten.
   """
   cfg = DataConfig.of(data_cfg)
-  corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator)
+  corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator, _cache_dir(cfg))
   given, vocab_size = None, cfg.vocab_size
   if cfg.tokenizer:
-    given = pathlib.Path(cfg.tokenizer).expanduser().resolve()
+    given = _tokenizer_file(cfg)
     vocab_size = _given_vocab_size(tok.load(given), given, vocab_size)
   elif vocab_size < 2:
     raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
@@ -89,7 +89,7 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
       "vocab_size": vocab_size,
       "seq_len": cfg.seq_len,
       "seed": cfg.seed,
-      "tokenizer_sha256": tok.file_sha256(given) if given else "",
+      "tokenizer_sha256": chunks.file_sha256(given) if given else "",
   }
   key = chunks.cache_key(inputs)
   if out_dir:
@@ -115,7 +115,7 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
   m = chunks.read_manifest(root)
   if m is None:
     raise UserError(f"{root} holds no {chunks.MANIFEST}: it is not prepared data; run python -m dlmscale.data")
-  tok_path = root / chunks.TOKENIZER
+  tok_path = root / m["tokenizer"].get("file", chunks.TOKENIZER)
   return Prepared(
       root=root, manifest=m,
       train_chunks=chunks.open_chunks(root / m["splits"]["train"]["file"], m["dtype"], m["seq_len"]),
@@ -124,12 +124,21 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
       tokenizer_path=tok_path, tokenizer_sha256=m["tokenizer"]["sha256"])
 
 
-def _given_vocab_size(sp: spm.SentencePieceProcessor, path: pathlib.Path, vocab_size: int) -> int:
+def _given_vocab_size(sp, path: pathlib.Path, vocab_size: int) -> int:
   v = tok.model_vocab_size(sp)
   if vocab_size not in (0, v):
-    raise UserError(f"tokenizer {path} has {v - 1} pieces, so the vocabulary is V={v} (with <mask>), "
+    padded = f", padded to a multiple of 128" if tok.padding(sp) else ""
+    raise UserError(f"tokenizer {path} has {sp.get_piece_size()} pieces, so the vocabulary is V={v} "
+                    f"(with <mask>{padded}), "
                     f"but vocab_size={vocab_size}; set --vocab_size={v} (or 0 to take it from the tokenizer)")
   return v
+
+
+def _tokenizer_file(cfg: DataConfig) -> pathlib.Path:
+  """The given tokenizer as a local file (a URL's fetched into the cache)."""
+  if remote.is_url(cfg.tokenizer):
+    return remote.fetch_file(cfg.tokenizer, _cache_dir(cfg))
+  return pathlib.Path(cfg.tokenizer).expanduser().resolve()
 
 
 def _cache_dir(cfg: DataConfig) -> pathlib.Path:
@@ -262,7 +271,8 @@ def eval_set(prepared: Prepared, num_sequences: int, which: str = "val") -> eval
   return evalset.draw(prepared.val_chunks, prepared.eod_id, num_sequences, prepared.manifest["seed"], which)
 
 
-def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
+def load_tokenizer(prepared: Prepared):
+  """The prepared data's tokenizer: a sentencepiece processor or an hf_tokenizer.HFTokenizer."""
   return tok.load(prepared.tokenizer_path)
 
 

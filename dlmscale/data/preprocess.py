@@ -29,14 +29,14 @@ _CHARS_PER_TOKEN_GUESS = 5.0  # first guess when holding out a token count (corr
 
 def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs: dict, key: str,
           given: pathlib.Path | None) -> None:
-  """Writes tokenizer.model, train.bin, val.bin and manifest.json into `tmp`."""
+  """Writes the tokenizer (tokenizer.model or .json), train.bin, val.bin and manifest.json into `tmp`."""
   start = time.time()
   doc_chars = np.fromiter((len(d) for d in corpus.iter_docs()), dtype=np.int64)
   if doc_chars.size == 0:
     raise UserError(f"corpus {corpus.spec!r} is empty: its {len(corpus.files)} file(s) hold no document text")
   vocab_size, seq_len, workers = inputs["vocab_size"], cfg.seq_len, cfg.num_workers
   perm = corpus_lib.doc_permutation(doc_chars.size, cfg.seed)
-  tok_path = tmp / chunks.TOKENIZER
+  tok_path = tmp / (tok.file_name(tok.load(given)) if given else chunks.TOKENIZER)
   if given:
     shutil.copyfile(given, tok_path)
   n_val, val_tokens = _split(corpus, perm, doc_chars, cfg, vocab_size, tok_path, trained=not given)
@@ -78,8 +78,10 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
       "python_version": platform.python_version(), "sentencepiece_version": spm.__version__,
       "seed": cfg.seed, "vocab_size": vocab_size, "mask_id": vocab_size - 1, "eod_id": sp.eos_id(),
       "seq_len": seq_len, "dtype": dtype.name,
-      "tokenizer": {"file": chunks.TOKENIZER, "sha256": tok.file_sha256(tok_path), "pieces": sp.get_piece_size(),
-                    "trained": not given, "source": str(given) if given else "trained on the training split"},
+      "tokenizer": {"file": tok_path.name, "sha256": chunks.file_sha256(tok_path), "pieces": sp.get_piece_size(),
+                    "trained": not given, "source": str(given) if given else "trained on the training split",
+                    "kind": "tokenizer.json" if tok_path.suffix == ".json" else "sentencepiece"},
+      "vocab_padding": tok.padding(sp),  # ids of vocab_size that no token uses (a multiple-of-128 shape)
       "documents": int(doc_chars.size), "splits": splits,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "prepare_seconds": round(time.time() - start, 2),
