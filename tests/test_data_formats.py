@@ -248,3 +248,57 @@ def test_tokenizer_json_trains_a_few_steps(tmp_path, objective):
   summary = train.train_and_evaluate(cfg, tmp_path / "run")
   rows = rundir.read_rows(tmp_path / "run" / "metrics.jsonl")
   assert summary["steps"] >= 4 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+# --- a run reads only prepared data -------------------------------------------------------------
+
+
+def test_second_prepare_reads_no_corpus_byte(tmp_path, monkeypatch):
+  (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl_bytes(_docs())))
+  first = pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path))
+  def no_reading(*a, **k):
+    raise AssertionError("the raw corpus was read")
+  monkeypatch.setattr(corpus_lib, "content_sha256", no_reading)
+  monkeypatch.setattr(corpus_lib, "open_corpus", no_reading)
+  again = pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path))
+  assert again.root == first.root and again.sha256s() == first.sha256s()
+  monkeypatch.undo()
+  # Other settings on the same corpus: its content hash comes from the stat index, not from rehashing.
+  monkeypatch.setattr(corpus_lib, "content_sha256", no_reading)
+  other = pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path, seq_len=64))
+  assert other.root != first.root
+  monkeypatch.undo()
+  # A changed corpus is noticed (by its stat) and prepared anew.
+  (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl_bytes(_docs()[:-3])))
+  changed = pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path))
+  assert changed.root != first.root and changed.manifest["documents"] == first.manifest["documents"] - 3
+  # Damaged prepared files are caught by their recorded hashes.
+  (tmp_path / "c.jsonl.gz").unlink()
+  with open(changed.root / "val.bin", "r+b") as f:
+    f.write(b"\xff\xff")
+  with pytest.raises(UserError, match="val.bin does not match the sha256"):
+    pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path))
+
+
+def test_raw_corpus_deleted_after_preparation_run_resumes_evaluates_and_samples(tmp_path, monkeypatch, capsys):
+  import re
+  import shutil
+  from conftest import config_flags_for, tiny_config, write_tiny_corpus
+  from dlmscale import evaluate, sample
+  corpus = write_tiny_corpus(tmp_path / "corpus")
+  cfg = tiny_config(corpus, str(tmp_path / "cache"), "mdm")
+  cmd = [sys.executable, "-m", "dlmscale.main", "--config=configs/base.py", f"--workdir={tmp_path / 'run'}",
+         *config_flags_for(cfg)]
+  killed = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=subprocess_env(DLMSCALE_FAULT="kill:8"))
+  assert killed.returncode == -9, killed.stderr
+  shutil.rmtree(tmp_path / "corpus")
+  resumed = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=subprocess_env())
+  assert resumed.returncode == 0, resumed.stderr
+  assert re.search(r"resuming at step (\d+)", resumed.stdout)
+  monkeypatch.setattr(sys, "argv", ["evaluate", f"--workdir={tmp_path / 'run'}"])
+  assert evaluate.main() == 0
+  capsys.readouterr()
+  monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={tmp_path / 'run'}", "--prompt=def f(", "--num_tokens=4"])
+  assert sample.main() == 0
+  assert capsys.readouterr().out.startswith("def f(")

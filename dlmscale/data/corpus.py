@@ -55,8 +55,9 @@ class Corpus:
       else:
         yield from _text_docs(path, self.doc_separator, comp)
 
-  def fingerprint(self) -> dict:
-    """What identifies the corpus's content: the cache key uses it, the manifest records it."""
+  def fingerprint(self, known_sha256: str | None = None) -> dict:
+    """What identifies the corpus's content: the cache key uses it, the manifest records it.
+    `known_sha256`: the content hash already recorded for these files' stat (index.py), not recomputed."""
     if self.hub is not None:
       return {"kind": "hf", "files": 0, "bytes": 0, "content_sha256": str(getattr(self.hub, "_fingerprint", "")),
               "rows": len(self.hub)}
@@ -64,7 +65,7 @@ class Corpus:
         "kind": STDLIB if self.spec == STDLIB else "files",
         "files": len(self.files),
         "bytes": sum(p.stat().st_size for p in self.files),
-        "content_sha256": content_sha256(self.files),
+        "content_sha256": known_sha256 or content_sha256(self.files),
     }
     if self.spec == STDLIB:
       fp["python_version"] = platform.python_version()  # the stdlib is versioned with the interpreter

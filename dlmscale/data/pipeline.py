@@ -25,6 +25,7 @@ from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
 from dlmscale.data import label_noise as label_noise_lib
 from dlmscale.data import evalset
+from dlmscale.data import index
 from dlmscale.data import preprocess
 from dlmscale.data import remote
 from dlmscale.data import tokenizer as tok
@@ -68,19 +69,23 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
 
   The directory is `out_dir` when given, else a name derived from the inputs' hash under
   data_cfg.cache_dir, $DLMSCALE_CACHE or ~/.cache/dlmscale. A directory holding data prepared from
-  other inputs is never overwritten.
+  other inputs is never overwritten. Settings prepared before are found without the raw corpus (index.py).
   """
   cfg = DataConfig.of(data_cfg)
+  request = index.request_key(cfg.to_dict(), out_dir and pathlib.Path(out_dir).expanduser().resolve(), PREP_VERSION)
+  if indexed := index.find(_cache_dir(cfg), request, cfg.corpus):  # its files' sha256s checked
+    return load_prepared(indexed)
   corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator, _cache_dir(cfg))
   given, vocab_size = None, cfg.vocab_size
   if cfg.tokenizer:
-    given = _tokenizer_file(cfg)
+    given = remote.local_file(cfg.tokenizer, _cache_dir(cfg))
     vocab_size = _given_vocab_size(tok.load(given), given, vocab_size)
   elif vocab_size < 2:
     raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
+  stat = None if corpus.hub is not None else index.stat_record(corpus.files)
   inputs = {
       "version": PREP_VERSION,
-      "corpus": corpus.fingerprint(),
+      "corpus": corpus.fingerprint(stat and index.known_content(_cache_dir(cfg), stat)),
       "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
       "text_field": cfg.text_field if set(corpus.formats) - {"text"} else "",  # only where it is read
       "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
@@ -97,16 +102,15 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
   else:
     root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg.seq_len, key)
   found = _existing(root, inputs)
-  if found:
-    return found
-  chunks.make_parent(root)
-  with chunks.locked(root):
-    found = _existing(root, inputs)  # another process may have built it while we waited
-    if found:
-      return found
-    with chunks.building(root) as tmp:
-      preprocess.build(tmp, corpus, cfg, inputs, key, given)
-  return load_prepared(root)
+  if not found:
+    chunks.make_parent(root)
+    with chunks.locked(root):
+      found = _existing(root, inputs)  # another process may have built it while we waited
+      if not found:
+        with chunks.building(root) as tmp:
+          preprocess.build(tmp, corpus, cfg, inputs, key, given)
+  index.record(_cache_dir(cfg), request, root, stat, inputs["corpus"]["content_sha256"])
+  return found or load_prepared(root)
 
 
 def load_prepared(root: str | os.PathLike) -> Prepared:
@@ -132,13 +136,6 @@ def _given_vocab_size(sp, path: pathlib.Path, vocab_size: int) -> int:
                     f"(with <mask>{padded}), "
                     f"but vocab_size={vocab_size}; set --vocab_size={v} (or 0 to take it from the tokenizer)")
   return v
-
-
-def _tokenizer_file(cfg: DataConfig) -> pathlib.Path:
-  """The given tokenizer as a local file (a URL's fetched into the cache)."""
-  if remote.is_url(cfg.tokenizer):
-    return remote.fetch_file(cfg.tokenizer, _cache_dir(cfg))
-  return pathlib.Path(cfg.tokenizer).expanduser().resolve()
 
 
 def _cache_dir(cfg: DataConfig) -> pathlib.Path:

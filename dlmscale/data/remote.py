@@ -36,6 +36,11 @@ def fetch(url: str, cache_root: pathlib.Path) -> tuple[pathlib.Path, ...]:
   return tuple(_fetch_one(fs, p, root / p.lstrip("/"), url) for p in paths)
 
 
+def local_file(spec: str, cache_root: pathlib.Path) -> pathlib.Path:
+  """A given file (a tokenizer) as a local path: a URL's fetched into the cache."""
+  return fetch_file(spec, cache_root) if is_url(spec) else pathlib.Path(spec).expanduser().resolve()
+
+
 def fetch_file(url: str, cache_root: pathlib.Path) -> pathlib.Path:
   """A local copy of one remote file (a tokenizer)."""
   fs, remote = _filesystem(url)
