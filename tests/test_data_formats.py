@@ -302,3 +302,28 @@ def test_raw_corpus_deleted_after_preparation_run_resumes_evaluates_and_samples(
   monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={tmp_path / 'run'}", "--prompt=def f(", "--num_tokens=4"])
   assert sample.main() == 0
   assert capsys.readouterr().out.startswith("def f(")
+
+
+# --- configs/c4.py ------------------------------------------------------------------------------
+
+
+def test_c4_config_cluster_settings_and_test_scale_run(tmp_path):
+  from configs import c4
+  from dlmscale import train
+  cluster = c4.sweep("scale=cluster")
+  assert {p["unique_tokens"] for p in cluster} == {25_000_000, 50_000_000, 100_000_000}
+  assert all(p["data.seq_len"] == 2048 and p["data.vocab_size"] == 0 for p in cluster)
+  assert cluster[0]["data.tokenizer"].endswith("tokenizer.json") and ".json.gz" in cluster[0]["data.corpus"]
+  with pytest.raises(UserError, match="corpus=PATH_OR_GLOB"):
+    c4.get_config("scale=test")
+  docs = _docs(160)
+  (tmp_path / "c4-train.00000-of-01024.json.gz").write_bytes(gzip.compress(_jsonl_bytes(docs)))
+  tj = build_bpe(tmp_path / "tokenizer.json", docs)
+  arg = f"scale=test,corpus={tmp_path}/c4-train.*.json.gz,tokenizer={tj}"
+  assert len(c4.sweep(arg)) == 4
+  cfg = c4.get_config(arg)
+  cfg.data.cache_dir = str(tmp_path / "cache")
+  summary = train.train_and_evaluate(cfg, tmp_path / "run")
+  assert summary["steps"] == pipeline.steps_for_budget(cfg.unique_tokens, cfg.epochs, cfg.batch_size, 64)
+  prepared = pipeline.prepare(cfg.data)
+  assert prepared.vocab_size % 128 == 0 and prepared.manifest["tokenizer"]["kind"] == "tokenizer.json"
