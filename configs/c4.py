@@ -12,7 +12,8 @@ of one seeded chunk order, so one prepared directory serves all three:
   python -m launch.local --config=configs/c4.py --workdir=runs/c4
   python -m dlmscale.main --config=configs/c4.py:objectives=mdm,sizes=s25M,unique=25M,epochs=4 --workdir=runs/c4-one
 
-(run from the directory holding c4/ and gpt2/, or pass corpus=... and tokenizer=... arguments). Two C4 shards (~356k documents, ~150M GPT-2 tokens each) hold the 100M-token budget and the
+(run from the directory holding c4/ and gpt2/, or pass corpus=... and tokenizer=... arguments).
+Two C4 shards (~356k documents, ~150M GPT-2 tokens each) hold the 100M-token budget and the
 held-out 4M validation tokens.
 
 Argument keys: scale (test|cluster), corpus, tokenizer, objectives, sizes, unique, epochs, seeds
