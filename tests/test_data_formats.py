@@ -236,18 +236,34 @@ def test_tokenizer_json_prepares_with_padded_vocab(tmp_path, end_token):
                      out_dir=tmp_path / "other")
 
 
+def _train_cli(workdir: pathlib.Path, cfg=None, config: str = "configs/base.py", *extra: str,
+               **env: str) -> subprocess.CompletedProcess:
+  """`python -m dlmscale.main` (the documented entry, whatever the package layout behind it)."""
+  from conftest import config_flags_for
+  flags = config_flags_for(cfg) if cfg is not None else []
+  return subprocess.run([sys.executable, "-m", "dlmscale.main", f"--config={config}", f"--workdir={workdir}",
+                         *flags, *extra], capture_output=True, text=True, cwd=REPO, timeout=300,
+                        env=subprocess_env(**env))
+
+
+def _losses(workdir: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 @pytest.mark.parametrize("objective", ["ar", "mdm"])
 def test_tokenizer_json_trains_a_few_steps(tmp_path, objective):
   from conftest import tiny_config
-  from dlmscale import rundir, train
   docs = _docs(120)
   (tmp_path / "c.json.gz").write_bytes(gzip.compress(_jsonl_bytes(docs)))
   tj = build_bpe(tmp_path / "tokenizer.json", docs)
   cfg = tiny_config(str(tmp_path / "c.json.gz"), str(tmp_path / "cache"), objective,
                     **{"data.tokenizer": str(tj), "data.vocab_size": 0, "epochs": 1.0})
-  summary = train.train_and_evaluate(cfg, tmp_path / "run")
-  rows = rundir.read_rows(tmp_path / "run" / "metrics.jsonl")
-  assert summary["steps"] >= 4 and all(np.isfinite(r["loss"]) for r in rows)
+  proc = _train_cli(tmp_path / "run", cfg)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = _losses(tmp_path / "run")
+  train_rows = [r for r in rows if r["split"] == "train"]
+  assert len(train_rows) >= 4 and all(np.isfinite(r["loss"]) for r in rows)
+  assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == train_rows[-1]["step"]
 
 
 # --- a run reads only prepared data -------------------------------------------------------------
@@ -280,28 +296,23 @@ def test_second_prepare_reads_no_corpus_byte(tmp_path, monkeypatch):
     pipeline.prepare(_cfg(tmp_path / "c.jsonl.gz", tmp_path))
 
 
-def test_raw_corpus_deleted_after_preparation_run_resumes_evaluates_and_samples(tmp_path, monkeypatch, capsys):
+def test_raw_corpus_deleted_after_preparation_run_resumes_evaluates_and_samples(tmp_path):
   import re
   import shutil
-  from conftest import config_flags_for, tiny_config, write_tiny_corpus
-  from dlmscale import evaluate, sample
+  from conftest import tiny_config, write_tiny_corpus
   corpus = write_tiny_corpus(tmp_path / "corpus")
   cfg = tiny_config(corpus, str(tmp_path / "cache"), "mdm")
-  cmd = [sys.executable, "-m", "dlmscale.main", "--config=configs/base.py", f"--workdir={tmp_path / 'run'}",
-         *config_flags_for(cfg)]
-  killed = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env=subprocess_env(DLMSCALE_FAULT="kill:8"))
-  assert killed.returncode == -9, killed.stderr
+  killed = _train_cli(tmp_path / "run", cfg, DLMSCALE_FAULT="kill:8")
+  assert killed.returncode == -9, killed.stderr[-2000:]
   shutil.rmtree(tmp_path / "corpus")
-  resumed = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env=subprocess_env())
-  assert resumed.returncode == 0, resumed.stderr
+  resumed = _train_cli(tmp_path / "run", cfg)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert re.search(r"resuming at step (\d+)", resumed.stdout)
-  monkeypatch.setattr(sys, "argv", ["evaluate", f"--workdir={tmp_path / 'run'}"])
-  assert evaluate.main() == 0
-  capsys.readouterr()
-  monkeypatch.setattr(sys, "argv", ["sample", f"--workdir={tmp_path / 'run'}", "--prompt=def f(", "--num_tokens=4"])
-  assert sample.main() == 0
-  assert capsys.readouterr().out.startswith("def f(")
+  for module, *args in (("dlmscale.evaluate",), ("dlmscale.sample", "--prompt=def f(", "--num_tokens=4")):
+    proc = subprocess.run([sys.executable, "-m", module, f"--workdir={tmp_path / 'run'}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert proc.returncode == 0, (module, proc.stderr[-2000:])
+  assert proc.stdout.startswith("def f(")
 
 
 # --- configs/c4.py ------------------------------------------------------------------------------
@@ -309,7 +320,6 @@ def test_raw_corpus_deleted_after_preparation_run_resumes_evaluates_and_samples(
 
 def test_c4_config_cluster_settings_and_test_scale_run(tmp_path):
   from configs import c4
-  from dlmscale import train
   cluster = c4.sweep("scale=cluster")
   assert {p["unique_tokens"] for p in cluster} == {25_000_000, 50_000_000, 100_000_000}
   assert all(p["data.seq_len"] == 2048 and p["data.vocab_size"] == 0 for p in cluster)
@@ -322,8 +332,10 @@ def test_c4_config_cluster_settings_and_test_scale_run(tmp_path):
   arg = f"scale=test,corpus={tmp_path}/c4-train.*.json.gz,tokenizer={tj}"
   assert len(c4.sweep(arg)) == 4
   cfg = c4.get_config(arg)
-  cfg.data.cache_dir = str(tmp_path / "cache")
-  summary = train.train_and_evaluate(cfg, tmp_path / "run")
+  proc = _train_cli(tmp_path / "run", None, f"configs/c4.py:{arg}", f"--config.data.cache_dir={tmp_path / 'cache'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["steps"] == pipeline.steps_for_budget(cfg.unique_tokens, cfg.epochs, cfg.batch_size, 64)
+  cfg.data.cache_dir = str(tmp_path / "cache")
   prepared = pipeline.prepare(cfg.data)
   assert prepared.vocab_size % 128 == 0 and prepared.manifest["tokenizer"]["kind"] == "tokenizer.json"
