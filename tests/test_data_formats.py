@@ -339,3 +339,16 @@ def test_c4_config_cluster_settings_and_test_scale_run(tmp_path):
   cfg.data.cache_dir = str(tmp_path / "cache")
   prepared = pipeline.prepare(cfg.data)
   assert prepared.vocab_size % 128 == 0 and prepared.manifest["tokenizer"]["kind"] == "tokenizer.json"
+
+
+def test_index_never_returns_data_since_replaced_by_other_inputs(tmp_path):
+  import shutil
+  (tmp_path / "c.jsonl").write_bytes(_jsonl_bytes(_docs()))
+  out = tmp_path / "prepared"
+  a = pipeline.prepare(_cfg(tmp_path / "c.jsonl", tmp_path), out_dir=out)
+  shutil.rmtree(out)
+  b = pipeline.prepare(_cfg(tmp_path / "c.jsonl", tmp_path, seq_len=64), out_dir=out)
+  assert b.seq_len == 64
+  with pytest.raises(UserError, match="different inputs"):
+    pipeline.prepare(_cfg(tmp_path / "c.jsonl", tmp_path), out_dir=out)
+  assert a.seq_len == 32

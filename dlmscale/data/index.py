@@ -65,11 +65,11 @@ def lookup(cache: pathlib.Path, key: str) -> dict | None:
 
 
 def record(cache: pathlib.Path, key: str, root: pathlib.Path, stat: list[list] | None,
-           content_sha256: str) -> None:
-  """Remembers where `key`'s data is and what its corpus hashed to (best-effort)."""
+           content_sha256: str, cache_key: str) -> None:
+  """Remembers where `key`'s data is (and its cache key) and what its corpus hashed to (best-effort)."""
   if stat is not None:
     _write(cache / "index" / f"stat-{_digest(stat)}.json", {"stat": stat, "content_sha256": content_sha256})
-  _write(cache / "index" / f"request-{key}.json", {"root": str(root), "stat": stat})
+  _write(cache / "index" / f"request-{key}.json", {"root": str(root), "stat": stat, "key": cache_key})
 
 
 def _read(path: pathlib.Path) -> dict | None:
@@ -93,8 +93,9 @@ def find(cache: pathlib.Path, key: str, corpus_spec: str) -> pathlib.Path | None
   """The prepared directory `key` produced, when the corpus stats as it did then or is gone
   altogether; None: look (and hash) the slow way."""
   entry = lookup(cache, key)
-  if not entry or chunks.read_manifest(pathlib.Path(entry["root"])) is None:
-    return None
+  manifest = chunks.read_manifest(pathlib.Path(entry["root"])) if entry else None
+  if manifest is None or manifest.get("key") != entry.get("key"):
+    return None  # gone, or since replaced by data prepared from other inputs
   try:
     files = corpus_lib.resolve_files(corpus_spec, cache)
   except UserError:
@@ -102,7 +103,7 @@ def find(cache: pathlib.Path, key: str, corpus_spec: str) -> pathlib.Path | None
   if files is not None and (entry["stat"] is None or stat_record(files) != entry["stat"]):
     return None
   root = pathlib.Path(entry["root"])
-  check_files(root, chunks.read_manifest(root))
+  check_files(root, manifest)
   return root
 
 

@@ -109,7 +109,7 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
       if not found:
         with chunks.building(root) as tmp:
           preprocess.build(tmp, corpus, cfg, inputs, key, given)
-  index.record(_cache_dir(cfg), request, root, stat, inputs["corpus"]["content_sha256"])
+  index.record(_cache_dir(cfg), request, root, stat, inputs["corpus"]["content_sha256"], key)
   return found or load_prepared(root)
 
 
