@@ -131,9 +131,8 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
 def _given_vocab_size(sp, path: pathlib.Path, vocab_size: int) -> int:
   v = tok.model_vocab_size(sp)
   if vocab_size not in (0, v):
-    padded = f", padded to a multiple of 128" if tok.padding(sp) else ""
     raise UserError(f"tokenizer {path} has {sp.get_piece_size()} pieces, so the vocabulary is V={v} "
-                    f"(with <mask>{padded}), "
+                    f"(with <mask>{', padded to a multiple of 128' if tok.padding(sp) else ''}), "
                     f"but vocab_size={vocab_size}; set --vocab_size={v} (or 0 to take it from the tokenizer)")
   return v
 
@@ -314,8 +313,9 @@ def summary(prepared: Prepared) -> str:
       f"prepared data: {prepared.root}",
       f"  source: {src['corpus']}{version}: {src['files']:,} files, {src['bytes']:,} bytes, "
       f"{m['documents']:,} documents, sha256 {src['content_sha256'][:16]}",
-      f"  tokenizer: {m['tokenizer']['pieces']:,} pieces ({m['tokenizer']['source']}) + <mask>: "
-      f"vocab_size={m['vocab_size']}, eod_id={m['eod_id']}, mask_id={m['mask_id']}, "
+      f"  tokenizer: {m['tokenizer']['pieces']:,} pieces ({m['tokenizer']['source']}) + <mask>"
+      f"{' + %d padding' % m['vocab_padding'] if m.get('vocab_padding') else ''}: vocab_size={m['vocab_size']}, "
+      f"eod_id={m['eod_id']}, mask_id={m['mask_id']}, "
       f"sha256 {m['tokenizer']['sha256'][:16]}",
   ]
   for name, s in (("train", tr), ("val", va)):
