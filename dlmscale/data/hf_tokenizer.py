@@ -10,6 +10,7 @@ manifest records how many of V's ids are padding.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 from dlmscale.errors import UserError
@@ -60,7 +61,8 @@ class HFTokenizer:
 
   def encode(self, text, num_threads: int = 0):
     """Ids of one text, or of each text in a list (encoded in parallel by tokenizers' own threads)."""
-    del num_threads  # tokenizers sizes its pool from RAYON_NUM_THREADS
+    if num_threads > 0:  # tokenizers' thread pool reads this once, when it first encodes in parallel
+      os.environ.setdefault("RAYON_NUM_THREADS", str(num_threads))
     if isinstance(text, str):
       return self.tk.encode(text, add_special_tokens=False).ids
     return [e.ids for e in self.tk.encode_batch_fast(list(text), add_special_tokens=False)]
