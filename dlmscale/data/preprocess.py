@@ -7,12 +7,14 @@ only the validation documents are held in memory.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import math
 import pathlib
 import platform
 import shutil
 import time
+from typing import Callable
 
 import numpy as np
 import sentencepiece as spm
@@ -49,17 +51,18 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
   # first validation chunks (the evaluation set) are a random sample of documents.
   train = chunks.PackWriter(tmp / "train.bin", dtype, sp.eos_id())
   val_docs, batch, size = {}, [], 0
-  for i, doc in enumerate(corpus.iter_docs()):
-    if is_val[i]:
-      if val_tokens is None:
-        val_docs[i] = doc
-      continue
-    batch.append(doc)
-    size += len(doc)
-    if size >= _ENCODE_BATCH_CHARS:
-      train.add(tok.encode(sp, batch, workers))
-      batch, size = [], 0
-  train.add(tok.encode(sp, batch, workers))
+  with _Encoder(sp, workers, train.add) as encoder:  # encodes one batch while the next is read
+    for i, doc in enumerate(corpus.iter_docs()):
+      if is_val[i]:
+        if val_tokens is None:
+          val_docs[i] = doc
+        continue
+      batch.append(doc)
+      size += len(doc)
+      if size >= _ENCODE_BATCH_CHARS:
+        encoder.submit(batch)
+        batch, size = [], 0
+    encoder.submit(batch)
   if val_tokens is None:
     val_tokens = tok.encode(sp, [val_docs[i] for i in perm[:n_val].tolist()], workers)
   val = chunks.PackWriter(tmp / "val.bin", dtype, sp.eos_id())
@@ -86,6 +89,36 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "prepare_seconds": round(time.time() - start, 2),
   })
+
+
+class _Encoder:
+  """Encodes batches on one background thread (the tokenizers release the GIL while they work) and
+  hands each batch's tokens to `sink` in submission order, so reading overlaps tokenizing."""
+
+  def __init__(self, sp, workers: int, sink: Callable[[list[list[int]]], None]):
+    self._sp, self._workers, self._sink = sp, workers, sink
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
+    self._pending: concurrent.futures.Future | None = None
+
+  def submit(self, batch: list[str]) -> None:
+    future = self._pool.submit(tok.encode, self._sp, batch, self._workers)
+    self._drain()
+    self._pending = future
+
+  def _drain(self) -> None:
+    if self._pending is not None:
+      pending, self._pending = self._pending, None
+      self._sink(pending.result())
+
+  def __enter__(self) -> "_Encoder":
+    return self
+
+  def __exit__(self, exc_type, *_) -> None:
+    try:
+      if exc_type is None:
+        self._drain()
+    finally:
+      self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, cfg: DataConfig, vocab_size: int,
