@@ -162,8 +162,10 @@ def arrow_docs(path: pathlib.Path, field: str) -> Iterator[str]:
   if field not in names:
     raise UserError(f"Arrow file {path} has no field {field!r}; fields present: {', '.join(names) or '(none)'}. "
                     "Set --text_field (data.text_field) to the field holding the text")
-  batches = reader if hasattr(reader, "read_next_batch") and not hasattr(reader, "num_record_batches") else (
-      reader.get_batch(i) for i in range(reader.num_record_batches))
+  if isinstance(reader, pa.ipc.RecordBatchFileReader):
+    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+  else:
+    batches = reader
   for batch in batches:
     for value in batch.column(names.index(field)).to_pylist():
       if isinstance(value, str) and value.strip():
