@@ -44,7 +44,10 @@ def by_name(path: pathlib.Path) -> FileFormat:
 
 
 def sniff_compression(head: bytes) -> str:
-  return next((name for name, magic in MAGIC.items() if head.startswith(magic)), "")
+  name = next((name for name, magic in MAGIC.items() if head.startswith(magic)), "")
+  if name == "bz2" and not (head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
+    return ""  # text that happens to start with "BZh": a bzip2 header is followed by a block magic
+  return name
 
 
 def detect(path: pathlib.Path, fmt: str = "auto") -> FileFormat:
@@ -52,7 +55,7 @@ def detect(path: pathlib.Path, fmt: str = "auto") -> FileFormat:
   named = by_name(path)
   want = named.format if fmt == "auto" else fmt
   with open(path, "rb") as f:
-    head = f.read(8)
+    head = f.read(16)
   if want == "arrow":
     return FileFormat("arrow", "")
   if head.startswith(PARQUET_MAGIC) or want == "parquet":
