@@ -352,3 +352,17 @@ def test_index_never_returns_data_since_replaced_by_other_inputs(tmp_path):
   with pytest.raises(UserError, match="different inputs"):
     pipeline.prepare(_cfg(tmp_path / "c.jsonl", tmp_path), out_dir=out)
   assert a.seq_len == 32
+
+
+def test_memory_url_tokenizer_json(tmp_path):
+  import fsspec
+  docs = _docs()
+  (tmp_path / "c.jsonl.zst").write_bytes(_compress(_jsonl_bytes(docs), "zstd"))
+  local = build_bpe(tmp_path / "tokenizer.json", docs)
+  fsspec.filesystem("memory").pipe("/dlmscale-test-tok/tokenizer.json", local.read_bytes())
+  url = "memory://dlmscale-test-tok/tokenizer.json"
+  a = pipeline.prepare(_cfg(tmp_path / "c.jsonl.zst", tmp_path, tokenizer=url, vocab_size=0), out_dir=tmp_path / "a")
+  b = pipeline.prepare(_cfg(tmp_path / "c.jsonl.zst", tmp_path, tokenizer=str(local), vocab_size=0),
+                       out_dir=tmp_path / "b")
+  assert _chunks(a) == _chunks(b) and a.tokenizer_sha256 == b.tokenizer_sha256
+  fsspec.filesystem("memory").rm("/dlmscale-test-tok", recursive=True)
