@@ -1,9 +1,13 @@
-"""Data benchmark: preparing the default corpus, and the training pipeline's throughput.
+"""Data benchmark: preparing the default corpus, and the training pipeline's throughput; or preparing
+a generated gzip JSONL corpus with a byte-level BPE tokenizer.json.
 
   python bench/data_bench.py [--batch=32 --seq_len=256 --vocab_size=2048 --batches=4000]
+  python bench/data_bench.py --generated_tokens=100M [--workers=1+2 --seq_len=2048]
 
 Prints one JSON line per measurement, then a readable line. Targets on a 2-core CPU: the default
-corpus prepared in under 60 s; the pipeline delivering at least 5M tokens/s.
+corpus prepared in under 60 s; the pipeline delivering at least 5M tokens/s. For the generated
+corpus (issue "real corpora"): at least 1M tokens/s end to end on 2 cores, peak RSS under 2 GB, and
+the data phase of a later run start (prepare() finding its data) under 2 s.
 """
 
 from __future__ import annotations
@@ -44,13 +48,92 @@ def _naive_iterator(prepared: pipeline.Prepared, batch: int):
   return iter(ds.to_iter_dataset())
 
 
+def _generate(root: pathlib.Path, tokens: int, vocab: int) -> tuple[pathlib.Path, pathlib.Path]:
+  """A gzip JSONL corpus of about `tokens` tokens (documents cut from stdlib source, each a different
+  slice) and a byte-level BPE tokenizer.json trained on its first documents."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import sysconfig  # pylint: disable=g-import-not-at-top
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+  stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+  text = "".join(p.read_text(errors="replace") for p in sorted(stdlib.glob("*.py"))[:120])
+  rng = np.random.default_rng(0)
+  corpus, sample, chars = root / "corpus.jsonl.gz", [], 0
+  with gzip.open(corpus, "wt", compresslevel=1) as f:
+    while chars < tokens * 3.3:  # ~3.3 characters per token for a small BPE on code
+      n = int(rng.integers(500, 6000))
+      start = int(rng.integers(0, len(text) - n))
+      doc = text[start:start + n]
+      f.write(json.dumps({"text": doc, "url": f"doc{chars}"}) + "\n")
+      chars += n
+      if len(sample) < 2000:
+        sample.append(doc)
+  tk = Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  tk.train_from_iterator(sample, trainers.BpeTrainer(
+      vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+      show_progress=False))
+  tk.save(str(root / "tokenizer.json"))
+  return corpus, root / "tokenizer.json"
+
+
+_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from dlmscale.data import pipeline
+cfg = json.loads({cfg!r})
+start, cpu = time.perf_counter(), time.process_time()
+p = pipeline.prepare(cfg)
+prep_s = time.perf_counter() - start
+start = time.perf_counter()
+pipeline.prepare(cfg)
+again_s = time.perf_counter() - start
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+own = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"seconds": prep_s, "run_start_seconds": again_s,
+                   "cpu_seconds": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+                   "peak_rss_mb": max(own.ru_maxrss, kids.ru_maxrss) / 1024,
+                   "tokens": p.manifest["splits"]["train"]["tokens"] + p.manifest["splits"]["val"]["tokens"]}}))
+"""
+
+
+def generated(args) -> None:
+  """Prepares a generated corpus in a fresh process per worker count (its own CPU time and peak RSS)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  repo = str(pathlib.Path(__file__).resolve().parents[1])
+  with tempfile.TemporaryDirectory() as tmp:
+    root = pathlib.Path(tmp)
+    start = time.perf_counter()
+    corpus, tj = _generate(root, args.generated_tokens, args.bpe_vocab)
+    print(f"generated {corpus.stat().st_size / 1e6:.0f} MB of gzip JSONL in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    for workers in args.workers:
+      cfg = {"corpus": str(corpus), "tokenizer": str(tj), "vocab_size": 0, "seq_len": args.seq_len,
+             "num_workers": workers, "cache_dir": str(root / f"cache{workers}")}
+      proc = subprocess.run([sys.executable, "-c", _CHILD.format(repo=repo, cfg=json.dumps(cfg))],
+                            capture_output=True, text=True, check=True)
+      m = json.loads(proc.stdout.strip().splitlines()[-1])
+      row = {"bench": "data_prepare_generated", "format": "jsonl.gz", "tokenizer": f"byte-level BPE {args.bpe_vocab}",
+             "workers": workers, "seq_len": args.seq_len, "tokens": m["tokens"], "seconds": round(m["seconds"], 1),
+             "tokens_per_s": round(m["tokens"] / m["seconds"]), "cpu_seconds": round(m["cpu_seconds"], 1),
+             "peak_rss_mb": round(m["peak_rss_mb"]), "run_start_data_seconds": round(m["run_start_seconds"], 3)}
+      print(json.dumps(row), flush=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--seq_len", type=int, default=256)
   parser.add_argument("--vocab_size", type=int, default=2048)
   parser.add_argument("--batches", type=int, default=4000)
+  parser.add_argument("--generated_tokens", type=lambda s: int(float(s[:-1]) * 1e6) if s.endswith("M") else int(s),
+                      default=0, help="prepare a generated gzip JSONL corpus of about this many tokens instead")
+  parser.add_argument("--workers", type=lambda s: [int(w) for w in s.split("+")], default=[1, 2])
+  parser.add_argument("--bpe_vocab", type=int, default=8192)
   args = parser.parse_args()
+  if args.generated_tokens:
+    generated(args)
+    return
 
   with tempfile.TemporaryDirectory() as cache:
     cfg = base.get_config().data

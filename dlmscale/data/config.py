@@ -19,15 +19,18 @@ def _field(default: Any, help_text: str) -> Any:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """U unique tokens come from this corpus, split, tokenized and packed into seq_len chunks."""
-  corpus: str = _field("python-stdlib", "python-stdlib, or a path / directory / glob of text, .jsonl, .parquet")
-  format: str = _field("auto", "input format (auto: by file extension)")
-  text_field: str = _field("text", "JSONL/Parquet field holding the document text")
+  corpus: str = _field("python-stdlib", "python-stdlib; a path / directory / glob of text, .jsonl, .parquet "
+                       "(.gz/.zst/.bz2/.xz compressed too) or a datasets save_to_disk directory; an fsspec "
+                       "URL (gs://, s3://, https://); or hf:NAME[:CONFIG[:SPLIT]]")
+  format: str = _field("auto", "input format (auto: by file name, checked against the file's bytes)")
+  text_field: str = _field("text", "JSONL/Parquet/Arrow field holding the document text")
   doc_separator: str = _field("", r"text files: split documents on this (e.g. '\n\n'); '' = one per file")
   val_fraction: float = _field(0.05, "fraction of documents held out for validation")
   val_tokens: int = _field(0, "hold out at least this many validation tokens (overrides the fraction when > 0)")
   vocab_size: int = _field(2048, "model vocabulary incl. the reserved <mask> (last id); 0: from --tokenizer")
   seq_len: int = _field(256, "tokens per chunk")
-  tokenizer: str = _field("", "a sentencepiece .model to use instead of training one")
+  tokenizer: str = _field("", "a sentencepiece .model or a Hugging Face tokenizer.json (path or URL) to use "
+                          "instead of training one")
   seed: int = _field(0, "document split, tokenizer training and budget permutation")
   label_noise: float = _field(0.0, "fraction of training tokens replaced by uniform draws (label_noise.py)")
   cache_dir: str = _field("", "cache root when no --out_dir ($DLMSCALE_CACHE, ~/.cache/dlmscale)")

@@ -1,7 +1,9 @@
-"""Corpus sources (Python stdlib, text, JSONL, Parquet) and the seeded document split.
+"""Corpus sources (Python stdlib, text, JSONL, Parquet, saved and Hub datasets) and the document split.
 
 A corpus is a fixed, ordered list of files; documents are read from them lazily and in the same order
-on every pass, so preparing data never needs the whole corpus in memory.
+on every pass, so preparing data never needs the whole corpus in memory. Each file's format and
+compression are decided by its name and checked against its bytes (formats.py); URLs are fetched
+into the cache first and Hub datasets loaded through `datasets` (remote.py).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Iterator
 
 import numpy as np
 
+from dlmscale.data import formats as formats_lib
+from dlmscale.data import remote
 from dlmscale.errors import UserError
 
 STDLIB = "python-stdlib"
-FORMATS = ("auto", "text", "jsonl", "parquet")
-_EXT_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = ("auto", "text", "jsonl", "parquet", "arrow")
 _SPLIT_SEED_TAG = 1  # seeds the document permutation: SeedSequence([seed, tag])
 
 
@@ -31,43 +34,77 @@ _SPLIT_SEED_TAG = 1  # seeds the document permutation: SeedSequence([seed, tag])
 class Corpus:
   spec: str  # what the user wrote: "python-stdlib", a path, a directory or a glob
   files: tuple[pathlib.Path, ...]
-  formats: tuple[str, ...]  # per file: text | jsonl | parquet
+  formats: tuple[str, ...]  # per file: text | jsonl | parquet | arrow (or hf: one Hub dataset)
   text_field: str
   doc_separator: str  # "" = one document per text file
+  compressions: tuple[str, ...] = ()  # per file: "" | gzip | zstd | bz2 | xz
+  hub: object = None  # a Hub dataset (datasets.Dataset) for hf:NAME specs
 
   def iter_docs(self) -> Iterator[str]:
     """Every non-empty document, in corpus order (the order is part of the data's identity)."""
-    for path, fmt in zip(self.files, self.formats):
+    if self.hub is not None:
+      yield from remote.hf_docs(self.hub, self.spec, self.text_field)
+      return
+    for path, fmt, comp in zip(self.files, self.formats, self.compressions or ("",) * len(self.files)):
       if fmt == "jsonl":
-        yield from _jsonl_docs(path, self.text_field)
+        yield from _jsonl_docs(path, self.text_field, comp)
       elif fmt == "parquet":
         yield from _parquet_docs(path, self.text_field)
+      elif fmt == "arrow":
+        yield from formats_lib.arrow_docs(path, self.text_field)
       else:
-        yield from _text_docs(path, self.doc_separator)
+        yield from _text_docs(path, self.doc_separator, comp)
 
-  def fingerprint(self) -> dict:
-    """What identifies the corpus's content: the cache key uses it, the manifest records it."""
+  def fingerprint(self, known_sha256: str | None = None) -> dict:
+    """What identifies the corpus's content: the cache key uses it, the manifest records it.
+    `known_sha256`: the content hash already recorded for these files' stat (index.py), not recomputed."""
+    if self.hub is not None:
+      return {"kind": "hf", "files": 0, "bytes": 0, "content_sha256": str(getattr(self.hub, "_fingerprint", "")),
+              "rows": len(self.hub)}
     fp = {
         "kind": STDLIB if self.spec == STDLIB else "files",
         "files": len(self.files),
         "bytes": sum(p.stat().st_size for p in self.files),
-        "content_sha256": content_sha256(self.files),
+        "content_sha256": known_sha256 or content_sha256(self.files),
     }
     if self.spec == STDLIB:
       fp["python_version"] = platform.python_version()  # the stdlib is versioned with the interpreter
     return fp
 
 
-def open_corpus(spec: str, fmt: str = "auto", text_field: str = "text", doc_separator: str = "") -> Corpus:
-  """Resolves a corpus spec to its files; UserError for a missing path or nothing to read."""
+def open_corpus(spec: str, fmt: str = "auto", text_field: str = "text", doc_separator: str = "",
+                cache_dir: str | os.PathLike | None = None) -> Corpus:
+  """Resolves a corpus spec to its files and checks each file's bytes against its format; UserError for
+  a missing path, nothing to read, or a file that is not what its name says."""
   if fmt not in FORMATS:
     raise UserError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")
   spec = str(spec or STDLIB)
-  files = stdlib_files() if spec == STDLIB else _resolve_paths(spec)
-  formats = tuple(_file_format(p, fmt) for p in files)
+  if spec.startswith(remote.HF_PREFIX):
+    if not text_field:
+      raise UserError("a Hub dataset needs a text field: set --text_field (data.text_field)")
+    return Corpus(spec, (), ("hf",), text_field, "", (), remote.load_hf(spec))
+  files = resolve_files(spec, cache_dir)
+  saved = formats_lib.is_saved_dataset(_local(spec))
+  found = tuple(formats_lib.FileFormat("arrow", "") if saved else
+                formats_lib.FileFormat("text", "") if spec == STDLIB else formats_lib.detect(p, fmt) for p in files)
+  formats = tuple(f.format for f in found)
   if any(f != "text" for f in formats) and not text_field:
-    raise UserError("JSONL/Parquet input needs a text field: set --text_field (data.text_field)")
-  return Corpus(spec, files, formats, text_field, decode_separator(doc_separator))
+    raise UserError("JSONL/Parquet/Arrow input needs a text field: set --text_field (data.text_field)")
+  return Corpus(spec, files, formats, text_field, decode_separator(doc_separator), tuple(f.compression for f in found))
+
+
+def resolve_files(spec: str, cache_dir: str | os.PathLike | None = None) -> tuple[pathlib.Path, ...]:
+  """The corpus's files, in order, without reading them (a URL's are fetched into the cache first)."""
+  spec = str(spec or STDLIB)
+  if spec == STDLIB:
+    return stdlib_files()
+  if remote.is_url(spec):
+    return remote.fetch(spec, pathlib.Path(cache_dir or "~/.cache/dlmscale").expanduser())
+  return _resolve_paths(spec)
+
+
+def _local(spec: str) -> pathlib.Path:
+  return pathlib.Path("/nonexistent") if spec == STDLIB or remote.is_url(spec) else pathlib.Path(spec).expanduser()
 
 
 def stdlib_files() -> tuple[pathlib.Path, ...]:
@@ -109,6 +146,8 @@ def _resolve_paths(spec: str) -> tuple[pathlib.Path, ...]:
     files = [p for p in files if p.is_file()]
     if not files:
       raise UserError(f"no files match corpus glob {spec!r}")
+  elif formats_lib.is_saved_dataset(path):
+    return formats_lib.saved_dataset_files(path.resolve())
   elif path.is_dir():
     files = [p for p in path.rglob("*")
              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
@@ -122,14 +161,8 @@ def _resolve_paths(spec: str) -> tuple[pathlib.Path, ...]:
   return tuple(sorted(p.resolve() for p in files))
 
 
-def _file_format(path: pathlib.Path, fmt: str) -> str:
-  if fmt != "auto":
-    return fmt
-  return _EXT_FORMAT.get(path.suffix.lower(), "text")
-
-
-def _text_docs(path: pathlib.Path, separator: str) -> Iterator[str]:
-  text = path.read_bytes().decode("utf-8", errors="replace")
+def _text_docs(path: pathlib.Path, separator: str, compression: str = "") -> Iterator[str]:
+  text = formats_lib.read_text(path, compression)
   parts = text.split(separator) if separator else [text]
   for part in parts:
     doc = part.strip("\r\n") if separator else part
@@ -143,26 +176,25 @@ def _missing_field(where: str, field: str, present: list[str]) -> UserError:
                    f"Set --text_field (data.text_field) to the field holding the text")
 
 
-def _jsonl_docs(path: pathlib.Path, field: str) -> Iterator[str]:
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{lineno} is not valid JSON ({e.msg}); JSONL needs one object per line") from None
-      if not isinstance(record, dict):
-        raise UserError(f"{path}:{lineno} is a JSON {type(record).__name__}, not an object with a text field")
-      if field not in record:
-        raise _missing_field(f"{path}:{lineno}", field, list(record))
-      value = record[field]
-      if value is None:
-        continue
-      if not isinstance(value, str):
-        raise UserError(f"{path}:{lineno}: field {field!r} holds a {type(value).__name__}, not text")
-      if value.strip():
-        yield value
+def _jsonl_docs(path: pathlib.Path, field: str, compression: str = "") -> Iterator[str]:
+  for lineno, line in enumerate(formats_lib.text_lines(path, compression), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{path}:{lineno} is not valid JSON ({e.msg}); JSONL needs one object per line") from None
+    if not isinstance(record, dict):
+      raise UserError(f"{path}:{lineno} is a JSON {type(record).__name__}, not an object with a text field")
+    if field not in record:
+      raise _missing_field(f"{path}:{lineno}", field, list(record))
+    value = record[field]
+    if value is None:
+      continue
+    if not isinstance(value, str):
+      raise UserError(f"{path}:{lineno}: field {field!r} holds a {type(value).__name__}, not text")
+    if value.strip():
+      yield value
 
 
 def _parquet_docs(path: pathlib.Path, field: str) -> Iterator[str]:

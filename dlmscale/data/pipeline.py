@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
-import sentencepiece as spm
 
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
 from dlmscale.data import label_noise as label_noise_lib
 from dlmscale.data import evalset
+from dlmscale.data import index
 from dlmscale.data import preprocess
+from dlmscale.data import remote
 from dlmscale.data import tokenizer as tok
 from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
@@ -67,19 +68,23 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
 
   The directory is `out_dir` when given, else a name derived from the inputs' hash under
   data_cfg.cache_dir, $DLMSCALE_CACHE or ~/.cache/dlmscale. A directory holding data prepared from
-  other inputs is never overwritten.
+  other inputs is never overwritten. Settings prepared before are found without the raw corpus (index.py).
   """
   cfg = DataConfig.of(data_cfg)
-  corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator)
+  request = index.request_key(cfg.to_dict(), out_dir and pathlib.Path(out_dir).expanduser().resolve(), PREP_VERSION)
+  if indexed := index.find(_cache_dir(cfg), request, cfg.corpus):  # its files' sha256s checked
+    return load_prepared(indexed)
+  corpus = corpus_lib.open_corpus(cfg.corpus, cfg.format, cfg.text_field, cfg.doc_separator, _cache_dir(cfg))
   given, vocab_size = None, cfg.vocab_size
   if cfg.tokenizer:
-    given = pathlib.Path(cfg.tokenizer).expanduser().resolve()
+    given = remote.local_file(cfg.tokenizer, _cache_dir(cfg))
     vocab_size = _given_vocab_size(tok.load(given), given, vocab_size)
   elif vocab_size < 2:
     raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
+  stat = None if corpus.hub is not None else index.stat_record(corpus.files)
   inputs = {
       "version": PREP_VERSION,
-      "corpus": corpus.fingerprint(),
+      "corpus": corpus.fingerprint(stat and index.known_content(_cache_dir(cfg), stat)),
       "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
       "text_field": cfg.text_field if set(corpus.formats) - {"text"} else "",  # only where it is read
       "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
@@ -88,7 +93,7 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
       "vocab_size": vocab_size,
       "seq_len": cfg.seq_len,
       "seed": cfg.seed,
-      "tokenizer_sha256": tok.file_sha256(given) if given else "",
+      "tokenizer_sha256": chunks.file_sha256(given) if given else "",
   }
   key = chunks.cache_key(inputs)
   if out_dir:
@@ -96,16 +101,15 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
   else:
     root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg.seq_len, key)
   found = _existing(root, inputs)
-  if found:
-    return found
-  chunks.make_parent(root)
-  with chunks.locked(root):
-    found = _existing(root, inputs)  # another process may have built it while we waited
-    if found:
-      return found
-    with chunks.building(root) as tmp:
-      preprocess.build(tmp, corpus, cfg, inputs, key, given)
-  return load_prepared(root)
+  if not found:
+    chunks.make_parent(root)
+    with chunks.locked(root):
+      found = _existing(root, inputs)  # another process may have built it while we waited
+      if not found:
+        with chunks.building(root) as tmp:
+          preprocess.build(tmp, corpus, cfg, inputs, key, given)
+  index.record(_cache_dir(cfg), request, root, stat, inputs["corpus"]["content_sha256"], key)
+  return found or load_prepared(root)
 
 
 def load_prepared(root: str | os.PathLike) -> Prepared:
@@ -114,7 +118,7 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
   m = chunks.read_manifest(root)
   if m is None:
     raise UserError(f"{root} holds no {chunks.MANIFEST}: it is not prepared data; run python -m dlmscale.data")
-  tok_path = root / chunks.TOKENIZER
+  tok_path = root / m["tokenizer"].get("file", chunks.TOKENIZER)
   return Prepared(
       root=root, manifest=m,
       train_chunks=chunks.open_chunks(root / m["splits"]["train"]["file"], m["dtype"], m["seq_len"]),
@@ -123,10 +127,11 @@ def load_prepared(root: str | os.PathLike) -> Prepared:
       tokenizer_path=tok_path, tokenizer_sha256=m["tokenizer"]["sha256"])
 
 
-def _given_vocab_size(sp: spm.SentencePieceProcessor, path: pathlib.Path, vocab_size: int) -> int:
+def _given_vocab_size(sp, path: pathlib.Path, vocab_size: int) -> int:
   v = tok.model_vocab_size(sp)
   if vocab_size not in (0, v):
-    raise UserError(f"tokenizer {path} has {v - 1} pieces, so the vocabulary is V={v} (with <mask>), "
+    raise UserError(f"tokenizer {path} has {sp.get_piece_size()} pieces, so the vocabulary is V={v} "
+                    f"(with <mask>{', padded to a multiple of 128' if tok.padding(sp) else ''}), "
                     f"but vocab_size={vocab_size}; set --vocab_size={v} (or 0 to take it from the tokenizer)")
   return v
 
@@ -261,7 +266,8 @@ def eval_set(prepared: Prepared, num_sequences: int, which: str = "val") -> eval
   return evalset.draw(prepared.val_chunks, prepared.eod_id, num_sequences, prepared.manifest["seed"], which)
 
 
-def load_tokenizer(prepared: Prepared) -> spm.SentencePieceProcessor:
+def load_tokenizer(prepared: Prepared):
+  """The prepared data's tokenizer: a sentencepiece processor or an hf_tokenizer.HFTokenizer."""
   return tok.load(prepared.tokenizer_path)
 
 
@@ -307,8 +313,9 @@ def summary(prepared: Prepared) -> str:
       f"prepared data: {prepared.root}",
       f"  source: {src['corpus']}{version}: {src['files']:,} files, {src['bytes']:,} bytes, "
       f"{m['documents']:,} documents, sha256 {src['content_sha256'][:16]}",
-      f"  tokenizer: {m['tokenizer']['pieces']:,} pieces ({m['tokenizer']['source']}) + <mask>: "
-      f"vocab_size={m['vocab_size']}, eod_id={m['eod_id']}, mask_id={m['mask_id']}, "
+      f"  tokenizer: {m['tokenizer']['pieces']:,} pieces ({m['tokenizer']['source']}) + <mask>"
+      f"{' + %d padding' % m['vocab_padding'] if m.get('vocab_padding') else ''}: vocab_size={m['vocab_size']}, "
+      f"eod_id={m['eod_id']}, mask_id={m['mask_id']}, "
       f"sha256 {m['tokenizer']['sha256'][:16]}",
   ]
   for name, s in (("train", tr), ("val", va)):

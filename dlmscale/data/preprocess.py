@@ -7,12 +7,14 @@ only the validation documents are held in memory.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import math
 import pathlib
 import platform
 import shutil
 import time
+from typing import Callable
 
 import numpy as np
 import sentencepiece as spm
@@ -29,14 +31,14 @@ _CHARS_PER_TOKEN_GUESS = 5.0  # first guess when holding out a token count (corr
 
 def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs: dict, key: str,
           given: pathlib.Path | None) -> None:
-  """Writes tokenizer.model, train.bin, val.bin and manifest.json into `tmp`."""
+  """Writes the tokenizer (tokenizer.model or .json), train.bin, val.bin and manifest.json into `tmp`."""
   start = time.time()
   doc_chars = np.fromiter((len(d) for d in corpus.iter_docs()), dtype=np.int64)
   if doc_chars.size == 0:
     raise UserError(f"corpus {corpus.spec!r} is empty: its {len(corpus.files)} file(s) hold no document text")
   vocab_size, seq_len, workers = inputs["vocab_size"], cfg.seq_len, cfg.num_workers
   perm = corpus_lib.doc_permutation(doc_chars.size, cfg.seed)
-  tok_path = tmp / chunks.TOKENIZER
+  tok_path = tmp / (tok.file_name(tok.load(given)) if given else chunks.TOKENIZER)
   if given:
     shutil.copyfile(given, tok_path)
   n_val, val_tokens = _split(corpus, perm, doc_chars, cfg, vocab_size, tok_path, trained=not given)
@@ -49,17 +51,18 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
   # first validation chunks (the evaluation set) are a random sample of documents.
   train = chunks.PackWriter(tmp / "train.bin", dtype, sp.eos_id())
   val_docs, batch, size = {}, [], 0
-  for i, doc in enumerate(corpus.iter_docs()):
-    if is_val[i]:
-      if val_tokens is None:
-        val_docs[i] = doc
-      continue
-    batch.append(doc)
-    size += len(doc)
-    if size >= _ENCODE_BATCH_CHARS:
-      train.add(tok.encode(sp, batch, workers))
-      batch, size = [], 0
-  train.add(tok.encode(sp, batch, workers))
+  with _Encoder(sp, workers, train.add) as encoder:  # encodes one batch while the next is read
+    for i, doc in enumerate(corpus.iter_docs()):
+      if is_val[i]:
+        if val_tokens is None:
+          val_docs[i] = doc
+        continue
+      batch.append(doc)
+      size += len(doc)
+      if size >= _ENCODE_BATCH_CHARS:
+        encoder.submit(batch)
+        batch, size = [], 0
+    encoder.submit(batch)
   if val_tokens is None:
     val_tokens = tok.encode(sp, [val_docs[i] for i in perm[:n_val].tolist()], workers)
   val = chunks.PackWriter(tmp / "val.bin", dtype, sp.eos_id())
@@ -78,12 +81,44 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
       "python_version": platform.python_version(), "sentencepiece_version": spm.__version__,
       "seed": cfg.seed, "vocab_size": vocab_size, "mask_id": vocab_size - 1, "eod_id": sp.eos_id(),
       "seq_len": seq_len, "dtype": dtype.name,
-      "tokenizer": {"file": chunks.TOKENIZER, "sha256": tok.file_sha256(tok_path), "pieces": sp.get_piece_size(),
-                    "trained": not given, "source": str(given) if given else "trained on the training split"},
+      "tokenizer": {"file": tok_path.name, "sha256": chunks.file_sha256(tok_path), "pieces": sp.get_piece_size(),
+                    "trained": not given, "source": str(given) if given else "trained on the training split",
+                    "kind": "tokenizer.json" if tok_path.suffix == ".json" else "sentencepiece"},
+      "vocab_padding": tok.padding(sp),  # ids of vocab_size that no token uses (a multiple-of-128 shape)
       "documents": int(doc_chars.size), "splits": splits,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "prepare_seconds": round(time.time() - start, 2),
   })
+
+
+class _Encoder:
+  """Encodes batches on one background thread (the tokenizers release the GIL while they work) and
+  hands each batch's tokens to `sink` in submission order, so reading overlaps tokenizing."""
+
+  def __init__(self, sp, workers: int, sink: Callable[[list[list[int]]], None]):
+    self._sp, self._workers, self._sink = sp, workers, sink
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
+    self._pending: concurrent.futures.Future | None = None
+
+  def submit(self, batch: list[str]) -> None:
+    future = self._pool.submit(tok.encode, self._sp, batch, self._workers)
+    self._drain()
+    self._pending = future
+
+  def _drain(self) -> None:
+    if self._pending is not None:
+      pending, self._pending = self._pending, None
+      self._sink(pending.result())
+
+  def __enter__(self) -> "_Encoder":
+    return self
+
+  def __exit__(self, exc_type, *_) -> None:
+    try:
+      if exc_type is None:
+        self._drain()
+    finally:
+      self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, cfg: DataConfig, vocab_size: int,

@@ -1,12 +1,13 @@
-"""The sentencepiece tokenizer: trained on the training split only, or given by the user.
+"""The tokenizer: sentencepiece trained on the training split only, or given by the user as a
+sentencepiece .model or a Hugging Face tokenizer.json (hf_tokenizer.py).
 
-The model vocabulary is the tokenizer's P pieces plus one reserved `<mask>` id: V = P + 1,
-mask_id = V - 1. The tokenizer's `eos` piece separates documents when they are packed (eod_id).
+For sentencepiece the model vocabulary is the tokenizer's P pieces plus one reserved `<mask>` id:
+V = P + 1, mask_id = V - 1, and its `eos` piece separates documents when they are packed (eod_id).
+A tokenizer.json's vocabulary is padded to a multiple of 128, `<mask>` still the last id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pathlib
@@ -16,6 +17,7 @@ from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
+from dlmscale.data import hf_tokenizer
 from dlmscale.errors import UserError
 
 # Byte fallback reserves 256 pieces; unk and eos (the end-of-document id) two more.
@@ -125,38 +127,47 @@ def _vocab_error(message: str, n_pieces: int) -> UserError:
   return UserError(f"sentencepiece could not train a tokenizer: {message}")
 
 
-def load(path: str | os.PathLike) -> spm.SentencePieceProcessor:
-  """Loads a .model; UserError if it is missing, not a model, or has no eos piece to end documents."""
+def load(path: str | os.PathLike) -> spm.SentencePieceProcessor | hf_tokenizer.HFTokenizer:
+  """Loads a sentencepiece .model or a tokenizer.json (told apart by content); UserError if it is
+  missing, not a tokenizer, or (sentencepiece) has no eos piece to end documents."""
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
-    raise UserError(f"tokenizer file {str(path)!r} does not exist; give a sentencepiece .model, or leave "
-                    "--tokenizer empty to train one on the training split")
+    raise UserError(f"tokenizer file {str(path)!r} does not exist; give a sentencepiece .model or a Hugging "
+                    "Face tokenizer.json, or leave --tokenizer empty to train one on the training split")
+  if hf_tokenizer.looks_like_json(path):
+    return hf_tokenizer.HFTokenizer(path)
   sp = spm.SentencePieceProcessor()
   try:
     sp.load(str(path))
   except (OSError, RuntimeError) as e:
-    raise UserError(f"{path} is not a sentencepiece model ({e})") from None
+    first = (str(e).strip().splitlines() or ["unreadable"])[0][:200]
+    raise UserError(f"{path} is not a tokenizer: not a sentencepiece model ({first}); give a sentencepiece "
+                    ".model or a Hugging Face tokenizer.json") from None
   if sp.eos_id() < 0:
     raise UserError(f"tokenizer {path} has no eos piece, which marks document ends when packing; "
                     "train it with an eos_id")
   return sp
 
 
-def model_vocab_size(sp: spm.SentencePieceProcessor) -> int:
-  """V: the tokenizer's pieces plus the reserved <mask> id."""
+def model_vocab_size(sp) -> int:
+  """V: the tokenizer's pieces plus the reserved <mask> id (a tokenizer.json's: padded, see hf_tokenizer)."""
+  if isinstance(sp, hf_tokenizer.HFTokenizer):
+    return sp.model_vocab_size()
   return sp.get_piece_size() + 1
 
 
-def encode(sp: spm.SentencePieceProcessor, docs: list[str], workers: int = 0) -> list[list[int]]:
-  """Token ids of each document, encoded by sentencepiece's C++ threads (the GIL is released)."""
+def padding(sp) -> int:
+  """How many of the model vocabulary's ids are padding (never produced by the tokenizer)."""
+  return sp.padding() if isinstance(sp, hf_tokenizer.HFTokenizer) else 0
+
+
+def file_name(sp) -> str:
+  """The tokenizer's file name in a prepared directory."""
+  return "tokenizer.json" if isinstance(sp, hf_tokenizer.HFTokenizer) else "tokenizer.model"
+
+
+def encode(sp, docs: list[str], workers: int = 0) -> list[list[int]]:
+  """Token ids of each document, encoded by the tokenizer's native threads (the GIL is released)."""
   if not docs:
     return []
   return sp.encode(docs, num_threads=num_threads(workers))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
