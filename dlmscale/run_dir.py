@@ -25,7 +25,7 @@ import fcntl
 import json
 import os
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import ml_collections
 
@@ -38,32 +38,16 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY)
 NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
 
 
-def config_path(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / CONFIG
+PathOf = Callable[[str | os.PathLike], pathlib.Path]
 
 
-def metrics_path(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / METRICS
+def _in_run(name: str) -> PathOf:
+  return lambda workdir: pathlib.Path(workdir) / name
 
 
-def summary_path(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / SUMMARY
-
-
-def eval_path(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / EVAL
-
-
-def checkpoints_dir(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / CHECKPOINTS
-
-
-def launch_log(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / LAUNCH_LOG
-
-
-def tensorboard_dir(workdir: str | os.PathLike) -> pathlib.Path:
-  return pathlib.Path(workdir) / TENSORBOARD
+# RUN/<file> for each record: every other module names a run's files through these.
+config_path, metrics_path, summary_path, eval_path = map(_in_run, (CONFIG, METRICS, SUMMARY, EVAL))
+checkpoints_dir, tensorboard_dir, launch_log = map(_in_run, (CHECKPOINTS, TENSORBOARD, LAUNCH_LOG))
 
 
 def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
@@ -73,10 +57,6 @@ def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
 
 def is_finished(workdir: str | os.PathLike) -> bool:
   return summary_path(workdir).exists()
-
-
-def is_run_dir(workdir: str | os.PathLike) -> bool:
-  return config_path(workdir).is_file()
 
 
 class RecordError(ValueError):

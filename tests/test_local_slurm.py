@@ -1,4 +1,4 @@
-"""launch/local_slurm.py without starting anything: the slurm.conf it writes, the node line it
+"""tests/helpers/local_slurm.py without starting anything: the slurm.conf it writes, the node line it
 reads from `slurmd -C`, and its refusals (exit 2, one line, nothing written). The cluster itself
 runs in the slow tests/test_slurm_cluster.py."""
 
@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from dlmscale.errors import UserError
-from launch import local_slurm
+from helpers import local_slurm
 
 SLURMD_C = ("NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
             "RealMemory=24105\nUpTime=0-00:06:47\n")
@@ -73,7 +73,7 @@ def test_cli_refuses_non_root_and_bad_port_before_writing(tmp_path, monkeypatch,
 def test_up_leaves_a_slurm_conf_it_did_not_write(tmp_path, monkeypatch):
   monkeypatch.setattr(local_slurm, "ensure_installed", lambda install: None)
   (tmp_path / "slurm.conf").write_text("ClusterName=theirs\n")
-  with pytest.raises(UserError, match="not written by launch/local_slurm.py"):
+  with pytest.raises(UserError, match="not written by tests/helpers/local_slurm.py"):
     local_slurm.up(tmp_path)
   assert (tmp_path / "slurm.conf").read_text() == "ClusterName=theirs\n"
   assert [p.name for p in tmp_path.iterdir()] == ["slurm.conf"]  # nothing else written

@@ -71,6 +71,11 @@ COMMANDS: dict[str, tuple[str, object]] = {
     "--vocab_size=8192 --seq_len=1024": ("slow", {}),
     "python -m dlmscale.main --config=configs/base.py --workdir=runs/x '--config.data.corpus=data/*.jsonl'":
         ("slow", {"env": "DLMSCALE_FAULT=term:1"}),
+    "python -m dlmscale.data '--corpus=c4/en/c4-train.0000[0-1]-of-01024.json.gz' "
+    "--tokenizer=gpt2/tokenizer.json --vocab_size=0 --seq_len=2048 --val_tokens=4194304":
+        ("skip", "needs C4's files and GPT-2's tokenizer.json, which are not in the repository; "
+                 "tests/test_data_formats.py runs the same path on a .json.gz stand-in it writes"),
+    "python -m launch.local --config=configs/c4.py --workdir=runs/c4": ("dry", {}),
 }
 
 

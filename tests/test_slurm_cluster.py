@@ -1,5 +1,5 @@
 """`launch.slurm` on a real single-node SLURM cluster (munged, slurmctld and slurmd on localhost,
-brought up by launch/local_slurm.py, installed with apt-get when missing): the test-scale grid
+brought up by tests/helpers/local_slurm.py, installed with apt-get when missing): the test-scale grid
 submitted for real, a running task preempted with `scontrol requeue` that resumes from its checkpoint
 to the same bits as an uninterrupted run, and a second submission of a running grid that runs no
 point twice. What one node cannot show (multi-node arguments, TPU) stays in the stand-in tests
@@ -24,7 +24,7 @@ from launch import grids as grid_lib
 from dlmscale.train import checkpoint
 from dlmscale import run_dir as rundir
 from dlmscale.errors import UserError
-from launch import local_slurm
+from helpers import local_slurm
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from dlmscale.run_dir import flatten
 from dlmscale.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -119,12 +120,7 @@ def write_manifest(root: pathlib.Path, manifest: dict) -> None:
 
 def input_differences(old: dict, new: dict) -> list[str]:
   """Human-readable `field: old -> new` lines (nested dicts flattened with dots)."""
-  def flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-  a, b = flat(old), flat(new)
+  a, b = flatten(old), flatten(new)
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from dlmscale import objectives
+from dlmscale import objectives, run_dir
 from dlmscale.errors import UserError
 from dlmscale.model import sizes
 from dlmscale.model import transformer as model_lib
@@ -160,17 +160,8 @@ class _Programs:
 def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
                 compiler_options: dict[str, str] | None) -> str:
   """Everything the programs depend on: the config less RUN_KEYS, the vocabulary and the mesh."""
-  flat = {}
-  def walk(d: dict, prefix: str) -> None:
-    for k, v in d.items():
-      name = f"{prefix}{k}"
-      if name in RUN_KEYS:
-        continue
-      if isinstance(v, dict):
-        walk(v, name + ".")
-      else:
-        flat[name] = v
-  walk(config.to_dict(), "")
+  flat = {k: v for k, v in run_dir.flatten(config.to_dict()).items()
+          if not any(k == r or k.startswith(r + ".") for r in RUN_KEYS)}
   return json.dumps({"config": flat, "vocab": vocab_size, "mask": mask_id, "options": compiler_options,
                      "mesh": [list(mesh.axis_names), list(mesh.devices.shape),
                               [d.id for d in mesh.devices.flat]]}, sort_keys=True, default=str)

@@ -1,8 +1,8 @@
 """A real single-node SLURM cluster on this machine, for the launcher's tests and for trying
 `launch.slurm` by hand:
 
-  python -m launch.local_slurm up DIR [--port=6817] [--noinstall]   # then: export SLURM_CONF=DIR/slurm.conf
-  python -m launch.local_slurm down DIR
+  python -m tests.helpers.local_slurm up DIR [--port=6817] [--noinstall]   # then: export SLURM_CONF=DIR/slurm.conf
+  python -m tests.helpers.local_slurm down DIR
 
 `up` installs Debian's `slurm-wlm` and `munge` with apt-get when `slurmctld` is missing (root only),
 writes DIR/slurm.conf (one partition `local` holding this host with its real CPU count and memory;
@@ -33,7 +33,7 @@ PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")  # start order; stopped in reverse
 PARTITION = "local"
 UP_TIMEOUT_S = 90.0
-CONF_HEADER = "# Written by launch/local_slurm.py: a single-node test cluster; everything lives in this folder."
+CONF_HEADER = "# Written by tests/helpers/local_slurm.py: a single-node test cluster; everything lives in this folder."
 
 
 # --- Pure parts: the configuration ---------------------------------------------------------------
@@ -202,7 +202,7 @@ def up(root: pathlib.Path, port: int = 6817, install: bool = True) -> dict[str, 
   root = root.resolve()
   conf = root / "slurm.conf"
   if conf.exists() and not conf.read_text().startswith(CONF_HEADER):
-    raise UserError(f"{conf} exists and was not written by launch/local_slurm.py; it is left as it is: "
+    raise UserError(f"{conf} exists and was not written by tests/helpers/local_slurm.py; it is left as it is: "
                     "choose another folder for the local cluster")
   _make_dirs(root)
   if not any(read_pid(root, d) for d in DAEMONS):  # (re)written only while nothing runs from ROOT
@@ -263,7 +263,7 @@ def down(root: pathlib.Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m launch.local_slurm", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m tests.helpers.local_slurm", description=__doc__.split("\n")[0])
   p.add_argument("action", choices=("up", "down"))
   p.add_argument("dir", help="folder for the cluster's config, state, logs and munge key")
   p.add_argument("--port", type=int, default=6817, help="slurmctld's port; slurmd takes the next one")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
   def body() -> int:
     if os.geteuid() != 0:
       raise UserError(f"`{args.action}` needs root: the local cluster's daemons run as root "
-                      "(from a virtual environment: sudo .venv/bin/python -m launch.local_slurm ...)")
+                      "(from a virtual environment: sudo .venv/bin/python -m tests.helpers.local_slurm ...)")
     if args.action == "down":
       stopped = down(root)
       print(f"stopped {', '.join(stopped)}" if stopped else f"nothing of {root} was running")
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     pids = up(root, args.port, args.install)
     print(f"SLURM is up in {time.monotonic() - t0:.1f}s ({', '.join(f'{d} {p}' for d, p in pids.items())}); "
           f"partition {PARTITION!r}\n  export SLURM_CONF={root.resolve() / 'slurm.conf'}\n"
-          f"  stop it with: python -m launch.local_slurm down {root}")
+          f"  stop it with: python -m tests.helpers.local_slurm down {root}")
     return 0
   return cli_main(body)
 
