@@ -77,6 +77,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.batch_size, mesh)
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+    if config.get("micro_batch_size", 0):
+      sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
     built = restore.build(config, mesh, clock)
     with clock.phase("data"):
       val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
