@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
 
   def body() -> int:
+    run_dir.check_not_url(args.workdir)  # a bucket must be mounted on the workers
     if not args.workdir.startswith("/"):
       raise UserError(f"--workdir={args.workdir!r}: give an absolute path on the workers (e.g. /mnt/runs/datacons)")
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
