@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.d_ff = 0
   c.model.dtype = "float32"  # activations/compute; "bfloat16" on accelerators
   c.model.param_dtype = "float32"  # master weights
-  c.model.remat = "none"  # none | full | dots (jax.checkpoint policies)
+  c.model.remat = "none"  # none | full | dots (jax.checkpoint policies) | auto: the least recompute
+  # that fits the devices' memory, from the compiler's memory analysis (none on CPU; logged, in config.json)
   c.model.tie_embeddings = True
   c.model.attention = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
   c.model.loss_chunk = 0  # > 0: loss over this many positions at a time, recomputing each chunk's

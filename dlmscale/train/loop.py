@@ -87,6 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if config.get("micro_batch_size", 0):
       sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
     built = restore.build(config, mesh, clock)
+    config = built.config  # model.remat=auto resolved (open_run.resolve_remat)
     with clock.phase("data"):
       val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
                                                    jax.process_count())
