@@ -43,3 +43,10 @@ def test_auto_on_cpu_is_none_logged_and_recorded(tiny_corpus, data_cache, tmp_pa
   loop.train_and_evaluate(config, tmp_path)
   assert "model.remat=auto -> none (CPU, nothing to fit)" in capsys.readouterr().out
   assert json.loads((tmp_path / "config.json").read_text())["model"]["remat"] == "none"
+
+
+def test_the_aot_table_names_auto_and_the_memory_settings():
+  from launch import aot as launch_aot
+  config = tiny_config("unused", "unused", **{"model.remat": "auto", "micro_batch_size": 4, "model.loss_chunk": 8})
+  key = launch_aot.shape_key(config)
+  assert "remat=auto" in key and "micro=4" in key and "loss_chunk=8" in key

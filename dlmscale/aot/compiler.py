@@ -264,8 +264,8 @@ def changes_to_try(config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
 
   1. FSDP over every chip (mesh.data=1): same math, same FLOPs, only where the state lives.
   2. remat 'dots', then 'full': same math, more FLOPs (recomputation), less activation memory.
-  3. Halve the global batch until one sequence per chip: this changes the run (twice the steps for
-     the same tokens), so the note says so; keeping the batch on twice the chips is the alternative.
+  3. Halve the micro-batch (micro_batch_size, gradient accumulation) until one sequence per chip:
+     the global batch, the data order and the numbers stay (to float summation order).
   """
   n, hosts = len(devices), topologies.host_count(devices)
   data_n, fsdp_n = sharding.mesh_shape(config.mesh, n)
@@ -279,12 +279,12 @@ def changes_to_try(config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
     cur["model.remat"] = remat
     out.append((f"model.remat={remat}", dict(cur)))
   batch = int(config.batch_size)
-  while batch % 2 == 0 and (batch // 2) % n == 0 and (batch // 2) % hosts == 0:
-    batch //= 2
-    cur["batch_size"] = batch
-    out.append((f"batch_size={batch} ({batch // n} per chip; changes the run: "
-                f"or keep batch_size={config.batch_size} on {config.batch_size // batch}x the chips)",
-                dict(cur)))
+  micro = int(config.get("micro_batch_size", 0) or 0) or batch
+  while micro % 2 == 0 and (micro // 2) % n == 0 and (micro // 2) % hosts == 0:
+    micro //= 2
+    cur["micro_batch_size"] = micro
+    out.append((f"micro_batch_size={micro} (gradient accumulation over {batch // micro} micro-batches of "
+                f"{micro // n} per chip; the same run)", dict(cur)))
   return out
 
 
