@@ -90,7 +90,6 @@ def test_bad_micro_batch_size_is_one_line(micro, message):
   assert "\n" not in str(e.value)
 
 
-@pytest.mark.slow
 def test_kill_and_resume_with_accumulation_is_bitwise_exact(tiny_corpus, data_cache, tmp_path):
   cfg = tiny_config(tiny_corpus, data_cache, "mdm", micro_batch_size=2)
   straight, broken = tmp_path / "straight", tmp_path / "broken"
