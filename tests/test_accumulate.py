@@ -101,3 +101,16 @@ def test_kill_and_resume_with_accumulation_is_bitwise_exact(tiny_corpus, data_ca
   assert losses(broken) == losses(straight)
   for x, y in zip(jax.tree.leaves(final_params(straight)), jax.tree.leaves(final_params(broken))):
     np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_accumulation_on_four_cpu_devices_matches_one_device_unsplit(tiny_corpus, data_cache, tmp_path):
+  """Micro-batches over a data x fsdp mesh: each device holds its rows of every micro-batch."""
+  cfg = tiny_config(tiny_corpus, data_cache, "mdm")
+  assert run_main(cfg, tmp_path / "one").returncode == 0
+  cfg4 = tiny_config(tiny_corpus, data_cache, "mdm", micro_batch_size=4, **{"mesh.data": 2, "mesh.fsdp": 2})
+  four = run_main(cfg4, tmp_path / "four", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  assert four.returncode == 0, four.stderr
+  la, lb = losses(tmp_path / "one"), losses(tmp_path / "four")
+  assert [r[:2] for r in la] == [r[:2] for r in lb]
+  np.testing.assert_allclose([r[2] for r in la], [r[2] for r in lb], rtol=2e-4)
