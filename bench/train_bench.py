@@ -55,6 +55,8 @@ class Spec:
   peak_n: int = 2048  # side of the square matmul that measures the CPU peak
   xla_options: str = "auto"  # auto = dlmscale/runtime/xla_options.py (as train.py); none; or "KEY=VALUE,..."
   cpu_devices: str = "auto"  # auto = dlmscale/runtime/cpu_devices.py (as dlmscale.main), or a count
+  loss_chunk: int = 0  # model.loss_chunk: positions per chunk of the memory-lean loss (0 = full logits)
+  micro_batch: int = 0  # micro_batch_size: gradient accumulation (0 = off)
 
 
 def _split(values: list[str]) -> list[str]:
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(f"--{name}", type=int, default=default)
   p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (compute)")
   p.add_argument("--remat", default="none", help="none | full | dots")
+  p.add_argument("--loss_chunk", type=int, default=0, help="model.loss_chunk (0 = full logits)")
+  p.add_argument("--micro_batch", type=int, default=0, help="micro_batch_size (0 = no accumulation)")
   p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
   p.add_argument("--xla_options", action="append", default=[],
                  help="auto (the trainer's, from dlmscale/runtime/xla_options.py), none (XLA's defaults) "
@@ -116,7 +120,8 @@ def specs_from(args: argparse.Namespace) -> list[Spec]:
   return [Spec(size=s, objective=o, impl=i, batch=args.batch, seq_len=args.seq_len,
                vocab=args.vocab, steps=args.steps, warmup=args.warmup, reps=args.reps,
                dtype=args.dtype, remat=args.remat, attention=args.attention, peak_n=args.peak_n,
-               xla_options=x, cpu_devices=args.cpu_devices)
+               xla_options=x, cpu_devices=args.cpu_devices, loss_chunk=args.loss_chunk,
+               micro_batch=args.micro_batch)
           for s in names for o in objectives for i in impls for x in variants]
 
 
@@ -168,6 +173,7 @@ def _config(spec: Spec, dtype: str, attention: str):
   c.objective, c.model_size, c.batch_size = spec.objective, spec.size, spec.batch
   c.data.seq_len, c.data.vocab_size = spec.seq_len, spec.vocab
   c.model.dtype, c.model.remat, c.model.attention = dtype, spec.remat, attention
+  c.model.loss_chunk, c.micro_batch_size = spec.loss_chunk, spec.micro_batch
   return c
 
 

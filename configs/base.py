@@ -22,6 +22,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unique_tokens = 1_000_000
   c.epochs = 1.0
   c.batch_size = 32  # global, in sequences
+  c.micro_batch_size = 0  # > 0: sum each step's gradient over batch_size / micro_batch_size
+  # micro-batches of this many sequences (less activation memory, same data and draws); 0 = off
 
   c.data = ml_collections.ConfigDict(DataConfig().to_dict())  # fields, defaults, help: dlmscale/data/config.py
 
@@ -34,9 +36,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.d_ff = 0
   c.model.dtype = "float32"  # activations/compute; "bfloat16" on accelerators
   c.model.param_dtype = "float32"  # master weights
-  c.model.remat = "none"  # none | full | dots (jax.checkpoint policies)
+  c.model.remat = "none"  # none | full | dots (jax.checkpoint policies) | auto: the least recompute
+  # that fits the devices' memory, from the compiler's memory analysis (none on CPU; logged, in config.json)
   c.model.tie_embeddings = True
   c.model.attention = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+  c.model.loss_chunk = 0  # > 0: loss over this many positions at a time, recomputing each chunk's
+  # logits in the backward pass (never the full float32 [B, L, V] logits); 0 = full logits (exact golden)
 
   # Autoregressive.
   c.ar = ml_collections.ConfigDict()

@@ -16,3 +16,15 @@ def first_line(e: BaseException) -> str:
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+_CRASH_DIR: list = []  # the run directory this process trains in, once claimed
+
+
+def set_crash_dir(workdir) -> None:
+  """Where the entry guard also writes an internal error's traceback (run_dir.crash_file); None = nowhere."""
+  _CRASH_DIR[:] = [] if workdir is None else [workdir]
+
+
+def crash_dir():
+  return _CRASH_DIR[0] if _CRASH_DIR else None

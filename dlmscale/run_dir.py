@@ -25,6 +25,8 @@ import fcntl
 import json
 import os
 import pathlib
+import re
+import time
 from typing import Any, Callable, Iterable
 
 import ml_collections
@@ -95,10 +97,9 @@ OPERATIONAL_KEYS = frozenset({
 
 
 # Keys added after runs already existed, with the value those older runs implicitly used.
-LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time",
-                                   "ar.num_orders": 1, "ar.target_position": True,
-                                   "data.label_noise": 0.0,
-                                   "eval.mdm_positions": "all", "eval.set": "val"}
+LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time", "ar.num_orders": 1, "ar.target_position": True,
+                                   "data.label_noise": 0.0, "eval.mdm_positions": "all", "eval.set": "val",
+                                   "micro_batch_size": 0, "model.loss_chunk": 0}
 
 
 def with_legacy_defaults(config: dict) -> dict:
@@ -153,8 +154,19 @@ DATA_KEY = "data_sha256"  # config.json's record of the prepared data the run tr
 REPLACED_KEY = "data_sha256_replaced"  # earlier records, kept when a resume moved to new data
 
 
+def check_not_url(workdir: str | pathlib.Path, flag: str = "--workdir") -> None:
+  """Refuses an object-store URL (gs://, s3://) at once, naming a mounted path as the way to a bucket."""
+  if m := re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)", str(workdir)):
+    b = m.group(2) or "BUCKET"
+    raise UserError(f"{flag}={workdir} is an object-store URL; checkpoints, metrics and locks need a file "
+                    f"system: mount the bucket (gcsfuse {b} /mnt/{b}, or mount-s3 {b} /mnt/{b}) and pass "
+                    f"{flag}=/mnt/{b}/...")
+
+
 def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
-  """The workdir as a path, if it is (or can be created as) a writable directory; creates nothing."""
+  """The workdir as a path, if it is (or can be created as) a writable directory (no object-store
+  URL, check_not_url); creates nothing."""
+  check_not_url(workdir)
   path = pathlib.Path(workdir).expanduser()
   if path.exists() and not path.is_dir():
     raise UserError(f"--workdir {path} is a file, not a directory; give a directory (it is created "
@@ -168,6 +180,10 @@ def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
     raise UserError(f"--workdir {path}: {existing} is not writable by this user; choose a directory "
                     "you can write to (or fix its permissions)")
   return path
+
+
+def crash_file(workdir: str | pathlib.Path) -> pathlib.Path:  # one internal error's traceback
+  return pathlib.Path(workdir) / f"crash-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.txt"
 
 
 def data_differences(old: dict, new: dict) -> list[str]:

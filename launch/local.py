@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
   workdir = pathlib.Path(args.workdir).expanduser().resolve()
 
   def body() -> int:
+    run_dir.check_not_url(args.workdir)  # before the path is resolved into a local 'gs:' folder
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
     names = grid_lib.select_names(grid, args.only)
     if args.dry_run:

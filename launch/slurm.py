@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
   workdir = pathlib.Path(args.workdir).expanduser().resolve()
 
   def body() -> int:
+    run_dir.check_not_url(args.workdir)  # before the path is resolved into a local 'gs:' folder
     if args.nodes < 1 or args.tasks_per_node < 1:
       raise UserError("--nodes and --tasks_per_node must be at least 1")
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))

@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -91,6 +92,10 @@ def repo_tarball() -> bytes:
         with open(path, "rb") as f:
           tar.addfile(info, f)
   return buf.getvalue()
+
+
+MIN_PYTHON = (3, 11)
+PYTHON_VERSION_COMMAND = "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
 
 
 def install_command(args: argparse.Namespace) -> str:
@@ -192,7 +197,22 @@ class Driver:
       print(f"queued resource {self.args.tpu}: {state or 'not yet visible'}; waiting", flush=True)
       time.sleep(30)
 
+  def check_python(self) -> None:
+    """The workers' python3 first: the pins (numpy 2.4, pandas 3.1) install on 3.11+ only."""
+    cmd = self.g.ssh(PYTHON_VERSION_COMMAND, worker="0")
+    if self.args.dry_run:
+      print(f"# the workers' python3 must be {'.'.join(map(str, MIN_PYTHON))}+:\n$ {shlex.join(cmd)}")
+      return
+    found = self.output(cmd)
+    version = tuple(int(x) for x in found.split(".")[:2]) if re.fullmatch(r"\d+\.\d+", found) else None
+    if version is None or version < MIN_PYTHON:
+      need = ".".join(map(str, MIN_PYTHON))
+      raise UserError(f"the TPU VM's python3 is {found or 'unknown'}, the pinned requirements need {need}+: pick "
+                      f"a --runtime_version whose image ships Python {need}+, or install python{need} on the VM "
+                      f"(sudo apt-get install -y python{need} python{need}-venv) and make it python3")
+
   def install(self) -> None:
+    self.check_python()
     tgz = pathlib.Path("/tmp") / "dlmscale-launch.tgz"
     if not self.args.dry_run:
       tgz.write_bytes(repo_tarball())
@@ -271,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
 
   def body() -> int:
+    run_dir.check_not_url(args.workdir)  # a bucket must be mounted on the workers
     if not args.workdir.startswith("/"):
       raise UserError(f"--workdir={args.workdir!r}: give an absolute path on the workers (e.g. /mnt/runs/datacons)")
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))

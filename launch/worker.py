@@ -96,6 +96,8 @@ def train_point(request: dict[str, Any]) -> int | str:
   from dlmscale.errors import TrainingDiverged, UserError  # noqa: PLC0415
   from dlmscale.runtime import cpu_devices  # noqa: PLC0415
   from dlmscale.train import entry  # noqa: PLC0415
+  from dlmscale.errors import set_crash_dir  # noqa: PLC0415
+  set_crash_dir(None)  # the previous point's run directory is not this one's
   try:
     config = point_config(request["spec"], request["overrides"])
     if cpu_devices.started() and cpu_devices.wanted(config) not in (None, cpu_devices.current()):
@@ -138,8 +140,10 @@ def serve(sock: socket.socket, point_fn: Callable[[dict[str, Any]], int | str]) 
           rc = point_fn(request)
         except Stopped:
           rc, stop = 0, True
-        except Exception:  # noqa: BLE001 - reported like a crashed trainer process
+        except Exception as e:  # noqa: BLE001 - reported like a crashed trainer process
           traceback.print_exc()
+          from dlmscale.commands import guard  # noqa: PLC0415
+          print(f"the traceback is also in {guard.write_traceback('launch.worker', e)}", flush=True)
           rc = 1
         finally:
           install_handlers()  # the point may have replaced them

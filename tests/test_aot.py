@@ -79,11 +79,11 @@ def test_changes_to_try_are_cumulative_and_smallest_first():
       {"mesh.data": 1, "mesh.fsdp": 16},
       {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "dots"},
       {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full"},
-      {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "batch_size": 32},
-      {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "batch_size": 16},
+      {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "micro_batch_size": 32},
+      {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "micro_batch_size": 16},
   ]
-  assert "changes the run" in tries[-1][0]
-  done = aot.with_overrides(c, {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "batch_size": 16})
+  assert "the same run" in tries[-1][0] and "4 micro-batches" in tries[-1][0]
+  done = aot.with_overrides(c, {"mesh.data": 1, "mesh.fsdp": 16, "model.remat": "full", "micro_batch_size": 16})
   assert aot.changes_to_try(done, _fake_devices(16, 4)) == []
 
 

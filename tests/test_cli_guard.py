@@ -30,8 +30,10 @@ def test_divergence_is_exit_3(capsys):
 def test_a_bug_is_exit_1_one_line_and_a_traceback_file(capsys):
   assert cli_guard.guard(_raise(ZeroDivisionError("division by zero")), "dlmscale.x") == 1
   err = capsys.readouterr().err
-  assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-  path = pathlib.Path(re.search(r"traceback is in (\S+)\.", err).group(1))
+  first, *frames = err.strip().splitlines()
+  assert "Traceback" not in err and frames and all(f.startswith("  ") for f in frames)
+  assert "in body: raise exc" in frames[-1]  # the innermost frame, where it broke
+  path = pathlib.Path(re.search(r"traceback is in (\S+)\.", first).group(1))
   text = path.read_text()
   assert "Traceback" in text and "ZeroDivisionError: division by zero" in text
   path.unlink()

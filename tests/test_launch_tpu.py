@@ -42,6 +42,8 @@ def test_dry_run_prints_exact_gcloud_commands(capsys):
       f"$ gcloud compute tpus queued-resources create dlm --node-id=dlm {WHERE} --accelerator-type=v5litepod-16 "
       "--runtime-version=v2-alpha-tpuv5-lite --spot",
       f"$ gcloud compute tpus queued-resources describe dlm {WHERE} '--format=value(state.state)'",
+      f"$ gcloud compute tpus tpu-vm ssh dlm --worker=0 {WHERE} '--command=python3 -c '\"'\"'import sys; "
+      f"print(\"%d.%d\" % sys.version_info[:2])'\"'\"''",
       f"$ gcloud compute tpus tpu-vm scp /tmp/dlmscale-launch.tgz dlm:/tmp/dlmscale.tgz --worker=all {WHERE}",
       f"$ gcloud compute tpus tpu-vm ssh dlm --worker=0 {WHERE} '--command={REMOTE}.venv/bin/python -m "
       f"launch.manifest --workdir=/mnt/runs/dc --init={GRID}'",
@@ -129,7 +131,7 @@ def _steps(calls: pathlib.Path) -> list[str]:
     v = f"{a[2]} {a[3]}" + (f" {a[5]}" if a[3] == "ssh" else "")
     if a[3] == "ssh":
       v += " " + ("train" if TRAINER_MODULE in line else "mark" if "--mark" in line
-                  else "init" if "--init" in line else "install")
+                  else "init" if "--init" in line else "python" if "version_info" in line else "install")
     out.append(v)
   return out
 
@@ -144,10 +146,12 @@ def test_preempted_slice_is_recreated_and_the_point_resumed(tmp_path, monkeypatc
   assert tpu.main([*argv, "--queued", "--spot", "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 0
   assert _steps(calls) == [
       "tpu-vm describe", "queued-resources describe", "queued-resources describe", "queued-resources create",
-      "queued-resources describe", "tpu-vm scp", "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 init",
+      "queued-resources describe", "tpu-vm ssh --worker=0 python", "tpu-vm scp",
+      "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 init",
       "tpu-vm ssh --worker=0 mark", "tpu-vm ssh --worker=all train",  # preempted here
       "tpu-vm describe", "queued-resources describe", "queued-resources delete", "queued-resources describe",
-      "queued-resources create", "queued-resources describe", "tpu-vm describe", "tpu-vm scp",
+      "queued-resources create", "queued-resources describe", "tpu-vm describe", "tpu-vm ssh --worker=0 python",
+      "tpu-vm scp",
       "tpu-vm ssh --worker=all install", "tpu-vm ssh --worker=0 mark", "tpu-vm ssh --worker=all train",
       "tpu-vm ssh --worker=0 mark"]
   events = [e for e in ledger_events(ledger) if e["run"] == NAME]
@@ -185,3 +189,15 @@ def test_repo_tarball_holds_the_code_not_the_venv():
 def test_relative_workdir_is_refused(capsys):
   assert tpu.main([f"--config={GRID}", "--workdir=runs/dc", "--tpu=dlm", "--zone=z", "--dry_run"]) == 2
   assert "absolute path on the workers" in capsys.readouterr().err
+
+
+def test_an_old_python_on_the_vm_fails_first_in_one_line(tmp_path, monkeypatch, capsys):
+  """Ubuntu 22.04 TPU images ship Python 3.10: refused before anything is copied or installed."""
+  calls, _ = _stand_in(tmp_path, monkeypatch, vm="READY", qr="ACTIVE")
+  fake = tmp_path / "bin" / "python3"
+  fake.write_text("#!/bin/sh\necho 3.10\n")
+  fake.chmod(0o755)
+  assert tpu.main([*ARGV, "--noreport", f"--trainer_module={TRAINER_MODULE}"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "python3 is 3.10" in err and "3.11+" in err and "apt-get" in err
+  assert _steps(calls)[-1] == "tpu-vm ssh --worker=0 python"  # nothing copied, nothing installed

@@ -26,6 +26,9 @@ from configs import grid as grid_lib
 PY = "python -m "
 SKIP_VENV = "installs packages into a new venv (CI does exactly this on a clean clone)"
 SKIP_SUITE = "the test suite itself"
+SKIP_NODE = "a check to read on the accelerator node itself"
+SKIP_WHEELS = ("downloads gigabytes of accelerator wheels; every pin was resolved for CPython 3.11 "
+               "manylinux x86_64 with pip install --dry-run --report when the file was written")
 SKIP_STUDY = ("the hours-long CPU study; its grid is checked in test_grid_configs.py and the same "
               "launcher and report commands run on the datacons test grid below")
 
@@ -40,6 +43,19 @@ COMMANDS: dict[str, tuple[str, object]] = {
     "python3 -m venv .venv": ("skip", SKIP_VENV),
     ". .venv/bin/activate": ("skip", SKIP_VENV),
     "pip install -r requirements.txt": ("skip", SKIP_VENV),
+    "python3.11 -m venv .venv": ("skip", SKIP_VENV),
+    "pip install -r requirements-gpu.txt": ("skip", SKIP_VENV),
+    "pip install -r requirements-tpu.txt": ("skip", SKIP_VENV),
+    "pip download -d wheels -r requirements-gpu.txt": ("skip", SKIP_WHEELS),
+    "pip install --no-index --find-links wheels -r requirements-gpu.txt": ("skip", SKIP_WHEELS),
+    "pip download -d wheels -r requirements-tpu.txt": ("skip", SKIP_WHEELS),
+    "pip install --no-index --find-links wheels -r requirements-tpu.txt": ("skip", SKIP_WHEELS),
+    "python -c 'import jax; print(jax.devices())'": ("skip", SKIP_NODE),
+    "python3 --version": ("skip", SKIP_NODE),
+    "python -m dlmscale.main --config=configs/base.py --workdir=runs/gpu-s250M --config.model_size=s250M "
+    "--config.model.dtype=bfloat16 --config.model.loss_chunk=512 --config.micro_batch_size=8":
+        ("skip", "needs a GPU: bench/gpu_check.sh runs these settings; tests/test_accumulate.py and "
+                 "tests/test_chunked_loss.py check their numbers on CPU"),
     "python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart": ("dry", {}),
     "python -m pytest -q -m 'not slow'": ("skip", SKIP_SUITE),
     "python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16 --workdir=runs/qs-mdm":

@@ -199,8 +199,38 @@ def report(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], c: 
   return row
 
 
+REMAT_ORDER = ("none", "dots", "full")  # least recompute first
+
+
+def choose_remat(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
+                 ) -> tuple[str, dict[str, Any] | None, list[dict[str, Any]]]:
+  """model.remat=auto: (the least recompute whose steps compile and fit a chip, its row, the tries).
+
+  Compiles none, then dots, then full for `devices` (a topology, or the devices a run trains on)
+  and stops at the first that fits their memory; 'full' when none does (its row says too_big). CPU
+  devices have no memory limit to fit, so they resolve to 'none' without compiling.
+  """
+  if devices[0].platform == "cpu":
+    return "none", None, []
+  tries, row = [], None
+  for remat in REMAT_ORDER:
+    row = attempt(with_overrides(config, {"model.remat": remat}), devices)
+    tries.append({"remat": remat, "status": row["status"], "peak_bytes": row.get("peak_bytes")})
+    if row["status"] == "ok":
+      return remat, row, tries
+  return "full", row, tries
+
+
 def attempt(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> dict[str, Any]:
-  """One compile, as a row: status 'ok' (compiled and fits HBM), 'too_big' or 'error'."""
+  """One compile, as a row: status 'ok' (compiled and fits HBM), 'too_big' or 'error'.
+
+  model.remat=auto compiles the choices in turn (choose_remat); the row is the chosen one's, with
+  `remat_auto` saying what was chosen and what was tried.
+  """
+  if config.model.remat == "auto":
+    remat, row, tries = choose_remat(config, devices)
+    row = row or attempt(with_overrides(config, {"model.remat": remat}), devices)
+    return row | {"remat_auto": {"chosen": remat, "tries": tries}}
   try:
     c = compile_run(config, devices)
   except UserError as e:
@@ -234,8 +264,8 @@ def changes_to_try(config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
 
   1. FSDP over every chip (mesh.data=1): same math, same FLOPs, only where the state lives.
   2. remat 'dots', then 'full': same math, more FLOPs (recomputation), less activation memory.
-  3. Halve the global batch until one sequence per chip: this changes the run (twice the steps for
-     the same tokens), so the note says so; keeping the batch on twice the chips is the alternative.
+  3. Halve the micro-batch (micro_batch_size, gradient accumulation) until one sequence per chip:
+     the global batch, the data order and the numbers stay (to float summation order).
   """
   n, hosts = len(devices), topologies.host_count(devices)
   data_n, fsdp_n = sharding.mesh_shape(config.mesh, n)
@@ -243,17 +273,18 @@ def changes_to_try(config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
   if fsdp_n < n:
     cur = {"mesh.data": 1, "mesh.fsdp": n}
     out.append((f"mesh.fsdp={n} (was data={data_n} x fsdp={fsdp_n})", dict(cur)))
-  order = ("none", "dots", "full")
-  for remat in order[order.index(config.model.remat) + 1:]:
+  order = REMAT_ORDER
+  start = order.index(config.model.remat) + 1 if config.model.remat in order else len(order)  # auto: chosen
+  for remat in order[start:]:
     cur["model.remat"] = remat
     out.append((f"model.remat={remat}", dict(cur)))
   batch = int(config.batch_size)
-  while batch % 2 == 0 and (batch // 2) % n == 0 and (batch // 2) % hosts == 0:
-    batch //= 2
-    cur["batch_size"] = batch
-    out.append((f"batch_size={batch} ({batch // n} per chip; changes the run: "
-                f"or keep batch_size={config.batch_size} on {config.batch_size // batch}x the chips)",
-                dict(cur)))
+  micro = int(config.get("micro_batch_size", 0) or 0) or batch
+  while micro % 2 == 0 and (micro // 2) % n == 0 and (micro // 2) % hosts == 0:
+    micro //= 2
+    cur["micro_batch_size"] = micro
+    out.append((f"micro_batch_size={micro} (gradient accumulation over {batch // micro} micro-batches of "
+                f"{micro // n} per chip; the same run)", dict(cur)))
   return out
 
 

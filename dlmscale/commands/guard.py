@@ -4,7 +4,8 @@
   what to do instead.
 - A diverged run (`TrainingDiverged`) is exit 3 with one line.
 - Anything else is a bug of ours: one line naming the error and the file holding its traceback,
-  exit 1 (the traceback goes to a file under the temp directory, never into the user's workdir).
+  then its innermost frames, exit 1. The traceback goes to a crash file in the run directory when
+  the process trains in one (run_dir.crash_file), else to a file under the temp directory.
 - Ctrl-C is exit 130 with one line. Signals are never swallowed here: `KeyboardInterrupt` and
   `SystemExit` are not `Exception`s and pass the last-resort handler untouched.
 """
@@ -21,7 +22,8 @@ import time
 import traceback
 from typing import Callable, Iterable, Sequence
 
-from dlmscale.errors import TrainingDiverged, UserError
+from dlmscale import run_dir
+from dlmscale.errors import TrainingDiverged, UserError, crash_dir
 
 EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -37,13 +39,32 @@ def user_error_line(message: object) -> str:
 
 
 def write_traceback(command: str, exc: BaseException) -> str:
-  """The full traceback in a fresh file (never overwriting anything); returns its path."""
+  """The full traceback in a fresh file (never overwriting anything); returns its path.
+
+  When the process trains in a run directory (errors.crash_dir), the file is run_dir.crash_file
+  there, which outlives a node's wiped temp directory; otherwise (or if that fails) the temp directory.
+  """
+  text = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} python -m {command} "
+          f"{' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+  if (workdir := crash_dir()) is not None:
+    try:
+      path = run_dir.crash_file(workdir)
+      with open(path, "x") as f:
+        f.write(text)
+      return str(path)
+    except OSError:
+      pass
   fd, path = tempfile.mkstemp(prefix=f"dlmscale-{command.replace('.', '-')}-crash-", suffix=".txt")
   with os.fdopen(fd, "w") as f:
-    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} python -m {command} "
-            f"{' '.join(sys.argv[1:])}\n\n")
-    f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    f.write(text)
   return path
+
+
+def last_frames(exc: BaseException, n: int = 3) -> str:
+  """The innermost n frames, one indented line each: where it broke, readable in a job's log."""
+  frames = traceback.extract_tb(exc.__traceback__)[-n:]
+  return "\n".join(f"  {pathlib.Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+                   for f in frames)
 
 
 def expected_failure(e: UserError | TrainingDiverged) -> int:
@@ -67,6 +88,8 @@ def guard(body: Callable[[], int | None], command: str) -> int:
     first = one_line(e)[:300]
     print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
           f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
+    if frames := last_frames(e):
+      print(frames, file=sys.stderr, flush=True)
     return EXIT_INTERNAL
 
 

@@ -184,8 +184,11 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None,
-               target_positions_BxL: jax.Array | None = None) -> jax.Array:
+               target_positions_BxL: jax.Array | None = None, hidden: bool = False) -> Any:
     """Token ids [B, L] -> float32 logits [B, L, V].
+
+    hidden=True returns (final hidden states [B, L, D], output projection [V, D]), both in the
+    compute dtype, instead of the logits: a chunked loss (objectives/nll.py) projects a slice at a time.
 
     positions_BxL / target_positions_BxL (token-order augmentation only, see orders.py): where each
     slot's token sits in the original sequence, and which position its logits predict. None = left
@@ -206,7 +209,12 @@ class Transformer(nn.Module):
     block = _block_class(cfg.remat)
     for i in range(cfg.n_layers):
       x_BxLxD = block(cfg, name=f"block_{i}")(x_BxLxD, positions_BxL)
-    x_BxLxD = RMSNorm(cfg, name="final_norm")(x_BxLxD).astype(jnp.float32)
+    x_BxLxD = RMSNorm(cfg, name="final_norm")(x_BxLxD)
+    if hidden:
+      head_VxD = embed_VxD if cfg.tie_embeddings else _param(
+          self, "unembed", (D, V), ("embed", "vocab"), INIT_STD).T
+      return x_BxLxD, head_VxD.astype(cfg.dtype)
+    x_BxLxD = x_BxLxD.astype(jnp.float32)
     if cfg.tie_embeddings:
       logits_BxLxV = jnp.einsum("BLD,VD->BLV", x_BxLxD, embed_VxD.astype(jnp.float32))
     else:

@@ -24,16 +24,22 @@ from dlmscale.objectives import orders
 from dlmscale.objectives.ar import ar_loss, ar_nll_per_sequence
 from dlmscale.objectives.masking import make_schedule
 from dlmscale.objectives.mdm import (ESTIMATORS, EVAL_POSITIONS, ElboSettings, corruption, elbo_draws,
-                                     elbo_weights, masked_nll, mdm_elbo_samples, mdm_loss,
+                                     elbo_weights, masked_nll, mdm_draws, mdm_elbo_samples, mdm_loss,
                                      stratified_times)
 from dlmscale.objectives.nll import ApplyFn, Params, token_nll, top1_correct
 
 __all__ = ["ESTIMATORS", "EVAL_POSITIONS", "ElboSettings", "ar_loss", "ar_nll_per_sequence",
-           "corruption", "elbo_draws", "elbo_weights", "make_eval_fn", "make_loss_fn", "masked_nll",
-           "mdm_elbo_samples", "mdm_loss", "stratified_times", "token_nll", "top1_correct"]
+           "corruption", "elbo_draws", "elbo_weights", "loss_chunk", "make_draw_fn", "make_eval_fn", "make_loss_fn",
+           "masked_nll", "mdm_draws", "mdm_elbo_samples", "mdm_loss", "stratified_times", "token_nll", "top1_correct"]
 
+DrawFn = Callable[[dict, jax.Array], dict[str, jax.Array]]
 LossFn = Callable[[Params, ApplyFn, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 EvalFn = Callable[[Params, ApplyFn, jax.Array, jax.Array], jax.Array]
+
+
+def loss_chunk(config: ml_collections.ConfigDict) -> int:
+  """config.model.loss_chunk: positions per chunk of the memory-lean loss (nll.chunked_nll); 0 = full logits."""
+  return int(config.model.get("loss_chunk", 0) or 0)
 
 
 def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
@@ -41,11 +47,27 @@ def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int) -> LossFn:
   if config.objective == "ar":
     if orders.num_orders(config) > 1:
       return orders.make_loss_fn(config, mask_id)
-    return functools.partial(ar_loss, mask_id=mask_id)
+    return functools.partial(ar_loss, mask_id=mask_id, loss_chunk=loss_chunk(config))
   if config.objective == "mdm":
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
-    return functools.partial(mdm_loss, mask_id=mask_id, schedule=schedule, t_min=float(config.mdm.t_min))
+    return functools.partial(mdm_loss, mask_id=mask_id, schedule=schedule, t_min=float(config.mdm.t_min),
+                             loss_chunk=loss_chunk(config))
   raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")
+
+
+def make_draw_fn(config: ml_collections.ConfigDict, mask_id: int) -> DrawFn:
+  """The loss's randomness for a whole step as (batch, rng) -> per-sequence arrays (leading axis B).
+
+  The loss takes them from the batch when present, so gradient accumulation draws once for the whole
+  step and slices: each sequence sees the same t, mask or order whatever the micro-batch size.
+  """
+  del mask_id
+  if config.objective == "mdm":
+    schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
+    return functools.partial(mdm_draws, schedule=schedule, t_min=float(config.mdm.t_min))
+  if orders.num_orders(config) > 1:
+    return orders.make_draw_fn(config)
+  return lambda batch, rng: {}
 
 
 def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
@@ -59,7 +81,7 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
   if config.objective == "ar":
     def ar_eval(params, apply_fn, tokens_BxL, seq_ids_B):
       del seq_ids_B
-      return ar_nll_per_sequence(params, apply_fn, tokens_BxL, mask_id)
+      return ar_nll_per_sequence(params, apply_fn, tokens_BxL, mask_id, loss_chunk(config))
     return ar_eval
   if config.objective == "mdm":
     schedule = make_schedule(config.mdm.schedule, config.mdm.poly_exponent)
@@ -71,7 +93,7 @@ def make_eval_fn(config: ml_collections.ConfigDict, mask_id: int) -> EvalFn:
       samples_KxB = mdm_elbo_samples(
           params, apply_fn, tokens_BxL, seq_ids_B, mask_id=mask_id, schedule=schedule,
           num_samples=num_samples, eval_seed=seed, t_min=t_min, estimator=estimator,
-          positions=positions)
+          positions=positions, loss_chunk=loss_chunk(config))
       return jnp.mean(samples_KxB, axis=0)
     return mdm_eval
   raise UserError(f"unknown objective {config.objective!r}; choose ar or mdm")

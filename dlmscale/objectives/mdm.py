@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dlmscale.objectives.masking import LinearSchedule, Schedule, make_schedule
-from dlmscale.objectives.nll import ApplyFn, Params, token_nll
+from dlmscale.objectives.nll import ApplyFn, Params, nll_and_correct, token_nll
 
 ESTIMATORS = ("time", "count")  # diffusion ELBO sample weights: w(t), or E[w(t) | mask set]
 
@@ -77,33 +77,50 @@ def elbo_weights(estimator: str, schedule: Schedule, t_KxB, n_masked_KxB, length
 
 
 def masked_nll(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, mask_BxL: jax.Array,
-               mask_id: int) -> tuple[jax.Array, jax.Array]:
+               mask_id: int, loss_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
   """The denoiser on x_t (mask_BxL replaced by <mask>): per sequence the number of masked positions
-  and the sum of -log p(x0_i | x_t) over them."""
-  nll_BxL = token_nll(apply_fn(params, jnp.where(mask_BxL, mask_id, tokens_BxL)), tokens_BxL, mask_id)
+  and the sum of -log p(x0_i | x_t) over them (loss_chunk > 0: through nll.chunked_nll)."""
+  x_t_BxL = jnp.where(mask_BxL, mask_id, tokens_BxL)
+  if loss_chunk:
+    nll_BxL = nll_and_correct(params, apply_fn, x_t_BxL, tokens_BxL, mask_id, loss_chunk)[0]
+  else:
+    nll_BxL = token_nll(apply_fn(params, x_t_BxL), tokens_BxL, mask_id)
   masked_sum_B = jnp.sum(jnp.where(mask_BxL, nll_BxL, 0.0), axis=-1)
   return jnp.sum(mask_BxL, axis=-1).astype(jnp.float32), masked_sum_B
 
 
 def _mdm_terms(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, t_B: jax.Array,
-               mask_BxL: jax.Array, mask_id: int, schedule: Schedule) -> tuple[jax.Array, jax.Array]:
+               mask_BxL: jax.Array, mask_id: int, schedule: Schedule, loss_chunk: int = 0
+               ) -> tuple[jax.Array, jax.Array]:
   """Per-sequence weighted masked NLL / L (every position maskable), and the unweighted masked NLL sum."""
   L = tokens_BxL.shape[-1]
-  n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id)
+  n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id, loss_chunk)
   weight_B = elbo_weights("time", schedule, t_B, n_masked_B, jnp.full(t_B.shape, L))
   return weight_B * masked_sum_B / L, masked_sum_B
 
 
-def mdm_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
-             mask_id: int, schedule: Schedule, t_min: float
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Masked-diffusion ELBO estimate (nats/token): one stratified t per sequence, clipped at t_min."""
-  tokens_BxL = batch["tokens"]
-  B, L = tokens_BxL.shape
+def mdm_draws(batch: dict, rng: jax.Array, *, schedule: Schedule, t_min: float) -> dict[str, jax.Array]:
+  """The step's randomness per sequence: t stratified over the whole batch, and the mask it draws."""
+  B, L = batch["tokens"].shape
   rng_t, rng_mask = jax.random.split(rng)
   t_B = jnp.maximum(stratified_times(jax.random.uniform(rng_t), B), t_min)
   mask_BxL = jax.random.uniform(rng_mask, (B, L)) < schedule.mask_prob(t_B)[:, None]
-  loss_B, masked_sum_B = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule)
+  return {"t_B": t_B, "mask_BxL": mask_BxL}
+
+
+def mdm_loss(params: Params, apply_fn: ApplyFn, batch: dict, rng: jax.Array, *,
+             mask_id: int, schedule: Schedule, t_min: float, loss_chunk: int = 0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masked-diffusion ELBO estimate (nats/token): one stratified t per sequence, clipped at t_min.
+
+  A batch that already carries `t_B` and `mask_BxL` (a micro-batch sliced from the whole step's
+  draws, see mdm_draws) uses them instead of drawing its own.
+  """
+  tokens_BxL = batch["tokens"]
+  draws = batch if "t_B" in batch else mdm_draws(batch, rng, schedule=schedule, t_min=t_min)
+  t_B, mask_BxL = draws["t_B"], draws["mask_BxL"]
+  loss_B, masked_sum_B = _mdm_terms(params, apply_fn, tokens_BxL, t_B, mask_BxL, mask_id, schedule,
+                                     loss_chunk)
   n_masked = jnp.sum(mask_BxL)
   aux = {
       "mask_rate": jnp.mean(mask_BxL.astype(jnp.float32)),
@@ -125,7 +142,7 @@ def corruption(key: jax.Array, k: jax.Array, num_samples: int, maskable_L: jax.A
 
 def elbo_draws(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, ids_B: jax.Array,
                maskable_BxL: jax.Array, *, mask_id: int, schedule: Schedule, num_samples: int,
-               seed: int, t_min: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+               seed: int, t_min: float, loss_chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """K stratified draws per row: t, the number masked and their summed NLL, each [K, B].
 
   Row b draws from fold_in(PRNGKey(seed), ids_B[b]) and masks only its maskable positions: the
@@ -140,7 +157,7 @@ def elbo_draws(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, ids_B: 
     t_B, mask_BxL = jax.vmap(
         lambda key, maskable_L: corruption(key, k, num_samples, maskable_L, schedule, t_min))(
             keys_B, maskable_BxL)
-    n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id)
+    n_masked_B, masked_sum_B = masked_nll(params, apply_fn, tokens_BxL, mask_BxL, mask_id, loss_chunk)
     return t_B, n_masked_B, masked_sum_B
 
   return jax.lax.map(one_draw, jnp.arange(num_samples))
@@ -149,7 +166,7 @@ def elbo_draws(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array, ids_B: 
 def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
                      seq_ids_B: jax.Array, *, mask_id: int, schedule: Schedule,
                      num_samples: int, eval_seed: int, t_min: float, estimator: str = "time",
-                     positions: str = "all") -> jax.Array:
+                     positions: str = "all", loss_chunk: int = 0) -> jax.Array:
   """K per-sequence ELBO terms [K, B] (nats/token); their mean over K is the estimate.
 
   positions="shifted" scores the same L - 1 positions as AR: position 0 is never masked (it is
@@ -169,6 +186,7 @@ def mdm_elbo_samples(params: Params, apply_fn: ApplyFn, tokens_BxL: jax.Array,
   maskable_BxL = jnp.broadcast_to(jnp.arange(L) >= L - n_positions, (B, L))
   t_KxB, n_KxB, sum_KxB = elbo_draws(
       params, apply_fn, tokens_BxL, seq_ids_B, maskable_BxL, mask_id=mask_id, schedule=schedule,
-      num_samples=num_samples, seed=eval_seed, t_min=0.0 if estimator == "count" else t_min)
+      num_samples=num_samples, seed=eval_seed, t_min=0.0 if estimator == "count" else t_min,
+      loss_chunk=loss_chunk)
   weight_KxB = elbo_weights(estimator, schedule, t_KxB, n_KxB, jnp.full((B,), n_positions))
   return weight_KxB * sum_KxB / n_positions

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from dlmscale.errors import UserError
-from dlmscale.objectives.nll import token_nll, top1_correct
+from dlmscale.objectives.nll import next_token_targets, nll_and_correct, token_nll, top1_correct
 
 _ORDERS_SEED_TAG = 5  # SeedSequence([seed, tag]) draws the order set
 _CHOICE_FOLD = 7  # fold_in(step key, tag) draws each sequence's order
@@ -78,8 +78,14 @@ def permute(tokens_BxL: jax.Array, order_BxL: jax.Array) -> tuple[jax.Array, jax
   return tokens_perm_BxL, targets_BxL
 
 
+def order_draws(batch: dict, rng: jax.Array, *, orders_NxL: jax.Array) -> dict[str, jax.Array]:
+  """Which of the N orders each sequence of the step takes (a micro-batch slices these)."""
+  return {"order_B": jax.random.randint(jax.random.fold_in(rng, _CHOICE_FOLD), batch["tokens"].shape[:1],
+                                        0, orders_NxL.shape[0])}
+
+
 def ar_orders_loss(params: Any, apply_fn, batch: dict, rng: jax.Array, *, orders_NxL: jax.Array,
-                   mask_id: int | None = None, tell_target: bool = True
+                   mask_id: int | None = None, tell_target: bool = True, loss_chunk: int = 0
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean next-token cross-entropy of each sequence read in one of the N orders (nats/token).
 
@@ -87,11 +93,14 @@ def ar_orders_loss(params: Any, apply_fn, batch: dict, rng: jax.Array, *, orders
   single left-to-right order this is the plain AR loss, which tests/test_orders.py checks bitwise.
   """
   tokens_BxL = batch["tokens"]
-  choice_B = jax.random.randint(jax.random.fold_in(rng, _CHOICE_FOLD), tokens_BxL.shape[:1], 0,
-                                orders_NxL.shape[0])
-  order_BxL = orders_NxL[choice_B]
+  draws = batch if "order_B" in batch else order_draws(batch, rng, orders_NxL=orders_NxL)
+  order_BxL = orders_NxL[draws["order_B"]]
   tokens_perm_BxL, targets_BxL = permute(tokens_BxL, order_BxL)
   kw = {"target_positions_BxL": targets_BxL} if tell_target else {}
+  if loss_chunk:
+    nll_BxL, correct_BxL = nll_and_correct(params, apply_fn, tokens_perm_BxL, next_token_targets(tokens_perm_BxL),
+                                           mask_id, loss_chunk, positions_BxL=order_BxL, **kw)
+    return jnp.mean(nll_BxL[:, :-1]), {"accuracy": jnp.mean(correct_BxL[:, :-1].astype(jnp.float32))}
   logits_BxLxV = apply_fn(params, tokens_perm_BxL, positions_BxL=order_BxL, **kw)
   nll_BxL1 = token_nll(logits_BxLxV[:, :-1], tokens_perm_BxL[:, 1:], mask_id)
   correct = top1_correct(logits_BxLxV[:, :-1], tokens_perm_BxL[:, 1:])
@@ -103,4 +112,11 @@ def make_loss_fn(config: ml_collections.ConfigDict, mask_id: int):
   n = num_orders(config)
   orders_NxL = jnp.asarray(order_set(config.seed, n, config.data.seq_len))
   return functools.partial(ar_orders_loss, orders_NxL=orders_NxL, mask_id=mask_id,
-                           tell_target=tells_target(config))
+                           tell_target=tells_target(config),
+                           loss_chunk=int(config.model.get("loss_chunk", 0) or 0))
+
+
+def make_draw_fn(config: ml_collections.ConfigDict):
+  """The augmented AR loss's per-sequence draws (order_draws) for config.ar.num_orders > 1."""
+  orders_NxL = jnp.asarray(order_set(config.seed, num_orders(config), config.data.seq_len))
+  return functools.partial(order_draws, orders_NxL=orders_NxL)

@@ -37,6 +37,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"epochs must be a positive number, got {config.epochs}")
   _require(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
   _require(config.data.seq_len > 1, f"data.seq_len must be at least 2, got {config.data.seq_len}")
+  micro = config.get("micro_batch_size", 0)
+  _require(isinstance(micro, int) and not isinstance(micro, bool) and micro >= 0,
+           f"micro_batch_size must be a whole number >= 0 (0 = no accumulation), got {micro!r}")
+  _require(micro == 0 or config.batch_size % micro == 0,
+           f"micro_batch_size={micro} must divide batch_size={config.batch_size} (0 = no accumulation)")
+  chunk = config.model.get("loss_chunk", 0)
+  _require(isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0,
+           f"model.loss_chunk must be a whole number >= 0 (0 = full logits), got {chunk!r}")
   orders.num_orders(config)  # bad token-order settings fail before the run directory exists
   label_noise.check_fraction(config.data.get("label_noise", 0.0))
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),

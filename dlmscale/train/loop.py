@@ -33,7 +33,7 @@ from dlmscale.runtime import sharding
 from dlmscale.train import task_curve
 from dlmscale.eval import val_loss as validation
 from dlmscale.data import evalset, pipeline
-from dlmscale.errors import TrainingDiverged
+from dlmscale.errors import TrainingDiverged, set_crash_dir
 from dlmscale.train.config_checks import validate
 from dlmscale.train.tensorboard import ScalarWriter
 
@@ -59,7 +59,14 @@ def _progress(step: int, total: int, loss: float, tok_s: float, mfu: float | Non
               eta_s: float) -> str:
   mfu_s = f" | MFU {100 * mfu:4.1f}%" if mfu is not None else ""
   return (f"step {step:>{len(str(total))}}/{total} | loss {loss:.4f} | {tok_s / 1e3:7.1f}k tok/s"
-          f"{mfu_s} | epoch {epoch:7.2f} | ETA {time.strftime('%H:%M:%S', time.gmtime(eta_s))}")
+          f"{mfu_s} | epoch {epoch:7.2f} | ETA {_duration(eta_s)}")
+
+
+def _duration(seconds: float) -> str:
+  """H:MM:SS, with whole days in front beyond 24 hours (3d 04:05:06)."""
+  days, rest = divmod(int(max(seconds, 0)), 86400)
+  clock = time.strftime('%H:%M:%S', time.gmtime(rest))
+  return f"{days}d {clock}" if days else clock
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
@@ -77,12 +84,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.batch_size, mesh)
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+    if config.get("micro_batch_size", 0):
+      sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
     built = restore.build(config, mesh, clock)
+    config = built.config  # model.remat=auto resolved (open_run.resolve_remat)
     with clock.phase("data"):
       val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
                                                    jax.process_count())
       items = task_curve.build_items(config, built.prepared, built.model_cfg.max_len)
     lock = _claim(config, workdir, built.prepared, allow_new_data)
+    set_crash_dir(workdir)  # an internal error from here on leaves its traceback in the run directory
     try:
       with clock.phase("checkpoint"):
         ckpt = checkpoint.Checkpointer(rundir.checkpoints_dir(workdir), int(config.checkpoint.keep),

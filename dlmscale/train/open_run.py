@@ -77,8 +77,21 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, clock: PhaseClock | Non
   clock = clock or PhaseClock()
   with clock.phase("data"):
     data = pipeline.for_run(config)
+  config = resolve_remat(config, mesh)
   setup = program.build(config, data.prepared.vocab_size, data.prepared.mask_id, data.total_steps, mesh)
   return Built(config, data, setup)
+
+
+def resolve_remat(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
+  """model.remat=auto made concrete for the devices of `mesh` (aot.compiler.choose_remat: the least
+  recompute that fits; 'none' on CPU), printed; the run directory's config records the choice."""
+  if config.model.remat != "auto":
+    return config
+  from dlmscale.aot import compiler  # noqa: PLC0415 - compiles only when asked for auto
+  remat, _, tries = compiler.choose_remat(config, list(mesh.devices.flat))
+  tried = ", ".join(f"{t['remat']}: {t['status']}" for t in tries) or "CPU, nothing to fit"
+  print(f"model.remat=auto -> {remat} ({tried})", flush=True)
+  return compiler.with_overrides(config, {"model.remat": remat})
 
 
 def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:

@@ -31,6 +31,7 @@ from dlmscale.errors import UserError
 from dlmscale.model import sizes
 from dlmscale.model import transformer as model_lib
 from dlmscale.objectives import orders
+from dlmscale.train import accumulate
 from dlmscale.train import optim
 from dlmscale.runtime import sharding
 from dlmscale.runtime import xla_options
@@ -120,13 +121,18 @@ def _replicated(tree: Any, mesh: Mesh) -> Any:
       lambda x: jax.make_array_from_callback(np.shape(x), repl, lambda idx: np.asarray(x)[idx]), tree)
 
 
-def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict):
+def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict, draw_fn=None, n_micro: int = 1):
+  """n_micro > 1: the gradient summed over that many micro-batches (accumulate.py), one update."""
   def train_step(state: TrainState, tokens_BxL: jax.Array, args: dict) -> tuple[TrainState, dict]:
     schedule = optim.traced_schedule(optim_cfg.schedule, args["schedule"])
     tx, _ = optim.make_optimizer(optim_cfg, schedule=schedule)
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(args["key"]), 1), state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, apply_fn, {"tokens": tokens_BxL}, rng)
+    batch = {"tokens": tokens_BxL}
+    if n_micro > 1:
+      (loss, aux), grads = accumulate.loss_and_grad(loss_fn, draw_fn, n_micro, state.params, apply_fn,
+                                                    batch, rng)
+    else:
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, apply_fn, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optim.global_norm(grads), "lr": schedule(state.step), **aux}
@@ -185,7 +191,8 @@ def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id:
 
   loss_fn = objectives.make_loss_fn(config, mask_id)
   eval_fn = objectives.make_eval_fn(config, mask_id)
-  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim),
+  train_step = jax.jit(_train_step_fn(apply_fn, loss_fn, config.optim,
+                                      objectives.make_draw_fn(config, mask_id), micro_batches(config)),
                        in_shardings=(shard, batch_sh, repl), out_shardings=(shard, repl),
                        donate_argnums=0, compiler_options=compiler_options)
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
@@ -196,6 +203,12 @@ def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id:
   return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
                    jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
                    eval_step=eval_step, abstract_state=abstract_state, apply_fn=apply_fn)
+
+
+def micro_batches(config: ml_collections.ConfigDict) -> int:
+  """How many micro-batches one step's gradient sums over (1: no accumulation)."""
+  micro = int(config.get("micro_batch_size", 0) or 0)
+  return config.batch_size // micro if micro else 1
 
 
 def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> model_lib.ModelConfig:
