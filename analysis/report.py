@@ -64,19 +64,22 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       lr_sweep=answer.lr_sweep(collected.runs),
   )
   best = answer.bests(pts, claim)
-  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]))
+  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]),
+                            unigram_floor=answer.unigram_floor(claim))
   findings["task"] = answer.task_over_training(best, claim, collected.curves, replicas)
   return collected, pts, to_jsonable(findings)
 
 
 def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = True) -> dict:
-  from analysis.render import plots as plots_mod, plots_sweeps  # matplotlib only when drawing
+  from analysis.render import curves, plots as plots_mod, plots_sweeps  # matplotlib only when drawing
   out.mkdir(parents=True, exist_ok=True)
   written = tables.write_tables(collected, out)
   pts.to_csv(out / "points.csv", index=False)
-  figures = ({**plots_mod.all_figures(pts, findings, out / "figures"),
-              **plots_sweeps.all_figures(findings, out / "figures")} if plots else {})
-  reasons = {**plots_mod.NOT_DRAWN, **plots_sweeps.NOT_DRAWN}
+  figs = out / "figures"
+  figures = ({**curves.all_figures(pts, collected.runs, collected.curves, findings, figs),
+              **plots_mod.all_figures(pts, findings, figs),
+              **plots_sweeps.all_figures(findings, figs)} if plots else {})
+  reasons = {**curves.NOT_DRAWN, **plots_mod.NOT_DRAWN, **plots_sweeps.NOT_DRAWN}
   not_drawn = ({n: why for n, why in reasons.items() if n not in figures} if plots
                else {n: "figures were not drawn (--no_plots)" for n in reasons})
   findings = dict(findings, figures=figures, figures_not_drawn=not_drawn)

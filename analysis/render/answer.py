@@ -11,7 +11,7 @@ def _first_upper(text: str) -> str:
   return text[:1].upper() + text[1:]
 
 
-def _gap_sentence(g: dict | None) -> str:
+def gap_sentence(g: dict | None) -> str:
   if g is None:
     return "the gap needs both families"
   ci = g.get("ci")
@@ -71,7 +71,7 @@ def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
                    f"{num(x['best_epoch'])} of {x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs"
                    f"{still})")
     lines.append(f"- At U = {tok(b['unique_tokens'])}, the best: " + "; ".join(parts) + ". "
-                 + _first_upper(_gap_sentence(b.get("gap"))) + "; "
+                 + _first_upper(gap_sentence(b.get("gap"))) + "; "
                  + _cross_sentence(by_u.get(b["unique_tokens"])) + ".")
   fit = cross.get("c_crit_fit") or {}
   ref = cross.get("reference", {})
