@@ -1,6 +1,6 @@
 """The report's first figure: validation loss along every evaluation of each run against epochs, per
-budget, each family's best starred, the unigram floor of the validation set drawn, and its caption
-(the AR - MDM gap at the two bests with its 95% CI).
+budget, each family's best starred, the unigram floor of the validation set drawn, (its caption,
+with the AR - MDM gap at the two bests, is answer.curves_caption).
 
 Runs whose curves the tables lack are drawn by their end points (the points table) alone.
 """
@@ -14,8 +14,7 @@ import pandas as pd
 
 from analysis.findings import points
 from analysis.render import plots
-from analysis.render.answer import gap_sentence
-from analysis.render.fmt import FAM, num, tok
+from analysis.render.fmt import FAM, tok
 
 NOT_DRAWN = {"loss_vs_epochs": "no finished runs"}
 
@@ -79,28 +78,6 @@ def loss_vs_epochs(pts: pd.DataFrame, curves: pd.DataFrame, findings: dict,
   axes[0].legend(fontsize=6, ncol=2)
   fig.suptitle("Validation loss along every evaluation of each run (solid AR, dashed MDM)")
   return plots._save(fig, out, "loss_vs_epochs")
-
-
-def caption(findings: dict) -> str:
-  """Figure 1's caption: what is drawn, the unigram floor (or why it is absent), and per budget the
-  AR - MDM gap at the two families' bests with its 95% CI."""
-  ans = findings.get("answer", {})
-  floor = ans.get("unigram_floor") or {}
-  if floor.get("value") is not None:
-    fl = (f"Dotted: the unigram floor, {floor['value']:.3f} nats/token, the entropy of the "
-          "validation tokens' unigram distribution (the best a predictor ignoring context scores "
-          f"on them){'; ' + floor['note'] if floor.get('note') else ''}.")
-  else:
-    fl = f"No unigram floor is drawn: {floor.get('reason', 'not computed')}."
-  gaps = []
-  for b in ans.get("bests", []):
-    fams = b["families"]
-    where = "; ".join(f"{FAM.get(f, f)} {x['model_size']} at epoch {num(x['best_epoch'])}"
-                      for f, x in sorted(fams.items()))
-    gaps.append(f"U = {tok(b['unique_tokens'])} ({where}): {gap_sentence(b.get('gap'))}")
-  return ("Validation loss (nats/token) at every evaluation of every run, one panel per unique "
-          "budget U; shade: model size; ★: each family's best. " + fl
-          + (" AR − MDM at the two bests: " + "; ".join(gaps) + "." if gaps else ""))
 
 
 def all_figures(pts: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, findings: dict,
