@@ -51,7 +51,8 @@ def _draw_budget(ax, pts: pd.DataFrame, curves: pd.DataFrame, sizes: list, best:
     ax.plot(x["best_epoch"], x["loss"], "*", ms=15, color=plots.FAMILY_COLOR.get(fam, "gray"),
             mec="k", mew=0.7, zorder=5)
     ax.annotate(f"{FAM.get(fam, fam)} best {x['loss']:.2f}", (x["best_epoch"], x["loss"]),
-                xytext=(0, -13), textcoords="offset points", ha="center", fontsize=7)
+                xytext=(0, 8), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
 
 
 def loss_vs_epochs(pts: pd.DataFrame, curves: pd.DataFrame, findings: dict,

@@ -103,9 +103,6 @@ NEEDS = {
 }
 
 
-def _short(reason: str | None) -> str:
-  """A reason's first clause (the whole stays in fits.json)."""
-  return (reason or "no reason recorded").split("; ")[0]
 
 
 def failed_line(law: str, failed: dict[str, dict], need: str) -> str | None:
@@ -118,10 +115,10 @@ def failed_line(law: str, failed: dict[str, dict], need: str) -> str | None:
 
 
 def reasons(failed: dict[str, dict]) -> str:
-  """Each distinct first clause of the families' reasons, with the families that gave it."""
+  """Each distinct reason of the families', with the families that gave it."""
   by: dict[str, list[str]] = {}
   for f, c in sorted(failed.items()):
-    by.setdefault(_short(c.get("reason")), []).append(FAM.get(f, f))
+    by.setdefault(c.get("reason") or "no reason recorded", []).append(FAM.get(f, f))
   return "; ".join(f"{', '.join(fs)}: {why}" for why, fs in by.items())
 
 

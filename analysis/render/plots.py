@@ -89,7 +89,7 @@ def _save(fig, out: pathlib.Path, name: str) -> list[pathlib.Path]:
   fit_titles(fig)
   paths = [out / f"{name}.png", out / f"{name}.pdf"]
   fig.savefig(paths[0], dpi=130)
-  fig.savefig(paths[1])
+  fig.savefig(paths[1], metadata={"CreationDate": None})  # the same figure, the same bytes
   plt.close(fig)
   return paths
 
