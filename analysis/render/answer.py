@@ -131,7 +131,7 @@ def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
   per = []
   for b in bests:
     parts = [_best_text(f, b["families"][f]) for f in ("ar", "mdm") if f in b["families"]]
-    per.append(f"U = {tok(b['unique_tokens'])}: " + "; ".join(parts) + ". "
+    per.append(f"At U = {tok(b['unique_tokens'])}: " + "; ".join(parts) + ". "
                + _first_upper(gap_sentence(b.get("gap"))) + "; "
                + _cross_sentence(by_u.get(b["unique_tokens"])) + ".")
   if len(per) > MAX_BUDGET_LINES:

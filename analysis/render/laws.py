@@ -209,7 +209,7 @@ def kaplan_lines(kap: dict) -> list[str]:
       lines.append(f"- {law}: " + "; ".join(ok) + ".")
       line = failed_line(law, failed, NEEDS["kaplan"])
       lines += [line] if line else []
-    else:
+    elif failed:
       none[KAPLAN_NAMES[form]] = failed
   if none:  # the forms no family could be fitted for: one line for them all
     status = next(iter(next(iter(none.values())).values())).get("status", "not fitted")
