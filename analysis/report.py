@@ -104,7 +104,8 @@ def write_report(out: pathlib.Path, collected, pts, findings: dict, *, plots: bo
 def redraw(report_dir: pathlib.Path, out: pathlib.Path, *, plots: bool = True) -> dict:
   """A committed report drawn again from its own fits.json, points.csv and tables: the figures,
   report.md and report.html in today's layout, every number as it was (no analysis is re-run).
-  A unigram floor the fits predate is read from the tables (absent there too: the report says so)."""
+  A unigram floor the fits predate is read from DIR/unigram_floor.json ({"value", "note"}: computed
+  afterwards from the prepared data), else from the tables (absent there too: the report says so)."""
   fits = report_dir / "fits.json"
   if not fits.is_file():
     raise UserError(f"{report_dir} holds no fits.json; --redraw wants a directory written by "
@@ -112,8 +113,11 @@ def redraw(report_dir: pathlib.Path, out: pathlib.Path, *, plots: bool = True) -
   findings = {k: v for k, v in json.loads(fits.read_text()).items()
               if k not in ("figures", "figures_not_drawn")}
   collected = tables.read_tables(report_dir)
-  findings["answer"].setdefault("unigram_floor", to_jsonable(answer.unigram_floor(
-      points.claim_runs(collected.runs))))
+  floor = report_dir / "unigram_floor.json"
+  if (findings["answer"].get("unigram_floor") or {}).get("value") is None:
+    findings["answer"]["unigram_floor"] = (
+        json.loads(floor.read_text()) if floor.is_file()
+        else to_jsonable(answer.unigram_floor(points.claim_runs(collected.runs))))
   pts = pd.read_csv(report_dir / "points.csv")
   out.mkdir(parents=True, exist_ok=True)
   return write_report(out, collected, pts, findings, plots=plots)

@@ -116,6 +116,16 @@ def test_redraw_keeps_every_number(tmp_path):
   assert (again / "figures" / "loss_vs_epochs.png").is_file() and (again / "report.html").is_file()
 
 
+def test_redraw_takes_a_floor_computed_after_the_runs(tmp_path):
+  out, md = _quickstart(tmp_path)  # runs from before the record
+  assert "No unigram floor is drawn" in md
+  (out / "unigram_floor.json").write_text(json.dumps(dict(value=2.5, note="computed afterwards")))
+  assert report.main([f"--redraw={out}", f"--out={out}"]) == 0
+  again = (out / "report.md").read_text()
+  assert "the unigram floor, 2.500 nats/token" in again and "computed afterwards" in again
+  assert "No unigram floor" not in again
+
+
 def test_html_converts_the_markdown_the_report_writes(tmp_path):
   (tmp_path / "figures").mkdir()
   (tmp_path / "figures" / "a.png").write_bytes(b"\x89PNG fake")
