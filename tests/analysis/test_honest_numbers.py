@@ -215,8 +215,9 @@ def test_chinchilla_fit_with_an_unmeasured_exponent_is_not_a_finding():
   r = law_fits.chinchilla_family(_no_size_effect_points(), n_boot=20, seed=0, grid="coarse").result
   assert r["status"] == "not identifiable" and "alpha" in r["reason"], r.get("reason")
   md = "\n".join(laws_md.fits_section(dict(chinchilla=dict(mdm=r), datacons={})))
-  (line,) = [l for l in md.splitlines() if l.startswith("- MDM, Chinchilla")]
-  assert "not identifiable" in line and "compute-optimal" not in line and "±" not in line
+  (line,) = [l for l in md.splitlines() if l.startswith("- Chinchilla approach 3: ")]
+  assert line.startswith("- Chinchilla approach 3: not identifiable for MDM (MDM: ")
+  assert "compute-optimal" not in line and "±" not in line and "`configs/isoflop.py`" in line
 
 
 def test_kaplan_exponent_spanning_its_box_is_not_identified_and_says_why():
