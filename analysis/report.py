@@ -1,4 +1,6 @@
-"""python -m analysis.report --runs=DIR --out=DIR: tables, fits.json, figures and report.md.
+"""python -m analysis.report --runs=DIR --out=DIR: tables, fits.json, figures, report.md and a
+one-page report.html (figures inline). --redraw=DIR draws a committed report again in today's layout
+from its own fits.json and tables, every number as it was.
 
 Works on a partial grid: unfinished runs are listed (and compared with DIR/grid_manifest.json when
 present), fits that lack evidence say so instead of failing. Only a grid with no finished run at all
@@ -11,8 +13,10 @@ import json
 import pathlib
 import sys
 
+import pandas as pd
+
 from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps
-from analysis.render import markdown
+from analysis.render import html, markdown
 from analysis.render.jsonable import to_jsonable
 from analysis.runs import collect, tables
 from dlmscale import run_dir as rundir
@@ -64,32 +68,68 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       lr_sweep=answer.lr_sweep(collected.runs),
   )
   best = answer.bests(pts, claim)
-  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]))
+  findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]),
+                            unigram_floor=answer.unigram_floor(claim))
   findings["task"] = answer.task_over_training(best, claim, collected.curves, replicas)
   return collected, pts, to_jsonable(findings)
 
 
 def write(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = True) -> dict:
-  from analysis.render import plots as plots_mod, plots_sweeps  # matplotlib only when drawing
   out.mkdir(parents=True, exist_ok=True)
   written = tables.write_tables(collected, out)
   pts.to_csv(out / "points.csv", index=False)
-  figures = ({**plots_mod.all_figures(pts, findings, out / "figures"),
-              **plots_sweeps.all_figures(findings, out / "figures")} if plots else {})
-  reasons = {**plots_mod.NOT_DRAWN, **plots_sweeps.NOT_DRAWN}
+  return dict(write_report(out, collected, pts, findings, plots=plots),
+              tables=[str(t) for t in written])
+
+
+def write_report(out: pathlib.Path, collected, pts, findings: dict, *, plots: bool = True) -> dict:
+  """Figures, fits.json, report.md and the one-page report.html (figures inline)."""
+  from analysis.render import curves, plots as plots_mod, plots_sweeps  # matplotlib only when drawing
+  figs = out / "figures"
+  figures = ({**curves.all_figures(pts, collected.runs, collected.curves, findings, figs),
+              **plots_mod.all_figures(pts, findings, figs),
+              **plots_sweeps.all_figures(findings, figs)} if plots else {})
+  reasons = {**curves.NOT_DRAWN, **plots_mod.NOT_DRAWN, **plots_sweeps.NOT_DRAWN}
   not_drawn = ({n: why for n, why in reasons.items() if n not in figures} if plots
                else {n: "figures were not drawn (--no_plots)" for n in reasons})
   findings = dict(findings, figures=figures, figures_not_drawn=not_drawn)
   (out / "fits.json").write_text(json.dumps(findings, indent=1))
-  (out / "report.md").write_text(markdown.render(findings))
-  return dict(tables=[str(t) for t in written], figures=figures,
-              fits=str(out / "fits.json"), report=str(out / "report.md"))
+  md = markdown.render(findings)
+  (out / "report.md").write_text(md)
+  (out / "report.html").write_text(html.render(md, out))
+  return dict(figures=figures, fits=str(out / "fits.json"), report=str(out / "report.md"),
+              html=str(out / "report.html"))
+
+
+def redraw(report_dir: pathlib.Path, out: pathlib.Path, *, plots: bool = True) -> dict:
+  """A committed report drawn again from its own fits.json, points.csv and tables: the figures,
+  report.md and report.html in today's layout, every number as it was (no analysis is re-run).
+  A unigram floor the fits predate is read from DIR/unigram_floor.json ({"value", "note"}: computed
+  afterwards from the prepared data), else from the tables (absent there too: the report says so)."""
+  fits = report_dir / "fits.json"
+  if not fits.is_file():
+    raise UserError(f"{report_dir} holds no fits.json; --redraw wants a directory written by "
+                    "python -m analysis.report")
+  findings = {k: v for k, v in json.loads(fits.read_text()).items()
+              if k not in ("figures", "figures_not_drawn")}
+  collected = tables.read_tables(report_dir)
+  floor = report_dir / "unigram_floor.json"
+  if (findings["answer"].get("unigram_floor") or {}).get("value") is None:
+    findings["answer"]["unigram_floor"] = (
+        json.loads(floor.read_text()) if floor.is_file()
+        else to_jsonable(answer.unigram_floor(points.claim_runs(collected.runs))))
+  pts = pd.read_csv(report_dir / "points.csv")
+  out.mkdir(parents=True, exist_ok=True)
+  return write_report(out, collected, pts, findings, plots=plots)
 
 
 def main(argv: list[str] | None = None) -> int:
   ap = ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--runs", help="grid workdir: one subdirectory per run")
+  src.add_argument("--redraw", metavar="DIR", help="a report directory drawn again from its own "
+                   "fits.json, points.csv and tables (figures, report.md, report.html; every number "
+                   "as it was, no analysis re-run)")
   src.add_argument("--tables", help="re-analyse a committed report: a directory holding runs.csv "
                    "and curves.csv (no per-sequence losses: comparisons use independent SEs)")
   ap.add_argument("--also", action="append", default=[], metavar="DIR",
@@ -113,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
   def body():
     if args.n_boot < 0:
       raise UserError("--n_boot must be >= 0")
+    if args.redraw:
+      written = redraw(pathlib.Path(args.redraw), pathlib.Path(args.out), plots=not args.no_plots)
+      print(f"wrote {written['report']} and {written['html']} (redrawn from {args.redraw})")
+      return
     runs_dir = pathlib.Path(args.runs or args.tables)
     for d in args.also:
       if not pathlib.Path(d).is_dir():

@@ -132,6 +132,10 @@ def test_prepared_eval_set_and_a_run_record_documents(tiny_corpus, data_cache, t
   summary = train.train_and_evaluate(cfg, tmp_path)
   assert summary["eval_documents"] == es.n_documents and summary["n_sequences"] == len(es.tokens_NxL)
   assert summary["eval_set"] == "val"
+  counts = np.bincount(es.tokens_NxL.reshape(-1))
+  p = counts[counts > 0] / es.tokens_NxL.size
+  assert summary["val_unigram_entropy"] == pytest.approx(-(p * np.log(p)).sum())
+  assert 0 < summary["val_unigram_entropy"] <= np.log(prepared.vocab_size)
   assert summary["flops_6nd"] == 6 * summary["params_non_embedding"] * summary["tokens_seen"]
   assert summary["flops"] < summary["flops_6nd"] * 10  # both recorded, counted keeps its own value
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]

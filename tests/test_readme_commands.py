@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, object]] = {
     "python -m launch.local --config=configs/cpu_study.py --workdir=runs/cpu_study --parallel=2": ("dry", {}),
     "python -m analysis.report --runs=runs/cpu_study --also=docs/cpu_study/lr_sweep --out=docs/cpu_study":
         ("skip", SKIP_STUDY),
+    "git clone '<repo>'": ("skip", "clones this repository from wherever it is hosted; CI starts "
+                                   "from exactly such a clone"),
+    "cd dlmscale": ("skip", "the clone's directory"),
     "python3 -m venv .venv": ("skip", SKIP_VENV),
     ". .venv/bin/activate": ("skip", SKIP_VENV),
     "pip install -r requirements.txt": ("skip", SKIP_VENV),

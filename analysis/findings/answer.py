@@ -65,6 +65,25 @@ def bests(pts: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
   return out
 
 
+FLOOR_SPREAD = 1e-6  # nats: runs whose floors differ by more were scored on different validation sets
+
+
+def unigram_floor(runs: pd.DataFrame) -> dict:
+  """The entropy of the validation tokens' unigram distribution (nats/token), as each run recorded
+  it (summary val_unigram_entropy, from the trainer's eval set): what a predictor that ignores
+  context scores at best on these tokens. Runs from before the record have none; then `reason`."""
+  col = pd.to_numeric(runs.get("val_unigram_entropy", pd.Series(dtype=float)), errors="coerce")
+  done = col[runs["finished"].astype(bool) & np.isfinite(col)] if len(col) else col
+  if done.empty:
+    return dict(value=None, reason=f"the runs predate the trainer's record of it "
+                                   f"(val_unigram_entropy in {rundir.SUMMARY})")
+  spread = float(done.max() - done.min())
+  return dict(value=float(done.median()), n_runs=int(done.size), spread=spread,
+              note=None if spread <= FLOOR_SPREAD else
+              f"runs recorded floors {float(done.min()):.3f}-{float(done.max()):.3f} (different "
+              "validation sets); the median is drawn")
+
+
 def stars(fits: dict) -> dict:
   """R_D* and R_N* per family from the data-constrained fit, or why they are not identified."""
   out = {}

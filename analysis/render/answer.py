@@ -11,7 +11,7 @@ def _first_upper(text: str) -> str:
   return text[:1].upper() + text[1:]
 
 
-def _gap_sentence(g: dict | None) -> str:
+def gap_sentence(g: dict | None) -> str:
   if g is None:
     return "the gap needs both families"
   ci = g.get("ci")
@@ -54,45 +54,43 @@ def _published_clause(b: dict) -> str:
           f"{rng[0]:.3g}–{rng[1]:.3g} in 6ND): {says}")
 
 
-def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
-  lines = ["## The answer, with its uncertainty", "",
-           "Per budget: each family's lowest validation loss over its grid points (seed means of "
-           "each run's best evaluation; the minimum of several noisy points is biased low), "
-           "where it was reached, and the two compared on the same validation sequences.", ""]
-  by_u = {b["unique_tokens"]: b for b in cross.get("per_budget", [])}
-  for b in bests:
-    parts = []
-    for f in ("ar", "mdm"):
-      x = b["families"].get(f)
-      if x is None:
-        continue
-      still = ", still improving at its last evaluation" if x["still_improving"] else ""
-      parts.append(f"{FAM[f]} {pm(x['loss'], x['se'])} ({x['model_size']}, epoch "
-                   f"{num(x['best_epoch'])} of {x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs"
-                   f"{still})")
-    lines.append(f"- At U = {tok(b['unique_tokens'])}, the best: " + "; ".join(parts) + ". "
-                 + _first_upper(_gap_sentence(b.get("gap"))) + "; "
-                 + _cross_sentence(by_u.get(b["unique_tokens"])) + ".")
-  fit = cross.get("c_crit_fit") or {}
-  ref = cross.get("reference", {})
-  lines.append("")
-  if fit.get("status") == "ok":
-    ci = fit.get("exponent_ci")
-    a = f"a = {fit['exponent']:.2f}" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else
-                                        " (no interval)")
-    pub = ", ".join(f"{c:.3g}" for c in fit["published_at_budgets"])
-    lines.append(f"Across budgets: C_crit(U) = {fit['coef_at_1e6']:.3g} × (U/1e6)^a FLOPs, {a}, "
-                 f"in {fit['flops']}; published {ref['coef_at_1e6']:.3g} × (U/1e6)^"
-                 f"{ref['exponent']} ({ref['source']}), which at these budgets gives {pub} "
-                 "(an extrapolation of the published law far below its fitted range).")
+def curves_caption(findings: dict) -> str:
+  """Figure 1's caption: what is drawn, the unigram floor (or why it is absent), and per budget the
+  AR - MDM gap at the two families' bests with its 95% CI."""
+  ans = findings.get("answer", {})
+  floor = ans.get("unigram_floor") or {}
+  if floor.get("value") is not None:
+    fl = (f"Dotted: the unigram floor, {floor['value']:.3f} nats/token, the entropy of the "
+          "validation tokens' unigram distribution (the best a predictor ignoring context scores "
+          f"on them){'; ' + floor['note'] if floor.get('note') else ''}.")
   else:
-    lines.append(f"Across budgets: C_crit(U) not fitted ({fit.get('reason', 'no crossings')}); "
-                 f"published {ref.get('coef_at_1e6', 2.12e15):.3g} × (U/1e6)^"
-                 f"{ref.get('exponent', 2.174)} in {ref.get('flops', '6ND')}.")
-  lines.append("")
+    fl = f"No unigram floor is drawn: {floor.get('reason', 'not computed')}."
+  gaps = []
+  for b in ans.get("bests", []):
+    fams = b["families"]
+    where = "; ".join(f"{FAM.get(f, f)} {x['model_size']} at epoch {num(x['best_epoch'])}"
+                      for f, x in sorted(fams.items()))
+    gaps.append(f"U = {tok(b['unique_tokens'])} ({where}): {gap_sentence(b.get('gap'))}")
+  return ("Validation loss (nats/token) at every evaluation of every run, one panel per unique "
+          "budget U; shade: model size; ★: each family's best. " + fl
+          + (" AR − MDM at the two bests: " + "; ".join(gaps) + "." if gaps else ""))
+
+
+MAX_BUDGET_LINES = 4  # the answer is at most five lines: these and one across budgets
+
+
+def _best_text(f: str, x: dict) -> str:
+  still = ", still improving at its last evaluation" if x["still_improving"] else ""
+  return (f"{FAM[f]} {pm(x['loss'], x['se'])} ({x['model_size']}, epoch {num(x['best_epoch'])} of "
+          f"{x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs{still})")
+
+
+def _stars_text(stars: dict) -> str:
+  """R_D* and R_N* per family that has them, and one clause for the families that do not."""
+  parts, missing = [], []
   for f, s in sorted(stars.items()):
     if s["R_D_star"] is None:
-      lines.append(f"- {fam(f)}: R_D* and R_N* not identifiable ({s['reason']}).")
+      missing.append(fam(f))
       continue
     ci = s.get("R_D_star_ci")
     rd = f"R_D* = {s['R_D_star']:.3g}" + (f" (95% CI {ci[0]:.3g}–{ci[1]:.3g})" if ci else
@@ -103,8 +101,45 @@ def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
       ci = s.get("R_N_star_ci")
       rn = f"R_N* = {s['R_N_star']:.3g}" + (f" (95% CI {ci[0]:.3g}–{ci[1]:.3g})" if ci else
                                            " (no interval)")
-    lines.append(f"- {fam(f)}: {rd}; {rn}.")
-  return lines + [""]
+    parts.append(f"{fam(f)} {rd}, {rn}")
+  if missing:
+    parts.append(f"R_D* and R_N* have no estimate for {', '.join(missing)} (the "
+                 "data-constrained law, below, says why)")
+  return ("; ".join(parts) + ".") if parts else ""
+
+
+def _across(cross: dict) -> str:
+  fit, ref = cross.get("c_crit_fit") or {}, cross.get("reference", {})
+  if fit.get("status") == "ok":
+    ci = fit.get("exponent_ci")
+    a = f"a = {fit['exponent']:.2f}" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else
+                                        " (no interval)")
+    pub = ", ".join(f"{c:.3g}" for c in fit["published_at_budgets"])
+    return (f"Across budgets: C_crit(U) = {fit['coef_at_1e6']:.3g} × (U/1e6)^a FLOPs, {a}, in "
+            f"{fit['flops']}; published {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']} "
+            f"({ref['source']}), which at these budgets gives {pub} (an extrapolation of the "
+            "published law far below its fitted range).")
+  return (f"Across budgets: C_crit(U) not fitted ({fit.get('reason', 'no crossings')}); published "
+          f"{ref.get('coef_at_1e6', 2.12e15):.3g} × (U/1e6)^{ref.get('exponent', 2.174)} in "
+          f"{ref.get('flops', '6ND')}.")
+
+
+def answer_section(bests: list[dict], cross: dict, stars: dict) -> list[str]:
+  """At most five lines: per budget the bests, their paired gap and the crossover verdict; then
+  C_crit(U) and R_D* across budgets."""
+  by_u = {b["unique_tokens"]: b for b in cross.get("per_budget", [])}
+  per = []
+  for b in bests:
+    parts = [_best_text(f, b["families"][f]) for f in ("ar", "mdm") if f in b["families"]]
+    per.append(f"At U = {tok(b['unique_tokens'])}: " + "; ".join(parts) + ". "
+               + _first_upper(gap_sentence(b.get("gap"))) + "; "
+               + _cross_sentence(by_u.get(b["unique_tokens"])) + ".")
+  if len(per) > MAX_BUDGET_LINES:
+    per = per[:MAX_BUDGET_LINES - 1] + [" ".join(per[MAX_BUDGET_LINES - 1:])]
+  head = ("## The answer (each family's best is the lowest of its noisy grid points, so biased "
+          "low; the two bests are compared on the same validation sequences)")
+  return [head, ""] + [f"- {p}" for p in per] + [
+      "- " + " ".join(t for t in (_across(cross), _stars_text(stars)) if t), ""]
 
 
 def lr_section(sweep: list[dict]) -> list[str]:

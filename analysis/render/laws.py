@@ -70,8 +70,7 @@ def crossover_section(cross: dict) -> list[str]:
   else:
     lines.append(f"C_crit(U) is not fitted: {fit.get('reason', 'no crossings')}. (Published, "
                  f"6ND FLOPs: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}.)")
-  return lines + ["", "![loss vs FLOPs](figures/loss_vs_flops.png)", "",
-                  "![C_crit](figures/c_crit.png)", ""]
+  return lines + ["", "![C_crit](figures/c_crit.png)", ""]
 
 
 def _ci(boot: dict | None, key: str) -> str:
@@ -92,50 +91,84 @@ def _cross_checks(c: dict) -> str:
   return f" ({'; '.join(out)})" if out else ""
 
 
+# The grid that identifies each law where this one cannot: the one line a report gives a law it
+# cannot fit (never a paragraph per family).
+NEEDS = {
+    "chinchilla": "Chinchilla fits need >= 3 sizes x >= 3 budgets of single-epoch runs: "
+                  "`configs/isoflop.py`",
+    "datacons": "the data-constrained law needs >= 3 sizes x >= 2 budgets x several epoch counts: "
+                "`configs/datacons.py`",
+    "kaplan": "Kaplan's laws need >= 3 sizes and >= 3 dataset sizes, each read at its best: "
+              "`configs/datacons.py`",
+}
+
+
+
+
+def failed_line(law: str, failed: dict[str, dict], need: str) -> str | None:
+  """One line for every family a law could not be fitted for, naming the grid that fits it."""
+  if not failed:
+    return None
+  status = next(iter(failed.values())).get("status", "not fitted")
+  return (f"- {law}: {status} for {', '.join(FAM.get(f, f) for f in sorted(failed))} "
+          f"({reasons(failed)}). {need[:1].upper() + need[1:]}.")
+
+
+def reasons(failed: dict[str, dict]) -> str:
+  """Each distinct reason of the families', with the families that gave it."""
+  by: dict[str, list[str]] = {}
+  for f, c in sorted(failed.items()):
+    by.setdefault(c.get("reason") or "no reason recorded", []).append(FAM.get(f, f))
+  return "; ".join(f"{', '.join(fs)}: {why}" for why, fs in by.items())
+
+
+def _chinchilla_line(name: str, c: dict) -> str:
+  p, se = c["params"], (c.get("bootstrap") or {}).get("se", {})
+  return (f"- {name}, Chinchilla approach 3 on {c['n_points']} single-epoch points: "
+          f"E = {pm(p['E'], se.get('E'))}, alpha = {pm(p['alpha'], se.get('alpha'))}, "
+          f"beta = {pm(p['beta'], se.get('beta'))}; compute-optimal N ∝ C^"
+          f"{pm(c['allocation_exponent'], se.get('allocation_exponent'))}{_cross_checks(c)}.")
+
+
+def _datacons_lines(name: str, d: dict) -> list[str]:
+  p, b = d["params"], d.get("bootstrap")
+  upper = (b or {}).get("frac_at_upper_bound", {}).get("rd", 0.0)
+  rd_txt = f"R_D* = {p['R_D_star']:.3g}{_ci(b, 'R_D_star')}"
+  if "rd" in d["at_bound"] or upper > 0.025:
+    rd_txt += (" — at or near the search limit (1e5) in "
+               f"{upper:.0%} of resamples: repetition never hurt measurably here, so only a "
+               "lower bound is meaningful")
+  if not d["R_N_star_identifiable"]:
+    rn_txt = "R_N* " + d.get("R_N_star_note", "not identifiable (no run has excess parameters)")
+  else:
+    rn_txt = f"R_N* = {p['R_N_star']:.3g}{_ci(b, 'R_N_star')}"
+  lines = [f"- {name}, data-constrained law ({d['mode']}, {d['n_points']} points, "
+           f"R² = {d['r2']:.3f}): {rd_txt}; {rn_txt}."]
+  if d["other_minima"]:
+    alt = "; ".join(f"R_D* = {m['R_D_star']:.3g} (objective {m['objective']:.4g})"
+                    for m in d["other_minima"][:3])
+    lines.append(f"  Other local minima (objective {d['objective']:.4g} at the best): {alt}.")
+  return lines
+
+
 def fits_section(fits: dict) -> list[str]:
+  """Per law: a line per family it was fitted for, and one line for all the families it was not."""
   lines = ["## Scaling laws per family", ""]
-  for fam, c in sorted(fits["chinchilla"].items()):
-    name = FAM.get(fam, fam)
-    if c["status"] != "ok":
-      lines.append(f"- {name}, Chinchilla approach 3: {c['status']}: {c['reason']}.")
-      continue
-    p, b = c["params"], c.get("bootstrap")
-    se = (b or {}).get("se", {})
-    lines.append(f"- {name}, Chinchilla approach 3 on {c['n_points']} single-epoch points: "
-                 f"E = {pm(p['E'], se.get('E'))}, alpha = {pm(p['alpha'], se.get('alpha'))}, "
-                 f"beta = {pm(p['beta'], se.get('beta'))}; compute-optimal N ∝ C^"
-                 f"{pm(c['allocation_exponent'], se.get('allocation_exponent'))}"
-                 f"{_cross_checks(c)}.")
-  lines.append("")
-  for fam, d in sorted(fits["datacons"].items()):
-    name = FAM.get(fam, fam)
-    if d["status"] != "ok":
-      lines.append(f"- {name}, data-constrained law: {d['status']}: {d['reason']}.")
-      continue
-    p, b = d["params"], d.get("bootstrap")
-    se = (b or {}).get("se", {})
-    upper = (b or {}).get("frac_at_upper_bound", {}).get("rd", 0.0)
-    rd_txt = f"R_D* = {p['R_D_star']:.3g}{_ci(b, 'R_D_star')}"
-    if "rd" in d["at_bound"] or upper > 0.025:
-      rd_txt += (" — at or near the search limit (1e5) in "
-                 f"{upper:.0%} of resamples: repetition never hurt measurably here, so only a "
-                 "lower bound is meaningful")
-    if not d["R_N_star_identifiable"]:
-      rn_txt = "R_N* " + d.get("R_N_star_note", "not identifiable (no run has excess parameters)")
-    else:
-      rn_txt = f"R_N* = {p['R_N_star']:.3g}{_ci(b, 'R_N_star')}"
-    lines.append(f"- {name}, data-constrained law ({d['mode']}, {d['n_points']} points, "
-                 f"R² = {d['r2']:.3f}): {rd_txt}; {rn_txt}.")
-    if d["other_minima"]:
-      alt = "; ".join(f"R_D* = {m['R_D_star']:.3g} (objective {m['objective']:.4g})"
-                      for m in d["other_minima"][:3])
-      lines.append(f"  Other local minima (objective {d['objective']:.4g} at the best): {alt}.")
+  for key, law in (("chinchilla", "Chinchilla approach 3"), ("datacons", "data-constrained law")):
+    per = fits[key]
+    for fam, c in sorted(per.items()):
+      if c["status"] == "ok":
+        name = FAM.get(fam, fam)
+        lines += [_chinchilla_line(name, c)] if key == "chinchilla" else _datacons_lines(name, c)
+    line = failed_line(law, {f: c for f, c in per.items() if c["status"] != "ok"}, NEEDS[key])
+    lines += ([line] if line else []) + [""]
   lines += kaplan_lines(fits.get("kaplan", {}))
   target = fits.get("datacons_target")
   if target:
     lines += ["", f"The data-constrained law is fitted on {target['description']} "
                   f"(`--datacons_target={target['name']}`)."]
-  lines += ["", ratio_sentence(fits.get("R_D_star_ratio_mdm_over_ar"))]
+  ratio = ratio_sentence(fits.get("R_D_star_ratio_mdm_over_ar"))
+  lines += ["", ratio] if ratio else []
   return lines + ["", "![law contours](figures/law_contours.png)", "",
                   "![residuals](figures/residuals.png)", ""]
 
@@ -161,27 +194,42 @@ def _kaplan_param(k: dict, name: str) -> str:
 
 
 def kaplan_lines(kap: dict) -> list[str]:
-  """One line per family: the four Kaplan fits, each with the points it used."""
-  lines = []
-  for fam, per in sorted(kap.items()):
-    parts = []
-    for form in ("N", "D", "C", "joint"):
-      k = per.get(form, {})
-      if k.get("status") != "ok":
-        parts.append(f"{KAPLAN_NAMES[form]} {k.get('status', 'not fitted')}")
-        continue
-      vals = ", ".join(_kaplan_param(k, nm) for nm in KAPLAN_SHOWN[form])
-      parts.append(f"{KAPLAN_NAMES[form]} on {k['n_points']} points: {vals}")
-    lines.append(f"- {FAM.get(fam, fam)}, Kaplan laws (D = dataset size, early-stopped loss; C in "
-                 f"FLOPs): " + "; ".join(parts) + ".")
+  """One line per Kaplan form: each family fitted, then those not, together."""
+  lines, none = [], {}
+  fams = sorted(kap)
+  for form in ("N", "D", "C", "joint"):
+    per = {f: kap[f].get(form, {}) for f in fams}
+    ok = [f"{FAM.get(f, f)} on {k['n_points']} points: "
+          + ", ".join(_kaplan_param(k, nm) for nm in KAPLAN_SHOWN[form])
+          for f, k in per.items() if k.get("status") == "ok"]
+    failed = {f: dict(k, status=k.get("status", "not fitted")) for f, k in per.items()
+              if k.get("status") != "ok"}
+    law = f"Kaplan {KAPLAN_NAMES[form]}"
+    if ok:
+      lines.append(f"- {law}: " + "; ".join(ok) + ".")
+      line = failed_line(law, failed, NEEDS["kaplan"])
+      lines += [line] if line else []
+    elif failed:
+      none[KAPLAN_NAMES[form]] = failed
+  if none:  # the forms no family could be fitted for: one line for them all
+    status = next(iter(next(iter(none.values())).values())).get("status", "not fitted")
+    fams_txt = ", ".join(sorted({FAM.get(f, f) for v in none.values() for f in v}))
+    why = "; ".join(f"{form}: {reasons(v)}" for form, v in none.items())
+    lines.append(f"- Kaplan {', '.join(none)}: {status} for {fams_txt} ({why}). "
+                 f"{NEEDS['kaplan'][:1].upper() + NEEDS['kaplan'][1:]}.")
   if lines:
-    lines += ["  Kaplan et al. 2020 (WebText2): a_N = 0.076, a_D = 0.095, a_C = 0.050; joint "
-              "a_N = 0.076, a_D = 0.103."]
+    lines += ["  (D = dataset size, early-stopped loss; C in FLOPs.) Kaplan et al. 2020 (WebText2): "
+              "a_N = 0.076, a_D = 0.095, a_C = 0.050; joint a_N = 0.076, a_D = 0.103."]
   return ([""] + lines) if lines else []
-def ratio_sentence(ratio: dict | None) -> str:
-  """The R_D* ratio, worded by its interval: a direction only when the interval excludes 1."""
+
+
+def ratio_sentence(ratio: dict | None) -> str | None:
+  """The R_D* ratio, worded by its interval: a direction only when the interval excludes 1; None
+  when a family's law was not identified (its line already says so)."""
   if not ratio or "value" not in ratio:
     why = (ratio or {}).get("reason", "R_D* needs a fit for both families")
+    if "not identifi" in why:
+      return None
     return f"R_D*(MDM) / R_D*(AR): not reported: {why}."
   if "ci" not in ratio:
     return (f"R_D*(MDM) / R_D*(AR) = {ratio['value']:.3g} without an interval (no bootstrap): "

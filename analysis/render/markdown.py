@@ -68,15 +68,29 @@ def link_drawn_figures(lines: list[str], drawn: dict, not_drawn: dict[str, str])
   return out
 
 
+FLOPS_CAPTION = ("Validation loss vs training compute, one panel per unique budget U: every "
+                 "evaluation of each run (points) and each family's best-so-far frontier (lines); "
+                 "dashed vertical: where diffusion's frontier crosses below AR's, if anywhere.")
+
+
+def pictures(findings: dict) -> list[str]:
+  """What the report leads with: the curves along every run, then loss vs compute."""
+  return ["**Figure 1.** " + answer.curves_caption(findings), "",
+          "![loss vs epochs](figures/loss_vs_epochs.png)", "",
+          "**Figure 2.** " + FLOPS_CAPTION, "", "![loss vs FLOPs](figures/loss_vs_flops.png)", ""]
+
+
 def render(findings: dict) -> str:
+  """Pictures first, then at most five lines of answer, then every section in detail."""
   lines = ["# dlmscale report: masked diffusion vs autoregressive under data constraints", "",
            "Losses are validation nats/token (AR: exact NLL; MDM: ELBO bound). ± is one standard "
            "error (validation sampling and seed spread); CIs are bootstrap percentile intervals.",
            ""]
-  lines += grid_section(findings["grid"])
+  lines += pictures(findings)
   if "answer" in findings:
     lines += answer.answer_section(findings["answer"]["bests"], findings["crossover"],
-                                          findings["answer"]["stars"])
+                                   findings["answer"]["stars"])
+  lines += grid_section(findings["grid"])
   lines += evaluation_section(findings.get("evaluation"))
   lines += epochs.epochs_section(findings["epochs"], findings.get("within_run_overfitting", []))
   lines += laws.crossover_section(findings["crossover"])

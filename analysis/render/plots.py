@@ -29,7 +29,6 @@ FAMILY_CMAP = {"ar": "Blues", "mdm": "Oranges"}
 # Why a figure is absent from a report: the condition under which its function draws nothing.
 NOT_DRAWN = {
     "loss_vs_flops": "no finished runs",
-    "loss_vs_epochs": "no finished runs",
     "loss_vs_size": "needs runs of at least two model sizes",
     "law_contours": "needs a Chinchilla fit (approach 3) for at least one family, and none was identifiable",
     "c_crit": "needs a budget at which MDM's loss crosses below AR's, and there is none",
@@ -90,7 +89,7 @@ def _save(fig, out: pathlib.Path, name: str) -> list[pathlib.Path]:
   fit_titles(fig)
   paths = [out / f"{name}.png", out / f"{name}.pdf"]
   fig.savefig(paths[0], dpi=130)
-  fig.savefig(paths[1])
+  fig.savefig(paths[1], metadata={"CreationDate": None})  # the same figure, the same bytes
   plt.close(fig)
   return paths
 
@@ -143,33 +142,6 @@ def loss_vs_flops(pts: pd.DataFrame, cross: dict, out: pathlib.Path) -> list[pat
   axes[0].legend(fontsize=7)
   fig.suptitle("Validation loss vs compute (dashed: diffusion overtakes AR)")
   return _save(fig, out, "loss_vs_flops")
-
-
-def loss_vs_epochs(pts: pd.DataFrame, out: pathlib.Path) -> list[pathlib.Path]:
-  budgets = sorted(pts["unique_tokens"].unique())
-  if not budgets:
-    return []
-  sizes = _size_order(pts)
-  fig, axes = _panels(len(budgets))
-  for ax, u in zip(axes, budgets):
-    g = pts[pts["unique_tokens"] == u]
-    for fam, gf in g.groupby("objective"):
-      shade = _shades(fam, sizes)
-      for size in [s for s in sizes if s in set(gf["model_size"])]:
-        gs = gf[gf["model_size"] == size].sort_values("epochs")
-        ls = "-" if fam == "ar" else "--"
-        ax.errorbar(gs["epochs"], gs["loss"], yerr=gs["se"], fmt=ls + "o", ms=3,
-                    color=shade[size], label=f"{FAMILY_LABEL.get(fam, fam)} {size}")
-        best = gs.loc[gs["loss"].idxmin()]
-        ax.plot(best["epochs"], best["loss"], "*", ms=11, color=shade[size], mec="k", mew=0.5)
-    ax.set_xscale("log")
-    ax.set_title(f"U = {tok(u)}  (star: best epoch count)")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("validation loss")
-    ax.grid(alpha=0.3, which="both")
-  axes[0].legend(fontsize=6, ncol=2)
-  fig.suptitle("Validation loss vs epochs per model size (solid AR, dashed MDM)")
-  return _save(fig, out, "loss_vs_epochs")
 
 
 def loss_vs_size(pts: pd.DataFrame, dd: dict, out: pathlib.Path,
@@ -303,7 +275,6 @@ def residuals(pts: pd.DataFrame, fits: dict, out: pathlib.Path) -> list[pathlib.
 def all_figures(pts: pd.DataFrame, findings: dict, out: pathlib.Path) -> dict[str, list[str]]:
   made = {
       "loss_vs_flops": loss_vs_flops(pts, findings["crossover"], out),
-      "loss_vs_epochs": loss_vs_epochs(pts, out),
       "loss_vs_size": loss_vs_size(pts, findings["double_descent"], out,
                                    findings.get("param_column", "params_non_embedding")
                                    .removeprefix("params_").replace("_", "-")),

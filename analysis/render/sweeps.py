@@ -44,8 +44,7 @@ def dd_section(dd: dict) -> list[str]:
   lines = ["## Double descent", "",
            f"A peak counts when {dd['criterion']}. Every series of >= 3 points is listed.", ""]
   series = dd["series"]
-  grid_figures = ["![loss vs epochs](figures/loss_vs_epochs.png)", "",
-                  "![loss vs size](figures/loss_vs_size.png)", ""]
+  grid_figures = ["![loss vs size](figures/loss_vs_size.png)", ""]
   if not series:
     return lines + ["No series of >= 3 points along model size, unique tokens or epochs; nothing "
                     "to test.", ""] + grid_figures

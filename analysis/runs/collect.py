@@ -40,7 +40,7 @@ RUN_COLUMNS = [
     "unique_tokens", "epochs", "tokens_seen", "flops", "seed", "steps", "finished",
     "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
     "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "final_eval_step", "n_sequences",
-    "eval_documents", "last_step", "wall_s",
+    "eval_documents", "val_unigram_entropy", "last_step", "wall_s",
     "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "run_dir",
 ]
 CURVE_COLUMNS = [
@@ -165,6 +165,7 @@ def _run_row(run_dir: pathlib.Path, config: dict, summary: dict, eval_json: dict
       final_eval_step=from_row(final, "step"),
       n_sequences=_num(_first(summary.get("n_sequences"), from_row(final, "n_sequences"))),
       eval_documents=_num(_first(summary.get("eval_documents"), from_row(final, "eval_documents"))),
+      val_unigram_entropy=_num(summary.get("val_unigram_entropy")),  # absent in older runs
       last_step=from_row(last, "step"),
       wall_s=_num(_first(summary.get("wall_s"), from_row(last, "wall_s"))),
       mc_accuracy=_num(_first(eval_json.get("mc_accuracy"), summary.get("mc_accuracy"))),

@@ -42,6 +42,22 @@ class EvalSet:
   def n_documents(self) -> int:
     return int(np.unique(self.document_N).size)
 
+  @property
+  def unigram_entropy(self) -> float:
+    """Entropy (nats/token) of the set's own unigram distribution: the loss of the best predictor
+    that ignores context, fitted to these very tokens (the report's unigram floor)."""
+    return unigram_entropy(self.tokens_NxL)
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+  """-sum p log p over the token frequencies of `tokens` (nats); NaN when empty."""
+  counts = np.bincount(np.asarray(tokens, np.int64).reshape(-1))
+  counts = counts[counts > 0]
+  if counts.size == 0:
+    return float("nan")
+  p = counts / counts.sum()
+  return float(-np.sum(p * np.log(p)))
+
 
 def chunk_documents(val_NxL: np.ndarray, eod_id: int) -> np.ndarray:
   """The document index of each chunk: how many end-of-document markers precede its middle token."""

@@ -337,6 +337,7 @@ class _Loop:
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
         "n_sequences": self.run.val_set.tokens_NxL.shape[0], "eval_documents": self.run.val_set.n_documents,
         "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
+        "val_unigram_entropy": self.run.val_set.unigram_entropy,
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
         "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "data_dir": str(self.run.built.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,

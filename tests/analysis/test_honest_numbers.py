@@ -64,7 +64,8 @@ def test_ratio_and_gap_sentences_follow_their_intervals():
   assert "inconclusive" in incon and "longer" not in incon
   sure = laws_md.ratio_sentence(dict(value=16.0, ci=(5.0, 40.0), verdict="above 1"))
   assert "for longer than AR" in sure and "inconclusive" not in sure
-  none = laws_md.ratio_sentence(dict(status="not available", reason="ar: not identifiable"))
+  assert laws_md.ratio_sentence(dict(status="not available", reason="ar: not identifiable")) is None
+  none = laws_md.ratio_sentence(dict(status="not available", reason="no MDM runs"))
   assert "not reported" in none and "=" not in none.split(":")[0]
   cross = dict(per_budget=[dict(unique_tokens=1e6, status="crosses", c_crit=1e12, loss_at_crossing=4.0,
                                 c_range=(1e11, 1e13), gap_at_max=0.02, gap_se_at_max=0.05,
@@ -83,9 +84,10 @@ def test_fits_section_renders_no_number_from_an_unidentifiable_fit():
       R_D_star_ratio_mdm_over_ar=dict(status="not available", reason="ar: not identifiable"),
       datacons_target=dict(name="envelope", description=law_fits.TARGETS["envelope"]))
   md = "\n".join(laws_md.fits_section(fits))
-  assert "not identifiable: alpha = 5 is on its upper bound" in md
+  assert ("- data-constrained law: not identifiable for AR, MDM (AR: alpha = 5 is on its upper "
+          "bound; MDM: E = 8.7e-17 nats is below 0.001). The data-constrained law needs") in md
   assert "5.12" not in md and "8.96" not in md and "1.75" not in md
-  assert "R_D*(MDM) / R_D*(AR): not reported" in md and "epoch envelope" in md
+  assert "R_D*(MDM) / R_D*(AR)" not in md and "epoch envelope" in md  # the law's line says why
 
 
 def test_envelope_is_the_best_loss_within_e_epochs():
@@ -126,7 +128,8 @@ def test_sizes_spanning_2x_cannot_identify_alpha_and_no_ratio_is_rendered():
   assert "alpha" in fits["datacons"]["ar"]["reason"]
   assert "value" not in fits["R_D_star_ratio_mdm_over_ar"]
   md = "\n".join(laws_md.fits_section(fits))
-  assert "R_D*(MDM) / R_D*(AR): not reported" in md and "R_D* =" not in md
+  assert "- data-constrained law: not identifiable for AR" in md  # one line says why, no ratio
+  assert "R_D*(MDM) / R_D*(AR)" not in md and "R_D* =" not in md
 
 
 def test_report_pairs_runs_that_saved_per_sequence_losses(tmp_path):
@@ -212,8 +215,9 @@ def test_chinchilla_fit_with_an_unmeasured_exponent_is_not_a_finding():
   r = law_fits.chinchilla_family(_no_size_effect_points(), n_boot=20, seed=0, grid="coarse").result
   assert r["status"] == "not identifiable" and "alpha" in r["reason"], r.get("reason")
   md = "\n".join(laws_md.fits_section(dict(chinchilla=dict(mdm=r), datacons={})))
-  (line,) = [l for l in md.splitlines() if l.startswith("- MDM, Chinchilla")]
-  assert "not identifiable" in line and "compute-optimal" not in line and "±" not in line
+  (line,) = [l for l in md.splitlines() if l.startswith("- Chinchilla approach 3: ")]
+  assert line.startswith("- Chinchilla approach 3: not identifiable for MDM (MDM: ")
+  assert "compute-optimal" not in line and "±" not in line and "`configs/isoflop.py`" in line
 
 
 def test_kaplan_exponent_spanning_its_box_is_not_identified_and_says_why():

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from analysis import report
-from analysis.render import plots
+from analysis.render import curves, plots
 from helpers.fakeruns import make_grid
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -70,12 +70,13 @@ def test_full_grid_links_every_figure_and_texts_fit(tmp_path, monkeypatch):
   links = _links(md)
   for link in links:
     assert (out / link).is_file(), f"report.md links {link}, which was never written"
-  assert {f"figures/{n}.png" for n in plots.NOT_DRAWN} <= set(links)  # this grid supports every figure
+  assert {f"figures/{n}.png" for n in {**plots.NOT_DRAWN, **curves.NOT_DRAWN}} <= set(links)  # this grid supports every figure
   sweeps_drawn = {"dd_model", "dd_sample"}  # the grid's own series; no curve or order runs
   assert {f"figures/{n}.png" for n in sweeps_drawn} <= set(links)
   not_drawn = {l.split()[1] for l in md.splitlines() if "not drawn" in l}
   assert not_drawn == {"dd_curve"}, not_drawn  # (the orders section says in words it has no runs)
-  assert set(cut) == set(plots.NOT_DRAWN) | sweeps_drawn and all(v == [] for v in cut.values()), cut
+  every = set(plots.NOT_DRAWN) | set(curves.NOT_DRAWN)
+  assert set(cut) == every | sweeps_drawn and all(v == [] for v in cut.values()), cut
 
 
 def test_no_plots_links_no_figure(tmp_path):

@@ -44,9 +44,10 @@ def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: 
              seed: int = 0, finished: bool = True, n_eval: int = 4, noise: float = EVAL_SE,
              mc_accuracy: float | None = None, bump: float = 0.0, drop_summary_keys=(),
              name: str | None = None, config_extra: dict | None = None,
-             loss_shift: float = 0.0) -> pathlib.Path:
+             loss_shift: float = 0.0, unigram_entropy: float | None = None) -> pathlib.Path:
   """One run directory; an unfinished run stops halfway and has no summary.json.
-  config_extra: dotted config keys ("data.label_noise": 0.2); loss_shift: added to every eval."""
+  config_extra: dotted config keys ("data.label_noise": 0.2); loss_shift: added to every eval;
+  unigram_entropy: the summary's val_unigram_entropy (runs from before the record have none)."""
   name = name or f"{objective}_{size_name(n)}_U{u:g}_E{epochs:g}_s{seed}"
   rng = np.random.default_rng(zlib.crc32(name.encode()))
   run = root / name
@@ -95,6 +96,8 @@ def make_run(root: pathlib.Path, *, objective: str, n: float, u: float, epochs: 
                    final_eval_loss=last["loss"], final_eval_loss_se=EVAL_SE,
                    best_eval_loss=best["loss"], best_eval_loss_se=EVAL_SE,
                    best_step=best["step"], best_epoch=best["epoch"], run_name=name)
+    if unigram_entropy is not None:
+      summary["val_unigram_entropy"] = unigram_entropy
     for k in drop_summary_keys:
       summary.pop(k)
     (run / "summary.json").write_text(json.dumps(summary))
