@@ -6,6 +6,7 @@
     RUN/summary.json      written last: the run is finished iff it exists
     RUN/eval.json         what `python -m dlmscale.evaluate` measured on the newest checkpoint
     RUN/eval_losses/      per-sequence validation losses, one step_XXXXXXXX.npz per evaluation
+    RUN/lm_eval.json      what `python -m dlmscale.lm_eval` measured (lm-eval's results)
     RUN/checkpoints/      orbax checkpoints (state + data iterator)
     RUN/tb/               TensorBoard scalars
     RUN/params.txt        the parameter overview
@@ -34,6 +35,7 @@ from dlmscale.errors import UserError
 CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
 LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
 PARAMS, CHECKPOINT_ERRORS, LAUNCH_LOG = "params.txt", "checkpoint_errors.log", "launch.log"
+LM_EVAL = "lm_eval.json"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
 NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
 
@@ -52,6 +54,10 @@ def summary_path(workdir: str | os.PathLike) -> pathlib.Path:
 
 def eval_path(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir) / EVAL
+
+
+def lm_eval_path(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / LM_EVAL
 
 
 def checkpoints_dir(workdir: str | os.PathLike) -> pathlib.Path:
