@@ -9,6 +9,8 @@
     RUN/lm_eval.json      what `python -m dlmscale.lm_eval` measured (lm-eval's results)
     RUN/checkpoints/      orbax checkpoints (state + data iterator)
     RUN/tb/               TensorBoard scalars
+    RUN/wandb/            wandb's own folder (wandb.init(dir=RUN)): offline runs wait here for a sync
+    RUN/profile/          the jax.profiler trace of config.profile_steps
     RUN/params.txt        the parameter overview
     RUN/checkpoint_errors.log   why a checkpoint could not be read (orbax's traceback)
     RUN/launch.log        a launcher's record of each attempt at the run (launch/)
@@ -35,9 +37,9 @@ from dlmscale.errors import UserError
 CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
 LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
 PARAMS, CHECKPOINT_ERRORS, LAUNCH_LOG = "params.txt", "checkpoint_errors.log", "launch.log"
-LM_EVAL = "lm_eval.json"
+LM_EVAL, WANDB, PROFILE = "lm_eval.json", "wandb", "profile"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
-NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
+NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, WANDB, PROFILE, "__pycache__"})  # inside a run, never runs
 
 
 def config_path(workdir: str | os.PathLike) -> pathlib.Path:
@@ -54,6 +56,10 @@ def summary_path(workdir: str | os.PathLike) -> pathlib.Path:
 
 def eval_path(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir) / EVAL
+
+
+def profile_dir(workdir: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(workdir) / PROFILE
 
 
 def lm_eval_path(workdir: str | os.PathLike) -> pathlib.Path:
@@ -117,6 +123,7 @@ OPERATIONAL_KEYS = frozenset({
     "log_every_steps", "tensorboard", "checkpoint.every_steps", "checkpoint.keep",
     "data.cache_dir", "data.num_workers", "mesh.data", "mesh.fsdp", "eval.batch_size",
     "model.remat", "model.attention", "eval.task_every",
+    "wandb.project", "wandb.entity", "wandb.mode", "wandb.name", "profile_steps",
 })
 
 
@@ -124,7 +131,9 @@ OPERATIONAL_KEYS = frozenset({
 LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time",
                                    "ar.num_orders": 1, "ar.target_position": True,
                                    "data.label_noise": 0.0,
-                                   "eval.mdm_positions": "all", "eval.set": "val"}
+                                   "eval.mdm_positions": "all", "eval.set": "val",
+                                   "wandb.project": "", "wandb.entity": "", "wandb.mode": "online",
+                                   "wandb.name": "", "profile_steps": ""}
 
 
 def with_legacy_defaults(config: dict) -> dict:
