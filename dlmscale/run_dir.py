@@ -6,6 +6,7 @@
     RUN/summary.json      written last: the run is finished iff it exists
     RUN/eval.json         what `python -m dlmscale.evaluate` measured on the newest checkpoint
     RUN/eval_losses/      per-sequence validation losses, one step_XXXXXXXX.npz per evaluation
+    RUN/task_scores/      per-item task scores, one step_XXXXXXXX.npz per metrics row of split mc
     RUN/lm_eval.json      what `python -m dlmscale.lm_eval` measured (lm-eval's results)
     RUN/checkpoints/      orbax checkpoints (state + data iterator)
     RUN/tb/               TensorBoard scalars
@@ -37,9 +38,9 @@ from dlmscale.errors import UserError
 CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
 LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
 PARAMS, CHECKPOINT_ERRORS, LAUNCH_LOG = "params.txt", "checkpoint_errors.log", "launch.log"
-LM_EVAL, WANDB, PROFILE = "lm_eval.json", "wandb", "profile"
+LM_EVAL, WANDB, PROFILE, TASK_SCORES = "lm_eval.json", "wandb", "profile", "task_scores"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
-NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, WANDB, PROFILE, "__pycache__"})  # inside a run, never runs
+NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, WANDB, PROFILE, TASK_SCORES, "__pycache__"})  # inside a run, never runs
 
 
 def config_path(workdir: str | os.PathLike) -> pathlib.Path:
@@ -78,9 +79,9 @@ def tensorboard_dir(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir) / TENSORBOARD
 
 
-def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
-  """The per-sequence losses of the evaluation at `step`."""
-  return pathlib.Path(workdir) / LOSSES / f"step_{int(step):08d}.npz"
+def losses_path(workdir: str | os.PathLike, step: int, split: str = "eval") -> pathlib.Path:
+  """The companion file of the metrics row (`split` eval: per-sequence losses; mc: per-item scores)."""
+  return pathlib.Path(workdir) / {"eval": LOSSES, "mc": TASK_SCORES}[split] / f"step_{int(step):08d}.npz"
 
 
 def is_finished(workdir: str | os.PathLike) -> bool:

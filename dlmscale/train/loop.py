@@ -250,6 +250,8 @@ class _Loop:
             f"({v.n_sequences} sequences, {v.eval_documents} documents)", flush=True)
     if self.task and self.task.due(step, self.total):  # on every host: the scoring is collective
       mc = {**self.coords(step), "split": "mc", **self.task.row(params)}
+      if self.primary and write:  # per-item scores first, as for the validation rows
+        task_curve.save_item_scores(rundir.losses_path(self.workdir, step, "mc"), self.task.last_items)
       if write:
         self.write(mc, {"task/accuracy": mc["mc_accuracy"], "task/nll_gap": mc["mc_nll_gap"]})
         if self.primary:
