@@ -53,6 +53,7 @@ def test_numpy_forward_matches_project(exported_run):
   assert (out / "tokenizer.model").is_file() or (out / "tokenizer.json").is_file()
   config = json.loads((out / "config.json").read_text())
   assert config["causal"] == (objective == "ar")
+  assert config["model_type"] == ("llama" if objective == "ar" else "dlmscale_mdm")
   run = open_run.load(workdir)
   x = _tokens(run, objective)
   want = np.asarray(jax.device_get(run.apply_fn(run.params, x)), np.float32)

@@ -56,7 +56,8 @@ def hf_config(cfg: ModelConfig, *, eod_id: int, mask_id: int, objective: str) ->
   causal = objective == "ar"
   return {
       "architectures": ["LlamaForCausalLM" if causal else "DlmscaleMaskedDiffusion"],
-      "model_type": "llama", "causal": causal, "objective": objective,
+      # not "llama" for diffusion: AutoModel must not quietly run the denoiser causally
+      "model_type": "llama" if causal else "dlmscale_mdm", "causal": causal, "objective": objective,
       "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
       "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
       "num_key_value_heads": cfg.n_heads, "head_dim": cfg.head_dim,
