@@ -89,7 +89,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 500
   c.checkpoint.keep = 3
   c.log_every_steps = 20
-  c.tensorboard = True
+  c.tensorboard = True  # scalars to RUN/tb (tensorboardX event files)
+  # Weights & Biases beside TensorBoard (optional package: wandb==0.31.0, requirements-eval.txt):
+  # project "" = off; mode online | offline (files under RUN/wandb, `wandb sync` later) | disabled;
+  # name "" = run_name or the workdir's name. The wandb run id follows the workdir, so a resume
+  # continues the same wandb run.
+  c.wandb = ml_collections.ConfigDict({"project": "", "entity": "", "mode": "online", "name": ""})
+  # "A:B": a jax.profiler trace of training steps A..B (1-based, inclusive) into RUN/profile
+  # (open it with TensorBoard's profile plugin or Perfetto); "" = off.
+  c.profile_steps = ""
 
   # Device mesh: sizes multiply to the device count; -1 = the rest.
   c.mesh = ml_collections.ConfigDict()

@@ -6,8 +6,12 @@
     RUN/summary.json      written last: the run is finished iff it exists
     RUN/eval.json         what `python -m dlmscale.evaluate` measured on the newest checkpoint
     RUN/eval_losses/      per-sequence validation losses, one step_XXXXXXXX.npz per evaluation
+    RUN/task_scores/      per-item task scores, one step_XXXXXXXX.npz per metrics row of split mc
+    RUN/lm_eval.json      what `python -m dlmscale.lm_eval` measured (lm-eval's results)
     RUN/checkpoints/      orbax checkpoints (state + data iterator)
     RUN/tb/               TensorBoard scalars
+    RUN/wandb/            wandb's own folder (wandb.init(dir=RUN)): offline runs wait here for a sync
+    RUN/profile/          the jax.profiler trace of config.profile_steps
     RUN/params.txt        the parameter overview
     RUN/checkpoint_errors.log   why a checkpoint could not be read (orbax's traceback)
     RUN/launch.log        a launcher's record of each attempt at the run (launch/)
@@ -36,8 +40,9 @@ from dlmscale.errors import UserError
 CONFIG, METRICS, SUMMARY, EVAL = "config.json", "metrics.jsonl", "summary.json", "eval.json"
 LOSSES, CHECKPOINTS, TENSORBOARD, LOCK = "eval_losses", "checkpoints", "tb", ".lock"
 PARAMS, CHECKPOINT_ERRORS, LAUNCH_LOG = "params.txt", "checkpoint_errors.log", "launch.log"
+LM_EVAL, WANDB, PROFILE, TASK_SCORES = "lm_eval.json", "wandb", "profile", "task_scores"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
-NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, "__pycache__"})  # inside a run, never runs
+NOT_RUN_DIRS = frozenset({LOSSES, CHECKPOINTS, TENSORBOARD, WANDB, PROFILE, TASK_SCORES, "__pycache__"})  # inside a run, never runs
 
 
 PathOf = Callable[[str | os.PathLike], pathlib.Path]
@@ -50,11 +55,12 @@ def _in_run(name: str) -> PathOf:
 # RUN/<file> for each record: every other module names a run's files through these.
 config_path, metrics_path, summary_path, eval_path = map(_in_run, (CONFIG, METRICS, SUMMARY, EVAL))
 checkpoints_dir, tensorboard_dir, launch_log = map(_in_run, (CHECKPOINTS, TENSORBOARD, LAUNCH_LOG))
+profile_dir, lm_eval_path = map(_in_run, (PROFILE, LM_EVAL))
 
 
-def losses_path(workdir: str | os.PathLike, step: int) -> pathlib.Path:
-  """The per-sequence losses of the evaluation at `step`."""
-  return pathlib.Path(workdir) / LOSSES / f"step_{int(step):08d}.npz"
+def losses_path(workdir: str | os.PathLike, step: int, split: str = "eval") -> pathlib.Path:
+  """The companion file of the metrics row (`split` eval: per-sequence losses; mc: per-item scores)."""
+  return pathlib.Path(workdir) / {"eval": LOSSES, "mc": TASK_SCORES}[split] / f"step_{int(step):08d}.npz"
 
 
 def is_finished(workdir: str | os.PathLike) -> bool:
@@ -93,13 +99,16 @@ OPERATIONAL_KEYS = frozenset({
     "log_every_steps", "tensorboard", "checkpoint.every_steps", "checkpoint.keep",
     "data.cache_dir", "data.num_workers", "mesh.data", "mesh.fsdp", "eval.batch_size",
     "model.remat", "model.attention", "eval.task_every",
+    "wandb.project", "wandb.entity", "wandb.mode", "wandb.name", "profile_steps",
 })
 
 
 # Keys added after runs already existed, with the value those older runs implicitly used.
 LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time", "ar.num_orders": 1, "ar.target_position": True,
                                    "data.label_noise": 0.0, "eval.mdm_positions": "all", "eval.set": "val",
-                                   "micro_batch_size": 0, "model.loss_chunk": 0}
+                                   "micro_batch_size": 0, "model.loss_chunk": 0,
+                                   "wandb.project": "", "wandb.entity": "", "wandb.mode": "online",
+                                   "wandb.name": "", "profile_steps": ""}
 
 
 def with_legacy_defaults(config: dict) -> dict:

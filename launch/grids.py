@@ -51,15 +51,25 @@ def estimate_cost(config: ml_collections.ConfigDict) -> float:
 # Keys added after grid directories already existed, left out of a point's hash while they hold
 # the value that reproduces the old behaviour: a grid launched before the key existed (or one in
 # flight) keeps its hash, so re-running its command resumes it instead of refusing a "changed" grid.
-HASH_NEUTRAL: dict[str, dict[str, Any]] = {"eval": {"task_every": 0}}
+# Section "" is the top level; a section these deletions empty is left out too.
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {
+    "eval": {"task_every": 0},
+    "wandb": {"project": "", "entity": "", "mode": "online", "name": ""},
+    "": {"profile_steps": ""},
+}
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
   d = config.to_dict()
   for section, keys in HASH_NEUTRAL.items():
+    node = d if section == "" else d.get(section)
+    if not isinstance(node, dict):
+      continue
     for key, neutral in keys.items():
-      if section in d and key in d[section] and d[section][key] == neutral:
-        del d[section][key]
+      if key in node and node[key] == neutral:
+        del node[key]
+    if section and not node:
+      del d[section]
   blob = json.dumps(d, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

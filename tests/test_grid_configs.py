@@ -390,3 +390,15 @@ def test_quickstart_one_run_spelling_from_the_readme_and_docstring():
   assert fv.config.to_dict() == c.to_dict()
   with pytest.raises(UserError, match="did you mean 'objectives'"):
     quickstart.get_config("objective=mdm")  # one strict parser: the singular is refused, with a hint
+
+
+def test_tracking_keys_at_their_defaults_leave_a_grid_hash_alone():
+  """wandb.* and profile_steps came after grids existed: at their defaults a point hashes as before."""
+  import ml_collections
+  from configs import base
+  c = base.get_config()
+  old = c.to_dict()
+  del old["wandb"], old["profile_steps"]
+  assert grids.config_hash(c) == grids.config_hash(ml_collections.ConfigDict(old))
+  c.wandb.project, c.profile_steps = "p", "2:3"
+  assert grids.config_hash(c) != grids.config_hash(ml_collections.ConfigDict(old))

@@ -122,10 +122,16 @@ def test_the_graph_sees_imports_inside_functions():
     del MODULES["dlmscale._probe"]
 
 
+# Files outside a run directory that share a run file's name because another tool fixes it: the
+# export folder's config.json is what Hugging Face reads (model/exported.py, copied into the export).
+OTHER_FILES_OF_THE_SAME_NAME = {("config.json", "dlmscale/model/exported.py")}
+
+
 @pytest.mark.parametrize("name", RUN_DIR_NAMES)
 def test_only_run_dir_names_the_run_files(name):
   owner = MODULES["dlmscale.run_dir"]
-  bad = [str(p.relative_to(REPO)) for p in MODULES.values() if p != owner and name in p.read_text()]
+  bad = [str(p.relative_to(REPO)) for p in MODULES.values() if p != owner and name in p.read_text()
+         and (name, str(p.relative_to(REPO))) not in OTHER_FILES_OF_THE_SAME_NAME]
   assert not bad, f"{name} appears outside dlmscale/run_dir.py: {bad}"
 
 

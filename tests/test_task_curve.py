@@ -84,6 +84,12 @@ def test_mdm_rows_at_every_evaluation_match_the_evaluator(mdm_run):
     assert 0.0 <= r["mc_accuracy"] <= 1.0 and 0.0 < r["mc_accuracy_se"] < 0.5
     assert np.isfinite(r["mc_nll_gap"]) and 0.0 < r["mc_nll_gap_se"] < 10.0
     assert r["mc_items"] == ITEMS and r["mc_method"] == "elbo"
+    # its companion file: per-item credit and NLL gap whose means are the row's numbers
+    items = task_curve.load_item_scores(rundir.losses_path(workdir, r["step"], "mc"))
+    assert items["credit_N"].shape == items["nll_gap_N"].shape == (ITEMS,)
+    assert items["credit_N"].mean() == pytest.approx(r["mc_accuracy"], abs=1e-12)
+    assert items["nll_gap_N"].mean() == pytest.approx(r["mc_nll_gap"], abs=1e-9)
+    assert items["scores_NxC"].shape[0] == ITEMS
   # The final row is the number `python -m dlmscale.evaluate` gives the final checkpoint.
   out = evaluate.evaluate_run(workdir, mc_items=ITEMS)
   assert out["step"] == 12 and out["mc_accuracy"] == mc[-1]["mc_accuracy"]

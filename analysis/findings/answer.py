@@ -169,6 +169,28 @@ def task_point_after(points: list[dict], best_epoch: float) -> dict:
   return after[0] if after else points[-1]
 
 
+def task_changes(points: list[dict], best_epoch: float, run_dir=None) -> dict:
+  """From the first task point after the validation optimum to the last: the change in accuracy and
+  NLL gap, paired per item when both evaluations saved their per-item scores, else with the two
+  SEs combined as if independent."""
+  at, last = task_point_after(points, best_epoch), points[-1]
+  items = [paired.load_items(run_dir, p["step"]) if run_dir is not None else None for p in (last, at)]
+  out = {}
+  for key, item_key in (("accuracy", "credit"), ("nll_gap", "nll_gap")):
+    d = last[key] - at[key]
+    pair = paired.item_difference(*items, item_key)
+    if pair is not None and np.isfinite(pair["se"]):
+      se, kind, extra = pair["se"], paired.PAIRED_ITEMS, dict(n_items=pair["n_items"],
+                                                              n_items_changed=pair["n_changed"])
+    else:
+      se = float(np.hypot(np.nan_to_num(last[f"{key}_se"]), np.nan_to_num(at[f"{key}_se"])))
+      kind, extra = "independent SEs combined (no per-item scores saved, so no pairing)", {}
+    out[f"{key}_change_after_best"] = dict(value=d, se=se, from_epoch=at["epoch"],
+                                           to_epoch=last["epoch"], verdict=paired.verdict(d, se),
+                                           se_kind=kind, **extra)
+  return out
+
+
 def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFrame,
                        replicas=None) -> dict:
   """For each family's best run per U: task accuracy and the NLL gap (mean over items of the
@@ -205,15 +227,8 @@ def task_over_training(best: list[dict], runs: pd.DataFrame, curves: pd.DataFram
       entry = dict(unique_tokens=b["unique_tokens"], objective=obj, run_name=name,
                    best_val_epoch=f["best_epoch"], source=source, points=points)
       if len(points) >= 2:  # after the validation optimum: does the task keep improving?
-        at = task_point_after(points, f["best_epoch"])
-        last = points[-1]
-        for key in ("accuracy", "nll_gap"):
-          d = last[key] - at[key]
-          se = float(np.hypot(np.nan_to_num(last[f"{key}_se"]), np.nan_to_num(at[f"{key}_se"])))
-          entry[f"{key}_change_after_best"] = dict(
-              value=d, se=se, from_epoch=at["epoch"], to_epoch=last["epoch"],
-              verdict=paired.verdict(d, se), se_kind="independent SEs combined (per-item scores "
-                                                     "are not recorded, so no pairing)")
+        own = source.startswith(rundir.METRICS) and "run_dir" in by_name.columns
+        entry.update(task_changes(points, f["best_epoch"], by_name.loc[name, "run_dir"] if own else None))
       rows.append(entry)
   need = (f"each evaluation should append a {rundir.METRICS} row {{" + ", ".join(MC_ROW) + "} "
           "(mc_nll_gap: mean over items of the mean NLL of the other choices minus the NLL of "

@@ -19,6 +19,7 @@ from dlmscale import run_dir as rundir
 from dlmscale.data import evalset
 
 PAIRED = "paired per-sequence, clustered by document"
+PAIRED_ITEMS = "paired per item (the same task items at both evaluations)"
 INDEPENDENT = "independent SEs combined (no per-sequence losses saved)"
 
 
@@ -33,6 +34,30 @@ def load(run_dir: str | pathlib.Path, step) -> dict | None:
     return evalset.load_losses(path)
   except (OSError, ValueError, KeyError):
     return None
+
+
+def load_items(run_dir: str | pathlib.Path, step) -> dict | None:
+  """The per-item task record (dlmscale/train/task_curve.py item_scores) of the mc row at `step`."""
+  if step is None or not np.isfinite(step):
+    return None
+  path = rundir.losses_path(run_dir, int(step), "mc")
+  try:
+    with np.load(path) as z:
+      return {k: np.asarray(z[k], np.float64) for k in ("credit_N", "nll_gap_N", "label_N")}
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def item_difference(a: dict | None, b: dict | None, key: str) -> dict | None:
+  """mean over items of a[key] - b[key] ("credit" or "nll_gap") with its SE over items; None unless
+  both records hold the same items (same count, same labels)."""
+  if (a is None or b is None or a["label_N"].shape != b["label_N"].shape
+      or not np.array_equal(a["label_N"], b["label_N"])):
+    return None
+  d_N = a[f"{key}_N"] - b[f"{key}_N"]
+  se = float(np.std(d_N, ddof=1) / np.sqrt(d_N.size)) if d_N.size > 1 else float("nan")
+  return dict(diff=float(d_N.mean()), se=se, n_items=int(d_N.size),
+              n_changed=int(np.sum(d_N != 0)))
 
 
 def mean_of(records: Sequence[dict | None]) -> dict | None:

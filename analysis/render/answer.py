@@ -189,7 +189,8 @@ def task_section(task: dict) -> list[str]:
                f"({num(r['best_val_epoch'])}), epoch {num(ch['from_epoch'])}, to the end, accuracy "
                f"{word.get(ch['verdict'], 'did not change beyond errors')} "
                f"({pm(ch['value'], ch['se'])}) and the gap "
-               f"{word.get(g['verdict'], 'did not change beyond errors')} ({pm(g['value'], g['se'])})")
+               f"{word.get(g['verdict'], 'did not change beyond errors')} ({pm(g['value'], g['se'])}), "
+               f"SEs {ch['se_kind']}")
     lines.append(head + ".")
   if task.get("without_task"):
     lines.append(f"- Without a task record: {', '.join(task['without_task'])}.")

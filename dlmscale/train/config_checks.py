@@ -14,6 +14,7 @@ from dlmscale.objectives import masking
 from dlmscale.objectives import orders
 from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import UserError
+from dlmscale.train import profiler, tracking
 
 
 def _require(ok: bool, message: str) -> None:
@@ -47,6 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"model.loss_chunk must be a whole number >= 0 (0 = full logits), got {chunk!r}")
   orders.num_orders(config)  # bad token-order settings fail before the run directory exists
   label_noise.check_fraction(config.data.get("label_noise", 0.0))
+  profiler.parse(config.get("profile_steps", ""))
+  tracking.check(config)
   for sect, key in (("eval", "every_steps"), ("checkpoint", "every_steps"), ("eval", "num_sequences"),
                     ("eval", "batch_size"), ("eval", "mc_samples"), ("checkpoint", "keep")):
     _require(config[sect][key] > 0, f"{sect}.{key} must be positive, got {config[sect][key]}")

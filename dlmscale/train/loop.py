@@ -35,7 +35,8 @@ from dlmscale.eval import val_loss as validation
 from dlmscale.data import evalset, pipeline
 from dlmscale.errors import TrainingDiverged, set_crash_dir
 from dlmscale.train.config_checks import validate
-from dlmscale.train.tensorboard import ScalarWriter
+from dlmscale.train.profiler import ProfileWindow
+from dlmscale.train.tracking import Trackers
 
 
 class _Window:
@@ -191,7 +192,7 @@ class _Loop:
     self.window = _Window(meta.get("window"))
     self.t_start = time.perf_counter()
     self.log = rundir.MetricsLog(self.workdir, self.start) if primary else None
-    self.tb = ScalarWriter(rundir.tensorboard_dir(self.workdir)) if primary and config.tensorboard else None
+    self.tb = Trackers(config, self.workdir) if primary else None
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
@@ -260,6 +261,8 @@ class _Loop:
             f"({v.n_sequences} sequences, {v.eval_documents} documents)", flush=True)
     if self.task and self.task.due(step, self.total):  # on every host: the scoring is collective
       mc = {**self.coords(step), "split": "mc", **self.task.row(params)}
+      if self.primary and write:  # per-item scores first, as for the validation rows
+        task_curve.save_item_scores(rundir.losses_path(self.workdir, step, "mc"), self.task.last_items)
       if write:
         self.write(mc, {"task/accuracy": mc["mc_accuracy"], "task/nll_gap": mc["mc_nll_gap"]})
         if self.primary:
@@ -275,17 +278,19 @@ class _Loop:
 
   def train(self, state) -> dict | None:
     stop, fault = stops.StopFlag(), stops.fault_injection()
-    pending = None
+    pending, profile = None, ProfileWindow(self.config.get("profile_steps", ""), self.workdir)
     try:
       if self.reevaluate_start:
         with self.clock.phase("eval"):
           self.evaluate(self.start, state.params)
       for step in range(self.start + 1, self.total + 1):
         state = stops.maybe_fault(fault, step, state)
+        profile.before(step)
         with self.clock.phase("data"):
           tokens = next(self.run.iterator)["tokens"]
         with self.clock.phase("train"):
           state, metrics = self.setup.train_step(state, program.put_batch(tokens, self.setup))
+          profile.after(step, state)
           if pending is not None:
             self.consume(*pending)
           pending = (step, metrics)
@@ -310,6 +315,7 @@ class _Loop:
         self.run.ckpt.wait()  # the last save is complete before the summary says the run is done
       return self.finish(state)
     finally:
+      profile.stop()
       self.run.ckpt.close()  # under the loop's handler: a stop now cannot cut a save short
       for f in (self.log, self.tb):
         if f:

@@ -7,12 +7,16 @@ and at the final one, exactly as `python -m dlmscale.evaluate` scores it (same i
 same seeds), so the last row of the curve is the number eval.json reports for that checkpoint.
 
 The row holds the accuracy and the NLL gap: per item, the other choices' mean NLL minus the true
-choice's NLL (nats; > 0 when the model prefers the truth on average), with SEs over items.
+choice's NLL (nats; > 0 when the model prefers the truth on average), with SEs over items. Its
+companion file (run_dir.losses_path(..., "mc"), like the validation rows' per-sequence losses) holds
+the per-item numbers, so a task change between two evaluations can be paired item by item.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 from typing import Any, Callable, Sequence
 
 import jax
@@ -44,6 +48,32 @@ def nll_gaps(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) -
     others_C = np.delete(s_C, item.label)
     gaps.append(s_C[item.label] - float(np.mean(others_C)))  # (-others) - (-true)
   return np.asarray(gaps, np.float64)
+
+
+def item_scores(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+  """Per item: its accuracy credit, NLL gap, label and choice scores (NaN-padded to the widest)."""
+  C = max(len(s) for s in scores)
+  scores_NxC = np.full((len(scores), C), np.nan)
+  for i, s in enumerate(scores):
+    scores_NxC[i, :len(s)] = s
+  return {"credit_N": np.asarray([mc_scoring.credit(s, it.label) for it, s in zip(items, scores)]),
+          "nll_gap_N": nll_gaps(items, scores), "label_N": np.asarray([it.label for it in items]),
+          "scores_NxC": scores_NxC}
+
+
+def save_item_scores(path: str | os.PathLike, record: dict[str, np.ndarray]) -> None:
+  """One evaluation's per-item record at `path` (atomic; run_dir.losses_path(..., "mc") names it)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  with open(tmp, "wb") as f:
+    np.savez(f, **record)
+  os.replace(tmp, path)
+
+
+def load_item_scores(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  with np.load(path) as z:
+    return {k: np.asarray(z[k]) for k in ("credit_N", "nll_gap_N", "label_N", "scores_NxC")}
 
 
 def summarise(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) -> dict[str, float]:
@@ -90,6 +120,7 @@ class TaskCurve:
     run = _Scoring(self.config, self.prepared, self.setup.model_cfg, self.setup.mesh, params,
                    self.apply_fn, self.put)
     r = scoring.score_task(run, self.items, self.method, int(self.config.eval.batch_size), self.elbo)
+    self.last_items = item_scores(self.items, r.scores)  # the row's companion file (the loop saves it)
     return {**summarise(self.items, r.scores), "mc_method": self.method}
 
 

@@ -14,6 +14,8 @@ from analysis.findings import answer, critical, paired, points
 from analysis.render import answer as answer_md
 from analysis.render import laws as laws_md
 from analysis.runs import collect, tables
+from dlmscale import run_dir as rundir
+from dlmscale.train import task_curve
 from helpers.fakeruns import make_run, save_eval_losses
 
 LOG_C = np.linspace(12.0, 15.0, 7)  # log10 FLOPs of the grid's runs
@@ -144,6 +146,21 @@ def test_bests_gap_is_paired_and_the_task_curve_is_read_over_training(tmp_path):
   assert task["trainer_must_record"] is None and task["without_task"] == ["mdm-e16"]
   md = "\n".join(answer_md.task_section(task))
   assert "accuracy fell (-0.080 ± 0.014) and the gap fell (-0.180 ± 0.028)" in md
+  assert "independent" in r["accuracy_change_after_best"]["se_kind"]
+  # with per-item scores beside the mc rows, the change is paired item by item
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, 50)
+  credit_at = (rng.random(50) < 0.4).astype(float)
+  gap_at = rng.normal(0.3, 1.0, 50)
+  for step, credit, gap in ((100, credit_at, gap_at), (400, np.where(np.arange(50) < 4, 0.0, credit_at),
+                                                       gap_at - 0.1 + rng.normal(0, 0.01, 50))):
+    task_curve.save_item_scores(rundir.losses_path(runs[1], step, "mc"), dict(
+        credit_N=credit, nll_gap_N=gap, label_N=labels, scores_NxC=np.zeros((50, 4))))
+  (r,) = answer.task_over_training([b], collect.collect(tmp_path).runs, c.curves)["runs"]
+  ch, gap = r["accuracy_change_after_best"], r["nll_gap_change_after_best"]
+  assert ch["se_kind"] == gap["se_kind"] == paired.PAIRED_ITEMS and gap["n_items"] == 50
+  assert gap["se"] < 0.01 and gap["verdict"] == "negative"  # every item's gap fell by about 0.1
+  assert ch["n_items_changed"] == int(credit_at[:4].sum())
   text = "\n".join(answer_md.answer_section([b], dict(per_budget=[]), {}))
   assert f"AR − MDM = {g['ar_minus_mdm']:.3f} (95% CI" in text and "diffusion's best is lower" in text
 
