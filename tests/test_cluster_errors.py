@@ -14,7 +14,7 @@ from dlmscale import errors
 from dlmscale import run_dir
 from dlmscale.commands import guard
 from dlmscale.errors import UserError
-from dlmscale.train import loop
+from dlmscale.train import loop, progress
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,6 @@ def test_the_commands_refuse_gs_workdirs_with_exit_2(module, tmp_path):
 
 
 def test_eta_prints_days_beyond_a_day():
-  line = loop._progress(5, 100, 2.5, 1e4, None, 0.1, 3 * 86400 + 4 * 3600 + 5 * 60 + 6)
+  line = progress.line(5, 100, 2.5, 1e4, None, 0.1, 3 * 86400 + 4 * 3600 + 5 * 60 + 6)
   assert line.endswith("ETA 3d 04:05:06")
-  assert loop._progress(5, 100, 2.5, 1e4, None, 0.1, 3661).endswith("ETA 01:01:01")
+  assert progress.line(5, 100, 2.5, 1e4, None, 0.1, 3661).endswith("ETA 01:01:01")

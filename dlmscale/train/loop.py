@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from clu import metrics as clu_metrics
 from clu import parameter_overview
 
 from dlmscale.runtime import compile_cache
@@ -24,7 +23,7 @@ from dlmscale.model import flops
 from dlmscale.runtime import hardware
 from dlmscale.eval import choices as mc_scoring
 from dlmscale.train import checkpoint
-from dlmscale.train import stops
+from dlmscale.train import progress, stops
 from dlmscale.train import timer as phases
 from dlmscale.train import steps as program
 from dlmscale.train import open_run as restore
@@ -37,37 +36,6 @@ from dlmscale.errors import TrainingDiverged, set_crash_dir
 from dlmscale.train.config_checks import validate
 from dlmscale.train.profiler import ProfileWindow
 from dlmscale.train.tracking import Trackers
-
-
-class _Window:
-  """Train scalars averaged (clu Average) between two log rows; its sums live in the checkpoint."""
-
-  def __init__(self, sums: dict | None = None):
-    sums = sums or {}
-    self.loss = clu_metrics.Average(total=np.float64(sums.get("loss_total", 0.0)),
-                                    count=np.int64(sums.get("count", 0)))
-    self.t0, self.steps = time.perf_counter(), 0
-
-  def add(self, loss: float) -> None:
-    self.loss = self.loss.merge(clu_metrics.Average(total=np.float64(loss), count=np.int64(1)))
-    self.steps += 1
-
-  def sums(self) -> dict:
-    return {"loss_total": float(self.loss.total), "count": int(self.loss.count)}
-
-
-def _progress(step: int, total: int, loss: float, tok_s: float, mfu: float | None, epoch: float,
-              eta_s: float) -> str:
-  mfu_s = f" | MFU {100 * mfu:4.1f}%" if mfu is not None else ""
-  return (f"step {step:>{len(str(total))}}/{total} | loss {loss:.4f} | {tok_s / 1e3:7.1f}k tok/s"
-          f"{mfu_s} | epoch {epoch:7.2f} | ETA {_duration(eta_s)}")
-
-
-def _duration(seconds: float) -> str:
-  """H:MM:SS, with whole days in front beyond 24 hours (3d 04:05:06)."""
-  days, rest = divmod(int(max(seconds, 0)), 86400)
-  clock = time.strftime('%H:%M:%S', time.gmtime(rest))
-  return f"{days}d {clock}" if days else clock
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
@@ -189,7 +157,7 @@ class _Loop:
     self.flops_per_step = flops.train_flops_per_step(self.setup.model_cfg, self.seq_len, self.batch)
     self.budget_chunks = math.ceil(config.unique_tokens / self.seq_len)
     self.wall_before = float(meta.get("wall_s", 0.0))
-    self.window = _Window(meta.get("window"))
+    self.window = progress.Window(meta.get("window"))
     self.t_start = time.perf_counter()
     self.log = rundir.MetricsLog(self.workdir, self.start) if primary else None
     self.tb = Trackers(config, self.workdir) if primary else None
@@ -241,8 +209,8 @@ class _Loop:
     self.write(row, {"train/loss": avg, "train/grad_norm": row["grad_norm"], "train/lr": row["lr"]})
     eta = (self.total - step) * dt / max(self.window.steps, 1)
     if self.primary:
-      print(_progress(step, self.total, avg, tok_s, mfu, row["epoch"], eta), flush=True)
-    self.window = _Window()
+      print(progress.line(step, self.total, avg, tok_s, mfu, row["epoch"], eta), flush=True)
+    self.window = progress.Window()
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
