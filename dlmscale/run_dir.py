@@ -118,7 +118,9 @@ OPERATIONAL_KEYS = frozenset({
 LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time",
                                    "ar.num_orders": 1, "ar.target_position": True,
                                    "data.label_noise": 0.0,
-                                   "eval.mdm_positions": "all", "eval.set": "val"}
+                                   "eval.mdm_positions": "all", "eval.set": "val",
+                                   "eval.schedule": "fixed", "eval.log_points": 16,
+                                   "trunk.branch_steps": [], "branch.trunk": "", "branch.start_step": 0}
 
 
 def with_legacy_defaults(config: dict) -> dict:

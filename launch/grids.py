@@ -51,15 +51,19 @@ def estimate_cost(config: ml_collections.ConfigDict) -> float:
 # Keys added after grid directories already existed, left out of a point's hash while they hold
 # the value that reproduces the old behaviour: a grid launched before the key existed (or one in
 # flight) keeps its hash, so re-running its command resumes it instead of refusing a "changed" grid.
-HASH_NEUTRAL: dict[str, dict[str, Any]] = {"eval": {"task_every": 0}}
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {
+    "eval": {"task_every": 0, "schedule": "fixed", "log_points": 16},
+    "trunk": {"branch_steps": []}, "branch": {"trunk": "", "start_step": 0}}
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
-  d = config.to_dict()
+  d = json.loads(json.dumps(config.to_dict(), default=str))  # tuples as lists, as the run records them
   for section, keys in HASH_NEUTRAL.items():
     for key, neutral in keys.items():
       if section in d and key in d[section] and d[section][key] == neutral:
         del d[section][key]
+    if section in d and not d[section]:  # a section that only holds neutral keys: as if absent
+      del d[section]
   blob = json.dumps(d, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
