@@ -56,3 +56,26 @@ def test_launch_local_runs_a_trunk_and_its_branches(tiny_corpus, data_cache, tmp
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert shown.returncode == 0, shown.stderr
   assert f"trunk {TRUNK} (done) -> 2 branch(es): {E1} (done), {E2} (done)" in shown.stdout
+
+
+def test_the_new_keys_at_their_defaults_leave_every_grid_hash_unchanged():
+  from configs import base
+  config = base.get_config()
+  plain = base.get_config()
+  for section in ("trunk", "branch"):
+    del plain[section]
+  del plain.eval["schedule"], plain.eval["log_points"]
+  assert grid_lib.config_hash(config) == grid_lib.config_hash(plain)
+
+
+def test_a_branch_whose_trunk_failed_or_is_not_launched_never_waits_forever(tmp_path):
+  grid = grid_lib.load_points(GRID)
+  assert not branches.ready(grid, tmp_path, E1) and branches.ready(grid, tmp_path, TRUNK)
+  idle = lambda name: False
+  assert branches.never(grid, tmp_path, E1, [TRUNK, E1], {}, idle) is None  # it may still come
+  assert "failed" in branches.never(grid, tmp_path, E1, [TRUNK, E1], {TRUNK: "x"}, idle)
+  assert "not in this launch" in branches.never(grid, tmp_path, E1, [E1], {}, idle)
+  assert branches.never(grid, tmp_path, E1, [E1], {}, lambda name: True) is None  # running elsewhere
+  start = grid.configs[E1].branch.start_step
+  (rundir.checkpoints_dir(tmp_path / TRUNK) / str(start)).mkdir(parents=True)
+  assert branches.ready(grid, tmp_path, E1)
