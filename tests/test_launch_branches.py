@@ -79,3 +79,19 @@ def test_a_branch_whose_trunk_failed_or_is_not_launched_never_waits_forever(tmp_
   start = grid.configs[E1].branch.start_step
   (rundir.checkpoints_dir(tmp_path / TRUNK) / str(start)).mkdir(parents=True)
   assert branches.ready(grid, tmp_path, E1)
+
+
+def test_wsd_points_parse_back_through_ml_collections():
+  """What the launchers put on a trunk's and a branch's command line is the point (tuples included)."""
+  from absl import flags
+  from ml_collections import config_flags
+  from configs import grid, wsd
+  base = wsd.get_config("scale=test")
+  assert base.to_dict() == grid.apply_overrides(base, wsd.sweep("scale=test")[0]).to_dict()
+  for p in wsd.sweep("scale=test")[:2]:
+    fv = flags.FlagValues()
+    argv = ["prog", "--config=configs/wsd.py:scale=test", *grid_lib.override_flags(p)]
+    config_flags.DEFINE_config_file("config", None, "grid", flag_values=fv, lock_config=True, sys_argv=argv)
+    fv(argv)
+    got, want = fv.config.to_dict(), grid.apply_overrides(base, p).to_dict()
+    assert got == want and tuple(got["trunk"]["branch_steps"]) == tuple(want["trunk"]["branch_steps"])
