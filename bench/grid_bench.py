@@ -19,6 +19,12 @@ the analysis report over it, and prints one JSON line:
                     time, and this ratio is what the grid would reach with the cores to itself
   load_before/after os.getloadavg(): the machine is shared, so every figure carries its load
 
+`--branches` instead times a WSD grid (configs/wsd.py: per family one constant-rate trunk and a
+cooldown branch per epoch count) against the grid it replaces (the same file with cosine=true: one
+cosine run per epoch count), each launched the same way (no report), and prints one JSON line:
+training tokens actually trained (a branch trains only its cooldown, from its start step), launcher
+wall time, CPU seconds, and each E's final eval loss in both.
+
 Prepared data comes from $DLMSCALE_CACHE as a user's second grid would find it (`--cold_data` uses
 an empty cache, so the data phase includes preparing it). Any compile cache starts empty: the
 launcher is given a fresh DLMSCALE_COMPILE_CACHE inside the temporary directory.
@@ -50,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--cold_data", action="store_true", help="prepare the data into an empty cache")
   p.add_argument("--keep", default="", help="keep the grid directory here instead of deleting it")
   p.add_argument("--json_out", default="", help="also append the JSON line to this file")
+  p.add_argument("--branches", action="store_true",
+                 help="WSD trunk + branches vs one cosine run per epoch count (--config: a configs/wsd.py grid)")
   p.add_argument("launcher_args", nargs="*", help="extra launch.local arguments (after --)")
   return p.parse_args(argv)
 
@@ -112,8 +120,57 @@ def breakdown(summaries: list[dict], launcher_s: float, report_s: float, paralle
   return {k: round(v, 2) for k, v in out.items()}
 
 
+BRANCHES_GRID = "configs/wsd.py:study=true,scale=cpu,sizes=s0.1M,unique=51200,epochs=1+2+4+8"
+
+
+def trained(workdir: pathlib.Path) -> dict:
+  """Tokens each finished run of a grid trained itself (a branch: from its start step) and its final
+  eval loss, by run name."""
+  from dlmscale import run_dir  # noqa: PLC0415
+  out = {}
+  for path in sorted(workdir.glob("*/summary.json")):
+    s = json.loads(path.read_text())
+    config = run_dir.read_record(run_dir.config_path(path.parent))
+    start = int((config.get("branch") or {}).get("start_step") or 0)
+    out[s["run_name"]] = {"tokens": (s["steps"] - start) * s["batch_size"] * s["seq_len"],
+                          "final_eval_loss": s["final_eval_loss"]}
+  return out
+
+
+def branches(args: argparse.Namespace) -> int:
+  """The WSD grid and its cosine counterpart, one after the other, each launched alone."""
+  config = args.config if args.config != "configs/quickstart.py" else BRANCHES_GRID
+  row: dict = {"bench": "grid_branches", "config": config, "parallel": args.parallel,
+               "load_before": [round(x, 2) for x in os.getloadavg()]}
+  for mode, spec in (("wsd", config), ("cosine", config + (",cosine=true" if ":" in config else ":cosine=true"))):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"grid_bench_{mode}_"))
+    cpu0 = _children_cpu_s()
+    launch = [sys.executable, "-m", "launch.local", f"--config={spec}", f"--workdir={tmp / 'grid'}",
+              f"--parallel={args.parallel}", "--noreport", *args.launcher_args]
+    wall, rc = _timed(launch, _env(tmp, args.cold_data), tmp / "launcher.log")
+    if rc:
+      print(f"error: the {mode} launcher exited with {rc}; see {tmp / 'launcher.log'}", file=sys.stderr)
+      return 1
+    runs = trained(tmp / "grid")
+    row[mode] = {"runs": len(runs), "train_tokens": sum(r["tokens"] for r in runs.values()),
+                 "wall_s": round(wall, 2), "cpu_s": round(_children_cpu_s() - cpu0, 2),
+                 "final_eval_loss": {n: round(r["final_eval_loss"], 4) for n, r in runs.items()}}
+    shutil.rmtree(tmp, ignore_errors=True)
+  row["tokens_ratio"] = row["wsd"]["train_tokens"] / row["cosine"]["train_tokens"]
+  row["wall_ratio"] = row["wsd"]["wall_s"] / row["cosine"]["wall_s"]
+  row.update(load_after=[round(x, 2) for x in os.getloadavg()], host=os.uname().nodename)
+  line = json.dumps(row)
+  print(line, flush=True)
+  if args.json_out:
+    with open(args.json_out, "a") as f:
+      f.write(line + "\n")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
+  if args.branches:
+    return branches(args)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="grid_bench_"))
   workdir = tmp / "grid"
   env = _env(tmp, args.cold_data)

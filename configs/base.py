@@ -71,7 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Evaluation.
   c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 200
+  c.eval.every_steps = 200  # eval.schedule=fixed: every N steps (and the last)
+  c.eval.schedule = "fixed"  # fixed | log: eval.log_points steps spaced logarithmically (dense early), and the last
+  c.eval.log_points = 16
   c.eval.num_sequences = 256  # validation chunks, round-robin over documents, same for every run
   c.eval.set = "val"  # "val": the claims' set | "tune": disjoint documents, for choosing lr (evalset.py)
   c.eval.batch_size = 64
@@ -83,6 +85,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.task_every = 0  # N > 0: also score the built-in multiple-choice task (validation split, as
   # python -m dlmscale.evaluate does) at every N-th evaluation and the final one: metrics rows with
   # split "mc" (accuracy, NLL gap of the other choices over the true one, SEs over items); 0 = off
+
+  # WSD trunk and cooldown branches (configs/grid.py wsd_family): a trunk trains at a constant rate
+  # (optim.schedule=constant) and keeps its checkpoint at each branch start; a branch
+  # (optim.schedule=wsd) starts from the trunk's checkpoint at branch.start_step (the branch's own
+  # decay start) and cools down to its end, bitwise the standalone WSD run of its length.
+  c.trunk = ml_collections.ConfigDict()
+  c.trunk.branch_steps = ()  # steps whose checkpoints branches start from (kept by checkpoint.keep)
+  c.branch = ml_collections.ConfigDict()
+  c.branch.trunk = ""  # the trunk's run directory (relative: beside this run's directory)
+  c.branch.start_step = 0
 
   # Checkpoints and logging.
   c.checkpoint = ml_collections.ConfigDict()

@@ -215,3 +215,50 @@ def coerce_like(key: str, text: str, config: ml_collections.ConfigDict) -> Any:
   except ValueError:
     raise UserError(f"--set {key}={text}: expected a {type(current).__name__}") from None
   return text
+
+
+# --- WSD trunks and cooldown branches -------------------------------------------------------------
+
+
+def epochs_for_steps(unique_tokens: int, steps: int, batch_size: int, seq_len: int) -> float:
+  """The epochs (a float) whose budget is exactly `steps` steps, for a run that ends at a step."""
+  e = steps * batch_size * seq_len / unique_tokens
+  for _ in range(8):
+    if pipeline.exact_steps(unique_tokens, e, batch_size, seq_len) >= steps:
+      return e
+    e = math.nextafter(e, math.inf)
+  raise UserError(f"no epoch count gives exactly {steps} steps at U={unique_tokens}")
+
+
+def wsd_family(objective: str, size: str, unique_tokens: int, epochs: list[float], seed: int,
+               scale: str, *, decay_frac: float = 0.2, warmup_steps: int = 0, batch_size: int = 0,
+               seq_len: int = 0, **extra: Any) -> list[dict[str, Any]]:
+  """One WSD trunk and one cooldown branch per epoch count for (objective, size, U, seed).
+
+  The trunk trains at the constant peak rate up to the last branch start and keeps a checkpoint at
+  each; the branch for E (named as a solo run of E epochs) starts from the trunk's checkpoint at its
+  decay start and cools down over `decay_frac` of its own steps: it is the standalone WSD run of E
+  epochs. Every point fixes optim.warmup_steps (default 5% of the shortest branch), so the trunk's
+  warmup is each branch's. `batch_size`/`seq_len`: the grid's, when it overrides the scale's.
+  """
+  from dlmscale.train import optim  # pylint: disable=g-import-not-at-top  (jax: only for these grids)
+  s = SCALES[scale]
+  b, l = batch_size or s["batch_size"], seq_len or s["data.seq_len"]
+  lengths = {float(e): steps_for(unique_tokens, e, b, l) for e in sorted(set(epochs))}
+  warm = warmup_steps or max(1, round(0.05 * min(lengths.values())))
+  o = ml_collections.ConfigDict({"warmup_steps": warm, "warmup_frac": 0.0, "decay_frac": decay_frac})
+  starts = {e: optim.wsd_decay_start(o, n) for e, n in lengths.items()}
+  if min(starts.values()) <= 0:
+    raise UserError(f"{objective}-{size} at U={unique_tokens}: a branch of {min(lengths.values())} steps is "
+                    "too short to start from a trunk; raise the epochs or U")
+  trunk_name = f"{objective}-{size}-u{human(unique_tokens)}-trunk-seed{seed}"
+  shared = {**extra, "optim.warmup_steps": warm, "optim.decay_frac": float(decay_frac)}
+  last = max(starts.values())
+  trunk = point(objective, size, unique_tokens, epochs_for_steps(unique_tokens, last, b, l), seed, scale,
+                **{**shared, "optim.schedule": "constant", "trunk.branch_steps": tuple(sorted(set(starts.values()))),
+                   "branch.trunk": "", "branch.start_step": 0, "run_name": trunk_name})
+  # Each point sets every trunk/branch key: a grid's base config is its first point's.
+  branches = [point(objective, size, unique_tokens, e, seed, scale,
+                    **{**shared, "optim.schedule": "wsd", "trunk.branch_steps": (), "branch.trunk": trunk_name,
+                       "branch.start_step": starts[e]}) for e in lengths]
+  return [trunk, *branches]

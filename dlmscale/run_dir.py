@@ -108,7 +108,9 @@ LEGACY_DEFAULTS: dict[str, Any] = {"eval.mdm_estimator": "time", "ar.num_orders"
                                    "data.label_noise": 0.0, "eval.mdm_positions": "all", "eval.set": "val",
                                    "micro_batch_size": 0, "model.loss_chunk": 0,
                                    "wandb.project": "", "wandb.entity": "", "wandb.mode": "online",
-                                   "wandb.name": "", "profile_steps": ""}
+                                   "wandb.name": "", "profile_steps": "",
+                                   "eval.schedule": "fixed", "eval.log_points": 16,
+                                   "trunk.branch_steps": [], "branch.trunk": "", "branch.start_step": 0}
 
 
 def with_legacy_defaults(config: dict) -> dict:

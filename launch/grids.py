@@ -53,14 +53,15 @@ def estimate_cost(config: ml_collections.ConfigDict) -> float:
 # flight) keeps its hash, so re-running its command resumes it instead of refusing a "changed" grid.
 # Section "" is the top level; a section these deletions empty is left out too.
 HASH_NEUTRAL: dict[str, dict[str, Any]] = {
-    "eval": {"task_every": 0},
+    "eval": {"task_every": 0, "schedule": "fixed", "log_points": 16},
     "wandb": {"project": "", "entity": "", "mode": "online", "name": ""},
     "": {"profile_steps": ""},
+    "trunk": {"branch_steps": []}, "branch": {"trunk": "", "start_step": 0},
 }
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
-  d = config.to_dict()
+  d = json.loads(json.dumps(config.to_dict(), default=str))  # tuples as lists, as the run records them
   for section, keys in HASH_NEUTRAL.items():
     node = d if section == "" else d.get(section)
     if not isinstance(node, dict):

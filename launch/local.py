@@ -7,7 +7,8 @@ long-lived worker process per slot (launch/worker.py), which keeps imports, JAX 
 between points; `--noworkers` starts a trainer process per point. Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
-the whole grid is settled. Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
+the whole grid is settled. A WSD branch starts once its trunk has saved the checkpoint it starts
+from (launch/branches.py). Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
 
 Threads: N parallel runs split the usable cores; each run is pinned to its own cores (Linux) and gets
@@ -32,7 +33,7 @@ from typing import Any, TextIO
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
 from dlmscale.commands.guard import cli_main
-from launch import attempts, cpus
+from launch import attempts, branches, cpus
 from launch import grid_report
 from launch import grids as grid_lib
 from launch import manifest as mf
@@ -187,11 +188,21 @@ class Launcher:
         self.elsewhere.add(name)  # another launcher runs it; we wait for it to finish or die
         continue
       self.elsewhere.discard(name)
-      if mf.is_finished(self.workdir, name):  # finished between the check and the lock
-        lock.release()
+      if mf.is_finished(self.workdir, name) or not self._may_start(name):  # finished meanwhile, or
+        lock.release()  # a branch whose trunk has not reached its start yet
         continue
       self.todo.remove(name)
       self._start(name, lock)
+
+  def _may_start(self, name: str) -> bool:
+    """A branch waits for its trunk's checkpoint, or fails if it cannot come (launch/branches.py)."""
+    why = branches.never(self.grid, self.workdir, name, self.names, self.failed,
+                         lambda trunk: trunk in self.active or mf.is_locked(self.workdir, trunk))
+    if why:
+      self.todo.remove(name)
+      self.failed[name] = why
+      mf.set_state(self.workdir, name, "failed")  # the status table says why
+    return branches.ready(self.grid, self.workdir, name)
 
   def _reap(self) -> None:
     for a in list(self.active.values()):

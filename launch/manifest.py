@@ -5,7 +5,9 @@ Layout of a grid directory DIR:
   DIR/grid_manifest.json     {"version", "grid": {"config", "hash", "n_points"}, "created", "updated",
                               "runs": {run_name: {"overrides", "config_hash", "cost", "state",
                               "in_grid", "attempts", "returncode", "log", "wall_s", "host", "pid",
-                              "launcher", "started", "finished"}}}
+                              "launcher", "started", "finished", "role"?, "trunk"?}}}
+                             (role: "trunk" or "branch" for WSD trunks and their cooldown branches;
+                             a branch's "trunk" names its trunk: launch/branches.py)
   DIR/<run_name>/            the trainer's run directory (its summary once finished: dlmscale/run_dir.py)
   DIR/<run_name>/launch.log  the local launcher's log of every attempt
   DIR/.locks/<run_name>.lock flock()ed while a process runs the point; the kernel frees it when that
@@ -35,6 +37,7 @@ from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
 from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
+from launch import branches
 from launch import grids as grid_lib
 from launch.grids import Grid
 
@@ -191,9 +194,11 @@ def init(workdir: pathlib.Path, grid: Grid, launcher: str, extend: bool = False)
     points = manifest["runs"]
     for name, entry in points.items():
       entry["in_grid"] = name in grid.points
+    relations = branches.relations(grid)
     for name in grid.points:
       if name not in points:
         points[name] = _new_entry(grid, name)
+      points[name].update(relations.get(name, {}))
       if is_finished(workdir, name):
         points[name]["state"] = "done"
     _write(workdir, manifest)
@@ -234,6 +239,16 @@ def status_lines(workdir: pathlib.Path, manifest: dict[str, Any]) -> list[str]:
     lines.append(f"  {state:<10}{len(names):>5}{extra}")
     if state == "failed":
       lines += [f"      {n}: see {workdir / points[n]['log']}" for n in names]
+  return lines + trunk_lines(points)
+
+
+def trunk_lines(points: dict[str, Any]) -> list[str]:
+  """Each WSD trunk with its branches and their states (none for a grid without trunks)."""
+  lines = []
+  for trunk, p in points.items():
+    if p.get("role") == "trunk":
+      kids = [f"{n} ({q['state']})" for n, q in points.items() if q.get("trunk") == trunk]
+      lines.append(f"  trunk {trunk} ({p['state']}) -> {len(kids)} branch(es): {', '.join(kids)}")
   return lines
 
 

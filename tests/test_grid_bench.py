@@ -41,3 +41,13 @@ def test_phase_clock_moves_compile_time_out_of_the_enclosing_phase():
   assert out["compile"] > 0 and out["eval"] >= 0
   assert out["compile"] + out["eval"] + out["other"] == pytest.approx(out["total"], abs=2e-3)
   assert phases._active == []  # a finished clock hears no more compiles
+
+
+def test_trained_counts_a_branch_from_its_start_step(tmp_path):
+  for name, steps, start in (("trunk", 40, 0), ("e2", 50, 40)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "summary.json").write_text(json.dumps(
+        {"run_name": name, "steps": steps, "batch_size": 2, "seq_len": 8, "final_eval_loss": 1.0}))
+    (tmp_path / name / "config.json").write_text(json.dumps({"branch": {"start_step": start}}))
+  got = grid_bench.trained(tmp_path)
+  assert got["trunk"]["tokens"] == 40 * 16 and got["e2"]["tokens"] == 10 * 16

@@ -37,9 +37,26 @@ def clean(pts: pd.DataFrame) -> pd.DataFrame:
   return pts[(pts["label_noise"] == 0) & (pts["num_orders"] == 1)]
 
 
+def _roles(runs: pd.DataFrame) -> pd.Series:
+  return (runs["role"] if "role" in runs.columns else pd.Series("", index=runs.index)).fillna("").astype(str)
+
+
+def annealed(done: pd.DataFrame) -> pd.DataFrame:
+  """Finished runs as grid points: a WSD trunk is a curve, not a point (it never anneals), and a
+  cooldown branch is read at its end, the annealed point for its E (its best is its end)."""
+  role = _roles(done)
+  out = done[role != "trunk"].copy()
+  branch = (role[out.index] == "branch").to_numpy()
+  if branch.any():
+    for best, end in (("best_eval_loss", "final_eval_loss"), ("best_eval_loss_se", "final_eval_loss_se"),
+                      ("best_step", "final_eval_step"), ("best_epoch", "epochs"), ("best_flops", "flops")):
+      out.loc[branch, best] = out.loc[branch, end]
+  return out
+
+
 def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.DataFrame:
-  """One row per grid point (POINT_KEYS) of finished runs, seeds averaged."""
-  done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
+  """One row per grid point (POINT_KEYS) of finished runs, seeds averaged (WSD: `annealed`)."""
+  done = annealed(runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])])
   rows = []
   for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
     loss = g["final_eval_loss"].to_numpy(dtype=np.float64)
@@ -77,7 +94,7 @@ def point_records(runs: pd.DataFrame, pts: pd.DataFrame) -> PointRecords:
   """Per grid point (POINT_KEYS), the seed-mean per-sequence losses of its runs' final evals
   (points whose runs saved none are left out: their comparisons fall back to independent SEs),
   and in `.best` those of their best evals."""
-  done = runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]
+  done = annealed(runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])])
   final, best = {}, {}
   for key, g in done.groupby(POINT_KEYS, dropna=False, sort=True):
     rec = paired.mean_of([paired.load(r.run_dir, r.final_eval_step) for r in g.itertuples()])
@@ -105,12 +122,15 @@ def curve_key(row) -> tuple:
 
 
 def _clean_eval_rows(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-  """Eval rows of finished clean runs, with the run's grid-point columns and run_dir joined on."""
+  """Eval rows of finished clean runs, with the run's grid-point columns and run_dir joined on. A WSD
+  trunk gives every evaluation (the curve), a cooldown branch only its end (the annealed point)."""
   done = clean(claim_runs(runs[runs["finished"] & np.isfinite(runs["final_eval_loss"])]))
   if done.empty or curves.empty:
     return pd.DataFrame()
   ev = curves[(curves["split"] == "eval") & curves["run_name"].isin(set(done["run_name"]))]
   ev = ev.dropna(subset=["loss", "step", "flops", "tokens_seen"])
+  ends = dict(zip(done["run_name"][_roles(done) == "branch"], done["final_eval_step"][_roles(done) == "branch"]))
+  ev = ev[[ends.get(n, s) == s for n, s in zip(ev["run_name"], ev["step"])]]
   keep = done[["run_name", "run_dir", *POINT_KEYS]]
   return ev.drop(columns=[c for c in POINT_KEYS if c in ev.columns]).merge(keep, on="run_name")
 

@@ -33,7 +33,10 @@ CONFIG_COLUMNS = {
     "d_model": ("model.d_model", None),
     "n_layers": ("model.n_layers", None),
 }
-TUNING_SET = "tune"  # config eval.set of learning-rate sweep runs: scored on the tuning documents
+TUNING_SET = "tune"
+# WSD trunks and cooldown branches (configs/grid.py wsd_family), from the config: "trunk" (constant
+# rate: its evaluations are the curve), "branch" (its end is the annealed point for its E), "" else.
+ROLES = ("", "trunk", "branch")  # config eval.set of learning-rate sweep runs: scored on the tuning documents
 
 RUN_COLUMNS = [
     "run_name", "objective", "model_size", "params_total", "params_non_embedding",
@@ -41,7 +44,7 @@ RUN_COLUMNS = [
     "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
     "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "final_eval_step", "n_sequences",
     "eval_documents", "val_unigram_entropy", "last_step", "wall_s",
-    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "run_dir",
+    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "role", "run_dir",
 ]
 CURVE_COLUMNS = [
     "run_name", "objective", "model_size", "unique_tokens", "epochs_planned", "seed",
@@ -173,7 +176,7 @@ def _run_row(run_dir: pathlib.Path, config: dict, summary: dict, eval_json: dict
       mc_nll_gap=_num(eval_json.get("mc_nll_gap")),
       mc_nll_gap_se=_num(eval_json.get("mc_nll_gap_se")),
       **{col: flat.get(key, default) for col, (key, default) in CONFIG_COLUMNS.items()},
-      run_dir=str(run_dir),
+      role=role(flat), run_dir=str(run_dir),
   )
   if row["model_size"] == "custom" and row["d_model"]:  # width sweeps: one point per shape
     row["model_size"] = f"custom-d{int(row['d_model'])}L{int(row['n_layers'] or 0)}"
@@ -181,6 +184,13 @@ def _run_row(run_dir: pathlib.Path, config: dict, summary: dict, eval_json: dict
     shape = sizes.LADDER[row["model_size"]]
     row["d_model"], row["n_layers"] = shape.d_model, shape.n_layers
   return row
+
+
+def role(flat_config: dict) -> str:
+  """A run's part in a WSD grid, from its flattened config (ROLES)."""
+  if flat_config.get("branch.trunk"):
+    return "branch"
+  return "trunk" if flat_config.get("trunk.branch_steps") else ""
 
 
 def _curve(metrics: pd.DataFrame, row: dict) -> pd.DataFrame:

@@ -74,8 +74,16 @@ def verify(step_dir: pathlib.Path) -> str | None:
 
 
 class Checkpointer:
-  def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
+  def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False,
+               protect: tuple[int, ...] = ()):
+    """`protect`: steps kept beside the newest `keep` (a WSD trunk's branch starts)."""
+    if protect:
+      policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+          ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
+          ocp.checkpoint_managers.CustomSteps(sorted(protect))])
+      options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
     self._mgr = ocp.CheckpointManager(directory.resolve(), options=options,
                                       item_names=("state", "data", "meta"))
     self.directory = directory

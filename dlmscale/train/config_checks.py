@@ -14,7 +14,7 @@ from dlmscale.objectives import masking
 from dlmscale.objectives import orders
 from dlmscale.data import evalset, label_noise, pipeline
 from dlmscale.errors import UserError
-from dlmscale.train import profiler, tracking
+from dlmscale.train import optim, profiler, tracking
 
 
 def _require(ok: bool, message: str) -> None:
@@ -82,4 +82,44 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(positions in objectives.EVAL_POSITIONS,
            f"eval.mdm_positions={positions!r}: choose one of {', '.join(objectives.EVAL_POSITIONS)}")
   # The budget needs no data: a sequence length no budget can fill fails here, not after preparing.
-  pipeline.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
+  total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, config.batch_size, config.data.seq_len)
+  _check_eval_schedule(config.eval)
+  _check_trunk_and_branch(config, total)
+
+
+def _is_count(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_eval_schedule(e: ml_collections.ConfigDict) -> None:
+  schedule, points = e.get("schedule", "fixed"), e.get("log_points", 16)
+  _require(schedule in ("fixed", "log"), f"eval.schedule must be 'fixed' or 'log', got {schedule!r}")
+  _require(_is_count(points) and points >= 2, f"eval.log_points must be a whole number >= 2, got {points!r}")
+
+
+def _check_trunk_and_branch(config: ml_collections.ConfigDict, total: int) -> None:
+  """A trunk (trunk.branch_steps) trains at a constant rate; a branch (branch.trunk) is a WSD run
+  whose decay starts at branch.start_step. Both fix optim.warmup_steps, so that the trunk's warmup is
+  the branch's (a warmup_frac would scale with each run's length)."""
+  o, steps = config.optim, list(config.get("trunk", {}).get("branch_steps", ()) or ())
+  trunk_dir, start = config.get("branch", {}).get("trunk", ""), config.get("branch", {}).get("start_step", 0)
+  if steps:
+    _require(o.schedule == "constant", "trunk.branch_steps is set, so this run is a WSD trunk: "
+             f"optim.schedule must be 'constant', got {o.schedule!r}")
+    _require(all(_is_count(s) and 0 < s <= total for s in steps),
+             f"trunk.branch_steps must be whole steps in [1, {total}] (the run's steps), got {steps}")
+  _require(_is_count(start) and start >= 0, f"branch.start_step must be a whole number >= 0, got {start!r}")
+  _require(bool(trunk_dir) or start == 0,
+           "branch.start_step is set but branch.trunk is empty; give the trunk's run directory")
+  _require(not (steps or trunk_dir) or o.warmup_steps > 0 or o.warmup_frac == 0,
+           "a WSD trunk or branch needs optim.warmup_steps > 0 (or warmup_frac=0), the same in trunk and "
+           "branches")
+  if not trunk_dir:
+    return
+  _require(not steps, "a run cannot be both a branch (branch.trunk) and a trunk (trunk.branch_steps)")
+  _require(o.schedule == "wsd",
+           f"branch.trunk is set, so this run is a WSD branch: optim.schedule must be 'wsd', got {o.schedule!r}")
+  expected = optim.wsd_decay_start(o, total)
+  _require(expected > 0, f"a {total}-step run is too short to branch from a trunk (its decay starts at step 0)")
+  _require(start == expected, f"branch.start_step must be this run's WSD decay start, step {expected} of "
+           f"{total} (optim.decay_frac={o.decay_frac}), got {start}")

@@ -22,6 +22,7 @@ from dlmscale.runtime import compile_cache
 from dlmscale.model import flops
 from dlmscale.runtime import hardware
 from dlmscale.eval import choices as mc_scoring
+from dlmscale.train import cadence as cadences
 from dlmscale.train import checkpoint
 from dlmscale.train import progress, stops
 from dlmscale.train import timer as phases
@@ -66,9 +67,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     try:
       with clock.phase("checkpoint"):
         ckpt = checkpoint.Checkpointer(rundir.checkpoints_dir(workdir), int(config.checkpoint.keep),
-                                       set_aside_unreadable=True)
+                                       set_aside_unreadable=True, protect=cadences.branch_steps(config))
         try:
-          restored = restore.resume(built, ckpt)
+          restored = restore.resume(built, ckpt, workdir)
         except BaseException:
           ckpt.close()
           raise
@@ -164,10 +165,11 @@ class _Loop:
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
+    self.cadence = cadences.Cadence(config, self.total)
     self.task = (task_curve.TaskCurve(config, run.built.prepared, self.setup, run.items)
                  if run.items else None)
-    self.reevaluate_start = (bool(self.log) and _metrics_lost(self.log, self.start)
-                             and jax.process_count() == 1)
+    self.reevaluate_start = (bool(self.log) and not meta.get(restore.FROM_TRUNK)
+                             and _metrics_lost(self.log, self.start) and jax.process_count() == 1)
 
   def wall_s(self) -> float:
     return self.wall_before + time.perf_counter() - self.t_start
@@ -263,14 +265,13 @@ class _Loop:
             self.consume(*pending)
           pending = (step, metrics)
           boundary = step == self.total or stop.signal is not None
-          if (step % self.config.eval.every_steps == 0 or step % self.config.checkpoint.every_steps == 0
-              or boundary):
+          if self.cadence.eval_due(step) or self.cadence.save_due(step) or boundary:
             self.consume(*jax.device_get(pending))
             pending = None
-        if step % self.config.eval.every_steps == 0 or step == self.total:
+        if self.cadence.eval_due(step):
           with self.clock.phase("eval"):
             self.evaluate(step, state.params)
-        if step % self.config.checkpoint.every_steps == 0 or boundary:
+        if self.cadence.save_due(step) or boundary:
           with self.clock.phase("checkpoint"):
             self.save(step, state)
         if stop.signal is not None and step < self.total:

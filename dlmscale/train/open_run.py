@@ -13,6 +13,7 @@ a cluster can be evaluated on a laptop.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any, Callable
 
@@ -102,14 +103,56 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
     return sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1}))
 
 
-def resume(built: Built, ckpt: checkpoint.Checkpointer) -> checkpoint.Restored:
+FROM_TRUNK = "from_trunk"  # in a branch's restored meta: its state came from the trunk's checkpoint
+
+# What a WSD branch may set differently from its trunk: its length, its schedule and its own
+# evaluation cadence. Anything else (model, data, seed, lr, warmup, batch) must match.
+BRANCH_FREE = frozenset({"run_name", "epochs", "optim.schedule", "optim.decay_frac", "optim.min_lr_ratio",
+                         "trunk.branch_steps", "branch.trunk", "branch.start_step", "eval.every_steps",
+                         "eval.schedule", "eval.log_points"})
+
+
+def resume(built: Built, ckpt: checkpoint.Checkpointer,
+           workdir: pathlib.Path | None = None) -> checkpoint.Restored:
   """The training state to continue from: the newest readable checkpoint (unreadable ones set
-  aside by `ckpt`), or step 0 with a freshly initialised state."""
+  aside by `ckpt`); for a WSD branch with none yet, its trunk's checkpoint at branch.start_step
+  (state, data iterator and loop sums); else step 0 with a freshly initialised state."""
   with jax.set_mesh(built.mesh):
     restored = ckpt.restore_latest(built.setup.abstract_state)
+    if restored is None and built.config.get("branch", {}).get("trunk"):
+      return _from_trunk(built, trunk_dir(built.config, workdir or ckpt.directory.parent))
     if restored is None:
       return checkpoint.Restored(0, built.setup.init(), {}, {})
   return restored
+
+
+def trunk_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+  """A branch's trunk run directory: branch.trunk, relative to the directory beside this run's."""
+  path = pathlib.Path(config.branch.trunk).expanduser()
+  return path if path.is_absolute() else pathlib.Path(workdir).parent / path
+
+
+def _from_trunk(built: Built, trunk: pathlib.Path) -> checkpoint.Restored:
+  step = int(built.config.branch.start_step)
+  stored = run_dir.stored_config(trunk)
+  if stored is None:
+    raise UserError(f"branch.trunk {trunk} holds no {run_dir.CONFIG}: train the trunk first (it saves "
+                    f"its checkpoint at step {step} for this branch)")
+  new = json.loads(built.config.to_json_best_effort())
+  old = run_dir.with_legacy_defaults(run_dir.config_without_records(stored))
+  diffs = [d for d in run_dir.config_differences(old, new) if d.split(":")[0] not in BRANCH_FREE]
+  if diffs:
+    raise UserError(f"branch.trunk {trunk} was trained with another config than this branch: {diffs[0]}")
+  if step not in checkpoint.saved_steps(run_dir.checkpoints_dir(trunk)):
+    raise UserError(f"branch.trunk {trunk} has no checkpoint at step {step} yet; wait for the trunk "
+                    f"to pass it (the trunk keeps it when trunk.branch_steps lists {step})")
+  ckpt = checkpoint.Checkpointer(run_dir.checkpoints_dir(trunk), 1 << 20)  # reads; never rotates
+  try:
+    got = ckpt.restore_step(step, built.setup.abstract_state)
+  finally:
+    ckpt.close()
+  print(f"branch: starting from {trunk} at step {step}", flush=True)
+  return got._replace(meta={**got.meta, FROM_TRUNK: str(trunk)})
 
 
 def read_config(workdir: str | pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:

@@ -17,6 +17,14 @@ def warmup_steps(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> int:
   return int(round(optim_cfg.warmup_frac * total_steps))
 
 
+def wsd_decay_start(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> int:
+  """The step at which a WSD run of `total_steps` leaves its peak rate: where its cooldown branch
+  starts from a constant-rate trunk (lr_schedule's warmup + stable steps)."""
+  warm = warmup_steps(optim_cfg, total_steps)
+  decay = max(int(round(optim_cfg.decay_frac * total_steps)), 1)
+  return warm + max(max(total_steps - warm, 1) - decay, 0)
+
+
 def lr_schedule(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """Linear warmup, then cosine to `min_lr_ratio * lr`, WSD (flat, then linear decay) or constant."""
   peak, floor = optim_cfg.lr, optim_cfg.lr * optim_cfg.min_lr_ratio
