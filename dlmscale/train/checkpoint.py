@@ -8,10 +8,18 @@ orbax cannot read is reported in one line (the traceback goes to checkpoint_erro
 checkpoints/), skipped in favour of the one before, and, in the trainer, moved aside to
 `unreadable-<step>` so that rotation can never delete a good checkpoint to keep a broken one.
 Nothing is deleted.
+
+Orbax reads the arrays of a restore concurrently, each on a fresh asyncio loop that it closes as soon
+as the first read fails, while the other reads are still in flight. Those then die later, at garbage
+collection or from a TensorStore thread ("Event loop is closed"), as tracebacks on the user's stderr
+long after the one-line warning. A restore therefore runs on loops that let every read they started
+settle before closing (`_SettlingLoop`), so a failed read is reported once, here, and nothing is left.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +79,46 @@ def verify(step_dir: pathlib.Path) -> str | None:
     if _file_sha256(f) != sha:
       return f"{rel} does not match its sha256 (the array data changed after it was saved)"
   return None
+
+
+class _SettlingLoop(asyncio.SelectorEventLoop):
+  """An event loop whose close() first runs every task it created to completion (none cancelled:
+  a cancelled read would still call back from a TensorStore thread into the closed loop)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._started: list[asyncio.Task] = []
+
+  def create_task(self, coro, **kwargs):
+    task = super().create_task(coro, **kwargs)
+    self._started.append(task)
+    return task
+
+  def close(self) -> None:
+    if not self.is_closed() and not self.is_running():
+      pending = [t for t in self._started if not t.done()]
+      if pending:
+        self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      for t in self._started:  # their failures are the one this restore reports
+        if t.done() and not t.cancelled():
+          t.exception()
+    self._started = []
+    super().close()
+
+
+class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
+  _loop_factory = _SettlingLoop
+
+
+@contextlib.contextmanager
+def _settling_loops():
+  """Orbax's loops (made by asyncio.new_event_loop) are _SettlingLoops while the body runs."""
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_SettlingPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
 
 
 class Checkpointer:
@@ -162,9 +210,10 @@ class Checkpointer:
     for l in quiet:  # orbax logs each failed read coroutine's traceback: those go to our log file
       l.setLevel(logging.CRITICAL)
     try:
-      return self._mgr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-          meta=ocp.args.JsonRestore()))
+      with _settling_loops():
+        return self._mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore()))
     finally:
       for l, level in zip(quiet, levels):
         l.setLevel(level)
