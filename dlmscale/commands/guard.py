@@ -5,6 +5,8 @@
 - A diverged run (`TrainingDiverged`) is exit 3 with one line.
 - Anything else is a bug of ours: one line naming the error and the file holding its traceback,
   exit 1 (the traceback goes to a file under the temp directory, never into the user's workdir).
+- A full disk (or a spent quota) outside a checkpoint save, which says more itself, is exit 2 with
+  one line naming the disk: the user can fix it, and a re-run continues.
 - Ctrl-C is exit 130 with one line. Signals are never swallowed here: `KeyboardInterrupt` and
   `SystemExit` are not `Exception`s and pass the last-resort handler untouched.
 """
@@ -21,7 +23,7 @@ import time
 import traceback
 from typing import Callable, Iterable, Sequence
 
-from dlmscale.errors import TrainingDiverged, UserError
+from dlmscale.errors import TrainingDiverged, UserError, disk_full_line, no_space
 
 EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -59,15 +61,24 @@ def guard(body: Callable[[], int | None], command: str) -> int:
     return int(body() or 0)
   except (UserError, TrainingDiverged) as e:
     return expected_failure(e)
+  except OSError as e:
+    if not no_space(e):
+      return internal_error(command, e)
+    what = f"{command} stopped; a run continues from its newest complete checkpoint"
+    return expected_failure(UserError(disk_full_line(e.filename or os.getcwd(), what)))
   except KeyboardInterrupt:
     print(f"interrupted; {command} stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
   except Exception as e:  # noqa: BLE001 - the last resort: a bug becomes one line and a file
-    path = write_traceback(command, e)
-    first = one_line(e)[:300]
-    print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
-          f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
-    return EXIT_INTERNAL
+    return internal_error(command, e)
+
+
+def internal_error(command: str, e: BaseException) -> int:
+  path = write_traceback(command, e)
+  first = one_line(e)[:300]
+  print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
+        f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
+  return EXIT_INTERNAL
 
 
 class ArgumentParser(argparse.ArgumentParser):
