@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 
 
 class UserError(ValueError):
@@ -28,3 +30,43 @@ def set_crash_dir(workdir) -> None:
 
 def crash_dir():
   return _CRASH_DIR[0] if _CRASH_DIR else None
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "os_error_code='28'",
+                  f"os_error_code='{errno.EDQUOT}'")
+
+
+def no_space(e: BaseException | None) -> bool:
+  """Whether `e` (or an exception it was raised from) is a full disk or an exhausted quota: an
+  OSError, or the text TensorStore puts in the ValueError orbax raises for one."""
+  seen = 0
+  while e is not None and seen < 20:
+    if isinstance(e, OSError) and e.errno in _NO_SPACE:
+      return True
+    if any(t in str(e) for t in _NO_SPACE_TEXT):
+      return True
+    e, seen = e.__cause__ or e.__context__, seen + 1
+  return False
+
+
+def mount_point(path: str | os.PathLike) -> str:
+  """The mount point of the filesystem holding `path` (its nearest existing ancestor's)."""
+  p = os.path.abspath(path)
+  while not os.path.exists(p):
+    p = os.path.dirname(p)
+  while not os.path.ismount(p):
+    p = os.path.dirname(p)
+  return p
+
+
+def disk_full_line(path: str | os.PathLike, what: str) -> str:
+  """One line for a full disk: which filesystem, how much is free, and what to do."""
+  mount = mount_point(path)
+  try:
+    st = os.statvfs(mount)
+    free = f"{st.f_bavail * st.f_frsize // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB"
+  except OSError:
+    free = "free space unknown"
+  return (f"no space left on the disk mounted at {mount} ({free}) while writing {path}: {what}. Free "
+          "space there (or move the run directory to a larger disk) and run the same command again")

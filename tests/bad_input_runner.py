@@ -5,7 +5,8 @@ forks a child per case: the child gets its own cwd, environment, argv and stdio 
 module as __main__ with runpy and exits with the status the command chose. So each case is a real
 process start of the command's own entry code (its flags, its guard), at a fraction of the cost.
 
-Protocol: a JSON list of cases on stdin, each {"module", "argv", "cwd", "env", "watch"}; a JSON
+Protocol: a JSON list of cases on stdin, each {"module", "argv", "cwd", "env", "watch"} and
+optionally "user": [uid, gid] to run it as (the runner forks as root, the child drops to it); a JSON
 list of {"rc", "stdout", "stderr", "changed"} on stdout, where `changed` lists the watched paths
 whose files (names and bytes) differ after the case.
 """
@@ -45,6 +46,11 @@ def _child(case: dict, out_path: str, err_path: str) -> None:
   out_fd, err_fd = os.open(out_path, os.O_WRONLY), os.open(err_path, os.O_WRONLY)
   os.dup2(out_fd, 1)
   os.dup2(err_fd, 2)
+  if case.get("user"):  # root runs this case as an unprivileged user: fork, then drop privileges
+    uid, gid = case["user"]
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
   os.chdir(case["cwd"])
   os.environ.update(case.get("env", {}))
   sys.argv = [case["module"], *case["argv"]]

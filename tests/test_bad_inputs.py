@@ -9,6 +9,7 @@ interpreter that has the libraries imported), so the table costs seconds, not mi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import config_flags_for, subprocess_env, tiny_config
+from helpers.users import open_directory, unprivileged_ids
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUNNER = pathlib.Path(__file__).with_name("bad_input_runner.py")
@@ -33,19 +35,19 @@ class Case(NamedTuple):
   argv: tuple  # may hold {placeholders} filled from the fixtures' paths
   needles: tuple = ()
   watch: tuple = ()  # placeholders of paths that must be unchanged
-  skip_if_root: bool = False
+  unprivileged: bool = False
 
 
-def _main(id, *argv, needles=(), watch=("{new}",), skip_if_root=False, tiny=True) -> Case:
+def _main(id, *argv, needles=(), watch=("{new}",), unprivileged=False, tiny=True) -> Case:
   base = ("--config=configs/base.py", "{tiny}") if tiny else ()
   has_workdir = any(str(a).startswith("--workdir") for a in argv)
   return Case(f"main-{id}", "dlmscale.main",
               (*base, *(() if has_workdir else ("--workdir={new}",)), *argv), needles, watch,
-              skip_if_root)
+              unprivileged)
 
 
-def _c(module, id, *argv, needles=(), watch=(), skip_if_root=False) -> Case:
-  return Case(f"{module.split('.')[-1]}-{id}", module, argv, needles, watch, skip_if_root)
+def _c(module, id, *argv, needles=(), watch=(), unprivileged=False) -> Case:
+  return Case(f"{module.split('.')[-1]}-{id}", module, argv, needles, watch, unprivileged)
 
 
 CASES = [
@@ -138,7 +140,7 @@ CASES = [
     _main("workdir-is-a-file", "--workdir={a_file}", needles=("is a file",), watch=("{a_file}",)),
     _main("workdir-under-a-file", "--workdir={a_file}/run", needles=("is a file",), watch=("{a_file}",)),
     _main("workdir-read-only", "--workdir={read_only}/run", needles=("not writable",), watch=("{read_only}",),
-          skip_if_root=True),
+          unprivileged=True),
     _main("workdir-other-config", "--workdir={run}", "--config.optim.lr=0.005",
           needles=("different config", "optim.lr", "new --workdir"), watch=("{run}",)),
     _main("workdir-other-config-and-bad-key", "--workdir={run}", "--config.optim.lerning_rate=1",
@@ -241,7 +243,7 @@ CASES = [
     _c("launch.local", "workdir-under-a-file", "--config=configs/quickstart.py", "--workdir={a_file}/grid",
        needles=("is a file",), watch=("{a_file}",)),
     _c("launch.local", "workdir-read-only", "--config=configs/quickstart.py", "--workdir={read_only}/grid",
-       needles=("not writable",), watch=("{read_only}",), skip_if_root=True),
+       needles=("not writable",), watch=("{read_only}",), unprivileged=True),
     _c("launch.local", "unknown-flag", "--config=configs/quickstart.py", "--workdir={new}", "--bogus",
        needles=("--bogus",), watch=("{new}",)),
     _c("launch.local", "stray-positional", "--config=configs/quickstart.py", "--workdir={new}", "stray",
@@ -290,12 +292,13 @@ def paths(tiny_corpus, data_cache, tmp_path_factory) -> dict[str, str]:
   """Everything the table points at: a finished tiny run and assorted damaged inputs."""
   from dlmscale.train import loop as train
   root = tmp_path_factory.mktemp("bad_inputs")
+  open_root = open_directory("dlmscale-bad-inputs-")  # the unprivileged cases' paths: enterable
   cfg = tiny_config(tiny_corpus, data_cache, "ar", epochs=1.0)
   run = root / "run"
   train.train_and_evaluate(cfg, run)
   p = {"tiny": json.dumps(config_flags_for(cfg)), "run": run, "new": root / "does-not-exist",
        "new_out": root / "out-does-not-exist", "empty": root / "empty", "a_file": root / "a_file.txt",
-       "read_only": root / "read_only", "corpus": tiny_corpus, "broken_py": root / "broken.py",
+       "read_only": open_root / "read_only", "corpus": tiny_corpus, "broken_py": root / "broken.py",
        "bad_task": root / "bad_task.jsonl", "random_bytes": root / "random.bin",
        "small_csv": root / "small.csv", "config_only": root / "config_only",
        "run_bad_config": root / "run_bad_config", "run_binary_config": root / "run_binary_config",
@@ -321,6 +324,7 @@ def paths(tiny_corpus, data_cache, tmp_path_factory) -> dict[str, str]:
   (p["grid_random_bytes"] / "run1" / "metrics.jsonl").write_bytes(np.random.default_rng(2).bytes(3000))
   yield {k: str(v) for k, v in p.items()}
   p["read_only"].chmod(0o755)
+  shutil.rmtree(open_root, ignore_errors=True)
 
 
 def _expand(arg: str, paths: dict[str, str]) -> list[str]:
@@ -389,8 +393,11 @@ FAST_CASES = [c for c in CASES if c.id not in SLOW]
 SLOW_CASES = [c for c in CASES if c.id in SLOW]
 
 
+_user = functools.cache(unprivileged_ids)  # root runs the unprivileged cases as this user
+
+
 def _runnable(case: Case) -> bool:
-  return not (case.skip_if_root and os.geteuid() == 0)  # as root it would just train
+  return not (case.unprivileged and os.geteuid() == 0 and _user() is None)  # as root it would just train
 
 
 def _run_table(cases: list[Case], paths: dict[str, str]) -> dict[str, dict]:
@@ -399,7 +406,8 @@ def _run_table(cases: list[Case], paths: dict[str, str]) -> dict[str, dict]:
     i = CASES.index(c)
     own = dict(paths, new=f"{paths['new']}-{i}", new_out=f"{paths['new_out']}-{i}")
     batch.append({"module": c.module, "argv": [x for a in c.argv for x in _expand(a, own)],
-                  "cwd": str(ROOT), "env": {}, "watch": [w.format(**own) for w in c.watch]})
+                  "cwd": str(ROOT), "env": {}, "watch": [w.format(**own) for w in c.watch],
+                  "user": _user() if c.unprivileged else None})
   out = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(batch), capture_output=True,
                        text=True, cwd=ROOT, env=subprocess_env(), timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -434,7 +442,7 @@ def test_the_table_is_large_and_its_ids_unique():
 
 def _check(case: Case, results: dict[str, dict]) -> None:
   if not _runnable(case):
-    pytest.skip("root may write anywhere: a read-only directory is not read-only to it")
+    pytest.skip("root may write anywhere and no unprivileged user could be made (useradd)")
   r = results[case.id]
   err = r["stderr"]
   assert "Traceback" not in err + r["stdout"], err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 
 import jax
 import numpy as np
@@ -20,6 +21,21 @@ from dlmscale.train import loop as train
 def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
   files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.name != checkpoint.CHECKSUMS]
   return max(files, key=lambda p: p.stat().st_size)
+
+
+def _restore_latest(cfg, workdir: pathlib.Path) -> checkpoint.Restored:
+  """The newest readable checkpoint, read as the evaluator does (nothing set aside)."""
+  from dlmscale.data import pipeline
+  from dlmscale.runtime import sharding
+  from dlmscale.train import steps as program
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", 3)
+  prepared = pipeline.prepare(cfg.data)
+  mesh = sharding.make_mesh(cfg.mesh)
+  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, 12, mesh)
+  with jax.set_mesh(mesh):
+    restored = ckpt.restore_latest(setup.abstract_state)
+  ckpt.close()
+  return restored
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +102,43 @@ def test_truncated_file_is_one_warning_line_not_orbax_tracebacks(finished, tmp_p
   victim = _largest_array_file(workdir / "checkpoints" / str(newest))
   victim.write_bytes(victim.read_bytes()[:10])
   capsys.readouterr()
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", 3)
-  from dlmscale.train import steps as program
-  from dlmscale.runtime import sharding
-  from dlmscale.data import pipeline
-  prepared = pipeline.prepare(cfg.data)
-  mesh = sharding.make_mesh(cfg.mesh)
-  setup = program.build(cfg, prepared.vocab_size, prepared.mask_id, 12, mesh)
-  with jax.set_mesh(mesh):
-    restored = ckpt.restore_latest(setup.abstract_state)
-  ckpt.close()
+  restored = _restore_latest(cfg, workdir)
   captured = capsys.readouterr()
   assert restored.step < newest
   assert "Traceback" not in captured.out + captured.err
   assert len([l for l in captured.out.splitlines() if l.startswith("warning:")]) == 1
   assert (workdir / "checkpoints" / str(newest)).is_dir()  # not set aside outside the trainer
+
+
+def test_failed_restore_leaves_no_read_in_flight(finished, tmp_path, monkeypatch, capsys):
+  """Orbax reads arrays concurrently and stops at the first failure: the reads still in flight must
+  settle inside the restore, not die later as unraisable coroutines or "Event loop is closed"."""
+  import asyncio
+  import gc
+  import shutil
+  import sys
+  import threading
+  from orbax.checkpoint._src.serialization import serialization
+  cfg, original = finished
+  workdir = tmp_path / "run"
+  shutil.copytree(original, workdir)
+  newest = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  (workdir / "checkpoints" / str(newest) / checkpoint.CHECKSUMS).unlink()
+  victim = _largest_array_file(workdir / "checkpoints" / str(newest))
+  victim.write_bytes(victim.read_bytes()[:10])
+  read = serialization._read_shard
+
+  async def failing_fast_reading_slow(*args, **kwargs):  # the good reads outlive the failed one
+    out = await read(*args, **kwargs)
+    await asyncio.sleep(0.2)
+    return out
+  monkeypatch.setattr(serialization, "_read_shard", failing_fast_reading_slow)
+  left: list = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda u: left.append(u.exc_value))
+  monkeypatch.setattr(threading, "excepthook", lambda a: left.append(a.exc_value))
+  restored = _restore_latest(cfg, workdir)
+  time.sleep(0.5)
+  gc.collect()
+  assert restored.step < newest
+  assert left == []
+  assert "Traceback" not in "".join(capsys.readouterr())

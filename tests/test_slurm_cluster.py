@@ -1,9 +1,10 @@
 """`launch.slurm` on a real single-node SLURM cluster (munged, slurmctld and slurmd on localhost,
 brought up by tests/helpers/local_slurm.py, installed with apt-get when missing): the test-scale grid
 submitted for real, a running task preempted with `scontrol requeue` that resumes from its checkpoint
-to the same bits as an uninterrupted run, and a second submission of a running grid that runs no
-point twice. What one node cannot show (multi-node arguments, TPU) stays in the stand-in tests
-(test_launch_slurm.py, test_launch_tpu.py). Slow: a few minutes on 2 cores."""
+to the same bits as an uninterrupted run, a storm of three requeues of one task, and a second
+submission of a running grid that runs no point twice. What one node cannot show (multi-node
+arguments, TPU) stays in the stand-in tests (test_launch_slurm.py, test_launch_tpu.py). Slow: a few
+minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -186,6 +187,39 @@ def test_requeued_task_resumes_from_its_checkpoint_bitwise(cluster, grid_run, tm
   a = checkpoint.load_arrays(run / "checkpoints")["params"]
   b = checkpoint.load_arrays(reference / "checkpoints")["params"]
   assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b)) > 0
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def _requeue_when_running(env: dict[str, str], task: str, timeout_s: float = 120.0) -> None:
+  """`scontrol requeue` on the task as soon as SLURM runs it again (a pending one cannot be)."""
+  _wait_for(lambda: any(l.endswith(" RUNNING") for l in _squeue(env, [task])), f"{task} to run",
+            timeout_s)
+  subprocess.run(["scontrol", "requeue", task], env=env, check=True, capture_output=True)
+
+
+def test_requeue_storm_runs_one_trainer_at_a_time_and_ends_bitwise(cluster, grid_run, tmp_path):
+  reference = grid_run[0] / PREEMPTED
+  workdir = tmp_path / "grid"
+  env = {**cluster, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "DLMSCALE_TEST_STEP_S": "0.3"}
+  array, _ = _submit(env, workdir, f"--only={PREEMPTED}", "--noreport", "--trainer_module=slow_steps_trainer")
+  run = workdir / PREEMPTED
+  _wait_for(lambda: any(s >= 5 for s, split, _ in _metrics_rows(run) if split == "train")
+            if (run / "metrics.jsonl").exists() else False, "the task to train 5 steps")
+  t0 = time.monotonic()
+  for _ in range(3):  # each as soon as SLURM has started the task again: mid start-up, mid-save
+    _requeue_when_running(cluster, f"{array}_0")
+  storm_s = time.monotonic() - t0
+  _wait_jobs(cluster, [array])
+  [task] = _job_records(cluster, array)
+  assert task["JobState"] == "COMPLETED" and task["Restarts"] == "3", (task, storm_s)
+  starts = _trainer_starts(workdir)  # a requeue may land before a restart reaches its trainer
+  assert starts[0] == (PREEMPTED, 0) and starts[-1] == (PREEMPTED, 3), starts
+  assert [r for _, r in starts] == sorted({r for _, r in starts}), starts  # one trainer per restart
+  assert _manifest(workdir)[PREEMPTED]["state"] == "done"
+  assert _metrics_rows(run) == _metrics_rows(reference)
+  a = checkpoint.load_arrays(run / "checkpoints")["params"]
+  b = checkpoint.load_arrays(reference / "checkpoints")["params"]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
 

@@ -6,6 +6,8 @@
 - Anything else is a bug of ours: one line naming the error and the file holding its traceback,
   then its innermost frames, exit 1. The traceback goes to a crash file in the run directory when
   the process trains in one (run_dir.crash_file), else to a file under the temp directory.
+- A full disk (or a spent quota) outside a checkpoint save, which says more itself, is exit 2 with
+  one line naming the disk: the user can fix it, and a re-run continues.
 - Ctrl-C is exit 130 with one line. Signals are never swallowed here: `KeyboardInterrupt` and
   `SystemExit` are not `Exception`s and pass the last-resort handler untouched.
 """
@@ -23,7 +25,7 @@ import traceback
 from typing import Callable, Iterable, Sequence
 
 from dlmscale import run_dir
-from dlmscale.errors import TrainingDiverged, UserError, crash_dir
+from dlmscale.errors import TrainingDiverged, UserError, crash_dir, disk_full_line, no_space
 
 EXIT_INTERNAL, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -80,17 +82,26 @@ def guard(body: Callable[[], int | None], command: str) -> int:
     return int(body() or 0)
   except (UserError, TrainingDiverged) as e:
     return expected_failure(e)
+  except OSError as e:
+    if not no_space(e):
+      return internal_error(command, e)
+    what = f"{command} stopped; a run continues from its newest complete checkpoint"
+    return expected_failure(UserError(disk_full_line(e.filename or os.getcwd(), what)))
   except KeyboardInterrupt:
     print(f"interrupted; {command} stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
   except Exception as e:  # noqa: BLE001 - the last resort: a bug becomes one line and a file
-    path = write_traceback(command, e)
-    first = one_line(e)[:300]
-    print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
-          f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
-    if frames := last_frames(e):
-      print(frames, file=sys.stderr, flush=True)
-    return EXIT_INTERNAL
+    return internal_error(command, e)
+
+
+def internal_error(command: str, e: BaseException) -> int:
+  path = write_traceback(command, e)
+  first = one_line(e)[:300]
+  print(f"error: internal error in {command} ({type(e).__name__}: {first}); the traceback is in "
+        f"{path}. Please report it with that file.", file=sys.stderr, flush=True)
+  if frames := last_frames(e):
+    print(frames, file=sys.stderr, flush=True)
+  return EXIT_INTERNAL
 
 
 class ArgumentParser(argparse.ArgumentParser):

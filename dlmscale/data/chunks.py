@@ -141,9 +141,11 @@ def locked(root: pathlib.Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def building(root: pathlib.Path) -> Iterator[pathlib.Path]:
-  """A fresh temporary sibling of `root`, renamed onto `root` if the body succeeds, else removed."""
+  """A fresh temporary sibling of `root`, renamed onto `root` if the body succeeds, else removed.
+  Called under `locked(root)`: the temporary directories of builders that were killed are removed."""
+  for stale in root.parent.glob(f".{root.name}.tmp-*"):  # a builder killed mid-way; called under
+    shutil.rmtree(stale, ignore_errors=True)             # the lock, so none is being written now
   tmp = root.parent / f".{root.name}.tmp-{socket.gethostname()}-{os.getpid()}"  # unique on a shared disk
-  shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir()
   try:
     yield tmp

@@ -115,4 +115,5 @@ def check_files(root: pathlib.Path, manifest: dict) -> None:
                     (root / tokenizer.get("file", chunks.TOKENIZER), tokenizer["sha256"])):
     if not path.is_file() or chunks.file_sha256(path) != sha:
       raise UserError(f"{path} does not match the sha256 its manifest records (changed or damaged since "
-                      f"preparation); delete {root} and prepare again")
+                      f"preparation); re-prepare it: rm -r {root}, then run the same command again (or "
+                      "python -m dlmscale.data with the same data settings), which prepares it afresh")

@@ -156,6 +156,7 @@ def _existing(root: pathlib.Path, inputs: dict) -> Prepared | None:
     diff = "; ".join(chunks.input_differences(m.get("inputs", {}), inputs)[:6])
     raise UserError(f"{root} holds data prepared from different inputs ({diff}); use another --out_dir, or "
                     f"delete {root} to prepare it again")
+  index.check_files(root, m)  # found by hashing the corpus, not through the index: checked the same
   return load_prepared(root)
 
 

@@ -8,10 +8,23 @@ orbax cannot read is reported in one line (the traceback goes to checkpoint_erro
 checkpoints/), skipped in favour of the one before, and, in the trainer, moved aside to
 `unreadable-<step>` so that rotation can never delete a good checkpoint to keep a broken one.
 Nothing is deleted.
+
+A save that finds the disk full (or the quota spent) is a UserError naming the disk and the newest
+complete checkpoint, which stays the restore point: orbax only renames a step into place once all
+of it is written, and a re-run removes the unfinished temporary directory.
+
+Orbax reads the arrays of a restore concurrently, each on a fresh asyncio loop that it closes as soon
+as the first read fails, while the other reads are still in flight. Those then die later, at garbage
+collection or from a TensorStore thread ("Event loop is closed"), as tracebacks on the user's stderr
+long after the one-line warning. Orbax's loops therefore let every read they started
+settle before closing (`_SettlingLoop`), and so do the loops of a save, so a failed read or write is
+reported once, by us, and nothing is left behind. Orbax's own log records go to the error log too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +38,7 @@ import orbax.checkpoint as ocp
 
 from dlmscale import run_dir
 from dlmscale.data import chunks
-from dlmscale.errors import UserError, first_line
+from dlmscale.errors import UserError, disk_full_line, first_line, no_space
 
 CHECKSUMS = "checksums.json"
 ERROR_LOG = run_dir.CHECKPOINT_ERRORS
@@ -73,10 +86,81 @@ def verify(step_dir: pathlib.Path) -> str | None:
   return None
 
 
+class _SettlingLoop(asyncio.SelectorEventLoop):
+  """An event loop whose close() first lets every task it created finish (none cancelled: a
+  cancelled read or write would still call back from a TensorStore thread into the closed loop).
+  A task still running after SETTLE_S is cancelled, so closing never hangs."""
+
+  SETTLE_S = 120.0
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._started: list[asyncio.Task] = []
+
+  def create_task(self, coro, **kwargs):
+    task = super().create_task(coro, **kwargs)
+    self._started = [t for t in self._started if not t.done()] + [task]
+    return task
+
+  def close(self) -> None:
+    if not self.is_closed() and not self.is_running():
+      pending = [t for t in self._started if not t.done()]
+      if pending:
+        _, late = self.run_until_complete(asyncio.wait(pending, timeout=self.SETTLE_S))
+        for t in late:
+          t.cancel()
+        if late:
+          self.run_until_complete(asyncio.wait(late))
+      for t in pending:  # their failures are the one the caller reports
+        if not t.cancelled():
+          t.exception()
+    self._started = []
+    super().close()
+
+
+class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
+  _loop_factory = _SettlingLoop
+
+
+def _settle_orbax_loops() -> None:
+  """Orbax's fresh loops (asyncio.new_event_loop, in the caller's and in its save threads) settle
+  before they close, from the first Checkpointer on (process-wide: a loop made by asyncio.run has
+  nothing left to settle, so nothing else notices)."""
+  if type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy:
+    asyncio.set_event_loop_policy(_SettlingPolicy())
+
+
+class _OrbaxLogToFile(logging.Filter):
+  """Orbax's own log records (its background threads' tracebacks of a failed save, its warnings on
+  a resume) go to the run's checkpoint error log, not the user's terminal: the trainer reports
+  what failed in one line."""
+
+  def __init__(self, path: pathlib.Path):
+    super().__init__()
+    self.path = path
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno >= logging.WARNING:
+      try:
+        with open(self.path, "a") as f:
+          f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} orbax "
+                  f"{record.levelname}: {record.getMessage()}\n")
+          if record.exc_info:
+            f.write("".join(traceback.format_exception(*record.exc_info)) + "\n")
+      except OSError:  # a full disk or a read-only run directory
+        pass
+    return False
+
+
 class Checkpointer:
   def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False,
                protect: tuple[int, ...] = ()):
     """`protect`: steps kept beside the newest `keep` (a WSD trunk's branch starts)."""
+    _settle_orbax_loops()
+    self._log_filter = _OrbaxLogToFile(directory.parent / ERROR_LOG)
+    logging.getLogger("absl").addFilter(self._log_filter)
     if protect:
       policy = ocp.checkpoint_managers.AnyPreservationPolicy([
           ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
@@ -97,20 +181,35 @@ class Checkpointer:
     if step in self._mgr.all_steps():
       return
     self._seal()  # orbax would wait for the previous save here anyway
-    self._mgr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+    with self._disk_full_is_a_user_error([step]):
+      self._mgr.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+          meta=ocp.args.JsonSave(meta)), force=True)
     self._unsealed.append(step)
 
   def _seal(self) -> None:
     """Waits for saves in flight, then writes the checksums of each finished one (process 0)."""
-    self._mgr.wait_until_finished()
-    if jax.process_index() == 0:
-      for step in self._unsealed:
-        step_dir = self.directory / str(step)
-        if step_dir.is_dir():  # rotation may have removed it already
-          write_checksums(step_dir)
-    self._unsealed = []
+    unsealed, self._unsealed = self._unsealed, []
+    with self._disk_full_is_a_user_error(unsealed):
+      self._mgr.wait_until_finished()
+      if jax.process_index() == 0:
+        for step in unsealed:
+          step_dir = self.directory / str(step)
+          if step_dir.is_dir():  # rotation may have removed it already
+            write_checksums(step_dir)
+
+  @contextlib.contextmanager
+  def _disk_full_is_a_user_error(self, steps: list[int]):
+    try:
+      yield
+    except Exception as e:
+      if not no_space(e):
+        raise
+      complete = [s for s in saved_steps(self.directory) if s not in steps]
+      kept = f"step {complete[-1]}" if complete else "none (the run starts from scratch)"
+      raise UserError(disk_full_line(self.directory, f"checkpoint step {', '.join(map(str, steps))} "
+                                     f"was not saved; the newest complete checkpoint, where the run "
+                                     f"continues, is {kept}")) from None
 
   def wait(self) -> None:
     self._seal()
@@ -198,8 +297,11 @@ class Checkpointer:
     return f"; it is kept as {dst}"
 
   def close(self) -> None:
-    self._seal()
-    self._mgr.close()
+    try:
+      self._seal()
+      self._mgr.close()
+    finally:
+      logging.getLogger("absl").removeFilter(self._log_filter)
 
 
 def saved_steps(directory: pathlib.Path) -> list[int]:
