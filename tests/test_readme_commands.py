@@ -252,10 +252,11 @@ def test_own_data_and_long_run_commands_start(tmp_path):
   for i in range(3):
     (cwd / "data" / f"part{i}.jsonl").write_text("".join(
         json.dumps({"text": f.read_text(errors="replace")}) + "\n" for f in files[i::3]))
-  prep = [c for c in COMMANDS if c.startswith("python -m dlmscale.data")][0]
+  slow = [c for c, (how, _) in COMMANDS.items() if how == "slow"]
+  prep = [c for c in slow if c.startswith("python -m dlmscale.data")][0]
   _ok(_run(prep, cwd))
   manifest = json.loads((cwd / "prepared/mycorpus/manifest.json").read_text())
   assert json.dumps(manifest).count("8192") >= 1
-  for cmd in [c for c in COMMANDS if c.startswith("python -m dlmscale.main --config=configs/base.py")]:
+  for cmd in [c for c in slow if c.startswith("python -m dlmscale.main --config=configs/base.py")]:
     out = _ok(_run(cmd, cwd, COMMANDS[cmd][1]))
     assert "stopped by signal" in out
