@@ -83,10 +83,13 @@ def test_worker_runs_are_bitwise_the_runs_trained_alone(tmp_path, tiny_corpus, d
   env.pop("DLMSCALE_POINT_FN", None)
   launch = [sys.executable, "-m", "launch.local", f"--config={grid_file}", "--parallel=1", "--noreport",
             "--poll_s=0.05"]
-  # Every point's worker is killed at step 5 (SIGKILL); the re-run resumes all three in one worker.
+  # Every point's worker is killed before step 7 (SIGKILL); the re-run resumes all three in one worker.
+  # Checkpoints come every 3 steps and orbax starts a save only once the one before it is complete,
+  # so when step 6's save has begun, step 3's is a finished checkpoint: the resume is certain, not a
+  # race with the async save (kills inside a save are tests/test_faults.py's).
   workdir = tmp_path / "grid"
   killed = subprocess.run([*launch, f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
-                          env={**env, "DLMSCALE_FAULT": "kill:5"}, timeout=600)
+                          env={**env, "DLMSCALE_FAULT": "kill:7"}, timeout=600)
   assert killed.returncode == 1 and "killed by SIGKILL" in killed.stdout, killed.stdout + killed.stderr
   done = subprocess.run([*launch, f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
                         env=env, timeout=600)
