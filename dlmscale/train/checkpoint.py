@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import pathlib
-import threading
 import time
 import traceback
 from typing import Any, NamedTuple
@@ -155,24 +154,6 @@ class _OrbaxLogToFile(logging.Filter):
     return False
 
 
-def _orbax_thread_errors_to(path: pathlib.Path) -> None:
-  """An exception that ends one of orbax's save threads goes to the run's checkpoint error log, as
-  its log records do (the trainer reports what failed in one line); any other thread's still reaches
-  stderr through Python's own hook."""
-  def hook(args: threading.ExceptHookArgs) -> None:
-    if not any("orbax" in frame.filename for frame in traceback.extract_tb(args.exc_traceback)):
-      threading.__excepthook__(args)
-      return
-    try:
-      with open(path, "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} orbax thread "
-                f"{getattr(args.thread, 'name', '?')}:\n"
-                + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
-    except OSError:  # a full disk or a read-only run directory
-      pass
-  threading.excepthook = hook
-
-
 class Checkpointer:
   def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False,
                protect: tuple[int, ...] = ()):
@@ -180,7 +161,6 @@ class Checkpointer:
     _settle_orbax_loops()
     self._log_filter = _OrbaxLogToFile(directory.parent / ERROR_LOG)
     logging.getLogger("absl").addFilter(self._log_filter)
-    _orbax_thread_errors_to(directory.parent / ERROR_LOG)
     if protect:
       policy = ocp.checkpoint_managers.AnyPreservationPolicy([
           ocp.checkpoint_managers.LatestN(max(int(keep), 1)),
