@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.tiny_model import apply_and_params, max_rel
 
 from conftest import tiny_config
 from configs import base
@@ -28,33 +29,20 @@ def _config(objective: str, **ar):
   return c
 
 
-def _model_and_params(objective: str):
-  cfg = model_lib.ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=L,
-                              causal=objective == "ar")
-  model = model_lib.Transformer(cfg)
-  params = model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32))["params"]
-  return (lambda p, tokens, **kw: model.apply({"params": p}, tokens, **kw)), params
-
-
-def _max_rel(a, b) -> float:
-  return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 @pytest.mark.parametrize("objective", ["ar", "mdm"])
 @pytest.mark.parametrize("n_micro", [2, 4])
 def test_split_step_equals_the_unsplit_step(objective, n_micro):
   config = _config(objective)
   mask_id = VOCAB - 1
   loss_fn, draw_fn = objectives.make_loss_fn(config, mask_id), objectives.make_draw_fn(config, mask_id)
-  apply_fn, params = _model_and_params(objective)
+  apply_fn, params = apply_and_params(objective, VOCAB, L)
   batch = {"tokens": jax.random.randint(jax.random.key(1), (B, L), 0, VOCAB - 1)}
   rng = jax.random.key(7)
   (loss, aux), grads = jax.jit(lambda p: jax.value_and_grad(loss_fn, has_aux=True)(p, apply_fn, batch, rng))(params)
   (loss_n, aux_n), grads_n = jax.jit(
       lambda p: accumulate.loss_and_grad(loss_fn, draw_fn, n_micro, p, apply_fn, batch, rng))(params)
   assert abs(float(loss_n) - float(loss)) <= 1e-6 * abs(float(loss))
-  assert _max_rel(grads_n, grads) <= 1e-6
+  assert max_rel(grads_n, grads) <= 1e-6
   assert set(aux_n) == set(aux)
   if objective == "mdm":  # the same draws: mask_rate is a mean of equal-sized micro-batch means
     np.testing.assert_allclose(aux_n["mask_rate"], aux["mask_rate"], rtol=1e-6)
@@ -73,7 +61,7 @@ def test_split_step_keeps_the_token_orders():
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, apply_fn, batch, rng)
   (loss_n, _), grads_n = accumulate.loss_and_grad(loss_fn, draw_fn, 4, params, apply_fn, batch, rng)
   assert abs(float(loss_n) - float(loss)) <= 1e-6 * abs(float(loss))
-  assert _max_rel(grads_n, grads) <= 1e-6
+  assert max_rel(grads_n, grads) <= 1e-6
 
 
 def test_micro_batches_take_strided_rows():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers.tiny_model import apply_and_params, max_rel
 
 from configs import base
 from dlmscale import objectives
-from dlmscale.model import transformer as model_lib
 from dlmscale.objectives import nll
 
 VOCAB, B, L = 48, 4, 15  # an odd length: the chunks do not divide it
@@ -23,19 +23,6 @@ def _config(objective: str, chunk: int, **extra):
   return c
 
 
-def _apply_and_params(objective: str, tie: bool = True, **kw):
-  cfg = model_lib.ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=L,
-                              causal=objective == "ar", tie_embeddings=tie, **kw)
-  model = model_lib.Transformer(cfg)
-  params = model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32))["params"]
-  return (lambda p, tokens, **kw: model.apply({"params": p}, tokens, **kw)), params
-
-
-def _rel(a, b) -> float:
-  return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def _tokens():
   return jax.random.randint(jax.random.key(1), (B, L), 0, VOCAB - 1)
 
@@ -43,7 +30,7 @@ def _tokens():
 @pytest.mark.parametrize("objective", ["ar", "mdm"])
 @pytest.mark.parametrize("chunk, tie", [(4, True), (16, True), (5, False)])
 def test_chunked_loss_and_gradients_match_full_logits(objective, chunk, tie):
-  apply_fn, params = _apply_and_params(objective, tie)
+  apply_fn, params = apply_and_params(objective, VOCAB, L, tie)
   batch, rng = {"tokens": _tokens()}, jax.random.key(5)
 
   def run(c):
@@ -53,14 +40,14 @@ def test_chunked_loss_and_gradients_match_full_logits(objective, chunk, tie):
   (loss, aux), grads = run(0)
   (loss_c, aux_c), grads_c = run(chunk)
   assert abs(float(loss_c) - float(loss)) <= 1e-5 * abs(float(loss))
-  assert _rel(grads_c, grads) <= 1e-5
+  assert max_rel(grads_c, grads) <= 1e-5
   for k in aux:
     assert abs(float(aux_c[k]) - float(aux[k])) <= 1e-5 * max(abs(float(aux[k])), 1.0), k
 
 
 @pytest.mark.parametrize("objective", ["ar", "mdm"])
 def test_chunked_eval_matches_full_logits(objective):
-  apply_fn, params = _apply_and_params(objective)
+  apply_fn, params = apply_and_params(objective, VOCAB, L)
   ids_B = jnp.arange(B)
   full = objectives.make_eval_fn(_config(objective, 0), VOCAB - 1)(params, apply_fn, _tokens(), ids_B)
   lean = objectives.make_eval_fn(_config(objective, 4), VOCAB - 1)(params, apply_fn, _tokens(), ids_B)
@@ -68,16 +55,16 @@ def test_chunked_eval_matches_full_logits(objective):
 
 
 def test_chunked_token_orders_match_full_logits():
-  apply_fn, params = _apply_and_params("ar", target_position_embedding=True)
+  apply_fn, params = apply_and_params("ar", VOCAB, L, target_position_embedding=True)
   batch, rng = {"tokens": _tokens()}, jax.random.key(2)
   out = [jax.value_and_grad(objectives.make_loss_fn(_config("ar", c, num_orders=3), VOCAB - 1), has_aux=True)(
       params, apply_fn, batch, rng) for c in (0, 4)]
   assert abs(float(out[1][0][0]) - float(out[0][0][0])) <= 1e-5 * float(out[0][0][0])
-  assert _rel(out[1][1], out[0][1]) <= 1e-5
+  assert max_rel(out[1][1], out[0][1]) <= 1e-5
 
 
 def test_bf16_chunks_compute_logits_in_bf16_and_stay_close():
-  apply_fn, params = _apply_and_params("ar", dtype="bfloat16")
+  apply_fn, params = apply_and_params("ar", VOCAB, L, dtype="bfloat16")
   hidden, head = apply_fn(params, _tokens(), hidden=True)
   assert hidden.dtype == head.dtype == jnp.bfloat16
   full = objectives.make_loss_fn(_config("ar", 0), VOCAB - 1)(params, apply_fn, {"tokens": _tokens()}, None)[0]
@@ -129,4 +116,4 @@ def test_the_compiled_train_step_with_chunks_and_micro_batches_matches_the_defau
   m1, p1 = one_step(**{"model.loss_chunk": 8, "micro_batch_size": 4})
   assert abs(m1["loss"] - m0["loss"]) <= 1e-5 * abs(m0["loss"])
   assert abs(m1["grad_norm"] - m0["grad_norm"]) <= 1e-5 * m0["grad_norm"]
-  assert _rel(p1, p0) <= 1e-5
+  assert max_rel(p1, p0) <= 1e-5
