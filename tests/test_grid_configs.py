@@ -360,20 +360,32 @@ def test_lr_sweep_is_the_same_sweep_for_both_families_on_the_tune_set():
   assert seen["ar"] == seen["mdm"] and len({s for s, _ in seen["ar"]}) == 2
 
 
-def test_quickstart_is_a_slice_of_the_cpu_study_with_both_families_at_one_budget():
+def test_quickstart_is_the_study_at_one_budget_on_trunks_and_branches():
+  """Both families at U = 12.8k with the study's data, shapes and learning rates: one WSD trunk each,
+  evaluated TRUNK_EVALS times, and a branch per epoch count evaluated at its end; trunks come
+  first (the diffusion trunk, the longest, before all) so two slots keep the critical path busy."""
   points = quickstart.sweep()
-  _check_points(points, cpu_study.base_config())
-  assert sorted(p["run_name"] for p in points) == sorted(
-      f"{o}-{s}-u12.8k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
-      (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 512)))
-  study = {p["run_name"]: p for p in cpu_study.sweep()}
-  # the same points (so the same data and training), less the task the study scores along its long runs
-  assert all({k: v for k, v in study[p["run_name"]].items() if k != "eval.task_every"} == p
-             for p in points)
-  assert all(("eval.task_every" in p) == (p["epochs"] > 1) for p in study.values())
-  assert {p.get("eval.task_every") for p in study.values()} == {cpu_study.TASK_EVERY, None}
-  assert not any("eval.task_every" in p for p in cpu_study.sweep("task_every=0"))
-  assert cpu_study.estimate_seconds(points) < 600  # training alone, 2 idle cores (docstring)
+  base = cpu_study.base_config()
+  mult = cpu_study.lr_multipliers()
+  trunks = [p for p in points if not p["branch.trunk"]]
+  assert [p["run_name"] for p in trunks] == ["mdm-s0.1M-u12.8k-trunk-seed0", "ar-s0.1M-u12.8k-trunk-seed0"]
+  assert points[:2] == trunks
+  for p in points:
+    c = grid.apply_overrides(base, p)
+    assert (c.unique_tokens, c.batch_size, c.data.seq_len, c.data.vocab_size) == (12_800, 16, 128, 1024)
+    assert c.eval.set == "val" and c.eval.num_sequences == 96
+    assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE["s0.1M"] * mult[c.objective])
+    assert c.optim.warmup_steps == quickstart.WARMUP_STEPS
+    steps = grid.steps_for(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
+    if p["branch.trunk"]:
+      assert c.eval.every_steps == steps and c.optim.schedule == "wsd"  # its end only: the annealed point
+    else:
+      assert steps // c.eval.every_steps == quickstart.TRUNK_EVALS and c.optim.schedule == "constant"
+  for obj in ("ar", "mdm"):
+    got = sorted(p["epochs"] for p in points if p["objective"] == obj and p["branch.trunk"])
+    assert got == quickstart.EPOCHS[obj]
+  starts = [p["branch.start_step"] for p in points if p["branch.trunk"]]
+  assert starts == sorted(starts)
 
 
 def test_quickstart_one_run_spelling_from_the_readme_and_docstring():

@@ -36,6 +36,15 @@ def best_record(runs: pd.DataFrame) -> dict | None:
   return paired.mean_of([paired.load(r.run_dir, r.best_step) for r in runs.itertuples()])
 
 
+def _still_improving(b: pd.Series, family: pd.DataFrame, members: pd.DataFrame) -> bool:
+  """A run read along its curve: best at its last evaluation. A WSD branch end (one evaluation,
+  annealed): no longer branch of the same size was tried, so nothing says it had turned."""
+  if b.get("annealed", False):
+    same = family[family["model_size"] == b["model_size"]]
+    return bool(b["epochs"] >= same["epochs"].max())
+  return bool(len(members) and (members["best_step"] >= members["final_eval_step"]).all())
+
+
 def bests(pts: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
   """Per U: each family's lowest best loss, where (size, epoch, compute), and AR - MDM between
   the two with its SE (> 0: diffusion's best is lower)."""
@@ -51,8 +60,7 @@ def bests(pts: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
           model_size=str(b["model_size"]), N=float(b["N"]), epochs_planned=float(b["epochs"]),
           best_epoch=float(b["best_epoch"]), best_flops=float(b["best_flops"]),
           loss=float(b["best_loss"]), se=float(b["best_se"]), n_points=int(len(gf)),
-          still_improving=bool(len(members) and (members["best_step"]
-                                                 >= members["final_eval_step"]).all()),
+          annealed=bool(b.get("annealed", False)), still_improving=_still_improving(b, gf, members),
           runs=[str(r) for r in members["run_name"]])
     fams = entry["families"]
     if set(FAMILIES) <= set(fams):

@@ -33,9 +33,10 @@ REFERENCE = dict(coef_at_1e6=2.12e15, exponent=2.174, flops="6ND (non-embedding 
 FAMILIES = ("ar", "mdm")
 FINAL = "each run's final loss at its total compute"
 ALONG = ("every evaluation along each run at the compute spent by then (stopping there is a way to "
-         "spend that compute); these are read mid-schedule, under the run's own cosine schedule and "
-         "not annealed at that length, which favours neither family by construction but makes each "
-         "frontier an upper bound on the loss a run of that length would reach")
+         "spend that compute); these are read mid-schedule (a cosine run's, or a WSD trunk's at its "
+         "constant rate) and not annealed at that length, except WSD branch ends, which are; that "
+         "favours neither family by construction but makes each frontier an upper bound on the "
+         "loss a run of that length would reach")
 LEVEL = 0.95
 
 

@@ -80,7 +80,11 @@ MAX_BUDGET_LINES = 4  # the answer is at most five lines: these and one across b
 
 
 def _best_text(f: str, x: dict) -> str:
-  still = ", still improving at its last evaluation" if x["still_improving"] else ""
+  if x.get("annealed"):
+    still = (", an annealed branch end, the longest tried: still improving there" if x["still_improving"]
+             else ", an annealed branch end; longer branches ended higher")
+  else:
+    still = ", still improving at its last evaluation" if x["still_improving"] else ""
   return (f"{FAM[f]} {pm(x['loss'], x['se'])} ({x['model_size']}, epoch {num(x['best_epoch'])} of "
           f"{x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs{still})")
 
