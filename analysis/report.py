@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps
+from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps, tuning
 from analysis.render import html, markdown
 from analysis.render.jsonable import to_jsonable
 from analysis.runs import collect, tables
@@ -66,6 +66,7 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       double_descent=sweeps.double_descent(every, claim, collected.curves, records),
       orders=sweeps.orders(claim, collected.curves),
       lr_sweep=answer.lr_sweep(collected.runs),
+      weight_decay=tuning.weight_decay_check(collected.runs),
   )
   best = answer.bests(pts, claim)
   findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]),

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.findings import paired
+from analysis.findings import points as points_lib
 from analysis.findings.points import POINT_KEYS
 from analysis.runs import collect
 from dlmscale import run_dir as rundir
@@ -108,19 +109,28 @@ def stars(fits: dict) -> dict:
   return out
 
 
+def tuning_points(runs: pd.DataFrame) -> pd.DataFrame:
+  """Finished runs scored on the tuning set, a WSD trunk left out and each branch read at its end
+  (points.annealed), with a weight_decay column (NaN for runs from before it was recorded)."""
+  tune = runs[(runs["eval_set"].astype(str) == collect.TUNING_SET) & runs["finished"]
+              & np.isfinite(pd.to_numeric(runs["lr"], errors="coerce"))]
+  tune = points_lib.annealed(tune)
+  wd = tune["weight_decay"] if "weight_decay" in tune.columns else np.nan
+  return tune.assign(weight_decay=pd.to_numeric(wd, errors="coerce"))
+
+
 def lr_sweep(runs: pd.DataFrame) -> list[dict]:
   """Per (family, size, U, E): loss on the TUNING set against the peak learning rate, and the rate that
-  minimises it. Only runs with config eval.set == collect.TUNING_SET enter; the validation set
+  minimises it (per weight decay, where runs differ in it). Only runs with config eval.set == collect.TUNING_SET enter; the validation set
   the claims use never decides the recipe. The chosen rate is compared with the runner-up
   (paired over the tuning sequences where both saved them) and flagged when it is the largest or
   smallest rate tried."""
   runs = runs.assign(lr=pd.to_numeric(runs["lr"], errors="coerce"))
-  tune = runs[(runs["eval_set"].astype(str) == collect.TUNING_SET) & runs["finished"]
-              & np.isfinite(runs["lr"])]
+  tune = tuning_points(runs)
   claims = runs[(runs["eval_set"].astype(str) != collect.TUNING_SET) & runs["finished"]]
   out = []
-  for (obj, size, u, e), g in tune.groupby(["objective", "model_size", "unique_tokens", "epochs"],
-                                           sort=True):
+  for (obj, size, u, e, wd), g in tune.groupby(["objective", "model_size", "unique_tokens", "epochs",
+                                                "weight_decay"], sort=True, dropna=False):
     pts = []
     for lr, gl in g.groupby("lr"):
       loss = gl["best_eval_loss"].to_numpy(dtype=np.float64)
@@ -132,7 +142,7 @@ def lr_sweep(runs: pd.DataFrame) -> list[dict]:
     pts.sort(key=lambda p: p["lr"])
     i = int(np.argmin([p["loss"] for p in pts]))
     entry = dict(objective=obj, model_size=str(size), unique_tokens=float(u), epochs=float(e),
-                 chosen_lr=pts[i]["lr"],
+                 weight_decay=None if pd.isna(wd) else float(wd), chosen_lr=pts[i]["lr"],
                  chosen_loss=pts[i]["loss"], chosen_se=pts[i]["se"],
                  at_edge=bool(len(pts) > 1 and i in (0, len(pts) - 1)),
                  points=[{k: v for k, v in p.items() if k != "rec"} for p in pts],

@@ -164,7 +164,9 @@ def lr_section(sweep: list[dict]) -> list[str]:
         f"{r['lr']:.3g} is {pm(r['loss_above'], r['se'])} higher"
         + ("" if r["verdict"] == "positive" else " (within errors: the two are not told apart)"))
     used = ", ".join(f"{v:.3g}" for v in s["used_by_claims"]) or "—"
-    where = f"{s['model_size']} (U = {tok(s['unique_tokens'])}, E = {s['epochs']:g})"
+    wd = s.get("weight_decay")
+    where = (f"{s['model_size']} (U = {tok(s['unique_tokens'])}, E = {s['epochs']:g}"
+             + (f", weight decay {wd:g}" if wd is not None else "") + ")")
     lines.append(f"| {fam(s['objective'])} | {where} | {cells} | {chosen} | {vs} | {used} |")
   return lines + ["", "![lr sweep](figures/lr_sweep.png)", ""]
 
