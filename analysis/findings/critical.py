@@ -148,16 +148,19 @@ def law_e_crit(u: float, n_total: float) -> float:
 
 
 def with_total_axis(pts: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
-  """pts with N_total and C_6ND_total = 6 N_total D: the points' own N_total, else each point's first
-  run's params_total from `runs`; without either, the non-embedding axis stands in (labelled so)."""
+  """pts with N_total and C_6ND_total = C_6ND x N_total / N: the points' own N_total, else each point's
+  first run's params_total from `runs`; without either, the non-embedding axis stands in."""
   out = pts.copy()
   if "N_total" not in out.columns or out["N_total"].isna().all():
     by_run = ({} if runs is None or "params_total" not in runs.columns
               else dict(zip(runs["run_name"], pd.to_numeric(runs["params_total"], errors="coerce"))))
-    first = out["runs"].astype(str).str.split(",").str[0] if "runs" in out.columns else pd.Series(dtype=str)
-    out["N_total"] = [by_run.get(r, np.nan) for r in first] if len(first) else np.nan
-  out["N_total"] = pd.to_numeric(out["N_total"], errors="coerce").fillna(out["N"])
-  out["C_6ND_total"] = 6.0 * out["N_total"] * out["D"]
+    first = out["runs"].astype(str).str.split(",").str[0] if "runs" in out.columns else None
+    out["N_total"] = [by_run.get(r, np.nan) for r in first] if first is not None else np.nan
+  n = pd.to_numeric(out["N"], errors="coerce") if "N" in out.columns else pd.Series(np.nan, index=out.index)
+  n_total = pd.to_numeric(out["N_total"], errors="coerce")
+  ratio = (n_total / n).where(np.isfinite(n_total / n), 1.0) if len(out) else n_total
+  out["N_total"] = n_total.fillna(n)
+  out["C_6ND_total"] = out["C_6ND"] * ratio
   return out
 
 

@@ -246,4 +246,5 @@ def ratio_sentence(ratio: dict | None) -> str | None:
     tail = "diffusion extracts value from repeated data for less long than AR"
   else:
     tail = "inconclusive: the interval contains 1"
-  return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
+  return (f"{head}: {tail} (published, Prabhudesai et al. arXiv:2507.15857 as transcribed in "
+          "analysis/reference/README.md, version not recorded: 512.85 / 31.93 = 16.1).")
