@@ -59,7 +59,7 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       evaluation=coverage.evaluation_summary(claim, records),
       epochs=epochs.epoch_findings(pts, records),
       within_run_overfitting=epochs.within_run_overfitting(claim),
-      crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed),
+      crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed, runs=claim),
       fits=law_fits.family_fits(pts, curves=points.single_epoch_curves(
           claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),
