@@ -35,8 +35,8 @@ def law_context(b: dict) -> str:
   """What the published law itself implies at this U, stated beside every comparison with it: its
   epochs at the crossing, E_crit = C_crit / (6 N U), per size run, and the range it was fitted on."""
   e = b.get("law_e_crit") or {}
-  per_size = ", ".join(f"{v:.3g} at {k}" for k, v in e.items())
-  return (f"the law's own E_crit = C_crit / (6 N U) is {per_size or 'not computed'} epochs; "
+  per_size = ", ".join(f"{v:.3g} epochs at {k}" for k, v in e.items())
+  return (f"the law's own E_crit = C_crit / (6 N U) is {per_size or 'not computed'}; "
           f"it was fitted on {b.get('law_fitted_range', 'U = 25M-100M')}")
 
 
