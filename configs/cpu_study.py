@@ -24,8 +24,8 @@ Re-run (resumable: re-running a stopped command continues; finished runs are ski
   python -m analysis.report --runs=runs/cpu_study --also=docs/cpu_study/lr_sweep --out=docs/cpu_study
 
 (`--also` puts the committed learning-rate sweep's tables beside the study's runs.) Points come
-critical path first: trunks by their cost, the largest first, then branches by the step they start
-from, so the second slot works through the rest while the largest trunk runs.
+critical path first: the largest trunk, then whole families from the cheapest (critical_path_first),
+so the second slot completes family after family while the largest trunk runs.
 
 Budget, 2 idle cores (estimate_seconds; rates as CPU-seconds per million tokens,
 ESTIMATE_S_PER_MTOK): per size, diffusion trains 3.9M tokens at 12.8k and 15.6M at 51.2k (a trunk
@@ -151,10 +151,17 @@ def _checks(o: dict[str, Any], lr_mult: dict[str, float]) -> list[dict[str, Any]
 
 
 def critical_path_first(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Trunks by their cost, the largest first, then branches by the step they start from."""
-  trunks = sorted((p for p in points if not p["branch.trunk"]), key=lambda p: -_core_seconds(p))
-  branches = sorted((p for p in points if p["branch.trunk"]), key=lambda p: p["branch.start_step"])
-  return trunks + branches
+  """The largest trunk and its branches first (the critical path: a slot takes each branch as soon
+  as the trunk has saved its start), then whole families, the cheapest first, each trunk followed by
+  its branches: the other slot completes family after family,
+  so a study stopped part-way has whole families (annealed points) to report, not only trunks."""
+  families: dict[str, list[dict[str, Any]]] = {}
+  for p in points:
+    families.setdefault(p["branch.trunk"] or p["run_name"], []).append(p)
+  cost = {name: sum(_core_seconds(p) for p in fam) for name, fam in families.items()}
+  largest = max(families, key=lambda name: _core_seconds(families[name][0]))
+  rest = sorted((n for n in families if n != largest), key=cost.get)
+  return families[largest] + [p for n in rest for p in families[n]]
 
 
 def points(o: dict[str, Any]) -> list[dict[str, Any]]:

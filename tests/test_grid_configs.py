@@ -309,8 +309,10 @@ def test_cpu_study_is_annealed_branches_at_two_budgets_four_sizes_with_checks_on
     assert {(round(c.optim.lr / (grid.LR_BY_SIZE["s0.1M"] * mult[obj]), 6), c.optim.weight_decay) for c in mine} \
         == {(0.5, 0.1), (1.0, 0.1), (2.0, 0.1), (1.0, 0.3)}
     assert {(c.model_size, c.unique_tokens) for c in mine} == {("s0.1M", 12_800)}
-  trunks = [p for p in points if not p["branch.trunk"]]
-  assert points[:len(trunks)] == trunks and trunks[0]["run_name"] == "mdm-s1M-u51.2k-trunk-seed0"
+  assert points[0]["run_name"] == "mdm-s1M-u51.2k-trunk-seed0"  # the critical path first
+  for i, p in enumerate(points):  # each trunk comes before its branches
+    if p["branch.trunk"]:
+      assert p["branch.trunk"] in {q["run_name"] for q in points[:i]}
   assert cpu_study.estimate_seconds(points) < 2.5 * 3600  # the bound on 2 idle cores
   c = cpu_study.get_config()
   assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
