@@ -32,8 +32,8 @@ def _builtin_task(run: restore.Loaded, method: str, batch_size: int, elbo: ElboS
   out = {}
   t0 = time.perf_counter()
   try:
-    items = builtin_task.make_task(run.prepared.val_chunks, run.prepared.eod_id,
-                                   run.model_cfg.max_len, n_items=mc_items)
+    items = builtin_task.make_task(run.data.prepared.val_chunks, run.data.prepared.eod_id,
+                                   run.setup.model_cfg.max_len, n_items=mc_items)
   except UserError as e:  # too little validation text: still report the rest
     print(f"warning: no built-in task: {e}", flush=True)
     out.update(mc_accuracy=None, mc_accuracy_se=None, mc_skipped=str(e))
@@ -86,8 +86,9 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
   out.update(_builtin_task(run, method, batch_size, elbo, mc_items))
   if text_items is not None:
     t0 = time.perf_counter()
-    items = task_file.tokenize(text_items, pipeline.load_tokenizer(run.prepared), run.prepared.eod_id,
-                               run.model_cfg.max_len, str(task))
+    prepared = run.data.prepared
+    items = task_file.tokenize(text_items, pipeline.load_tokenizer(prepared), prepared.eod_id,
+                               run.setup.model_cfg.max_len, str(task))
     r = scoring.score_task(run, items, method, batch_size, elbo)
     out.update(task_file=str(task), task_accuracy=r.accuracy, task_accuracy_se=r.accuracy_se,
                task_accuracy_norm=r.accuracy_norm, task_accuracy_norm_se=r.accuracy_norm_se,

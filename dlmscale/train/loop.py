@@ -59,10 +59,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     built = restore.build(config, mesh, clock)
     config = built.config  # model.remat=auto resolved (open_run.resolve_remat)
     with clock.phase("data"):
-      val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
-                                                   jax.process_count())
-      items = task_curve.build_items(config, built.prepared, built.model_cfg.max_len)
-    lock = _claim(config, workdir, built.prepared, allow_new_data)
+      prepared = built.data.prepared
+      val_set, iterator = pipeline.training_inputs(config, prepared, jax.process_index(), jax.process_count())
+      items = task_curve.build_items(config, prepared, built.setup.model_cfg.max_len)
+    lock = _claim(config, workdir, prepared, allow_new_data)
     set_crash_dir(workdir)  # an internal error from here on leaves its traceback in the run directory
     try:
       with clock.phase("checkpoint"):
@@ -153,6 +153,7 @@ class _Loop:
     config, meta = run.config, run.restored.meta
     self.run, self.config, self.workdir, self.primary, self.clock = run, config, run.workdir, primary, clock
     self.setup, self.total, self.start = run.built.setup, run.built.data.total_steps, run.restored.step
+    self.prepared = run.built.data.prepared
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
     self.counts = flops.param_counts(self.setup.model_cfg)
     self.flops_per_step = flops.train_flops_per_step(self.setup.model_cfg, self.seq_len, self.batch)
@@ -166,8 +167,7 @@ class _Loop:
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
     self.cadence = cadences.Cadence(config, self.total)
-    self.task = (task_curve.TaskCurve(config, run.built.prepared, self.setup, run.items)
-                 if run.items else None)
+    self.task = task_curve.TaskCurve(run.built, run.items) if run.items else None
     self.reevaluate_start = (bool(self.log) and not meta.get(restore.FROM_TRUNK)
                              and _metrics_lost(self.log, self.start) and jax.process_count() == 1)
 
@@ -242,8 +242,8 @@ class _Loop:
 
   def save(self, step: int, state) -> None:
     meta = {"wall_s": self.wall_s(), "window": self.window.sums(),
-            "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "step": step,
-            "data_sha256": self.run.built.prepared.sha256s()}
+            "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step,
+            "data_sha256": self.prepared.sha256s()}
     self.run.ckpt.save(step, state, self.run.iterator.get_state(), meta)
 
   def train(self, state) -> dict | None:
@@ -306,7 +306,7 @@ class _Loop:
         "params_embedding": self.counts["embedding"], "unique_tokens": c.unique_tokens,
         "unique_tokens_used": self.budget_chunks * self.seq_len, "epochs": c.epochs,
         "steps": self.total, "batch_size": self.batch, "seq_len": self.seq_len,
-        "vocab_size": self.run.built.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
+        "vocab_size": self.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
         "flops_per_token": flops.flops_per_token(self.setup.model_cfg, self.seq_len),
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
@@ -314,7 +314,7 @@ class _Loop:
         "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
         "val_unigram_entropy": self.run.val_set.unigram_entropy,
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
-        "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "data_dir": str(self.run.built.prepared.root),
+        "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
         "phases": self.clock.summary(),  # of this attempt, in seconds (train/timer.py)
