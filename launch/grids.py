@@ -18,9 +18,8 @@ from typing import Any
 import ml_collections
 
 from configs.grid import apply_overrides, coerce_like
-from dlmscale.model import flops
-from dlmscale.model import sizes
 from dlmscale import config_file
+from dlmscale.model import flops, sizes
 from dlmscale.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

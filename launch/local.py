@@ -32,12 +32,8 @@ from typing import Any, TextIO
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
-from launch import attempts, branches, cpus
-from launch import grid_report
-from launch import grids as grid_lib
-from launch import manifest as mf
-from launch import worker as worker_lib
+from launch import attempts, branches, cpus, grid_report
+from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
 USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
@@ -343,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc < 128 and args.report:
       rc = max(rc, 1 if grid_report.run(workdir, args.report_module) else 0)
     return rc
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ import time
 
 from absl import flags
 
-from dlmscale.eval import builtin_task
-from dlmscale.commands import guard as cli_guard
 from dlmscale import run_dir
-from dlmscale.eval import scoring
-from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings
-from dlmscale.train import open_run as restore
-from dlmscale.eval import task_file
+from dlmscale.commands import guard as cli_guard
 from dlmscale.data import pipeline
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
+from dlmscale.eval import builtin_task, scoring, task_file
+from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings
+from dlmscale.train import open_run
 
 
-def _builtin_task(run: restore.Loaded, method: str, batch_size: int, elbo: ElboSettings,
+def _builtin_task(run: open_run.Loaded, method: str, batch_size: int, elbo: ElboSettings,
                   mc_items: int) -> dict:
   """The built-in task's numbers (from the validation split), or why there are none."""
   out = {}
@@ -56,7 +53,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     raise UserError(f"--mc_samples={mc_samples} must be >= 1")
   if mc_items < 1:
     raise UserError(f"--mc_items={mc_items} must be >= 1")
-  run_config, _ = restore.read_config(workdir)
+  run_config, _ = open_run.read_config(workdir)
   method = scoring.scoring_method(run_config.objective, mc_method)
   mc_estimator = mc_estimator or run_config.eval.mdm_estimator
   if mc_estimator not in ESTIMATORS:
@@ -68,7 +65,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     if mc_samples is not None:
       c.eval.mc_samples = int(mc_samples)
 
-  run = restore.load(workdir, edit)
+  run = open_run.load(workdir, edit)
   c = run.config
   elbo = ElboSettings.of(c, estimator=mc_estimator)
   batch_size = int(batch_size or c.eval.batch_size)
@@ -126,7 +123,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import jax
 from absl import flags
 
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
 from dlmscale.model import export
 from dlmscale.train import open_run
@@ -48,7 +47,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

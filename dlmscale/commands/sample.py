@@ -14,12 +14,11 @@ import jax
 from absl import flags
 
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from dlmscale.eval.sampling import METHODS, sample_ar, sample_mdm, until_eod
 from dlmscale.objectives.masking import make_schedule
-from dlmscale.train import open_run as restore
+from dlmscale.train import open_run
 
 
 def _define_flags() -> flags.FlagValues:
@@ -40,7 +39,7 @@ def _main() -> None:
   fv = cli_guard.parse_run_flags(_define_flags, sys.argv)
   if fv.method not in METHODS:
     raise UserError(f"--method={fv.method!r}: choose one of {', '.join(METHODS)}")
-  run = restore.load(fv.workdir)
+  run = open_run.load(fv.workdir)
   prepared, setup = run.data.prepared, run.setup
   sp, eod = pipeline.load_tokenizer(prepared), prepared.eod_id
   prompt = [eod, *sp.encode(fv.prompt)]
@@ -57,7 +56,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

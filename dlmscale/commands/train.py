@@ -35,7 +35,6 @@ if __name__ == "__main__":  # the first instructions: a stop from here on is hon
 
 # pylint: disable=wrong-import-position
 import json  # noqa: E402
-import pathlib  # noqa: E402
 import re  # noqa: E402
 
 import ml_collections  # noqa: E402

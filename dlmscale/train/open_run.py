@@ -26,8 +26,7 @@ from dlmscale import run_dir
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from dlmscale.runtime import sharding
-from dlmscale.train import checkpoint
-from dlmscale.train import steps as program
+from dlmscale.train import checkpoint, steps as program
 from dlmscale.train.timer import PhaseClock
 
 

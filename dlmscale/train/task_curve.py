@@ -23,13 +23,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from dlmscale.eval import builtin_task
-from dlmscale.eval import scoring
-from dlmscale.objectives.mdm import ElboSettings
-from dlmscale.eval import choices as mc_scoring
-from dlmscale.train import open_run
-from dlmscale.runtime import sharding
 from dlmscale.data import pipeline
+from dlmscale.eval import builtin_task, choices as mc_scoring, scoring
+from dlmscale.objectives.mdm import ElboSettings
+from dlmscale.runtime import sharding
+from dlmscale.train import open_run
 
 
 def due(step: int, every_steps: int, task_every: int, total: int) -> bool:
