@@ -94,11 +94,6 @@ class Grid:
     return f"{path}:{self.arg}" if self.arg else str(path)
 
   @property
-  def spec_abs(self) -> str:
-    """The --config value with the file's absolute path, for loading it from any directory."""
-    return f"{self.path}:{self.arg}" if self.arg else str(self.path)
-
-  @property
   def hash(self) -> str:
     return hashlib.sha256(json.dumps(self.hashes, sort_keys=True).encode()).hexdigest()[:16]
 

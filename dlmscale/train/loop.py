@@ -99,13 +99,9 @@ class TrainRun:
   ckpt: checkpoint.Checkpointer
   restored: checkpoint.Restored
 
-  @property
-  def config(self) -> ml_collections.ConfigDict:
-    return self.built.config
-
 
 def _run(run: TrainRun, clock: timer.PhaseClock) -> dict | None:
-  config, workdir, setup = run.config, run.workdir, run.built.setup
+  config, workdir, setup = run.built.config, run.workdir, run.built.setup
   total, start = run.built.data.total_steps, run.restored.step
   if start >= total and run_dir.is_finished(workdir):
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
@@ -140,7 +136,7 @@ class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
   def __init__(self, run: TrainRun, primary: bool, clock: timer.PhaseClock):
-    config, meta = run.config, run.restored.meta
+    config, meta = run.built.config, run.restored.meta
     self.run, self.config, self.workdir, self.primary, self.clock = run, config, run.workdir, primary, clock
     self.setup, self.total, self.start = run.built.setup, run.built.data.total_steps, run.restored.step
     self.prepared = run.built.data.prepared
