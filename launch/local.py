@@ -11,10 +11,9 @@ the whole grid is settled. A WSD branch starts once its trunk has saved the chec
 from (launch/branches.py). Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
 
-Threads: N parallel runs split the usable cores; each run is pinned to its own cores (Linux) and gets
-OMP/MKL/OpenBLAS/TF thread counts and XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=K" with K = cores // N. A single run keeps every core and the caller's
-environment. Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
+Threads: N parallel runs split the usable cores, each pinned to its own K = cores // N (Linux) with
+thread counts to match (launch/cpus.py); a single run keeps every core and the caller's environment.
+Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -38,10 +37,10 @@ from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 REPO_ROOT = grid_lib.REPO_ROOT
 USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
-MAX_UNEXPECTED_STOPS = 3
+MAX_UNEXPECTED_STOPS = 3  # exits with 0 but no run summary, before the point counts as failed
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
-STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no run summary, before the point counts as failed
+STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
 
 
 @dataclasses.dataclass
