@@ -35,7 +35,6 @@ from launch import attempts, branches, cpus, grid_report
 from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
-USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
 MAX_UNEXPECTED_STOPS = 3  # exits with 0 but no run summary, before the point counts as failed
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
@@ -156,7 +155,7 @@ class Launcher:
           self.failed[a.name] = f"exited {MAX_UNEXPECTED_STOPS} times without {run_dir.SUMMARY}; see {log_path}"
     else:
       state, verb = "failed", "FAILED"
-      if rc != USER_ERROR_RC and self.tries[a.name] <= self.args.retries and not self.stop_signal:
+      if rc != cli_guard.EXIT_USER_ERROR and self.tries[a.name] <= self.args.retries and not self.stop_signal:
         state, verb = "preempted", "retry"
         self.todo.append(a.name)
       else:

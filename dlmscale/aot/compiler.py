@@ -38,6 +38,9 @@ from dlmscale.model import flops
 from dlmscale.runtime import hardware, sharding
 from dlmscale.train import config_checks, steps as program
 
+# The TPU compiler's two ways of saying a program does not fit (libtpu 0.0.42):
+#   "Ran out of memory on HBM, the total memory required for HLO temporaries (16.73G) exceeds
+#    available HBM (15.75G)"  and  "Used 20.33G of 15.75G hbm. Exceeded hbm capacity by 4.58G."
 _OOM = (re.compile(r"required for ([\w ]+?) \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)"),
         re.compile(r"()Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm"))
 _UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
