@@ -28,9 +28,8 @@ from typing import Any
 
 import jax
 
-from dlmscale.aot import compiler as aot
+from dlmscale.aot import compiler as aot, topologies
 from dlmscale.train import steps as program
-from dlmscale.aot import topologies
 from dlmscale.commands.guard import cli_main
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError

@@ -11,10 +11,9 @@ the whole grid is settled. A WSD branch starts once its trunk has saved the chec
 from (launch/branches.py). Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
 
-Threads: N parallel runs split the usable cores; each run is pinned to its own cores (Linux) and gets
-OMP/MKL/OpenBLAS/TF thread counts and XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=K" with K = cores // N. A single run keeps every core and the caller's
-environment. Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
+Threads: N parallel runs split the usable cores, each pinned to its own K = cores // N (Linux) with
+thread counts to match (launch/cpus.py); a single run keeps every core and the caller's environment.
+Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -32,20 +31,15 @@ from typing import Any, TextIO
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
-from launch import attempts, branches, cpus
-from launch import grid_report
-from launch import grids as grid_lib
-from launch import manifest as mf
-from launch import worker as worker_lib
+from launch import attempts, branches, cpus, grid_report
+from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
-USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
-MAX_UNEXPECTED_STOPS = 3
+MAX_UNEXPECTED_STOPS = 3  # exits with 0 but no run summary, before the point counts as failed
 # Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
 # grace period): resumable, not failed.
-STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no run summary, before the point counts as failed
+STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
 
 
 @dataclasses.dataclass
@@ -161,7 +155,7 @@ class Launcher:
           self.failed[a.name] = f"exited {MAX_UNEXPECTED_STOPS} times without {run_dir.SUMMARY}; see {log_path}"
     else:
       state, verb = "failed", "FAILED"
-      if rc != USER_ERROR_RC and self.tries[a.name] <= self.args.retries and not self.stop_signal:
+      if rc != cli_guard.EXIT_USER_ERROR and self.tries[a.name] <= self.args.retries and not self.stop_signal:
         state, verb = "preempted", "retry"
         self.todo.append(a.name)
       else:
@@ -343,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc < 128 and args.report:
       rc = max(rc, 1 if grid_report.run(workdir, args.report_module) else 0)
     return rc
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 if __name__ == "__main__":
