@@ -105,8 +105,7 @@ def resume(built: Built, ckpt: checkpoint.Checkpointer,
 
 def trunk_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
   """A branch's trunk run directory: branch.trunk, relative to the directory beside this run's."""
-  path = pathlib.Path(config.branch.trunk).expanduser()
-  return path if path.is_absolute() else pathlib.Path(workdir).parent / path
+  return pathlib.Path(workdir).parent / pathlib.Path(config.branch.trunk).expanduser()  # absolute: itself
 
 
 def _from_trunk(built: Built, trunk: pathlib.Path) -> checkpoint.Restored:
