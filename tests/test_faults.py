@@ -30,9 +30,6 @@ def _assert_same_run(a, b) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, about 1 run in 3: after the one-line error, a traceback from an orbax save "
-    "thread (orbax/checkpoint/_src/futures/future.py) sometimes reaches stderr too; see docs/faults.md"))
 def test_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_bitwise(
     tiny_corpus, data_cache, tmp_path):
   cfg = tiny_config(tiny_corpus, data_cache, "ar")  # 12 steps, a checkpoint every 3, 3 kept
