@@ -37,18 +37,19 @@ class Case(NamedTuple):
   needles: tuple = ()
   watch: tuple = ()  # placeholders of paths that must be unchanged
   unprivileged: bool = False
+  env: tuple = ()  # (name, value) pairs set for the command; values may hold placeholders
 
 
-def _main(id, *argv, needles=(), watch=("{new}",), unprivileged=False, tiny=True) -> Case:
+def _main(id, *argv, needles=(), watch=("{new}",), unprivileged=False, tiny=True, env=()) -> Case:
   base = ("--config=configs/base.py", "{tiny}") if tiny else ()
   has_workdir = any(str(a).startswith("--workdir") for a in argv)
   return Case(f"main-{id}", "dlmscale.main",
               (*base, *(() if has_workdir else ("--workdir={new}",)), *argv), needles, watch,
-              unprivileged)
+              unprivileged, env)
 
 
-def _c(module, id, *argv, needles=(), watch=(), unprivileged=False) -> Case:
-  return Case(f"{module.split('.')[-1]}-{id}", module, argv, needles, watch, unprivileged)
+def _c(module, id, *argv, needles=(), watch=(), unprivileged=False, env=()) -> Case:
+  return Case(f"{module.split('.')[-1]}-{id}", module, argv, needles, watch, unprivileged, env)
 
 
 CASES = [
@@ -142,6 +143,12 @@ CASES = [
     _main("workdir-under-a-file", "--workdir={a_file}/run", needles=("is a file",), watch=("{a_file}",)),
     _main("workdir-read-only", "--workdir={read_only}/run", needles=("not writable",), watch=("{read_only}",),
           unprivileged=True),
+    # an unwritable data cache where the data must be prepared: the user's corpus, a workdir the
+    # user may create, the cache theirs to read only; nothing is written, the workdir included
+    _main("cache-read-only", "--workdir={open_runs}/run", "--config.data.corpus={open_corpus}",
+          "--config.data.cache_dir=", env=(("DLMSCALE_CACHE", "{read_only_cache}"),),
+          needles=("cache_read_only ($DLMSCALE_CACHE)", "not writable", "a directory you can write"),
+          watch=("{open_runs}", "{read_only_cache}"), unprivileged=True),
     _main("workdir-other-config", "--workdir={run}", "--config.optim.lr=0.005",
           needles=("different config", "optim.lr", "new --workdir"), watch=("{run}",)),
     _main("workdir-other-config-and-bad-key", "--workdir={run}", "--config.optim.lerning_rate=1",
@@ -173,6 +180,9 @@ CASES = [
        needles=("seed",), watch=("{new}",)),
     _c("dlmscale.data", "val-tokens-negative", "--corpus={corpus}", "--out_dir={new}", "--val_tokens=-5",
        needles=("val_tokens",), watch=("{new}",)),
+    _c("dlmscale.data", "cache-read-only", "--corpus={open_corpus}", "--vocab_size=384", "--seq_len=32",
+       "--cache_dir={read_only_cache}", needles=("cache_read_only (data.cache_dir)", "not writable"),
+       watch=("{read_only_cache}",), unprivileged=True),
     # --- dlmscale.evaluate ---
     _c("dlmscale.evaluate", "no-args", needles=("--workdir",)),
     _c("dlmscale.evaluate", "workdir-missing", "--workdir={new}", needles=("does not exist",), watch=("{new}",)),
@@ -303,7 +313,15 @@ def paths(tiny_corpus, data_cache, tmp_path_factory) -> dict[str, str]:
        "bad_task": root / "bad_task.jsonl", "random_bytes": root / "random.bin",
        "small_csv": root / "small.csv", "config_only": root / "config_only",
        "run_bad_config": root / "run_bad_config", "run_binary_config": root / "run_binary_config",
-       "run_other_data": root / "run_other_data", "grid_random_bytes": root / "grid_random_bytes"}
+       "run_other_data": root / "run_other_data", "grid_random_bytes": root / "grid_random_bytes",
+       "open_runs": open_root / "runs", "read_only_cache": open_root / "cache_read_only"}
+  shutil.copytree(pathlib.Path(tiny_corpus).parent, open_root / "corpus")
+  (open_root / "corpus").chmod(0o755)  # readable by anyone (pytest's directories are root's alone)
+  p["open_corpus"] = open_root / "corpus" / pathlib.Path(tiny_corpus).name
+  p["open_runs"].mkdir()
+  p["open_runs"].chmod(0o777)  # anyone may create a workdir here
+  p["read_only_cache"].mkdir()
+  p["read_only_cache"].chmod(0o555)
   p["empty"].mkdir()
   p["a_file"].write_text("not a directory\n")
   p["read_only"].mkdir()
@@ -325,6 +343,7 @@ def paths(tiny_corpus, data_cache, tmp_path_factory) -> dict[str, str]:
   (p["grid_random_bytes"] / "run1" / "metrics.jsonl").write_bytes(np.random.default_rng(2).bytes(3000))
   yield {k: str(v) for k, v in p.items()}
   p["read_only"].chmod(0o755)
+  p["read_only_cache"].chmod(0o755)
   shutil.rmtree(open_root, ignore_errors=True)
 
 
@@ -388,6 +407,7 @@ CASES += _config_cases()
 SLOW = {"main-eval-sequences-too-many", "main-workdir-damaged-config-json", "main-budget-beyond-corpus",
         "main-workdir-other-data", "main-workdir-other-config", "main-estimator-unknown",
         "main-mdm-schedule", "main-schedule-unknown", "main-workdir-read-only", "local-workdir-read-only",
+        "main-cache-read-only", "data-cache-read-only",
         "sample-num-tokens-zero", "sample-num-tokens-too-many", "sample-temperature-negative",
         "sample-top-k-negative", "sample-top-p-above-one"}
 FAST_CASES = [c for c in CASES if c.id not in SLOW]
@@ -416,7 +436,8 @@ def _run_table(cases: list[Case], paths: dict[str, str]) -> dict[str, dict]:
     i = CASES.index(c)
     own = dict(paths, new=f"{paths['new']}-{i}", new_out=f"{paths['new_out']}-{i}")
     batch.append({"module": c.module, "argv": [x for a in c.argv for x in _expand(a, own)],
-                  "cwd": str(ROOT), "env": {}, "watch": [w.format(**own) for w in c.watch],
+                  "cwd": str(ROOT), "env": {k: v.format(**own) for k, v in c.env},
+                  "watch": [w.format(**own) for w in c.watch],
                   "user": _user() if c.unprivileged else None})
   out = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(batch), capture_output=True,
                        text=True, cwd=ROOT, env=subprocess_env(), timeout=1200)

@@ -8,7 +8,9 @@ built, so results are bitwise those of a fresh compile.
 
 Where: $DLMSCALE_COMPILE_CACHE, else <data cache>/xla (as dlmscale/data/pipeline.py finds the data cache:
 $DLMSCALE_CACHE or ~/.cache/dlmscale). Left alone when the user configured JAX's own cache
-(JAX_COMPILATION_CACHE_DIR or jax.config); DLMSCALE_COMPILE_CACHE=off turns it off. Entries are
+(JAX_COMPILATION_CACHE_DIR or jax.config); DLMSCALE_COMPILE_CACHE=off turns it off. A directory this
+user cannot create or write (a shared, read-only data cache) turns it off for the process with one
+line on stdout: the cache only saves time, so it never stops a run. Entries are
 not evicted (JAX's size limit needs the `filelock` package, which is not a requirement): a few MB per
 model shape for the CPU grids; delete the directory to reclaim it.
 """
@@ -39,7 +41,15 @@ def enable() -> pathlib.Path | None:
   path = cache_dir()
   if path is None:
     return None
-  path.mkdir(parents=True, exist_ok=True)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    why = None if os.access(path, os.W_OK | os.X_OK) else "not writable by this user"
+  except OSError as e:
+    why = f"cannot be created: {e.strerror}"
+  if why:
+    print(f"note: compilation cache off for this process: {path} {why} (set DLMSCALE_COMPILE_CACHE to "
+          "a directory you can write, or to off)", flush=True)
+    return None
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -19,6 +19,13 @@ collection or from a TensorStore thread ("Event loop is closed"), as tracebacks 
 long after the one-line warning. Orbax's loops therefore let every read they started
 settle before closing (`_SettlingLoop`), and so do the loops of a save, so a failed read or write is
 reported once, by us, and nothing is left behind. Orbax's own log records go to the error log too.
+
+A save runs in several orbax threads at once (one per item handler, the metadata writer, the
+finalizer), and orbax's wait for a save raises as soon as the first of them fails, while the others
+are still writing. Each of those logs its own failure when it ends (it catches the exception, so no
+thread hook sees it), so a failed wait first lets every orbax thread end (`_join_orbax_threads`):
+only then is the save's failure complete, all of it in the error log, and only then may the log
+filter go.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import json
 import logging
 import os
 import pathlib
+import threading
 import time
 import traceback
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -95,11 +104,11 @@ class _SettlingLoop(asyncio.SelectorEventLoop):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
-    self._started: list[asyncio.Task] = []
+    self._started: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
 
   def create_task(self, coro, **kwargs):
     task = super().create_task(coro, **kwargs)
-    self._started = [t for t in self._started if not t.done()] + [task]
+    self._started.add(task)
     return task
 
   def close(self) -> None:
@@ -111,10 +120,15 @@ class _SettlingLoop(asyncio.SelectorEventLoop):
           t.cancel()
         if late:
           self.run_until_complete(asyncio.wait(late))
-      for t in pending:  # their failures are the one the caller reports
-        if not t.cancelled():
+      # Every task's failure, not only the ones still running: a task that failed in the loop's
+      # last turn (a sibling in a gather whose first write failed) finished after its awaiter
+      # stopped listening, and asyncio would print it as "Task exception was never retrieved"
+      # whenever it is collected, even after the process's one-line error. Its failure is part
+      # of the one the caller reports.
+      for t in list(self._started):
+        if t.done() and not t.cancelled():
           t.exception()
-    self._started = []
+    self._started = weakref.WeakSet()
     super().close()
 
 
@@ -154,6 +168,20 @@ class _OrbaxLogToFile(logging.Filter):
     return False
 
 
+JOIN_S = 120.0  # the longest a failed save waits for orbax's other threads of that save
+
+
+def _join_orbax_threads(timeout_s: float = JOIN_S) -> None:
+  """Waits (at most `timeout_s` in all) for every thread orbax started for a save or its
+  finalization to end: orbax's wait for a save raises at the first failed thread while the others
+  still write, and each logs its own failure as it ends. Only waits: orbax's own join() of such a
+  thread raises that thread's failure again, which is already reported."""
+  deadline = time.monotonic() + timeout_s
+  for t in threading.enumerate():
+    if t is not threading.current_thread() and type(t).__module__.startswith("orbax."):
+      threading.Thread.join(t, max(deadline - time.monotonic(), 0.0))
+
+
 class Checkpointer:
   def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False,
                protect: tuple[int, ...] = ()):
@@ -182,16 +210,24 @@ class Checkpointer:
       return
     self._seal()  # orbax would wait for the previous save here anyway
     with self._disk_full_is_a_user_error([step]):
-      self._mgr.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-          meta=ocp.args.JsonSave(meta)), force=True)
+      try:
+        self._mgr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta)), force=True)
+      except Exception:
+        _join_orbax_threads()  # what of the save had started ends before the failure is reported
+        raise
     self._unsealed.append(step)
 
   def _seal(self) -> None:
     """Waits for saves in flight, then writes the checksums of each finished one (process 0)."""
     unsealed, self._unsealed = self._unsealed, []
     with self._disk_full_is_a_user_error(unsealed):
-      self._mgr.wait_until_finished()
+      try:
+        self._mgr.wait_until_finished()
+      except Exception:
+        _join_orbax_threads()  # the rest of the failed save ends (and logs) before we report it
+        raise
       if jax.process_index() == 0:
         for step in unsealed:
           step_dir = self.directory / str(step)
@@ -301,6 +337,7 @@ class Checkpointer:
       self._seal()
       self._mgr.close()
     finally:
+      _join_orbax_threads()  # none of orbax's threads can log after its records stop going to the file
       logging.getLogger("absl").removeFilter(self._log_filter)
 
 
