@@ -156,6 +156,24 @@ def building(root: pathlib.Path) -> Iterator[pathlib.Path]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_cache_writable(cache: pathlib.Path, cache_dir_setting: str) -> None:
+  """UserError naming the data cache, where its path came from and how to choose another, when data
+  must be prepared in it and this user cannot (a read-only cache still serves data prepared there)."""
+  try:
+    cache.mkdir(parents=True, exist_ok=True)
+    why = None if os.access(cache, os.W_OK | os.X_OK) else "is not writable by this user"
+  except OSError as e:
+    why = f"cannot be created ({e.strerror})"
+  if why is None:
+    return
+  origin = ("data.cache_dir" if cache_dir_setting else "$DLMSCALE_CACHE" if os.environ.get("DLMSCALE_CACHE")
+            else "the default; $DLMSCALE_CACHE is unset")
+  raise UserError(f"the data cache {cache} ({origin}) {why}, and the data for these settings must be "
+                  "prepared there: set $DLMSCALE_CACHE (or --config.data.cache_dir; --cache_dir for "
+                  "python -m dlmscale.data) to a directory you can write, or have these settings "
+                  "prepared in it by a user who can")
+
+
 def make_parent(root: pathlib.Path) -> None:
   try:
     root.parent.mkdir(parents=True, exist_ok=True)

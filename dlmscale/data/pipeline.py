@@ -98,7 +98,7 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
     found = _existing(root, inputs)
     if not found:
       if not out_dir:
-        _check_cache_writable(cfg)
+        chunks.check_cache_writable(_cache_dir(cfg), cfg.cache_dir)
       chunks.make_parent(root)
       with chunks.locked(root):
         found = _existing(root, inputs)  # another process may have built it while we waited
@@ -150,25 +150,6 @@ def _given_vocab_size(sp, path: pathlib.Path, vocab_size: int) -> int:
 def _cache_dir(cfg: DataConfig) -> pathlib.Path:
   d = cfg.cache_dir or os.environ.get("DLMSCALE_CACHE") or "~/.cache/dlmscale"
   return pathlib.Path(d).expanduser().resolve()
-
-
-def _check_cache_writable(cfg: DataConfig) -> None:
-  """UserError naming the data cache, where its path came from and how to choose another, when data
-  must be prepared in it and this user cannot (a read-only cache still serves data prepared there)."""
-  cache = _cache_dir(cfg)
-  try:
-    cache.mkdir(parents=True, exist_ok=True)
-    why = None if os.access(cache, os.W_OK | os.X_OK) else "is not writable by this user"
-  except OSError as e:
-    why = f"cannot be created ({e.strerror})"
-  if why is None:
-    return
-  origin = ("data.cache_dir" if cfg.cache_dir else "$DLMSCALE_CACHE" if os.environ.get("DLMSCALE_CACHE")
-            else "the default; $DLMSCALE_CACHE is unset")
-  raise UserError(f"the data cache {cache} ({origin}) {why}, and the data for these settings must be "
-                  "prepared there: set $DLMSCALE_CACHE (or --config.data.cache_dir; --cache_dir for "
-                  "python -m dlmscale.data) to a directory you can write, or have these settings "
-                  "prepared in it by a user who can")
 
 
 def _existing(root: pathlib.Path, inputs: dict) -> Prepared | None:

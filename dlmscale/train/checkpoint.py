@@ -13,39 +13,26 @@ A save that finds the disk full (or the quota spent) is a UserError naming the d
 complete checkpoint, which stays the restore point: orbax only renames a step into place once all
 of it is written, and a re-run removes the unfinished temporary directory.
 
-Orbax reads the arrays of a restore concurrently, each on a fresh asyncio loop that it closes as soon
-as the first read fails, while the other reads are still in flight. Those then die later, at garbage
-collection or from a TensorStore thread ("Event loop is closed"), as tracebacks on the user's stderr
-long after the one-line warning. Orbax's loops therefore let every read they started
-settle before closing (`_SettlingLoop`), and so do the loops of a save, so a failed read or write is
-reported once, by us, and nothing is left behind. Orbax's own log records go to the error log too.
-
-A save runs in several orbax threads at once (one per item handler, the metadata writer, the
-finalizer), and orbax's wait for a save raises as soon as the first of them fails, while the others
-are still writing. Each of those logs its own failure when it ends (it catches the exception, so no
-thread hook sees it), so a failed wait first lets every orbax thread end (`_join_orbax_threads`):
-only then is the save's failure complete, all of it in the error log, and only then may the log
-filter go.
+Orbax's background work is settled before a failure is reported (orbax_quiet.py), so a failed
+read or write is one line, by us, and nothing reaches the terminal after it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import pathlib
-import threading
 import time
 import traceback
-import weakref
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
 from dlmscale import run_dir
+from dlmscale.train import orbax_quiet
 from dlmscale.data import chunks
 from dlmscale.errors import UserError, disk_full_line, first_line, no_space
 
@@ -95,99 +82,12 @@ def verify(step_dir: pathlib.Path) -> str | None:
   return None
 
 
-class _SettlingLoop(asyncio.SelectorEventLoop):
-  """An event loop whose close() first lets every task it created finish (none cancelled: a
-  cancelled read or write would still call back from a TensorStore thread into the closed loop).
-  A task still running after SETTLE_S is cancelled, so closing never hangs."""
-
-  SETTLE_S = 120.0
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._started: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
-
-  def create_task(self, coro, **kwargs):
-    task = super().create_task(coro, **kwargs)
-    self._started.add(task)
-    return task
-
-  def close(self) -> None:
-    if not self.is_closed() and not self.is_running():
-      pending = [t for t in self._started if not t.done()]
-      if pending:
-        _, late = self.run_until_complete(asyncio.wait(pending, timeout=self.SETTLE_S))
-        for t in late:
-          t.cancel()
-        if late:
-          self.run_until_complete(asyncio.wait(late))
-      # Every task's failure, not only the ones still running: a task that failed in the loop's
-      # last turn (a sibling in a gather whose first write failed) finished after its awaiter
-      # stopped listening, and asyncio would print it as "Task exception was never retrieved"
-      # whenever it is collected, even after the process's one-line error. Its failure is part
-      # of the one the caller reports.
-      for t in list(self._started):
-        if t.done() and not t.cancelled():
-          t.exception()
-    self._started = weakref.WeakSet()
-    super().close()
-
-
-class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
-  _loop_factory = _SettlingLoop
-
-
-def _settle_orbax_loops() -> None:
-  """Orbax's fresh loops (asyncio.new_event_loop, in the caller's and in its save threads) settle
-  before they close, from the first Checkpointer on (process-wide: a loop made by asyncio.run has
-  nothing left to settle, so nothing else notices)."""
-  if type(asyncio.get_event_loop_policy()) is asyncio.DefaultEventLoopPolicy:
-    asyncio.set_event_loop_policy(_SettlingPolicy())
-
-
-class _OrbaxLogToFile(logging.Filter):
-  """Orbax's own log records (its background threads' tracebacks of a failed save, its warnings on
-  a resume) go to the run's checkpoint error log, not the user's terminal: the trainer reports
-  what failed in one line."""
-
-  def __init__(self, path: pathlib.Path):
-    super().__init__()
-    self.path = path
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if "orbax" not in record.pathname:
-      return True
-    if record.levelno >= logging.WARNING:
-      try:
-        with open(self.path, "a") as f:
-          f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} orbax "
-                  f"{record.levelname}: {record.getMessage()}\n")
-          if record.exc_info:
-            f.write("".join(traceback.format_exception(*record.exc_info)) + "\n")
-      except OSError:  # a full disk or a read-only run directory
-        pass
-    return False
-
-
-JOIN_S = 120.0  # the longest a failed save waits for orbax's other threads of that save
-
-
-def _join_orbax_threads(timeout_s: float = JOIN_S) -> None:
-  """Waits (at most `timeout_s` in all) for every thread orbax started for a save or its
-  finalization to end: orbax's wait for a save raises at the first failed thread while the others
-  still write, and each logs its own failure as it ends. Only waits: orbax's own join() of such a
-  thread raises that thread's failure again, which is already reported."""
-  deadline = time.monotonic() + timeout_s
-  for t in threading.enumerate():
-    if t is not threading.current_thread() and type(t).__module__.startswith("orbax."):
-      threading.Thread.join(t, max(deadline - time.monotonic(), 0.0))
-
-
 class Checkpointer:
   def __init__(self, directory: pathlib.Path, keep: int, set_aside_unreadable: bool = False,
                protect: tuple[int, ...] = ()):
     """`protect`: steps kept beside the newest `keep` (a WSD trunk's branch starts)."""
-    _settle_orbax_loops()
-    self._log_filter = _OrbaxLogToFile(directory.parent / ERROR_LOG)
+    orbax_quiet.settle_orbax_loops()
+    self._log_filter = orbax_quiet.OrbaxLogToFile(directory.parent / ERROR_LOG)
     logging.getLogger("absl").addFilter(self._log_filter)
     if protect:
       policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -215,7 +115,7 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)), force=True)
       except Exception:
-        _join_orbax_threads()  # what of the save had started ends before the failure is reported
+        orbax_quiet.join_orbax_threads()  # what of the save had started ends before the failure is reported
         raise
     self._unsealed.append(step)
 
@@ -226,7 +126,7 @@ class Checkpointer:
       try:
         self._mgr.wait_until_finished()
       except Exception:
-        _join_orbax_threads()  # the rest of the failed save ends (and logs) before we report it
+        orbax_quiet.join_orbax_threads()  # the rest of the failed save ends (and logs) before we report it
         raise
       if jax.process_index() == 0:
         for step in unsealed:
@@ -337,7 +237,7 @@ class Checkpointer:
       self._seal()
       self._mgr.close()
     finally:
-      _join_orbax_threads()  # none of orbax's threads can log after its records stop going to the file
+      orbax_quiet.join_orbax_threads()  # none of orbax's threads can log after its records stop going to the file
       logging.getLogger("absl").removeFilter(self._log_filter)
 
 
