@@ -4,7 +4,8 @@
 
 Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
 long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
-between points; `--noworkers` starts a trainer process per point. Finished points (with a run summary) are
+between points; `--noworkers` starts a trainer process per point; `--stack=N` trains up to N points
+of one compiled shape as one program per slot (launch/stacks.py, dlmscale/train/stack.py). Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. A WSD branch starts once its trunk has saved the checkpoint it starts
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
 from dlmscale.commands.guard import cli_main
-from launch import attempts, branches, cpus
+from launch import attempts, branches, cpus, stacks
 from launch import grid_report
 from launch import grids as grid_lib
 from launch import manifest as mf
@@ -42,10 +43,9 @@ from launch import worker as worker_lib
 REPO_ROOT = grid_lib.REPO_ROOT
 USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
-MAX_UNEXPECTED_STOPS = 3
-# Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
-# grace period): resumable, not failed.
-STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}  # exits with 0 but no run summary, before the point counts as failed
+MAX_UNEXPECTED_STOPS = 3  # exits with 0 but no run summary, before the point counts as failed
+# Exit statuses of a trainer we stopped (before its SIGTERM handler, or past the grace): resumable.
+STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
 
 
 @dataclasses.dataclass
@@ -74,13 +74,11 @@ class Launcher:
     self.failed: dict[str, str] = {}  # name -> reason
     self.elsewhere: set[str] = set()
     self.tries: dict[str, int] = {}
-    self.stop_signal = 0
-    self.kill_now = False
+    self.stop_signal, self.kill_now = 0, False
     recorded = (mf.read(workdir) or {"runs": {}})["runs"]
     self.sec_per_cost = [(p["wall_s"], grid.costs[n]) for n, p in recorded.items()  # (wall_s, cost)
                          if p["state"] == "done" and p.get("wall_s") and n in grid.costs]
-    self.last_status = 0.0
-    self.use_workers = bool(args.workers and args.point_fn)
+    self.last_status, self.use_workers = 0.0, bool(args.workers and args.point_fn)
 
   # --- signals ---
 
@@ -106,22 +104,23 @@ class Launcher:
                "workdir": str(self.workdir / name)}
     return self.workers.job(slot, request, lock.fd)
 
-  def _start(self, name: str, lock: mf.RunLock) -> None:
-    slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()})
+  def _start(self, name: str, lock: mf.RunLock, proc: Any = None, slot: int | None = None,
+             cmd: list[str] | None = None) -> None:
+    slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()}) if slot is None else slot
     rundir = self.workdir / name
     rundir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
+    cmd = cmd or [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
     cpus = self._pinned(slot)
     log = open(run_dir.launch_log(rundir), "a")
     attempt = self.tries.get(name, 0) + 1
-    where = "in a worker process, as " if self.use_workers else ""
+    where = "in a stack process, as " if proc else "in a worker process, as " if self.use_workers else ""
     log.write(f"\n{attempts.ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
               f"{self.threads} threads{', cpus ' + str(cpus) if cpus else ''}) ===\n"
               f"{where}{' '.join(cmd)}\n")
     log.flush()
-    if self.use_workers:
+    if proc is None and self.use_workers:
       proc = self._worker_job(name, slot, lock)
-    else:
+    elif proc is None:
       proc = subprocess.Popen(
           cmd, cwd=REPO_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
           stdin=subprocess.DEVNULL,
@@ -136,8 +135,7 @@ class Launcher:
     print(f"[{time.strftime('%H:%M:%S')}] start   {name}", flush=True)
 
   def _recorded(self, name: str, key: str, default: Any) -> Any:
-    m = mf.read(self.workdir) or {"runs": {}}
-    return m["runs"].get(name, {}).get(key, default)
+    return (mf.read(self.workdir) or {"runs": {}})["runs"].get(name, {}).get(key, default)
 
   def _finish(self, a: Active, rc: int) -> None:
     wall = time.time() - a.started
@@ -176,7 +174,7 @@ class Launcher:
 
   def _fill(self) -> None:
     for name in list(self.todo):
-      if len(self.active) >= self.args.parallel or self.stop_signal:
+      if len({a.slot for a in self.active.values()}) >= self.args.parallel or self.stop_signal:
         return
       if mf.is_finished(self.workdir, name):
         self.todo.remove(name)
@@ -192,7 +190,8 @@ class Launcher:
         lock.release()  # a branch whose trunk has not reached its start yet
         continue
       self.todo.remove(name)
-      self._start(name, lock)
+      if not stacks.start(self, name, lock):  # --stack: with the points of its shape it can lock
+        self._start(name, lock)
 
   def _may_start(self, name: str) -> bool:
     """A branch waits for its trunk's checkpoint, or fails if it cannot come (launch/branches.py)."""
@@ -310,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--noreport", dest="report", action="store_false", help="skip the analysis report")
   p.add_argument("--nopin_cpus", dest="pin_cpus", action="store_false",
                  help="do not pin parallel runs to their own cores (e.g. two launchers on one machine)")
+  p.add_argument("--stack", type=int, default=1, help="train up to N points of one shape as one program")
   p.add_argument("--noworkers", dest="workers", action="store_false",
                  help="one trainer process per point instead of one long-lived worker per slot")
   p.add_argument("--trainer_module", default=os.environ.get("DLMSCALE_TRAINER_MODULE", "dlmscale.main"),
