@@ -190,7 +190,7 @@ class Launcher:
         lock.release()  # a branch whose trunk has not reached its start yet
         continue
       self.todo.remove(name)
-      if not stacks.start(self, name, lock):  # --stack: with the points of its shape it can lock
+      if not stacks.start(self, name, lock, mf.RunLock.try_acquire, mf.is_finished):  # --stack=N
         self._start(name, lock)
 
   def _may_start(self, name: str) -> bool:

@@ -16,12 +16,11 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from dlmscale import run_dir
 from dlmscale.train import stack_program
 from launch import branches
-from launch import manifest as mf
 from launch.grids import REPO_ROOT, Grid
 
 STACK_LOGS = ".stacks"  # DIR/.stacks/<first member>.log and .json: a stack's output and outcomes
@@ -79,18 +78,19 @@ def command(grid: Grid, workdir: pathlib.Path, names: list[str], sets: list[str]
           *[f"--set={s}" for s in sets]]
 
 
-def mates(launcher: Any, name: str) -> list[tuple[str, mf.RunLock]]:
-  """Up to --stack - 1 further points of `name`'s shape from the launcher's to-do list, locked."""
+def mates(launcher: Any, name: str, acquire: Callable, finished: Callable) -> list[tuple[str, Any]]:
+  """Up to --stack - 1 further points of `name`'s shape from the launcher's to-do list, locked
+  (acquire and finished: launch/manifest.py's RunLock.try_acquire and is_finished)."""
   k, out = key(launcher.grid, name), []
   for other in list(launcher.todo):
     if len(out) + 1 >= launcher.args.stack:
       break
-    if key(launcher.grid, other) != k or mf.is_finished(launcher.workdir, other):
+    if key(launcher.grid, other) != k or finished(launcher.workdir, other):
       continue
-    lock = mf.RunLock.try_acquire(launcher.workdir, other)
+    lock = acquire(launcher.workdir, other)
     if lock is None:
       continue
-    if mf.is_finished(launcher.workdir, other):
+    if finished(launcher.workdir, other):
       lock.release()
       continue
     launcher.todo.remove(other)
@@ -98,12 +98,12 @@ def mates(launcher: Any, name: str) -> list[tuple[str, mf.RunLock]]:
   return out
 
 
-def start(launcher: Any, name: str, lock: mf.RunLock) -> bool:
+def start(launcher: Any, name: str, lock: Any, acquire: Callable, finished: Callable) -> bool:
   """Starts `name` with the mates it can lock as one stack process; False (nothing done) when it
   has none, so the launcher starts it solo."""
   if launcher.args.stack <= 1 or key(launcher.grid, name).startswith("solo:"):
     return False
-  members = [(name, lock), *mates(launcher, name)]
+  members = [(name, lock), *mates(launcher, name, acquire, finished)]
   if len(members) == 1:
     return False
   names = [n for n, _ in members]

@@ -80,7 +80,7 @@ def test_each_member_equals_its_solo_run(tiny_corpus, data_cache, tmp_path):
 
 
 def test_a_diverging_member_is_frozen_while_the_others_finish(tiny_corpus, data_cache, tmp_path):
-  configs = _members(tiny_corpus, data_cache, "ar")[:2]
+  configs = _members(tiny_corpus, data_cache, "ar", epochs=1.0)[:2]
   configs[1].optim.lr = 1e12  # its loss goes non-finite within a few steps
   got = stack.train_stack(configs, [tmp_path / "ok", tmp_path / "nan"])
   assert got[0]["state"] == "done" and got[0]["rc"] == 0
@@ -95,7 +95,7 @@ def test_a_diverging_member_is_frozen_while_the_others_finish(tiny_corpus, data_
 
 
 def test_stack_command_exit_status_and_outcomes_for_a_diverged_member(tiny_corpus, data_cache, tmp_path):
-  spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache, "ar",
+  spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache, "ar", epochs=1.0,
                     points=[{"run_name": "ok", "seed": 0}, {"run_name": "nan", "optim.lr": 1e12}])
   res = train_stack(spec, tmp_path / "runs", f"--result_json={tmp_path / 'out.json'}")
   assert res.returncode == 3, res.stderr[-2000:]
@@ -143,3 +143,19 @@ def test_launch_local_stack_trains_each_point_into_its_own_run_directory(tiny_co
   for p in POINTS:
     assert rundir.is_finished(tmp_path / "g" / p["run_name"])
     assert "in a stack process" in rundir.launch_log(tmp_path / "g" / p["run_name"]).read_text()
+
+
+@pytest.mark.slow
+def test_gpu_grid_script_runs_at_a_tiny_size(tmp_path):
+  """bench/gpu_grid.sh for real on CPU at a tiny size, so it works the first time it meets a GPU."""
+  out = tmp_path / "grid"
+  env = subprocess_env(GPU_GRID_TINY="1", PYTHON=sys.executable)
+  proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_grid.sh"), str(out)], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + (out / "log.txt").read_text()[-3000:]
+  summary = json.loads((out / "summary.json").read_text())
+  rows = summary["rows"]
+  assert [(r["stack"], r["batch"]) for r in rows] == [(1, 4), (2, 4), (2, 8)]
+  for r in rows:
+    assert r["run_steps_per_s"] > 0 and r["start_to_first_step_s"] > 0 and r["mfu"] > 0 and r["loss_finite"]
+  assert rows[1]["speedup_vs_solo"] > 0 and (out / "device.txt").read_text().strip()

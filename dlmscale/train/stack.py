@@ -11,7 +11,7 @@ every live member at once, each on its own batch, seed key and learning-rate sch
 - A member whose loss goes non-finite is frozen (never saved again) and reported as a solo run
   reports it (TrainingDiverged: exit 3 semantics); the rest finish.
 - SIGTERM/SIGINT checkpoint every live member and stop; a re-run resumes each from its own
-  checkpoint. DLMSCALE_FAULT=kill:N / term:N fire before the first member's step N.
+  checkpoint. DLMSCALE_FAULT=kill:N / term:N fire before the first step N of any member.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class _Stack:
   def _tick(self, stop: stops.StopFlag, fault) -> bool:
     """One step of every live member; True when a signal stopped the stack."""
     live = [m for m in self.members if m.live]
-    if fault and fault[0] in ("kill", "term") and min(m.step for m in live) + 1 == fault[1]:
+    if fault and fault[0] in ("kill", "term") and any(m.step + 1 == fault[1] for m in live):
       os.kill(os.getpid(), {"kill": signal.SIGKILL, "term": signal.SIGTERM}[fault[0]])
     with self.clock.phase("data"):
       tokens = np.stack([next(m.run.iterator)["tokens"] if m.live else self.zeros for m in self.members])
