@@ -138,16 +138,23 @@ def test_sigkill_at_random_steps_resumes_every_member_to_the_uninterrupted_stack
 
 @pytest.mark.slow
 def test_launch_local_stack_trains_each_point_into_its_own_run_directory(tiny_corpus, data_cache, tmp_path):
-  spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache)
+  """Four points of one shape in one stack; the diverging one fails (exit 3, its error line in its
+  own launch log) while the others are done."""
+  points = [*POINTS, {"run_name": "nan", "optim.lr": 1e12}]
+  spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache, points=points)
   cmd = [sys.executable, "-m", "launch.local", f"--config={spec}", f"--workdir={tmp_path / 'g'}",
          "--stack=8", "--noreport", "--poll_s=0.1"]
   res = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)
-  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+  assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
   manifest = json.loads((tmp_path / "g" / "grid_manifest.json").read_text())
-  assert {n: r["state"] for n, r in manifest["runs"].items()} == {p["run_name"]: "done" for p in POINTS}
-  for p in POINTS:
-    assert rundir.is_finished(tmp_path / "g" / p["run_name"])
-    assert "in a stack process" in rundir.launch_log(tmp_path / "g" / p["run_name"]).read_text()
+  assert {n: r["state"] for n, r in manifest["runs"].items()} == {
+      **{p["run_name"]: "done" for p in POINTS}, "nan": "failed"}
+  assert manifest["runs"]["nan"]["returncode"] == 3
+  for p in points:
+    log = rundir.launch_log(tmp_path / "g" / p["run_name"]).read_text()
+    assert "in a stack process" in log and ("error: loss is" in log) == (p["run_name"] == "nan")
+    assert rundir.is_finished(tmp_path / "g" / p["run_name"]) == (p["run_name"] != "nan")
+  assert "exit 3: error: loss is" in res.stdout
 
 
 @pytest.mark.slow
