@@ -99,6 +99,7 @@ def test_a_diverging_member_is_frozen_while_the_others_finish(tiny_corpus, data_
   assert saved(tmp_path / "nan") == saved(tmp_path / "solo-nan")  # no checkpoint after the last good one
 
 
+@pytest.mark.slow
 def test_stack_command_exit_status_and_outcomes_for_a_diverged_member(tiny_corpus, data_cache, tmp_path):
   spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache, "ar", epochs=1.0,
                     points=[{"run_name": "ok", "seed": 0}, {"run_name": "nan", "optim.lr": 1e12}])
