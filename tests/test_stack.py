@@ -119,7 +119,7 @@ def test_grouping_by_compiled_shape(tiny_corpus, data_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_steps_resumes_every_member_to_the_uninterrupted_stack(
+def test_sigkill_and_sigterm_at_random_steps_resume_every_member_to_the_uninterrupted_stack(
     tiny_corpus, data_cache, tmp_path):
   spec = write_grid(tmp_path / "grid.py", tiny_corpus, data_cache)
   straight = tmp_path / "straight"
@@ -127,9 +127,11 @@ def test_sigkill_at_random_steps_resumes_every_member_to_the_uninterrupted_stack
   killed = tmp_path / "killed"
   rng = random.Random()
   first = rng.randint(2, 7)
-  for step in (first, rng.randint(first + 1, 11)):
-    res = train_stack(spec, killed, DLMSCALE_FAULT=f"kill:{step}")
-    assert res.returncode == -9, (step, res.stdout[-2000:], res.stderr[-2000:])
+  for kind, step, rc in (("kill", first, -9), ("term", rng.randint(first + 1, 9), 0),
+                         ("kill", rng.randint(10, 11), -9)):
+    res = train_stack(spec, killed, DLMSCALE_FAULT=f"{kind}:{step}")
+    assert res.returncode == rc, (kind, step, res.stdout[-2000:], res.stderr[-2000:])
+    assert kind == "kill" or "stopped by signal" in res.stdout
   res = train_stack(spec, killed)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "resuming at step" in res.stdout

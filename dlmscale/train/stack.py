@@ -156,7 +156,7 @@ class _Stack:
     self.members, self.prog, self.clock = members, prog, clock
     self.state = prog.stack([m.run.restored.state for m in members])
     setup = members[0].run.built.setup
-    self.zeros = np.zeros((members[0].run.config.batch_size, setup.model_cfg.max_len), np.int32)
+    self.zeros = np.zeros((members[0].run.built.config.batch_size, setup.model_cfg.max_len), np.int32)
     self.pending: tuple[list[tuple[Member, int]], dict] | None = None
 
   def train(self) -> None:
