@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps
+from analysis.findings import answer, coverage, critical, epochs, law_fits, points, sweeps, tuning
 from analysis.render import html, markdown
 from analysis.render.jsonable import to_jsonable
 from analysis.runs import collect, tables
@@ -59,13 +59,14 @@ def analyze(runs_dir: pathlib.Path, *, n_boot: int = 200, seed: int = 0, grid: s
       evaluation=coverage.evaluation_summary(claim, records),
       epochs=epochs.epoch_findings(pts, records),
       within_run_overfitting=epochs.within_run_overfitting(claim),
-      crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed),
+      crossover=critical.findings(cross_pts, cross_records, n_boot=n_boot, seed=seed, runs=claim),
       fits=law_fits.family_fits(pts, curves=points.single_epoch_curves(
           claim, collected.curves, param_col), n_boot=n_boot, seed=seed, grid=grid,
           target=target),
       double_descent=sweeps.double_descent(every, claim, collected.curves, records),
       orders=sweeps.orders(claim, collected.curves),
       lr_sweep=answer.lr_sweep(collected.runs),
+      weight_decay=tuning.weight_decay_check(collected.runs),
   )
   best = answer.bests(pts, claim)
   findings["answer"] = dict(bests=best, stars=answer.stars(findings["fits"]),

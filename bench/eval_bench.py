@@ -64,8 +64,8 @@ def _terms_fn(run: restore.Loaded, k: int, seed: int):
   def terms(params, tokens_BxL, ids_B):
     B, L = tokens_BxL.shape
     return mc_scoring.choice_draws(
-        params, run.apply_fn, tokens_BxL, jnp.zeros((B,), jnp.int32), jnp.full((B,), L), ids_B,
-        mask_id=run.prepared.mask_id, schedule=schedule, num_samples=k, seed=seed,
+        params, run.setup.apply_fn, tokens_BxL, jnp.zeros((B,), jnp.int32), jnp.full((B,), L), ids_B,
+        mask_id=run.data.prepared.mask_id, schedule=schedule, num_samples=k, seed=seed,
         t_min=float(run.config.mdm.t_min))
   return jax.jit(terms), schedule
 
@@ -77,7 +77,7 @@ def measure(run: restore.Loaded, k: int, seeds: int, val_NxL: np.ndarray) -> dic
   walls = []
   for r in range(seeds):
     fn, schedule = _terms_fn(run, k, int(run.config.eval.seed) + r)
-    with jax.set_mesh(run.mesh):
+    with jax.set_mesh(run.setup.mesh):
       fn(run.params, run.put(val_NxL[:batch]), run.put(np.arange(batch, dtype=np.int32)))  # compile
       t0 = time.perf_counter()
       for lo in range(0, n, batch):
@@ -101,9 +101,9 @@ def check_matches_training_eval(run: restore.Loaded, val_NxL: np.ndarray, k: int
   """The "time" estimator here is the trainer's eval number: the largest per-sequence difference."""
   c = run.config.copy_and_resolve_references()
   c.eval.mc_samples = k
-  eval_fn = objectives.make_eval_fn(c, run.prepared.mask_id)
-  step = jax.jit(lambda p, t, i: eval_fn(p, run.apply_fn, t, i))
-  with jax.set_mesh(run.mesh):
+  eval_fn = objectives.make_eval_fn(c, run.data.prepared.mask_id)
+  step = jax.jit(lambda p, t, i: eval_fn(p, run.setup.apply_fn, t, i))
+  with jax.set_mesh(run.setup.mesh):
     ref = validation.per_sequence_losses(step, run.params, val_NxL, int(c.eval.batch_size), run.put)
   return float(np.max(np.abs(ref - per_seq_N)))
 
@@ -115,9 +115,10 @@ def main(argv) -> None:
   run = restore.load(workdir)
   if run.config.objective != "mdm":
     raise UserError(f"{workdir} is an {run.config.objective} run; this benchmark needs a diffusion run")
-  val_NxL = pipeline.eval_set(run.prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL
+  prepared = run.data.prepared
+  val_NxL = pipeline.eval_set(prepared, _NUM_SEQUENCES.value or run.config.eval.num_sequences).tokens_NxL
   print(f"run {workdir} (step {run.step}), {len(val_NxL)} validation sequences of "
-        f"{run.prepared.seq_len} tokens, {jax.device_count()} {jax.default_backend()} device(s), "
+        f"{prepared.seq_len} tokens, {jax.device_count()} {jax.default_backend()} device(s), "
         f"{_SEEDS.value} eval seeds per K")
   print(f"{'K':>4} {'estimator':>9} {'loss':>8} {'se_seq':>8} {'se_mc':>8} {'wall_s':>8} "
         f"{'ms/seq':>8}  seed means")

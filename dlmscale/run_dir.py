@@ -286,9 +286,7 @@ class MetricsLog:
       kept = [r for r in rows if r["step"] <= resume_step]
       self.last_step = max((r["step"] for r in kept), default=None)
       if len(kept) != len(rows) or self.dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     self._f = open(path, "a")
 
   def write(self, row: dict[str, Any]) -> None:

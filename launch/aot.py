@@ -9,7 +9,8 @@ samples, dtypes, remat, mesh); points that differ only in U, E, seed or learning
 each shape and topology this builds the trainer's own train and eval steps (dlmscale/aot/compiler.py),
 compiles them for the topology without a TPU, and prints one row: compiled or the error, per-chip
 bytes against HBM, XLA's FLOPs per step beside dlmscale/model/flops.py's, and the roofline step time and
-tokens/s. A shape that does not fit is followed by the first change that does (more fsdp, remat, a
+tokens/s. After the rows, per topology, the grid's training device-hours (GPU-hours): every point's
+steps at its shape's roofline step time, and the same at an assumed 40% MFU. A shape that does not fit is followed by the first change that does (more fsdp, remat, a
 smaller batch), found by compiling it. The rows go to --json (default aot-<grid>-<topologies>.json;
 an existing file is kept unless --force). Needs libtpu: `pip install -r requirements-tpu.txt`.
 GPUs need JAX's CUDA plugin and a target description captured on one real GPU of the nodes' kind
@@ -27,10 +28,10 @@ from typing import Any
 
 import jax
 
-from dlmscale.aot import compiler as aot
+from dlmscale.aot import compiler as aot, topologies
 from dlmscale.train import steps as program
-from dlmscale.aot import topologies
 from dlmscale.commands.guard import cli_main
+from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from launch import grids as grid_lib
 
@@ -104,6 +105,38 @@ def suggestion_line(row: dict[str, Any]) -> str:
   return (f"  -> fits with {s['change']}{first} ({flags}): peak {_gib(r['peak_bytes'])} GiB of "
           f"{_gib(r.get('hbm_bytes'))}, roofline {r['roofline']['step_s']:.3f} s/step, "
           f"{r['roofline']['tokens_per_s']:,.0f} tokens/s" if "roofline" in r else "")
+
+
+ASSUMED_MFU = 0.4  # a planning figure for the hours at a realistic rate beside the roofline's
+
+
+def grid_hours(grid: grid_lib.Grid, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+  """Per topology: the grid's training device-hours at the roofline step time (a lower bound: the
+  bf16 peak) and at ASSUMED_MFU, summing every point's steps x its shape's step time x devices.
+  Evaluation and compilation are not in it."""
+  out: dict[str, dict[str, float]] = {}
+  for row in rows:
+    r = row.get("roofline")
+    if not r:
+      continue
+    steps = sum(pipeline.steps_for_budget(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
+                for c in (grid.configs[n] for n in row["points"]))
+    hours = steps * r["step_s"] * row["n_devices"] / 3600
+    t = out.setdefault(row["topology"], {"roofline_h": 0.0, "points": 0, "steps": 0})
+    t["roofline_h"] += hours
+    t["points"] += len(row["points"])
+    t["steps"] += steps
+  for t in out.values():
+    t["at_mfu_h"] = t["roofline_h"] / ASSUMED_MFU
+  return out
+
+
+def hours_line(topology: str, t: dict[str, float], rows: list[dict[str, Any]]) -> str:
+  missing = sum(len(r["points"]) for r in rows if r["topology"] == topology and not r.get("roofline"))
+  return (f"# {topology}: {t['points']} point(s), {t['steps']:,} training steps: {t['roofline_h']:,.4g} "
+          f"device-hours at the roofline (bf16 peak), {t['at_mfu_h']:,.4g} at {100 * ASSUMED_MFU:.0f}% MFU "
+          "(training only: evaluation and compiles not counted)"
+          + (f"; {missing} point(s) without a roofline are not counted" if missing else ""))
 
 
 def check_shape(key: str, names: list[str], config: Any, topology: str, devices: list,
@@ -193,6 +226,11 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
       if out:  # after every row, so a long run stopped part-way keeps what it compiled
         write_json(out, {"grid": grid.spec, "grid_hash": grid.hash, "rows": rows})
+  hours = grid_hours(grid, rows)
+  for topology, t in hours.items():
+    print(hours_line(topology, t, rows), flush=True)
+  if out and hours:
+    write_json(out, {"grid": grid.spec, "grid_hash": grid.hash, "rows": rows, "device_hours": hours})
   bad = [r for r in rows if r["status"] != "ok"]
   print(f"# {len(rows) - len(bad)} of {len(rows)} fit" + (f"; rows in {out}" if out else ""), flush=True)
   return 1 if bad else 0

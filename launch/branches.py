@@ -30,12 +30,7 @@ def trunk_of(config: ml_collections.ConfigDict) -> str:
 
 
 def _trunk_path(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> pathlib.Path:
-  path = pathlib.Path(trunk_of(config)).expanduser()
-  return path if path.is_absolute() else workdir / path
-
-
-def _has_step(rundir: pathlib.Path, step: int) -> bool:
-  return (run_dir.checkpoints_dir(rundir) / str(step)).is_dir()  # orbax renames it in when complete
+  return workdir / pathlib.Path(trunk_of(config)).expanduser()  # an absolute branch.trunk stays itself
 
 
 def ready(grid: Grid, workdir: pathlib.Path, name: str) -> bool:
@@ -46,7 +41,8 @@ def ready(grid: Grid, workdir: pathlib.Path, name: str) -> bool:
   own = run_dir.checkpoints_dir(workdir / name)
   if own.is_dir() and any(p.name.isdigit() for p in own.iterdir()):
     return True
-  return _has_step(_trunk_path(workdir, config), int(config.branch.start_step))
+  trunk = run_dir.checkpoints_dir(_trunk_path(workdir, config))
+  return (trunk / str(int(config.branch.start_step))).is_dir()  # orbax renames it in when complete
 
 
 def never(grid: Grid, workdir: pathlib.Path, name: str, launched: list[str], failed: dict[str, str],

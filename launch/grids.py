@@ -18,9 +18,8 @@ from typing import Any
 import ml_collections
 
 from configs.grid import apply_overrides, coerce_like
-from dlmscale.model import flops
-from dlmscale.model import sizes
 from dlmscale import config_file
+from dlmscale.model import flops, sizes
 from dlmscale.errors import UserError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -93,11 +92,6 @@ class Grid:
     """The --config value: repo-relative when the file is in the repo, so it holds on any machine."""
     path = self.path.relative_to(REPO_ROOT) if self.path.is_relative_to(REPO_ROOT) else self.path
     return f"{path}:{self.arg}" if self.arg else str(path)
-
-  @property
-  def spec_abs(self) -> str:
-    """The --config value with the file's absolute path, for loading it from any directory."""
-    return f"{self.path}:{self.arg}" if self.arg else str(self.path)
 
   @property
   def hash(self) -> str:

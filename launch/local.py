@@ -5,17 +5,16 @@
 Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
 long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
 between points; `--noworkers` starts a trainer process per point; `--stack=N` trains up to N points
-of one compiled shape as one program per slot (launch/stacks.py, dlmscale/train/stack.py). Finished points (with a run summary) are
+of one compiled shape as one program per slot (launch/stacks.py). Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. A WSD branch starts once its trunk has saved the checkpoint it starts
 from (launch/branches.py). Ctrl-C or SIGTERM asks every run to checkpoint and stop; re-running the
 command continues. A failed run is reported with its log and does not stop the others.
 
-Threads: N parallel runs split the usable cores; each run is pinned to its own cores (Linux) and gets
-OMP/MKL/OpenBLAS/TF thread counts and XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=K" with K = cores // N. A single run keeps every core and the caller's
-environment. Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
+Threads: N parallel runs split the usable cores, each pinned to its own K = cores // N (Linux) with
+thread counts to match (launch/cpus.py); a single run keeps every core and the caller's environment.
+Exit status: 0 all points done, 1 some failed, 2 bad input, 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -33,18 +32,14 @@ from typing import Any, TextIO
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
-from launch import attempts, branches, cpus, stacks
-from launch import grid_report
-from launch import grids as grid_lib
-from launch import manifest as mf
-from launch import worker as worker_lib
+from launch import attempts, branches, cpus, grid_report, stacks
+from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
-USER_ERROR_RC = cli_guard.EXIT_USER_ERROR
 WORKER_LOGS = ".workers"  # DIR/.workers/slotN.log: what a worker prints between points
 MAX_UNEXPECTED_STOPS = 3  # exits with 0 but no run summary, before the point counts as failed
-# Exit statuses of a trainer we stopped (before its SIGTERM handler, or past the grace): resumable.
+# Exit statuses of a trainer we stopped before it could install its SIGTERM handler (or past the
+# grace period): resumable, not failed.
 STOPPED_BY_US = {-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
 
 
@@ -74,11 +69,13 @@ class Launcher:
     self.failed: dict[str, str] = {}  # name -> reason
     self.elsewhere: set[str] = set()
     self.tries: dict[str, int] = {}
-    self.stop_signal, self.kill_now = 0, False
+    self.stop_signal = 0
+    self.kill_now = False
     recorded = (mf.read(workdir) or {"runs": {}})["runs"]
     self.sec_per_cost = [(p["wall_s"], grid.costs[n]) for n, p in recorded.items()  # (wall_s, cost)
                          if p["state"] == "done" and p.get("wall_s") and n in grid.costs]
-    self.last_status, self.use_workers = 0.0, bool(args.workers and args.point_fn)
+    self.last_status = 0.0
+    self.use_workers = bool(args.workers and args.point_fn)
 
   # --- signals ---
 
@@ -135,7 +132,8 @@ class Launcher:
     print(f"[{time.strftime('%H:%M:%S')}] start   {name}", flush=True)
 
   def _recorded(self, name: str, key: str, default: Any) -> Any:
-    return (mf.read(self.workdir) or {"runs": {}})["runs"].get(name, {}).get(key, default)
+    m = mf.read(self.workdir) or {"runs": {}}
+    return m["runs"].get(name, {}).get(key, default)
 
   def _finish(self, a: Active, rc: int) -> None:
     wall = time.time() - a.started
@@ -159,7 +157,7 @@ class Launcher:
           self.failed[a.name] = f"exited {MAX_UNEXPECTED_STOPS} times without {run_dir.SUMMARY}; see {log_path}"
     else:
       state, verb = "failed", "FAILED"
-      if rc != USER_ERROR_RC and self.tries[a.name] <= self.args.retries and not self.stop_signal:
+      if rc != cli_guard.EXIT_USER_ERROR and self.tries[a.name] <= self.args.retries and not self.stop_signal:
         state, verb = "preempted", "retry"
         self.todo.append(a.name)
       else:
@@ -343,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc < 128 and args.report:
       rc = max(rc, 1 if grid_report.run(workdir, args.report_module) else 0)
     return rc
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,8 @@ from typing import Any, Callable, Iterator
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
-from launch import branches
-from launch import grids as grid_lib
+from launch import branches, grids as grid_lib
 from launch.grids import Grid
 
 MANIFEST = "grid_manifest.json"
@@ -283,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.mark:
       print("\n".join(status_lines(workdir, refresh(workdir))))
     return 0
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ import sys
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
-from launch import grids as grid_lib
-from launch import manifest as mf
+from launch import grids as grid_lib, manifest as mf
 
 REPO_ROOT = grid_lib.REPO_ROOT
 
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if report and (REPO_ROOT / "analysis" / "report.py").exists():
       print(f"  report job {_sbatch([a.replace('JOBID', job) for a in report])} after the array")
     return 0
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 def _sbatch(cmd: list[str]) -> str:

@@ -31,7 +31,6 @@ import time
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
 from launch import grids as grid_lib
 
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
       print(f"# {len(names)} point(s) of {grid.spec} (grid hash {grid.hash}) on TPU VM {args.tpu}")
     return Driver(args, Gcloud(args)).run(grid, names)
-  return cli_main(body)
+  return cli_guard.cli_main(body)
 
 
 if __name__ == "__main__":

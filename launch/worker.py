@@ -93,10 +93,9 @@ def point_config(spec: str, overrides: dict[str, Any]):
 def train_point(request: dict[str, Any]) -> int | str:
   """Trains one point in this process; the status `python -m dlmscale.main` would exit with."""
   from dlmscale.commands import guard  # noqa: PLC0415 - a worker imports what its points need
-  from dlmscale.errors import TrainingDiverged, UserError  # noqa: PLC0415
+  from dlmscale.errors import TrainingDiverged, UserError, set_crash_dir  # noqa: PLC0415
   from dlmscale.runtime import cpu_devices  # noqa: PLC0415
   from dlmscale.train import entry  # noqa: PLC0415
-  from dlmscale.errors import set_crash_dir  # noqa: PLC0415
   set_crash_dir(None)  # the previous point's run directory is not this one's
   try:
     config = point_config(request["spec"], request["overrides"])
@@ -204,9 +203,7 @@ class Handle:
         if not chunk:
           break
         self._buf += chunk
-    except BlockingIOError:
-      pass
-    except OSError:
+    except OSError:  # BlockingIOError included: nothing more has come yet
       pass
     if b"\n" not in self._buf:
       return None

@@ -31,10 +31,10 @@ def _module(path):
 
 def _tokens(run, objective: str) -> np.ndarray:
   rng = np.random.default_rng(0)
-  V, L = run.model_cfg.vocab_size, run.model_cfg.max_len
+  V, L = run.setup.model_cfg.vocab_size, run.setup.model_cfg.max_len
   x = rng.integers(0, V - 1, size=(2, L)).astype(np.int32)
   if objective == "mdm":
-    x[rng.random(x.shape) < 0.4] = run.prepared.mask_id
+    x[rng.random(x.shape) < 0.4] = run.data.prepared.mask_id
   return x
 
 
@@ -56,13 +56,13 @@ def test_numpy_forward_matches_project(exported_run):
   assert config["model_type"] == ("llama" if objective == "ar" else "dlmscale_mdm")
   run = open_run.load(workdir)
   x = _tokens(run, objective)
-  want = np.asarray(jax.device_get(run.apply_fn(run.params, x)), np.float32)
+  want = np.asarray(jax.device_get(run.setup.apply_fn(run.params, x)), np.float32)
   got = _module(out / export.MODULE_FILE).load(out)(x)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
   if objective == "ar":  # causal: a later token changes no earlier logits
     y = x.copy()
-    y[:, -1] = (y[:, -1] + 1) % (run.model_cfg.vocab_size - 1)
+    y[:, -1] = (y[:, -1] + 1) % (run.setup.model_cfg.vocab_size - 1)
     np.testing.assert_array_equal(_module(out / export.MODULE_FILE).load(out)(y)[:, :-1], got[:, :-1])
 
 
@@ -84,7 +84,7 @@ def test_transformers_loads_ar_export(exported_run):
   model.eval()
   run = open_run.load(workdir)
   x = _tokens(run, objective)
-  want = np.asarray(jax.device_get(run.apply_fn(run.params, x)), np.float32)
+  want = np.asarray(jax.device_get(run.setup.apply_fn(run.params, x)), np.float32)
   with torch.no_grad():
     got = model(torch.from_numpy(x.astype(np.int64))).logits.numpy()
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)

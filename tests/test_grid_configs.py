@@ -277,47 +277,43 @@ def test_bad_orders_argument_names_the_problem():
 
 
 
-def _check_points(points: list[dict], base) -> None:
+def test_cpu_study_is_annealed_branches_at_two_budgets_four_sizes_with_checks_on_the_tune_set():
+  points = cpu_study.sweep()
+  base = cpu_study.base_config()
+  mult = cpu_study.lr_multipliers()
   names = [p["run_name"] for p in points]
   assert len(set(names)) == len(names)
-  hashes = set()
-  mult = cpu_study.lr_multipliers()
-  for p in points:
-    c = grid.apply_overrides(base, p)
-    obj, size, u, e, seed, _ = NAME_RE.match(p["run_name"]).groups()
-    assert (c.objective, c.model_size, c.seed) == (obj, size, int(seed))
-    assert grid.parse_count(u) == c.unique_tokens and float(e) == c.epochs
-    assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE[size] * mult[obj])
-    assert c.eval.set == "val" and c.eval.num_sequences == 96  # one per document (test below)
-    steps = c.unique_tokens * c.epochs // (c.batch_size * c.data.seq_len)
-    assert 1 <= c.eval.every_steps <= max(steps, cpu_study.MIN_EVAL_INTERVAL)
-    if c.epochs > 1:  # a long run is evaluated often enough to see its minimum
-      assert steps // c.eval.every_steps >= cpu_study.CPU_EVALS_PER_RUN - 1
-    hashes.add(grids.config_hash(c))
-  assert len(hashes) == len(points)
-
-
-def test_cpu_study_covers_three_budgets_four_sizes_and_diffusion_past_256_epochs():
-  points = cpu_study.sweep()
-  _check_points(points, cpu_study.base_config())
-  budgets = {p["unique_tokens"] for p in points}
-  sizes_ = sorted({p["model_size"] for p in points}, key=sizes.nominal_params)
-  assert len(budgets) >= 3 and len(sizes_) >= 4
-  base = cpu_study.base_config()
-  n = [flops.param_counts(program.model_config_from(grid.apply_overrides(base, {"model_size": s}), 1024))
-       ["non_embedding"] for s in (sizes_[0], sizes_[-1])]
-  assert sizes.nominal_params(sizes_[-1]) / sizes.nominal_params(sizes_[0]) >= 10
-  assert n[1] / n[0] >= 9, n  # the exact non-embedding counts: 106,816 to 1,004,928 (9.4x)
+  assert len({grids.config_hash(grid.apply_overrides(base, p)) for p in points}) == len(points)
+  claims = [p for p in points if p.get("eval.set", "val") == "val"]
+  main = [p for p in claims if p["seed"] == 0]
+  assert {p["unique_tokens"] for p in main} == {12_800, 51_200}
+  sizes_ = sorted({p["model_size"] for p in main}, key=sizes.nominal_params)
+  assert sizes_ == ["s0.1M", "s0.2M", "s0.4M", "s1M"]
+  for obj, epochs in (("ar", [2.0, 4.0, 8.0, 16.0, 32.0]), ("mdm", [16.0, 32.0, 64.0, 128.0, 256.0])):
+    for u, s in itertools.product((12_800, 51_200), sizes_):
+      fam = [p for p in main if (p["objective"], p["model_size"], p["unique_tokens"]) == (obj, s, u)]
+      trunk = [p for p in fam if not p["branch.trunk"]]
+      assert len(trunk) == 1 and sorted(p["epochs"] for p in fam if p["branch.trunk"]) == epochs
+      for p in fam:
+        c = grid.apply_overrides(base, p)
+        assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE[s] * mult[obj])
+        assert c.eval.set == "val" and c.eval.num_sequences == 96
+        assert c.optim.warmup_steps == cpu_study.WARMUP_STEPS and c.optim.weight_decay == 0.1
+  longest = max(grid.steps_for(p["unique_tokens"], p["epochs"], 16, 128) for p in points)
+  assert longest >= 6000  # diffusion at 51.2k to 256 epochs
+  seeds = {(p["objective"], p["seed"]) for p in claims if p["seed"] > 0}
+  assert seeds == {(o, s) for o in ("ar", "mdm") for s in (1, 2)}
+  tune = [grid.apply_overrides(base, p) for p in points if p.get("eval.set") == "tune"]
   for obj in ("ar", "mdm"):
-    for u in budgets:  # every family x size x U has a long run and a 1-epoch run
-      for s in sizes_:
-        es = {p["epochs"] for p in points if (p["objective"], p["model_size"], p["unique_tokens"], p["seed"])
-              == (obj, s, u, 0)}
-        assert es == {1.0, cpu_study.epochs_for(obj, u)}
-  assert cpu_study.epochs_for("mdm", min(budgets)) >= 256 and cpu_study.epochs_for("ar", min(budgets)) >= 16
-  longest = max(p["unique_tokens"] * p["epochs"] // (16 * 128) for p in points)
-  assert longest >= 3000  # thousands of optimizer steps
-  assert {(p["model_size"], p["unique_tokens"]) for p in points if p["seed"] == 1} == {("s0.1M", 12_800)}
+    mine = [c for c in tune if c.objective == obj]
+    assert {(round(c.optim.lr / (grid.LR_BY_SIZE["s0.1M"] * mult[obj]), 6), c.optim.weight_decay) for c in mine} \
+        == {(0.5, 0.1), (1.0, 0.1), (2.0, 0.1), (1.0, 0.3)}
+    assert {(c.model_size, c.unique_tokens) for c in mine} == {("s0.1M", 12_800)}
+  assert points[0]["run_name"] == "mdm-s1M-u51.2k-trunk-seed0"  # the critical path first
+  for i, p in enumerate(points):  # each trunk comes before its branches
+    if p["branch.trunk"]:
+      assert p["branch.trunk"] in {q["run_name"] for q in points[:i]}
+  assert cpu_study.estimate_seconds(points) < 2.5 * 3600  # the issue's bound on 2 idle cores
   c = cpu_study.get_config()
   assert (c.data.seq_len, c.data.vocab_size, c.batch_size, c.eval.mdm_estimator) == (128, 1024, 16, "time")
 
@@ -360,20 +356,32 @@ def test_lr_sweep_is_the_same_sweep_for_both_families_on_the_tune_set():
   assert seen["ar"] == seen["mdm"] and len({s for s, _ in seen["ar"]}) == 2
 
 
-def test_quickstart_is_a_slice_of_the_cpu_study_with_both_families_at_one_budget():
+def test_quickstart_is_the_study_at_one_budget_on_trunks_and_branches():
+  """Both families at U = 12.8k with the study's data, shapes and learning rates: one WSD trunk each,
+  evaluated TRUNK_EVALS times, and a branch per epoch count evaluated at its end; trunks come
+  first (the diffusion trunk, the longest, before all) so two slots keep the critical path busy."""
   points = quickstart.sweep()
-  _check_points(points, cpu_study.base_config())
-  assert sorted(p["run_name"] for p in points) == sorted(
-      f"{o}-{s}-u12.8k-e{e}-seed0" for s in ("s0.1M", "s0.2M") for o, e in
-      (("ar", 1), ("ar", 32), ("mdm", 1), ("mdm", 512)))
-  study = {p["run_name"]: p for p in cpu_study.sweep()}
-  # the same points (so the same data and training), less the task the study scores along its long runs
-  assert all({k: v for k, v in study[p["run_name"]].items() if k != "eval.task_every"} == p
-             for p in points)
-  assert all(("eval.task_every" in p) == (p["epochs"] > 1) for p in study.values())
-  assert {p.get("eval.task_every") for p in study.values()} == {cpu_study.TASK_EVERY, None}
-  assert not any("eval.task_every" in p for p in cpu_study.sweep("task_every=0"))
-  assert cpu_study.estimate_seconds(points) < 600  # training alone, 2 idle cores (docstring)
+  base = cpu_study.base_config()
+  mult = cpu_study.lr_multipliers()
+  trunks = [p for p in points if not p["branch.trunk"]]
+  assert [p["run_name"] for p in trunks] == ["mdm-s0.1M-u12.8k-trunk-seed0", "ar-s0.1M-u12.8k-trunk-seed0"]
+  assert points[:2] == trunks
+  for p in points:
+    c = grid.apply_overrides(base, p)
+    assert (c.unique_tokens, c.batch_size, c.data.seq_len, c.data.vocab_size) == (12_800, 16, 128, 1024)
+    assert c.eval.set == "val" and c.eval.num_sequences == 96
+    assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE["s0.1M"] * mult[c.objective])
+    assert c.optim.warmup_steps == quickstart.WARMUP_STEPS
+    steps = grid.steps_for(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
+    if p["branch.trunk"]:
+      assert c.eval.every_steps == steps and c.optim.schedule == "wsd"  # its end only: the annealed point
+    else:
+      assert steps // c.eval.every_steps == quickstart.TRUNK_EVALS and c.optim.schedule == "constant"
+  for obj in ("ar", "mdm"):
+    got = sorted(p["epochs"] for p in points if p["objective"] == obj and p["branch.trunk"])
+    assert got == quickstart.EPOCHS[obj]
+  starts = [p["branch.start_step"] for p in points if p["branch.trunk"]]
+  assert starts == sorted(starts)
 
 
 def test_quickstart_one_run_spelling_from_the_readme_and_docstring():

@@ -77,8 +77,8 @@ def test_local_task_equals_evaluate(objective, tmp_path_factory, tiny_corpus, da
   # per item and choice: the same log-likelihoods (or ELBO bounds) the evaluator ranks
   run = open_run.load(workdir)
   items = task_file.tokenize(task_file.read_task(task_dir / "items.jsonl"),
-                             pipeline.load_tokenizer(run.prepared), run.prepared.eod_id,
-                             run.model_cfg.max_len)
+                             pipeline.load_tokenizer(run.data.prepared), run.data.prepared.eod_id,
+                             run.setup.model_cfg.max_len)
   method = scoring.scoring_method(run.config.objective, "")
   want = scoring.score_task(run, items, method, int(run.config.eval.batch_size),
                             ElboSettings.of(run.config)).scores

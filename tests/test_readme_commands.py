@@ -59,7 +59,7 @@ COMMANDS: dict[str, tuple[str, object]] = {
     "--config.model.dtype=bfloat16 --config.model.loss_chunk=512 --config.micro_batch_size=8":
         ("skip", "needs a GPU: bench/gpu_check.sh runs these settings; tests/test_accumulate.py and "
                  "tests/test_chunked_loss.py check their numbers on CPU"),
-    "python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart": ("dry", {}),
+    "python -m launch.local --config=configs/quickstart.py --workdir=runs/quickstart --parallel=2": ("dry", {}),
     "python -m pytest -q -m 'not slow'": ("skip", SKIP_SUITE),
     "python -m dlmscale.main --config=configs/quickstart.py:objectives=mdm,epochs=16 --workdir=runs/qs-mdm":
         ("slow", {}),

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.findings import paired
+from analysis.findings import points as points_lib
 from analysis.findings.points import POINT_KEYS
 from analysis.runs import collect
 from dlmscale import run_dir as rundir
@@ -36,6 +37,15 @@ def best_record(runs: pd.DataFrame) -> dict | None:
   return paired.mean_of([paired.load(r.run_dir, r.best_step) for r in runs.itertuples()])
 
 
+def _still_improving(b: pd.Series, family: pd.DataFrame, members: pd.DataFrame) -> bool:
+  """A run read along its curve: best at its last evaluation. A WSD branch end (one evaluation,
+  annealed): no longer branch of the same size was tried, so nothing says it had turned."""
+  if b.get("annealed", False):
+    same = family[family["model_size"] == b["model_size"]]
+    return bool(b["epochs"] >= same["epochs"].max())
+  return bool(len(members) and (members["best_step"] >= members["final_eval_step"]).all())
+
+
 def bests(pts: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
   """Per U: each family's lowest best loss, where (size, epoch, compute), and AR - MDM between
   the two with its SE (> 0: diffusion's best is lower)."""
@@ -51,8 +61,7 @@ def bests(pts: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
           model_size=str(b["model_size"]), N=float(b["N"]), epochs_planned=float(b["epochs"]),
           best_epoch=float(b["best_epoch"]), best_flops=float(b["best_flops"]),
           loss=float(b["best_loss"]), se=float(b["best_se"]), n_points=int(len(gf)),
-          still_improving=bool(len(members) and (members["best_step"]
-                                                 >= members["final_eval_step"]).all()),
+          annealed=bool(b.get("annealed", False)), still_improving=_still_improving(b, gf, members),
           runs=[str(r) for r in members["run_name"]])
     fams = entry["families"]
     if set(FAMILIES) <= set(fams):
@@ -100,19 +109,28 @@ def stars(fits: dict) -> dict:
   return out
 
 
+def tuning_points(runs: pd.DataFrame) -> pd.DataFrame:
+  """Finished runs scored on the tuning set, a WSD trunk left out and each branch read at its end
+  (points.annealed), with a weight_decay column (NaN for runs from before it was recorded)."""
+  tune = runs[(runs["eval_set"].astype(str) == collect.TUNING_SET) & runs["finished"]
+              & np.isfinite(pd.to_numeric(runs["lr"], errors="coerce"))]
+  tune = points_lib.annealed(tune)
+  wd = tune["weight_decay"] if "weight_decay" in tune.columns else np.nan
+  return tune.assign(weight_decay=pd.to_numeric(wd, errors="coerce"))
+
+
 def lr_sweep(runs: pd.DataFrame) -> list[dict]:
   """Per (family, size, U, E): loss on the TUNING set against the peak learning rate, and the rate that
-  minimises it. Only runs with config eval.set == collect.TUNING_SET enter; the validation set
+  minimises it (per weight decay, where runs differ in it). Only runs with config eval.set == collect.TUNING_SET enter; the validation set
   the claims use never decides the recipe. The chosen rate is compared with the runner-up
   (paired over the tuning sequences where both saved them) and flagged when it is the largest or
   smallest rate tried."""
   runs = runs.assign(lr=pd.to_numeric(runs["lr"], errors="coerce"))
-  tune = runs[(runs["eval_set"].astype(str) == collect.TUNING_SET) & runs["finished"]
-              & np.isfinite(runs["lr"])]
+  tune = tuning_points(runs)
   claims = runs[(runs["eval_set"].astype(str) != collect.TUNING_SET) & runs["finished"]]
   out = []
-  for (obj, size, u, e), g in tune.groupby(["objective", "model_size", "unique_tokens", "epochs"],
-                                           sort=True):
+  for (obj, size, u, e, wd), g in tune.groupby(["objective", "model_size", "unique_tokens", "epochs",
+                                                "weight_decay"], sort=True, dropna=False):
     pts = []
     for lr, gl in g.groupby("lr"):
       loss = gl["best_eval_loss"].to_numpy(dtype=np.float64)
@@ -124,7 +142,7 @@ def lr_sweep(runs: pd.DataFrame) -> list[dict]:
     pts.sort(key=lambda p: p["lr"])
     i = int(np.argmin([p["loss"] for p in pts]))
     entry = dict(objective=obj, model_size=str(size), unique_tokens=float(u), epochs=float(e),
-                 chosen_lr=pts[i]["lr"],
+                 weight_decay=None if pd.isna(wd) else float(wd), chosen_lr=pts[i]["lr"],
                  chosen_loss=pts[i]["loss"], chosen_se=pts[i]["se"],
                  at_edge=bool(len(pts) > 1 and i in (0, len(pts) - 1)),
                  points=[{k: v for k, v in p.items() if k != "rec"} for p in pts],

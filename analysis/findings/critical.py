@@ -13,10 +13,15 @@ spend that compute), else over final losses. Two uncertainties:
     recomputed from its per-sequence losses under the same resampled documents, so the
     comparison stays paired); points without saved losses are drawn from N(loss, se) instead.
     The C_crit interval is over the resamples that cross, with the share that do.
-The published C_crit(U) = 2.12e15 (U/1e6)^2.174 counts FLOPs as 6 N D with N the non-embedding
-parameters (Prabhudesai et al.; reference/README.md). The per-budget C_crit here is in the runs'
-counted FLOPs (flops.py: causal attention at half); the law across budgets is fitted on the
-crossings recomputed on the 6ND axis so it compares with the published one.
+The published C_crit(U) = 2.12e15 (U/1e6)^2.174 counts FLOPs as 6 N D with N counting the
+embedding: the released scripts' MODEL_PARAM_CNT adds V x d_model to the blocks (Prabhudesai et al.;
+reference/README.md). The comparison with it is made on that axis (C_6ND_total); the non-embedding
+axis (C_6ND, Kaplan's convention) is reported beside it. Beside every comparison stands what the law
+itself implies at this U: E_crit = C_crit(U) / (6 N U), the epochs at which it puts the crossing for
+each model size N run (N with the embedding), and the range the law was fitted on (FITTED_RANGE).
+The per-budget C_crit here is in the runs' counted FLOPs (flops.py: causal attention at half); the
+law across budgets is fitted on the crossings recomputed on the 6ND axes so it compares with the
+published one.
 """
 
 from __future__ import annotations
@@ -28,14 +33,20 @@ from analysis.findings import paired
 from analysis.findings.points import curve_key, point_key
 from analysis.laws import crossover
 
-REFERENCE = dict(coef_at_1e6=2.12e15, exponent=2.174, flops="6ND (non-embedding N)",
-                 source="Prabhudesai et al. 2025, fitted over U = 25M..100M")
+PAPER_FLOPS = "6ND, N with the embedding (the paper's convention)"
+OTHER_FLOPS = "6ND, N without the embedding"
+FITTED_RANGE = dict(unique_tokens=(25e6, 100e6), params=(7e6, 2.5e9), max_epochs=800,
+                    text="U = 25M-100M unique tokens, models of 7M-2.5B parameters (with the "
+                         "embedding), up to 800 epochs")
+REFERENCE = dict(coef_at_1e6=2.12e15, exponent=2.174, flops=PAPER_FLOPS, fitted_range=FITTED_RANGE["text"],
+                 source="Prabhudesai et al. 2025 (arXiv:2507.15857), fitted over U = 25M..100M")
 FAMILIES = ("ar", "mdm")
 FINAL = "each run's final loss at its total compute"
 ALONG = ("every evaluation along each run at the compute spent by then (stopping there is a way to "
-         "spend that compute); these are read mid-schedule, under the run's own cosine schedule and "
-         "not annealed at that length, which favours neither family by construction but makes each "
-         "frontier an upper bound on the loss a run of that length would reach")
+         "spend that compute); these are read mid-schedule (a cosine run's, or a WSD trunk's at its "
+         "constant rate) and not annealed at that length, except WSD branch ends, which are; that "
+         "favours neither family by construction but makes each frontier an upper bound on the "
+         "loss a run of that length would reach")
 LEVEL = 0.95
 
 
@@ -131,15 +142,43 @@ def published_c_crit(u: float | np.ndarray) -> float | np.ndarray:
   return REFERENCE["coef_at_1e6"] * (u / 1e6) ** REFERENCE["exponent"]
 
 
-def _beside_published(u: float, c6: crossover.Crossing) -> dict:
-  """The shared compute range on the published law's 6ND axis, and where the law's C_crit for
-  this U falls against it: a budget whose range holds the prediction tests it."""
+def law_e_crit(u: float, n_total: float) -> float:
+  """The epochs at which the published law puts the crossing for a model of n_total parameters
+  (embedding included, as the law counts them) at U unique tokens: C_crit(U) / (6 N U)."""
+  return float(published_c_crit(u)) / (6.0 * n_total * u)
+
+
+def with_total_axis(pts: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+  """pts with N_total and C_6ND_total = C_6ND x N_total / N: the points' own N_total, else each point's
+  first run's params_total from `runs`; without either, the non-embedding axis stands in."""
+  out = pts.copy()
+  if "N_total" not in out.columns or out["N_total"].isna().all():
+    by_run = ({} if runs is None or "params_total" not in runs.columns
+              else dict(zip(runs["run_name"], pd.to_numeric(runs["params_total"], errors="coerce"))))
+    first = out["runs"].astype(str).str.split(",").str[0] if "runs" in out.columns else None
+    out["N_total"] = [by_run.get(r, np.nan) for r in first] if first is not None else np.nan
+  n = pd.to_numeric(out["N"], errors="coerce") if "N" in out.columns else pd.Series(np.nan, index=out.index)
+  n_total = pd.to_numeric(out["N_total"], errors="coerce")
+  ratio = (n_total / n).where(np.isfinite(n_total / n), 1.0) if len(out) else n_total
+  out["N_total"] = n_total.fillna(n)
+  out["C_6ND_total"] = out["C_6ND"] * ratio
+  return out
+
+
+def _beside_published(u: float, c6: crossover.Crossing, g: pd.DataFrame) -> dict:
+  """The shared compute range on the published law's axis (6ND, N with the embedding), where the
+  law's C_crit for this U falls against it (a budget whose range holds it tests it), and the law's
+  own E_crit at this U for each model size run."""
   pub = published_c_crit(u)
+  sizes = g.groupby("model_size")["N_total"].median() if "model_size" in g.columns else pd.Series(dtype=float)
+  e_crit = {str(k): law_e_crit(u, float(n)) for k, n in sizes.sort_values().items() if np.isfinite(n)}
+  base = dict(published_c_crit_6nd=pub, flops=PAPER_FLOPS, law_e_crit=e_crit,
+              law_fitted_range=FITTED_RANGE["text"])
   if c6.c_range is None:
-    return dict(c_range_6nd=None, published_c_crit_6nd=pub, published_in_range=None)
+    return dict(base, c_range_6nd=None, published_in_range=None)
   lo, hi = c6.c_range
   where = "below" if pub < lo else ("inside" if pub <= hi else "above")
-  return dict(c_range_6nd=list(c6.c_range), published_c_crit_6nd=pub, published_in_range=where)
+  return dict(base, c_range_6nd=list(c6.c_range), published_in_range=where)
 
 
 def _interval(samples: np.ndarray) -> list[float] | None:
@@ -151,11 +190,12 @@ def _interval(samples: np.ndarray) -> list[float] | None:
 
 
 def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_boot: int = 200,
-             seed: int = 0) -> dict:
+             seed: int = 0, runs: pd.DataFrame | None = None) -> dict:
   """pts: points.points (final losses, records keyed by point_key) or points.curve_points (every
-  evaluation along each run, records keyed by curve_key: told apart by its `step` column)."""
+  evaluation along each run, records keyed by curve_key: told apart by its `step` column).
+  runs: the runs table, for each point's params_total where pts lacks N_total (curve points)."""
   records = records or {}
-  pts = pts.reset_index(drop=True)
+  pts = with_total_axis(pts.reset_index(drop=True), runs)
   along = "step" in pts.columns
   key = curve_key if along else point_key
   boot, boot_kind = (resampled_losses(pts, records, n_boot, seed, key) if n_boot > 0 and len(pts)
@@ -178,13 +218,16 @@ def findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None, *, n_b
     cross["verdict"] = verdict(cross["status"], cross["gap_verdict"])
     if cross["verdict"] == "no crossover":
       cross["bound"] = cross["c_range"][1]  # C_crit > this, if it exists
-    c6 = _crossing(g, g["loss"].to_numpy(dtype=np.float64), "C_6ND")
-    entry = dict(unique_tokens=float(u), **cross, c_crit_6nd=c6.c_crit, **_beside_published(u, c6),
+    loss = g["loss"].to_numpy(dtype=np.float64)
+    c6, c6_other = _crossing(g, loss, "C_6ND_total"), _crossing(g, loss, "C_6ND")
+    entry = dict(unique_tokens=float(u), **cross, c_crit_6nd=c6.c_crit, **_beside_published(u, c6, g),
+                 other_convention=dict(flops=OTHER_FLOPS, c_crit_6nd=c6_other.c_crit,
+                                       c_range_6nd=None if c6_other.c_range is None else list(c6_other.c_range)),
                  frontier={k: dict(C=np.exp(f.log_c).tolist(), loss=f.loss.tolist())
                            for k, f in fr.items()})
     if boot is not None:
       cols = g.index.to_numpy()
-      rep = [(_crossing(g, boot[i, cols], "C"), _crossing(g, boot[i, cols], "C_6ND"))
+      rep = [(_crossing(g, boot[i, cols], "C"), _crossing(g, boot[i, cols], "C_6ND_total"))
              for i in range(boot.shape[0])]
       c_rep = np.array([c.c_crit if c.status == "crosses" else np.nan for c, _ in rep])
       six[float(u)] = np.array([c.c_crit if c.status == "crosses" else np.nan for _, c in rep])
@@ -208,8 +251,9 @@ def c_crit_law(per_budget: list[dict], six_rep: dict[float, np.ndarray]) -> dict
   u = np.array([b["unique_tokens"] for b in crossing])
   law = crossover.fit_c_crit(u, [b["c_crit_6nd"] for b in crossing])
   out = dict(status="ok", **law.named(), coef_at_1e6=float(law(1e6)), flops=REFERENCE["flops"],
-             budgets=u.tolist(),
-             published_at_budgets=published_c_crit(u).tolist())
+             budgets=u.tolist(), published_at_budgets=published_c_crit(u).tolist(),
+             law_e_crit={str(b["unique_tokens"]): b.get("law_e_crit", {}) for b in crossing},
+             law_fitted_range=FITTED_RANGE["text"])
   if six_rep and all(float(x) in six_rep for x in u):
     c_RxB = np.stack([six_rep[float(x)] for x in u], axis=1)
     ok = np.all(np.isfinite(c_RxB), axis=1)

@@ -20,6 +20,12 @@ def _has_run_bests(pts: pd.DataFrame) -> bool:
           and bool(np.isfinite(pts[cols].to_numpy(dtype=np.float64)).all()))
 
 
+def _all_annealed(g: pd.DataFrame) -> bool:
+  """WSD branch ends only: each point is its run's end by construction, so the family's best E
+  and its rise are read across the branches (by their final losses), not within one run."""
+  return "annealed" in g.columns and bool(g["annealed"].astype(bool).all())
+
+
 def rise_verdict(rise: float, se: float) -> str:
   """How the loss at the end stands against the best: 'best at the end' (no rise), 'significant'
   (> 2 SE, the threshold the report's prose uses) or 'inconclusive'."""
@@ -64,14 +70,15 @@ def epoch_findings(pts: pd.DataFrame, records: dict[tuple, dict] | None = None) 
   With each run's best evaluation known (_has_run_bests), runs are read at that best: a long run
   that overfitted after a mid-run best counts by its best, and the rise is from there to the end
   of the same run. Otherwise runs are compared by their final losses and the rise is to the
-  largest E tried. best_epochs / last_epochs: the planned E of the runs; best_epoch: the epoch
-  of the best evaluation. SEs paired over sequences where the runs saved them (PointRecords)."""
+  largest E tried; so are WSD branch ends (_all_annealed). best_epochs / last_epochs: the planned
+  E of the runs; best_epoch: the epoch of the best evaluation. SEs paired over sequences where the runs saved them (PointRecords)."""
   records = records or {}
   by_curve = _has_run_bests(pts)
   series = []
   for (obj, u, size), g in pts.groupby(["objective", "unique_tokens", "model_size"]):
     g = g.sort_values("epochs")
-    found = _size_by_curve(g, records) if by_curve else _size_by_final(g, records)
+    found = (_size_by_curve(g, records) if by_curve and not _all_annealed(g)
+             else _size_by_final(g, records))
     rise, se = found["rise_after"], found["rise_after_se"]
     series.append(dict(objective=obj, unique_tokens=float(u), model_size=size,
                        N=float(g["N"].iloc[0]), epochs_tried=g["epochs"].tolist(), **found,

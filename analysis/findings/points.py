@@ -73,7 +73,7 @@ def points(runs: pd.DataFrame, param_col: str = "params_non_embedding") -> pd.Da
         best_epoch=float(np.nanmean(g["best_epoch"])), best_flops=float(np.nanmean(g["best_flops"])),
         lr=float(np.nanmedian(pd.to_numeric(g["lr"], errors="coerce")))
         if pd.to_numeric(g["lr"], errors="coerce").notna().any() else float("nan"),
-        n_seeds=int(len(g)),
+        n_seeds=int(len(g)), annealed=bool((_roles(g) == "branch").all()),
         mc_accuracy=float(np.nanmean(g["mc_accuracy"])) if g["mc_accuracy"].notna().any()
         else float("nan"),
         runs=",".join(map(str, g["run_name"]))))

@@ -281,6 +281,11 @@ def fit_all(n, d, loss, c=None, *, loss_c=None, n_boot: int = 200, seed: int = 0
                        reason=f"{xs.size} point(s) on the loss frontier over {form}; a power law "
                               "needs >= 3")
       continue
+    if form == "C" and _distinct(n) < 2:
+      out[form] = dict(status="not identifiable",
+                       reason="1 model size: its compute frontier is that size's own curve, not "
+                              "the envelope over sizes that C_min is; needs >= 2 sizes")
+      continue
     out[form] = _one(form, (xs,), ls, n_boot, seed, what)
   n_sz, n_d = _distinct(n), _distinct(d)
   if n.size <= 4 or n_sz < 3 or n_d < 3:

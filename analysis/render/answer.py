@@ -4,7 +4,7 @@ the task over training. Each sentence says only what its interval allows."""
 
 from __future__ import annotations
 
-from analysis.render.fmt import FAM, fam, num, pm, tok
+from analysis.render.fmt import FAM, fam, law_context, num, pm, tok
 
 
 def _first_upper(text: str) -> str:
@@ -29,20 +29,24 @@ def _cross_sentence(b: dict | None) -> str:
     ci = b.get("c_crit_ci")
     within = (f" (95% CI {ci[0]:.3g}–{ci[1]:.3g}, crossing in {b['frac_crossing']:.0%} of "
               "resamples)" if ci else " (no interval)")
-    return f"diffusion's frontier crosses below AR's at C_crit = {b['c_crit']:.3g} FLOPs{within}"
+    return (f"diffusion's frontier crosses below AR's at C_crit = {b['c_crit']:.3g} FLOPs{within}"
+            + _published_clause(b))
   if v == "no crossover":
     return (f"no crossover up to C = {b['bound']:.3g} FLOPs (AR significantly ahead there)"
             + _published_clause(b))
   if v == "mdm ahead throughout":
-    return f"diffusion is ahead over the whole shared range (C_crit < {b['c_range'][0]:.3g} FLOPs)"
+    return (f"diffusion is ahead over the whole shared range (C_crit < {b['c_range'][0]:.3g} FLOPs)"
+            + _published_clause(b))
   if v == "inconclusive":
     return ("crossover inconclusive: at the largest shared compute the gap's interval contains 0"
-            + (f" ({b['frac_crossing']:.0%} of resamples cross)" if "frac_crossing" in b else ""))
+            + (f" ({b['frac_crossing']:.0%} of resamples cross)" if "frac_crossing" in b else "")
+            + _published_clause(b))
   return f"crossover: {v}"
 
 
 def _published_clause(b: dict) -> str:
-  """Where the published law (extrapolated) puts C_crit for this U, against the 6ND range run."""
+  """Where the published law (extrapolated) puts C_crit for this U, against the range run on its
+  own axis (6ND, N with the embedding), with the law's E_crit and fitted range beside it."""
   where, pub, rng = b.get("published_in_range"), b.get("published_c_crit_6nd"), b.get("c_range_6nd")
   if where is None or pub is None or not rng:
     return ""
@@ -50,8 +54,12 @@ def _published_clause(b: dict) -> str:
           "above": "beyond the range measured, so this budget cannot test it",
           "below": "below the range measured, where AR is ahead throughout: this budget "
                    "contradicts the extrapolation"}[where]
-  return (f"; the published law puts C_crit at {pub:.3g} 6ND FLOPs for this U (range measured "
-          f"{rng[0]:.3g}–{rng[1]:.3g} in 6ND): {says}")
+  other = b.get("other_convention") or {}
+  alt = (f"; without the embedding the range is {other['c_range_6nd'][0]:.3g}–{other['c_range_6nd'][1]:.3g}"
+         if other.get("c_range_6nd") else "")
+  return (f"; the published law puts C_crit at {pub:.3g} FLOPs for this U in "
+          f"{b.get('flops', '6ND')} (range measured {rng[0]:.3g}–{rng[1]:.3g} there{alt}): {says} "
+          f"({law_context(b)})")
 
 
 def curves_caption(findings: dict) -> str:
@@ -80,7 +88,11 @@ MAX_BUDGET_LINES = 4  # the answer is at most five lines: these and one across b
 
 
 def _best_text(f: str, x: dict) -> str:
-  still = ", still improving at its last evaluation" if x["still_improving"] else ""
+  if x.get("annealed"):
+    still = (", an annealed branch end, the longest tried: still improving there" if x["still_improving"]
+             else ", an annealed branch end; longer branches ended higher")
+  else:
+    still = ", still improving at its last evaluation" if x["still_improving"] else ""
   return (f"{FAM[f]} {pm(x['loss'], x['se'])} ({x['model_size']}, epoch {num(x['best_epoch'])} of "
           f"{x['epochs_planned']:g}, {num(x['best_flops'])} FLOPs{still})")
 
@@ -108,6 +120,13 @@ def _stars_text(stars: dict) -> str:
   return ("; ".join(parts) + ".") if parts else ""
 
 
+def _e_crit_text(fit: dict) -> str:
+  per_u = fit.get("law_e_crit") or {}
+  parts = [f"U = {float(u):.3g}: " + ", ".join(f"{v:.3g} at {k}" for k, v in e.items())
+           for u, e in per_u.items() if e]
+  return "; ".join(parts) or "not computed"
+
+
 def _across(cross: dict) -> str:
   fit, ref = cross.get("c_crit_fit") or {}, cross.get("reference", {})
   if fit.get("status") == "ok":
@@ -117,8 +136,9 @@ def _across(cross: dict) -> str:
     pub = ", ".join(f"{c:.3g}" for c in fit["published_at_budgets"])
     return (f"Across budgets: C_crit(U) = {fit['coef_at_1e6']:.3g} × (U/1e6)^a FLOPs, {a}, in "
             f"{fit['flops']}; published {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']} "
-            f"({ref['source']}), which at these budgets gives {pub} (an extrapolation of the "
-            "published law far below its fitted range).")
+            f"({ref['source']}), which at these budgets gives {pub} (an extrapolation: the law was "
+            f"fitted on {fit.get('law_fitted_range', ref.get('fitted_range', 'U = 25M-100M'))}; "
+            f"its E_crit = C_crit / (6 N U) at these budgets: {_e_crit_text(fit)}).")
   return (f"Across budgets: C_crit(U) not fitted ({fit.get('reason', 'no crossings')}); published "
           f"{ref.get('coef_at_1e6', 2.12e15):.3g} × (U/1e6)^{ref.get('exponent', 2.174)} in "
           f"{ref.get('flops', '6ND')}.")
@@ -160,7 +180,9 @@ def lr_section(sweep: list[dict]) -> list[str]:
         f"{r['lr']:.3g} is {pm(r['loss_above'], r['se'])} higher"
         + ("" if r["verdict"] == "positive" else " (within errors: the two are not told apart)"))
     used = ", ".join(f"{v:.3g}" for v in s["used_by_claims"]) or "—"
-    where = f"{s['model_size']} (U = {tok(s['unique_tokens'])}, E = {s['epochs']:g})"
+    wd = s.get("weight_decay")
+    where = (f"{s['model_size']} (U = {tok(s['unique_tokens'])}, E = {s['epochs']:g}"
+             + (f", weight decay {wd:g}" if wd is not None else "") + ")")
     lines.append(f"| {fam(s['objective'])} | {where} | {cells} | {chosen} | {vs} | {used} |")
   return lines + ["", "![lr sweep](figures/lr_sweep.png)", ""]
 

@@ -1,6 +1,7 @@
 """The report's first figure: validation loss along every evaluation of each run against epochs, per
-budget, each family's best starred, the unigram floor of the validation set drawn, (its caption,
-with the AR - MDM gap at the two bests, is answer.curves_caption).
+budget (a WSD trunk's curve, its branches' annealed ends as open circles), each family's best
+starred, the unigram floor of the validation set drawn (its caption, with the AR - MDM gap at the
+two bests, is answer.curves_caption).
 
 Runs whose curves the tables lack are drawn by their end points (the points table) alone.
 """
@@ -37,10 +38,12 @@ def _draw_budget(ax, pts: pd.DataFrame, curves: pd.DataFrame, sizes: list, best:
                  | set(curves.loc[curves["objective"] == fam, "model_size"])]:
       label = f"{FAM.get(fam, fam)} {size}"
       runs = curves[(curves["objective"] == fam) & (curves["model_size"] == size)]
-      for _, r in runs.groupby("run_name"):
+      for r in sorted((g for _, g in runs.groupby("run_name")), key=len, reverse=True):  # curves first
         r = r.sort_values("epoch")
-        ax.plot(r["epoch"], r["loss"], ls, marker="." if len(r) > 1 else "o", ms=3, lw=1.1,
-                color=shade[size], label=label)
+        if len(r) > 1:
+          ax.plot(r["epoch"], r["loss"], ls, marker=".", ms=3, lw=1.1, color=shade[size], label=label)
+        else:  # one evaluation: a WSD branch's annealed end (or a run too short for a curve)
+          ax.plot(r["epoch"], r["loss"], "o", ms=5, mfc="white", mec=shade[size], mew=1.3, label=label)
         label = None
       ends = pts[(pts["objective"] == fam) & (pts["model_size"] == size)
                  & ~pts["runs"].astype(str).map(lambda n: bool(set(n.split(",")) & set(runs["run_name"])))]
@@ -71,6 +74,8 @@ def loss_vs_epochs(pts: pd.DataFrame, curves: pd.DataFrame, findings: dict,
     if floor is not None:
       ax.axhline(floor, color="0.35", ls=":", lw=1.2, label=f"unigram floor {floor:.2f}")
     ax.plot([], [], "*", ms=10, color="0.5", mec="k", label="family's best")
+    if "annealed" in pts and pts["annealed"].astype(bool).any():
+      ax.plot([], [], "o", ms=5, mfc="white", mec="0.4", mew=1.3, label="annealed branch end")
     ax.set_xscale("log")
     ax.set_title(f"U = {tok(u)} unique tokens")
     ax.set_xlabel("epochs")

@@ -20,7 +20,7 @@ def epochs_section(ep: dict, within: list[dict]) -> list[str]:
               "the end of the same run.", ""]
   for u in sorted({b["unique_tokens"] for b in budgets}):
     here = [b for b in budgets if b["unique_tokens"] == u]
-    parts = [_epoch_by_curve(b) if by_curve else _epoch_by_final(b) for b in here]
+    parts = [_epoch_by_curve(b) if b.get("basis") == CURVE_BASIS else _epoch_by_final(b) for b in here]
     lines.append(f"At U = {tok(u)}: " + "; ".join(parts) + ".")
     lines.append("")
   sig = [w for w in within if w["rise_se"] > 0 and w["rise"] > 2 * w["rise_se"]]

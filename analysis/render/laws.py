@@ -3,7 +3,7 @@ its interval (or the reason it has none)."""
 
 from __future__ import annotations
 
-from analysis.render.fmt import FAM, pm, tok
+from analysis.render.fmt import FAM, pm, published_line, tok
 
 
 def _c_ci(b: dict) -> str:
@@ -49,6 +49,8 @@ def crossover_section(cross: dict) -> list[str]:
       lines.append(f"- U = {u}: the two families' compute ranges do not overlap.")
     else:
       lines.append(f"- U = {u}: {st} (have: {', '.join(b.get('families', []))}).")
+    if line := published_line(b):
+      lines.append(line)
   if cross.get("points"):
     lines += ["", f"Each family's frontier is the lowest loss reached so far over {cross['points']}."]
   if cross.get("uncertainty"):
@@ -64,12 +66,14 @@ def crossover_section(cross: dict) -> list[str]:
     lines.append(f"Across the {fit['n_points']} budgets that cross beyond errors, C_crit(U) = "
                  f"{fit['coef_at_1e6']:.3g} × (U/1e6)^{fit['exponent']:.2f} FLOPs in "
                  f"{fit['flops']}, the convention of the published law (Prabhudesai et al.: "
-                 f"{ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}, {ref['source']}); "
+                 f"{ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}, {ref['source']}; fitted on "
+                 f"{ref.get('fitted_range', 'U = 25M-100M')}); "
                  f"exponent a = {a_txt}. The per-budget C_crit above are in counted FLOPs "
                  "(causal attention at half).")
   else:
     lines.append(f"C_crit(U) is not fitted: {fit.get('reason', 'no crossings')}. (Published, "
-                 f"6ND FLOPs: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}.)")
+                 f"{ref.get('flops', '6ND')}: {ref['coef_at_1e6']:.3g} × (U/1e6)^{ref['exponent']}, "
+                 f"fitted on {ref.get('fitted_range', 'U = 25M-100M')}.)")
   return lines + ["", "![C_crit](figures/c_crit.png)", ""]
 
 
@@ -242,4 +246,5 @@ def ratio_sentence(ratio: dict | None) -> str | None:
     tail = "diffusion extracts value from repeated data for less long than AR"
   else:
     tail = "inconclusive: the interval contains 1"
-  return f"{head}: {tail} (published: 512.85 / 31.93 = 16.1)."
+  return (f"{head}: {tail} (published, Prabhudesai et al. arXiv:2507.15857 as transcribed in "
+          "analysis/reference/README.md, version not recorded: 512.85 / 31.93 = 16.1).")

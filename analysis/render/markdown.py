@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from analysis.render import answer, epochs, laws, sweeps
+from analysis.render import answer, epochs, laws, sweeps, tuning
 from analysis.render.fmt import FAM, tok
 
 
@@ -100,5 +100,6 @@ def render(findings: dict) -> str:
   if "task" in findings:
     lines += answer.task_section(findings["task"])
   lines += answer.lr_section(findings.get("lr_sweep", []))
+  lines += tuning.weight_decay_section(findings.get("weight_decay", []))
   lines = link_drawn_figures(lines, findings.get("figures") or {}, findings.get("figures_not_drawn", {}))
   return "\n".join(lines)

@@ -217,13 +217,13 @@ def c_crit(cross: dict, out: pathlib.Path) -> list[pathlib.Path]:
   if not pts:
     return []
   fig, ax = plt.subplots(figsize=(5.2, 4.0), layout="constrained")
-  six = cross.get("c_crit_6nd") or {}  # the published law's convention: 6ND FLOPs
+  six = cross.get("c_crit_6nd") or {}  # the published law's convention: 6ND, N with the embedding
   if six:
     u, c = np.array([float(k) for k in six]), np.array(list(six.values()))
   else:
     u = np.array([b["unique_tokens"] for b in pts])
     c = np.array([b["c_crit"] for b in pts])
-  ax.plot(u, c, "ko", label="measured crossing (6ND)" if six else "measured crossing (counted)")
+  ax.plot(u, c, "ko", label="measured crossing (6ND, N with embedding)" if six else "measured crossing (counted)")
   uu = np.logspace(np.log10(u.min()) - 0.3, np.log10(u.max()) + 0.3, 50)
   fit = cross.get("c_crit_fit") or {}
   if fit.get("status") == "ok":

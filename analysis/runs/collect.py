@@ -30,6 +30,7 @@ CONFIG_COLUMNS = {
     "eval_num_sequences": ("eval.num_sequences", None),
     "lr": ("optim.lr", None),
     "lr_schedule": ("optim.schedule", None),
+    "weight_decay": ("optim.weight_decay", None),
     "d_model": ("model.d_model", None),
     "n_layers": ("model.n_layers", None),
 }

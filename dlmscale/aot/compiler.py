@@ -31,15 +31,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dlmscale.model import flops
-from dlmscale.runtime import hardware
-from dlmscale.train import steps as program
-from dlmscale.train import config_checks as run_config
-from dlmscale.runtime import sharding
 from dlmscale.aot import topologies
 from dlmscale.data import pipeline, tokenizer
 from dlmscale.errors import UserError, first_line
+from dlmscale.model import flops
+from dlmscale.runtime import hardware, sharding
+from dlmscale.train import config_checks, steps as program
 
+# The TPU compiler's two ways of saying a program does not fit (libtpu 0.0.42):
+#   "Ran out of memory on HBM, the total memory required for HLO temporaries (16.73G) exceeds
+#    available HBM (15.75G)"  and  "Used 20.33G of 15.75G hbm. Exceeded hbm capacity by 4.58G."
 _OOM = (re.compile(r"required for ([\w ]+?) \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)"),
         re.compile(r"()Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm"))
 _UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -124,7 +125,7 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
 
   Config errors are UserErrors; a program the compiler rejects (e.g. out of HBM) raises its error.
   """
-  run_config.validate(config)
+  config_checks.validate(config)
   vocab, mask_id = vocab_and_mask(config)
   seq_len, batch, eval_batch = config.data.seq_len, config.batch_size, config.eval.batch_size
   mesh = sharding.make_mesh(config.mesh, devices)

@@ -22,9 +22,6 @@ from dlmscale.errors import UserError, first_line
 
 TPU_INSTALL = ("install the TPU compiler into a separate venv: python3 -m venv tpu-venv && "
                "tpu-venv/bin/pip install -r requirements-tpu.txt (jax[tpu], libtpu ~213 MB)")
-# The TPU compiler's two ways of saying a program does not fit (libtpu 0.0.42):
-#   "Ran out of memory on HBM, the total memory required for HLO temporaries (16.73G) exceeds
-#    available HBM (15.75G)"  and  "Used 20.33G of 15.75G hbm. Exceeded hbm capacity by 4.58G."
 
 
 def tpu_compiler_available() -> bool:

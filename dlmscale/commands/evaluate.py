@@ -14,26 +14,23 @@ import time
 
 from absl import flags
 
-from dlmscale.eval import builtin_task
-from dlmscale.commands import guard as cli_guard
 from dlmscale import run_dir
-from dlmscale.eval import scoring
-from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings
-from dlmscale.train import open_run as restore
-from dlmscale.eval import task_file
+from dlmscale.commands import guard as cli_guard
 from dlmscale.data import pipeline
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
+from dlmscale.eval import builtin_task, scoring, task_file
+from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings
+from dlmscale.train import open_run
 
 
-def _builtin_task(run: restore.Loaded, method: str, batch_size: int, elbo: ElboSettings,
+def _builtin_task(run: open_run.Loaded, method: str, batch_size: int, elbo: ElboSettings,
                   mc_items: int) -> dict:
   """The built-in task's numbers (from the validation split), or why there are none."""
   out = {}
   t0 = time.perf_counter()
   try:
-    items = builtin_task.make_task(run.prepared.val_chunks, run.prepared.eod_id,
-                                   run.model_cfg.max_len, n_items=mc_items)
+    items = builtin_task.make_task(run.data.prepared.val_chunks, run.data.prepared.eod_id,
+                                   run.setup.model_cfg.max_len, n_items=mc_items)
   except UserError as e:  # too little validation text: still report the rest
     print(f"warning: no built-in task: {e}", flush=True)
     out.update(mc_accuracy=None, mc_accuracy_se=None, mc_skipped=str(e))
@@ -56,7 +53,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     raise UserError(f"--mc_samples={mc_samples} must be >= 1")
   if mc_items < 1:
     raise UserError(f"--mc_items={mc_items} must be >= 1")
-  run_config, _ = restore.read_config(workdir)
+  run_config, _ = open_run.read_config(workdir)
   method = scoring.scoring_method(run_config.objective, mc_method)
   mc_estimator = mc_estimator or run_config.eval.mdm_estimator
   if mc_estimator not in ESTIMATORS:
@@ -68,7 +65,7 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
     if mc_samples is not None:
       c.eval.mc_samples = int(mc_samples)
 
-  run = restore.load(workdir, edit)
+  run = open_run.load(workdir, edit)
   c = run.config
   elbo = ElboSettings.of(c, estimator=mc_estimator)
   batch_size = int(batch_size or c.eval.batch_size)
@@ -86,8 +83,9 @@ def evaluate_run(workdir, *, task: str | None = None, mc_samples: int | None = N
   out.update(_builtin_task(run, method, batch_size, elbo, mc_items))
   if text_items is not None:
     t0 = time.perf_counter()
-    items = task_file.tokenize(text_items, pipeline.load_tokenizer(run.prepared), run.prepared.eod_id,
-                               run.model_cfg.max_len, str(task))
+    prepared = run.data.prepared
+    items = task_file.tokenize(text_items, pipeline.load_tokenizer(prepared), prepared.eod_id,
+                               run.setup.model_cfg.max_len, str(task))
     r = scoring.score_task(run, items, method, batch_size, elbo)
     out.update(task_file=str(task), task_accuracy=r.accuracy, task_accuracy_se=r.accuracy_se,
                task_accuracy_norm=r.accuracy_norm, task_accuracy_norm_se=r.accuracy_norm_se,
@@ -125,7 +123,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import jax
 from absl import flags
 
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
 from dlmscale.model import export
 from dlmscale.train import open_run
@@ -24,9 +23,10 @@ from dlmscale.train import open_run
 def export_run(workdir, out, step: int | None = None):
   run = open_run.load(workdir, step=step)
   params = jax.device_get(run.params)
-  return export.write(out, params, run.model_cfg, eod_id=run.prepared.eod_id,
-                      mask_id=run.prepared.mask_id, objective=run.config.objective,
-                      tokenizer_path=run.prepared.tokenizer_path,
+  prepared = run.data.prepared
+  return export.write(out, params, run.setup.model_cfg, eod_id=prepared.eod_id,
+                      mask_id=prepared.mask_id, objective=run.config.objective,
+                      tokenizer_path=prepared.tokenizer_path,
                       extra={"dlmscale_step": int(run.step), "dlmscale_run": str(run.config.run_name)})
 
 
@@ -47,7 +47,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,6 @@ def one_line(message: object) -> str:
   return "; ".join(parts) if parts else type(message).__name__
 
 
-def user_error_line(message: object) -> str:
-  return f"error: {one_line(message)}"
-
-
 def write_traceback(command: str, exc: BaseException) -> str:
   """The full traceback in a fresh file (never overwriting anything); returns its path.
 
@@ -72,7 +68,7 @@ def last_frames(exc: BaseException, n: int = 3) -> str:
 def expected_failure(e: UserError | TrainingDiverged) -> int:
   """The one line and the exit status of a failure we expect: bad input (2) or divergence (3). A
   grid worker reports its points with it too, so a point fails exactly as a solo run would."""
-  print(user_error_line(e), file=sys.stderr, flush=True)
+  print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
   return EXIT_DIVERGED if isinstance(e, TrainingDiverged) else EXIT_USER_ERROR
 
 
@@ -171,13 +167,8 @@ def parse_run_flags(define: Callable, argv: Sequence[str]):
   return fv
 
 
-def cli_main(fn: Callable[[], int | None], command: str | None = None) -> int:
-  """Runs a command's body in the entry guard (`guard`): exit 2 for a UserError,
-  3 for divergence, 1 plus a traceback file for a bug; never a traceback on the terminal."""
-  return guard(fn, command or _command_name())
-
-
-def _command_name() -> str:
-  main = sys.modules.get("__main__")
-  spec = getattr(main, "__spec__", None)
-  return getattr(spec, "name", None) or pathlib.Path(sys.argv[0]).stem or "dlmscale"
+def cli_main(fn: Callable[[], int | None]) -> int:
+  """Runs a command's body in the entry guard (`guard`), named as `python -m` ran it: exit 2 for a
+  UserError, 3 for divergence, 1 plus a traceback file for a bug; never a traceback on the terminal."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return guard(fn, getattr(spec, "name", None) or pathlib.Path(sys.argv[0]).stem or "dlmscale")

@@ -19,7 +19,6 @@ from absl import flags
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.errors import UserError
 
 
@@ -81,7 +80,7 @@ def _main() -> None:
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

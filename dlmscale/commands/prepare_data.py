@@ -14,8 +14,7 @@ import sys
 from absl import flags
 
 from dlmscale.commands import guard
-from dlmscale.data import corpus as corpus_lib
-from dlmscale.data import pipeline
+from dlmscale.data import corpus as corpus_lib, pipeline
 from dlmscale.data.config import DataConfig
 
 

@@ -14,12 +14,11 @@ import jax
 from absl import flags
 
 from dlmscale.commands import guard as cli_guard
-from dlmscale.commands.guard import cli_main
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from dlmscale.eval.sampling import METHODS, sample_ar, sample_mdm, until_eod
 from dlmscale.objectives.masking import make_schedule
-from dlmscale.train import open_run as restore
+from dlmscale.train import open_run
 
 
 def _define_flags() -> flags.FlagValues:
@@ -40,23 +39,24 @@ def _main() -> None:
   fv = cli_guard.parse_run_flags(_define_flags, sys.argv)
   if fv.method not in METHODS:
     raise UserError(f"--method={fv.method!r}: choose one of {', '.join(METHODS)}")
-  run = restore.load(fv.workdir)
-  sp, eod = pipeline.load_tokenizer(run.prepared), run.prepared.eod_id
+  run = open_run.load(fv.workdir)
+  prepared, setup = run.data.prepared, run.setup
+  sp, eod = pipeline.load_tokenizer(prepared), prepared.eod_id
   prompt = [eod, *sp.encode(fv.prompt)]
-  common = dict(num_tokens=fv.num_tokens, max_len=run.model_cfg.max_len, mask_id=run.prepared.mask_id,
+  common = dict(num_tokens=fv.num_tokens, max_len=setup.model_cfg.max_len, mask_id=prepared.mask_id,
                 seed=fv.seed, temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p)
-  with jax.set_mesh(run.mesh):
+  with jax.set_mesh(setup.mesh):
     if run.config.objective == "ar":
-      new = sample_ar(run.params, run.apply_fn, prompt, **common)
+      new = sample_ar(run.params, setup.apply_fn, prompt, **common)
     else:
       schedule = make_schedule(run.config.mdm.schedule, run.config.mdm.poly_exponent)
-      new = sample_mdm(run.params, run.apply_fn, prompt, schedule=schedule, steps=fv.steps,
+      new = sample_mdm(run.params, setup.apply_fn, prompt, schedule=schedule, steps=fv.steps,
                        method=fv.method, **common)
   print(fv.prompt + sp.decode(until_eod(new, eod)))
 
 
 def main() -> int:
-  return cli_main(_main)
+  return cli_guard.cli_main(_main)
 
 
 if __name__ == "__main__":

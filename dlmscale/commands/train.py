@@ -35,7 +35,6 @@ if __name__ == "__main__":  # the first instructions: a stop from here on is hon
 
 # pylint: disable=wrong-import-position
 import json  # noqa: E402
-import pathlib  # noqa: E402
 import re  # noqa: E402
 
 import ml_collections  # noqa: E402
@@ -56,7 +55,6 @@ _ALLOW_NEW_DATA = flags.DEFINE_bool(
 
 _FLAG_ERRORS = (flags.Error, KeyError, AttributeError, ValueError, TypeError, SyntaxError, OSError,
                 ImportError)
-_EXAMPLES = config_file.EXAMPLES
 
 
 def config_spec(argv: list[str]) -> str | None:
@@ -87,9 +85,9 @@ def flag_error_message(e: BaseException, argv: list[str]) -> str:
   """One line for what absl / config_flags raised while parsing argv."""
   spec = config_spec(argv) or ""
   if isinstance(e, SyntaxError):
-    return f"--config={spec}: not a valid Python file ({e.msg}, line {e.lineno}); {_EXAMPLES}"
+    return f"--config={spec}: not a valid Python file ({e.msg}, line {e.lineno}); {config_file.EXAMPLES}"
   if isinstance(e, AttributeError) and "get_config" in str(e):
-    return f"--config={spec} defines no get_config(); {_EXAMPLES}"
+    return f"--config={spec} defines no get_config(); {config_file.EXAMPLES}"
   if isinstance(e, (KeyError, AttributeError)):
     keys = config_keys(spec)
     unknown = [k for k in _override_keys(argv) if keys and k not in keys

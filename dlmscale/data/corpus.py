@@ -40,32 +40,42 @@ class Corpus:
   compressions: tuple[str, ...] = ()  # per file: "" | gzip | zstd | bz2 | xz
   hub: object = None  # a Hub dataset (datasets.Dataset) for hf:NAME specs
 
-  def iter_docs(self) -> Iterator[str]:
-    """Every non-empty document, in corpus order (the order is part of the data's identity)."""
+  def iter_docs(self, hasher=None) -> Iterator[str]:
+    """Every non-empty document, in corpus order (the order is part of the data's identity).
+    `hasher` (a hashlib object): fed each file's length and bytes from this same read, which makes it
+    the files' content_sha256 once every document was taken."""
     if self.hub is not None:
       yield from remote.hf_docs(self.hub, self.spec, self.text_field)
       return
     for path, fmt, comp in zip(self.files, self.formats, self.compressions or ("",) * len(self.files)):
+      tap = None
+      if hasher is not None:
+        hasher.update(path.stat().st_size.to_bytes(8, "little"))
+        tap = hasher.update
       if fmt == "jsonl":
-        yield from _jsonl_docs(path, self.text_field, comp)
+        yield from _jsonl_docs(path, self.text_field, comp, tap)
       elif fmt == "parquet":
-        yield from _parquet_docs(path, self.text_field)
+        yield from _parquet_docs(path, self.text_field, tap)
       elif fmt == "arrow":
-        yield from formats_lib.arrow_docs(path, self.text_field)
+        yield from formats_lib.arrow_docs(path, self.text_field, tap)
       else:
-        yield from _text_docs(path, self.doc_separator, comp)
+        yield from _text_docs(path, self.doc_separator, comp, tap)
 
-  def fingerprint(self, known_sha256: str | None = None) -> dict:
+  def fingerprint(self, content_sha256_: str | None) -> dict:
     """What identifies the corpus's content: the cache key uses it, the manifest records it.
-    `known_sha256`: the content hash already recorded for these files' stat (index.py), not recomputed."""
+    `content_sha256_`: the files' content_sha256, from the stat index (index.py) or from the one read
+    of the corpus (spill.py); a Hub dataset is named by its datasets fingerprint instead."""
     if self.hub is not None:
-      return {"kind": "hf", "files": 0, "bytes": 0, "content_sha256": str(getattr(self.hub, "_fingerprint", "")),
-              "rows": len(self.hub)}
+      fp = {"kind": "hf", "files": 0, "bytes": 0, "content_sha256": str(getattr(self.hub, "_fingerprint", "")),
+            "rows": len(self.hub)}
+      if (local := remote.local_stat(self.spec)) is not None:  # datasets' fingerprint misses local edits
+        fp["local_files_sha256"] = hashlib.sha256(json.dumps(local).encode()).hexdigest()
+      return fp
     fp = {
         "kind": STDLIB if self.spec == STDLIB else "files",
         "files": len(self.files),
         "bytes": sum(p.stat().st_size for p in self.files),
-        "content_sha256": known_sha256 or content_sha256(self.files),
+        "content_sha256": content_sha256_ or content_sha256(self.files),
     }
     if self.spec == STDLIB:
       fp["python_version"] = platform.python_version()  # the stdlib is versioned with the interpreter
@@ -82,7 +92,7 @@ def open_corpus(spec: str, fmt: str = "auto", text_field: str = "text", doc_sepa
   if spec.startswith(remote.HF_PREFIX):
     if not text_field:
       raise UserError("a Hub dataset needs a text field: set --text_field (data.text_field)")
-    return Corpus(spec, (), ("hf",), text_field, "", (), remote.load_hf(spec))
+    return Corpus(spec, (), ("hf",), text_field, "", (), remote.load_hf(spec, cache_dir and pathlib.Path(cache_dir)))
   files = resolve_files(spec, cache_dir)
   saved = formats_lib.is_saved_dataset(_local(spec))
   found = tuple(formats_lib.FileFormat("arrow", "") if saved else
@@ -161,8 +171,8 @@ def _resolve_paths(spec: str) -> tuple[pathlib.Path, ...]:
   return tuple(sorted(p.resolve() for p in files))
 
 
-def _text_docs(path: pathlib.Path, separator: str, compression: str = "") -> Iterator[str]:
-  text = formats_lib.read_text(path, compression)
+def _text_docs(path: pathlib.Path, separator: str, compression: str = "", tap=None) -> Iterator[str]:
+  text = formats_lib.read_text(path, compression, tap)
   parts = text.split(separator) if separator else [text]
   for part in parts:
     doc = part.strip("\r\n") if separator else part
@@ -176,8 +186,8 @@ def _missing_field(where: str, field: str, present: list[str]) -> UserError:
                    f"Set --text_field (data.text_field) to the field holding the text")
 
 
-def _jsonl_docs(path: pathlib.Path, field: str, compression: str = "") -> Iterator[str]:
-  for lineno, line in enumerate(formats_lib.text_lines(path, compression), 1):
+def _jsonl_docs(path: pathlib.Path, field: str, compression: str = "", tap=None) -> Iterator[str]:
+  for lineno, line in enumerate(formats_lib.text_lines(path, compression, tap), 1):
     if not line.strip():
       continue
     try:
@@ -197,11 +207,11 @@ def _jsonl_docs(path: pathlib.Path, field: str, compression: str = "") -> Iterat
       yield value
 
 
-def _parquet_docs(path: pathlib.Path, field: str) -> Iterator[str]:
+def _parquet_docs(path: pathlib.Path, field: str, tap=None) -> Iterator[str]:
   import pyarrow  # pylint: disable=g-import-not-at-top  (only Parquet users pay for the import)
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   try:
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(formats_lib.mapped(path, tap))
   except (pyarrow.ArrowException, OSError) as e:
     raise UserError(f"cannot read Parquet file {path}: {e}") from None
   names = pf.schema_arrow.names

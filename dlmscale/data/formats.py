@@ -4,6 +4,9 @@ A file's compression (gzip, zstd, bz2, xz) and Parquet-ness are read from its fi
 agree with its name: gzip bytes in a `.jsonl`, a `.gz` that is not gzip, or a binary file (NUL bytes)
 among text are a UserError naming the file, never read as text. A Hugging Face dataset saved with
 `datasets.save_to_disk` is a directory of Arrow stream files, read in the order its state.json lists.
+
+Every reader takes an optional `tap`: a callable handed each of the file's raw bytes, in order and
+exactly once, as the reader reads them (preparation hashes the corpus from the same read).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import io
 import json
 import lzma
 import pathlib
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from dlmscale.errors import UserError
 
@@ -26,6 +29,8 @@ _SUFFIX_FOR = {"gzip": ".gz", "zstd": ".zst", "bz2": ".bz2", "xz": ".xz"}
 EXT_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet",
               ".arrow": "arrow"}
 _SNIFF_BYTES = 1 << 16  # decompressed bytes searched for NUL (a binary file)
+_BLOCK = 1 << 20
+Tap = Callable[[memoryview], object]
 SAVED_DATASET_FILES = ("dataset_info.json", "state.json")
 
 
@@ -82,40 +87,92 @@ def detect(path: pathlib.Path, fmt: str = "auto") -> FileFormat:
   return FileFormat(want, actual)
 
 
-def open_binary(path: pathlib.Path, compression: str) -> BinaryIO:
-  """The file's decompressed bytes as a stream."""
+def open_binary(path: pathlib.Path, compression: str, raw: BinaryIO | None = None) -> BinaryIO:
+  """The file's decompressed bytes as a stream (read from `raw` when given: see tapped)."""
+  source = raw if raw is not None else path  # a path is opened (and closed) by the decompressor
   if compression == "gzip":
-    return gzip.open(path, "rb")
+    return gzip.open(source, "rb")
   if compression == "bz2":
-    return bz2.open(path, "rb")
+    return bz2.open(source, "rb")
   if compression == "xz":
-    return lzma.open(path, "rb")
+    return lzma.open(source, "rb")
+  if raw is None:
+    raw = open(path, "rb")  # pylint: disable=consider-using-with  (closed with the reader)
   if compression == "zstd":
     import zstandard  # pylint: disable=g-import-not-at-top  (only zstd users pay for the import)
-    raw = open(path, "rb")  # pylint: disable=consider-using-with  (closed with the reader)
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
                                                                         closefd=True))
-  return open(path, "rb")
+  return raw
 
 
-def read_text(path: pathlib.Path, compression: str) -> str:
-  if not compression:
-    return path.read_bytes().decode("utf-8", errors="replace")
-  with open_binary(path, compression) as f:
-    return _decompressed(path, compression, f.read).decode("utf-8", errors="replace")
+class Tapped(io.RawIOBase):
+  """A file's raw bytes, each also handed to `tap` once as it is read; `drain()` reads (and taps) what
+  a reader left unread, e.g. after a compressed stream's end, so the tap sees the whole file."""
+
+  def __init__(self, path: pathlib.Path, tap: Tap | None):
+    super().__init__()
+    self._f = open(path, "rb", buffering=0)  # pylint: disable=consider-using-with  (closed with self)
+    self._tap = tap
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, b) -> int:
+    n = self._f.readinto(b)
+    if n and self._tap is not None:
+      self._tap(memoryview(b)[:n])
+    return n
+
+  def readall(self) -> bytes:
+    parts = []
+    while block := self.read(_BLOCK):
+      parts.append(block)
+    return b"".join(parts)
+
+  def drain(self) -> None:
+    block = bytearray(_BLOCK)
+    while self.readinto(block):
+      pass
+
+  def close(self) -> None:
+    self._f.close()
+    super().close()
 
 
-def text_lines(path: pathlib.Path, compression: str) -> Iterator[str]:
+def read_text(path: pathlib.Path, compression: str, tap: Tap | None = None) -> str:
+  with Tapped(path, tap) as raw:
+    if not compression:
+      data = raw.readall()
+    else:
+      with open_binary(path, compression, raw) as f:
+        data = _decompressed(path, compression, f.read)
+        raw.drain()
+  return data.decode("utf-8", errors="replace")
+
+
+def text_lines(path: pathlib.Path, compression: str, tap: Tap | None = None) -> Iterator[str]:
   """The file's lines, decoded as UTF-8 (undecodable bytes replaced), as `open(path)` would give them."""
-  if not compression:
-    with open(path, encoding="utf-8", errors="replace") as f:
-      yield from f
-    return
-  with open_binary(path, compression) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
-    try:
-      yield from f
-    except (OSError, EOFError, lzma.LZMAError) as e:
-      raise UserError(f"{path} is a damaged {compression} file ({e}); fetch it again or remove it") from None
+  with Tapped(path, tap) as raw:
+    binary = open_binary(path, compression, io.BufferedReader(raw, _BLOCK)) if compression else \
+        io.BufferedReader(raw, _BLOCK)
+    with binary, io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as f:
+      try:
+        yield from f
+      except (OSError, EOFError, lzma.LZMAError) as e:
+        raise UserError(f"{path} is a damaged {compression} file ({e}); fetch it again or remove it") from None
+      raw.drain()
+
+
+def mapped(path: pathlib.Path, tap: Tap | None = None):
+  """A pyarrow memory map of the file, its bytes handed to `tap` first (one read from the disk)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  source = pa.memory_map(str(path))
+  if tap is not None and source.size():
+    view = memoryview(source.read_buffer())
+    for i in range(0, len(view), _BLOCK << 6):
+      tap(view[i:i + (_BLOCK << 6)])
+    source.seek(0)
+  return source
 
 
 def _decompressed(path, compression, read):
@@ -151,14 +208,16 @@ def saved_dataset_files(path: pathlib.Path) -> tuple[pathlib.Path, ...]:
   return files
 
 
-def arrow_docs(path: pathlib.Path, field: str) -> Iterator[str]:
+def arrow_docs(path: pathlib.Path, field: str, tap: Tap | None = None) -> Iterator[str]:
   """Documents of one Arrow file (the IPC stream format `datasets` writes, or the file format)."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  source = mapped(path, tap)
   try:
-    reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    reader = pa.ipc.open_stream(source)
   except pa.ArrowInvalid:
+    source.seek(0)
     try:
-      reader = pa.ipc.open_file(pa.memory_map(str(path)))
+      reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as e:
       raise UserError(f"{path} is not an Arrow file ({e}); give the directory save_to_disk wrote") from None
   names = reader.schema.names

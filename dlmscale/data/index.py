@@ -23,6 +23,7 @@ from typing import Sequence
 
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
+from dlmscale.data import remote
 from dlmscale.errors import UserError
 
 _IGNORED = ("label_noise", "num_workers", "cache_dir")  # settings that do not change the prepared bytes
@@ -44,7 +45,10 @@ def request_key(settings: dict, out_dir: pathlib.Path | None, version: int) -> s
   """Identity of a prepare() call as written: local paths made absolute, the tokenizer file by its stat."""
   d = {k: v for k, v in settings.items() if k not in _IGNORED}
   spec = str(d.get("corpus") or "")
-  if spec and "://" not in spec and not spec.startswith("hf:") and spec != "python-stdlib":
+  if spec.startswith(remote.HF_PREFIX) and (local := remote.local_stat(spec)) is not None:
+    # A local dataset directory, unlike a Hub name, changes in place: its files' stat is part of the request.
+    d["corpus"] = [str(remote.local_dir(spec)), remote.parse_hf(spec)[1:], local]
+  elif spec and "://" not in spec and not spec.startswith(remote.HF_PREFIX) and spec != "python-stdlib":
     d["corpus"] = os.path.abspath(os.path.expanduser(spec))
   tokenizer = str(d.get("tokenizer") or "")
   if tokenizer and "://" not in tokenizer:

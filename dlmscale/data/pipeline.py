@@ -27,6 +27,7 @@ from dlmscale.data import evalset
 from dlmscale.data import index
 from dlmscale.data import preprocess
 from dlmscale.data import remote
+from dlmscale.data import spill
 from dlmscale.data import tokenizer as tok
 from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
@@ -69,6 +70,8 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
   The directory is `out_dir` when given, else a name derived from the inputs' hash under
   data_cfg.cache_dir, $DLMSCALE_CACHE or ~/.cache/dlmscale. A directory holding data prepared from
   other inputs is never overwritten. Settings prepared before are found without the raw corpus (index.py).
+  The raw corpus is read at most once (spill.py): when the stat index knows its content hash, only to
+  build; otherwise that read also hashes it, which names the inputs (and may find them prepared).
   """
   cfg = DataConfig.of(data_cfg)
   request = index.request_key(cfg.to_dict(), out_dir and pathlib.Path(out_dir).expanduser().resolve(), PREP_VERSION)
@@ -82,34 +85,40 @@ def prepare(data_cfg: DataConfig | ml_collections.ConfigDict, *,
   elif vocab_size < 2:
     raise UserError(f"vocab_size={vocab_size}: set data.vocab_size (e.g. 2048), or give --tokenizer")
   stat = None if corpus.hub is not None else index.stat_record(corpus.files)
-  inputs = {
-      "version": PREP_VERSION,
-      "corpus": corpus.fingerprint(stat and index.known_content(_cache_dir(cfg), stat)),
-      "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
-      "text_field": cfg.text_field if set(corpus.formats) - {"text"} else "",  # only where it is read
-      "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
-      "val_fraction": 0.0 if cfg.val_tokens else cfg.val_fraction,
-      "val_tokens": cfg.val_tokens,
-      "vocab_size": vocab_size,
-      "seq_len": cfg.seq_len,
-      "seed": cfg.seed,
-      "tokenizer_sha256": chunks.file_sha256(given) if given else "",
-  }
-  key = chunks.cache_key(inputs)
-  if out_dir:
-    root = pathlib.Path(out_dir).expanduser().resolve()
-  else:
-    root = _cache_dir(cfg) / chunks.dir_name(corpus.spec, vocab_size, cfg.seq_len, key)
-  found = _existing(root, inputs)
-  if not found:
-    chunks.make_parent(root)
-    with chunks.locked(root):
-      found = _existing(root, inputs)  # another process may have built it while we waited
-      if not found:
-        with chunks.building(root) as tmp:
-          preprocess.build(tmp, corpus, cfg, inputs, key, given)
+  known = stat and index.known_content(_cache_dir(cfg), stat)
+  # Until the content hash names it, `root` stands for any directory of the cache.
+  root = pathlib.Path(out_dir).expanduser().resolve() if out_dir else _cache_dir(cfg) / "?"
+  docs = spill.read_once(corpus, _spill_dir(root)) if corpus.hub is None and not known else None
+  try:
+    inputs = preprocess.inputs_of(cfg, corpus, known or (docs and docs.content_sha256), vocab_size, given,
+                                 PREP_VERSION)
+    key = chunks.cache_key(inputs)
+    if not out_dir:
+      root = root.with_name(chunks.dir_name(corpus.spec, vocab_size, cfg.seq_len, key))
+    found = _existing(root, inputs)
+    if not found:
+      chunks.make_parent(root)
+      with chunks.locked(root):
+        found = _existing(root, inputs)  # another process may have built it while we waited
+        if not found:
+          with chunks.building(root) as tmp:
+            docs = docs or spill.read_once(corpus, _spill_dir(root))
+            preprocess.build(tmp, corpus, docs, cfg, inputs, key, given)
+  finally:
+    if docs is not None:
+      docs.close()
   index.record(_cache_dir(cfg), request, root, stat, inputs["corpus"]["content_sha256"], key)
   return found or load_prepared(root)
+
+
+def _spill_dir(root: pathlib.Path) -> pathlib.Path | None:
+  """Where the corpus's one read is spilled: beside the prepared data, else the system's temporary
+  directory (a read-only location whose data turns out to be prepared already)."""
+  try:
+    chunks.make_parent(root)
+  except UserError:
+    return None
+  return root.parent
 
 
 def load_prepared(root: str | os.PathLike) -> Prepared:

@@ -1,8 +1,9 @@
 """Building one prepared-data directory: document split, tokenizer, packed chunks, manifest.
 
 Called by `data.prepare` inside the build lock, writing into a temporary directory that is renamed
-into place only when everything succeeded. The corpus is streamed (several passes, in corpus order);
-only the validation documents are held in memory.
+into place only when everything succeeded. The corpus was read once into a spill (spill.py); the
+passes here (tokenizer training, encoding, validation candidates) stream that spill in corpus order,
+and only the validation documents are held in memory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sentencepiece as spm
 
 from dlmscale.data import chunks
 from dlmscale.data import corpus as corpus_lib
+from dlmscale.data import spill as spill_lib
 from dlmscale.data import tokenizer as tok
 from dlmscale.data.config import DataConfig
 from dlmscale.errors import UserError
@@ -29,19 +31,36 @@ _ENCODE_BATCH_CHARS = 8 << 20  # documents handed to sentencepiece's threads at 
 _CHARS_PER_TOKEN_GUESS = 5.0  # first guess when holding out a token count (corrected by measuring)
 
 
-def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs: dict, key: str,
-          given: pathlib.Path | None) -> None:
-  """Writes the tokenizer (tokenizer.model or .json), train.bin, val.bin and manifest.json into `tmp`."""
+def inputs_of(cfg: DataConfig, corpus: corpus_lib.Corpus, content_sha256: str | None, vocab_size: int,
+              given: pathlib.Path | None, version: int) -> dict:
+  """Everything that determines the prepared bytes: their cache key hashes it, the manifest records it."""
+  return {
+      "version": version,
+      "corpus": corpus.fingerprint(content_sha256),
+      "formats": sorted(set(corpus.formats)),  # as resolved: --format=auto and =text on .txt files agree
+      "text_field": cfg.text_field if set(corpus.formats) - {"text"} else "",  # only where it is read
+      "doc_separator": corpus.doc_separator if "text" in corpus.formats else "",
+      "val_fraction": 0.0 if cfg.val_tokens else cfg.val_fraction,
+      "val_tokens": cfg.val_tokens,
+      "vocab_size": vocab_size,
+      "seq_len": cfg.seq_len,
+      "seed": cfg.seed,
+      "tokenizer_sha256": chunks.file_sha256(given) if given else "",
+  }
+
+
+def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, docs: spill_lib.Spill, cfg: DataConfig, inputs: dict,
+          key: str, given: pathlib.Path | None) -> None:
+  """Writes the tokenizer (tokenizer.model or .json), train.bin, val.bin and manifest.json into `tmp`
+  from `docs`, the corpus's documents as its one read gave them."""
   start = time.time()
-  doc_chars = np.fromiter((len(d) for d in corpus.iter_docs()), dtype=np.int64)
-  if doc_chars.size == 0:
-    raise UserError(f"corpus {corpus.spec!r} is empty: its {len(corpus.files)} file(s) hold no document text")
+  doc_chars = docs.doc_chars
   vocab_size, seq_len, workers = inputs["vocab_size"], cfg.seq_len, cfg.num_workers
   perm = corpus_lib.doc_permutation(doc_chars.size, cfg.seed)
   tok_path = tmp / (tok.file_name(tok.load(given)) if given else chunks.TOKENIZER)
   if given:
     shutil.copyfile(given, tok_path)
-  n_val, val_tokens = _split(corpus, perm, doc_chars, cfg, vocab_size, tok_path, trained=not given)
+  n_val, val_tokens = _split(docs, perm, doc_chars, cfg, vocab_size, tok_path, trained=not given)
   sp = tok.load(tok_path)
   dtype = chunks.token_dtype(vocab_size)
   is_val = np.zeros(doc_chars.size, bool)
@@ -52,7 +71,7 @@ def build(tmp: pathlib.Path, corpus: corpus_lib.Corpus, cfg: DataConfig, inputs:
   train = chunks.PackWriter(tmp / "train.bin", dtype, sp.eos_id())
   val_docs, batch, size = {}, [], 0
   with _Encoder(sp, workers, train.add) as encoder:  # encodes one batch while the next is read
-    for i, doc in enumerate(corpus.iter_docs()):
+    for i, doc in enumerate(docs.iter_docs()):
       if is_val[i]:
         if val_tokens is None:
           val_docs[i] = doc
@@ -121,7 +140,7 @@ class _Encoder:
       self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, cfg: DataConfig, vocab_size: int,
+def _split(docs: spill_lib.Spill, perm: np.ndarray, doc_chars: np.ndarray, cfg: DataConfig, vocab_size: int,
            tok_path: pathlib.Path, trained: bool) -> tuple[int, list[list[int]] | None]:
   """How many of `perm`'s first documents are validation (and their tokens, when already encoded).
 
@@ -133,7 +152,7 @@ def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, c
   if not cfg.val_tokens:
     n_val = corpus_lib.val_doc_count(n, cfg.val_fraction)
     if trained:
-      _train_tokenizer(corpus, perm[:n_val], cfg, vocab_size, tok_path)
+      _train_tokenizer(docs, perm[:n_val], cfg, vocab_size, tok_path)
     return n_val, None
   if n < 2:
     raise UserError(f"the corpus has only {n} document: nothing is left for validation; add documents "
@@ -146,8 +165,8 @@ def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, c
     want = int(np.searchsorted(cum_chars, target * chars_per_token)) + 1
     m = min(n - 1, max(want, 2 * m, 1))
     if trained:
-      _train_tokenizer(corpus, perm[:m], cfg, vocab_size, tok_path)
-    encoded = tok.encode(tok.load(tok_path), _docs_at(corpus, perm[:m]), cfg.num_workers)
+      _train_tokenizer(docs, perm[:m], cfg, vocab_size, tok_path)
+    encoded = tok.encode(tok.load(tok_path), _docs_at(docs, perm[:m]), cfg.num_workers)
     cum = np.cumsum([len(t) + 1 for t in encoded])
     if cum[-1] >= target:
       n_val = int(np.searchsorted(cum, target)) + 1
@@ -158,15 +177,15 @@ def _split(corpus: corpus_lib.Corpus, perm: np.ndarray, doc_chars: np.ndarray, c
     chars_per_token = 1.25 * cum_chars[m - 1] / cum[-1]
 
 
-def _docs_at(corpus: corpus_lib.Corpus, order: np.ndarray) -> list[str]:
+def _docs_at(docs: spill_lib.Spill, order: np.ndarray) -> list[str]:
   wanted = set(order.tolist())
-  found = {i: d for i, d in enumerate(corpus.iter_docs()) if i in wanted}
+  found = {i: d for i, d in enumerate(docs.iter_docs()) if i in wanted}
   return [found[i] for i in order.tolist()]
 
 
-def _train_tokenizer(corpus: corpus_lib.Corpus, held_out: np.ndarray, cfg: DataConfig, vocab_size: int,
+def _train_tokenizer(docs: spill_lib.Spill, held_out: np.ndarray, cfg: DataConfig, vocab_size: int,
                      path: pathlib.Path) -> None:
   """Trains on every document except the held-out ones (the validation split or its candidates)."""
   skip = set(held_out.tolist())
-  docs = (d for i, d in enumerate(corpus.iter_docs()) if i not in skip)
-  tok.train(tok.training_sentences(docs), vocab_size - 1, path, seed=cfg.seed, workers=cfg.num_workers)
+  kept = (d for i, d in enumerate(docs.iter_docs()) if i not in skip)
+  tok.train(tok.training_sentences(kept), vocab_size - 1, path, seed=cfg.seed, workers=cfg.num_workers)

@@ -3,13 +3,18 @@
 A URL (`gs://bucket/c4/*.json.gz`, `s3://...`, `https://...`, `memory://...`) is fetched once into
 `<cache>/fetched/<protocol>/<remote path>` and read from there; a file already fetched with the same
 size is not fetched again. `hf:NAME[:CONFIG[:SPLIT]]` is loaded with `datasets.load_dataset` (which
-keeps its own cache) and needs a network the first time.
+keeps its own cache, $HF_DATASETS_CACHE) and needs a network the first time; later, and with
+HF_DATASETS_OFFLINE=1 / HF_HUB_OFFLINE=1, it is read from that cache. NAME may also be a local
+dataset directory (`hf:/data/c4:en:train`: data files, and a README whose `configs` name them). Such a
+directory changes in place, which datasets' cache and fingerprint do not notice: it is loaded into a
+temporary cache each time, and its files' stat is part of its identity (local_stat).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 from typing import Iterator
 
 from dlmscale.errors import UserError
@@ -89,17 +94,55 @@ def parse_hf(spec: str) -> tuple[str, str | None, str]:
   return name, config, split
 
 
-def load_hf(spec: str):
-  """The dataset split (downloaded into datasets' own cache on first use)."""
+def local_dir(spec: str) -> pathlib.Path | None:
+  """The local dataset directory an `hf:` spec names, if it names one (else a Hub dataset)."""
+  path = pathlib.Path(parse_hf(spec)[0]).expanduser()
+  return path.resolve() if path.is_dir() else None
+
+
+def local_stat(spec: str) -> list[list] | None:
+  """(path, size, mtime_ns) of a local dataset directory's files; None for a Hub dataset."""
+  local = local_dir(spec)
+  if local is None:
+    return None
+  files = sorted(p for p in local.rglob("*") if p.is_file() and not any(
+      part.startswith(".") for part in p.relative_to(local).parts))
+  return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def load_hf(spec: str, tmp_root: pathlib.Path | None = None):
+  """The dataset split (downloaded into datasets' own cache on first use; a local directory's
+  converted into a temporary cache under `tmp_root`, removed with the dataset object)."""
   name, config, split = parse_hf(spec)
+  local = local_dir(spec)
   try:
     import datasets  # pylint: disable=g-import-not-at-top
-    return datasets.load_dataset(name, config, split=split)
+    if local is None:
+      return datasets.load_dataset(name, config, split=split)
+    if tmp_root is not None:
+      tmp_root.mkdir(parents=True, exist_ok=True)
+    cache = tempfile.TemporaryDirectory(prefix=".hf-local-", dir=tmp_root)  # pylint: disable=consider-using-with
+    dataset = datasets.load_dataset(str(local), config, split=split, cache_dir=cache.name)
+    dataset.dlmscale_cache = cache  # its Arrow files live as long as the dataset object
+    return dataset
   except ImportError as e:
     raise UserError(f"corpus {spec!r} needs the datasets package ({e}); pip install -r requirements.txt") from None
   except Exception as e:  # pylint: disable=broad-except  (network, auth, unknown name: all the user's to fix)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f"cannot load Hub dataset {spec!r} ({first}); check the name, config, split and network") from None
+    raise _load_error(spec, name, config, split, local, e) from None
+
+
+def _load_error(spec: str, name: str, config: str | None, split: str, local: pathlib.Path | None,
+                e: Exception) -> UserError:
+  said = " ".join(str(e).split())[:300] or type(e).__name__  # one line, whatever datasets wrote
+  if local is None and (isinstance(e, ConnectionError) or "offline" in said.lower()):
+    cache = os.environ.get("HF_DATASETS_CACHE") or "~/.cache/huggingface/datasets"
+    return UserError(
+        f"Hub dataset {name!r} (config {config or 'default'}, split {split}) is not in the datasets cache "
+        f"({cache}) and the Hub cannot be reached ({said}); run the same command once where there is a "
+        "network (it fills the cache), point HF_DATASETS_CACHE at a cache that holds it, or give a local "
+        f"copy as --corpus=hf:/path/to/dataset_dir:{config or ''}:{split}")
+  return UserError(f"cannot load {'dataset directory' if local else 'Hub dataset'} {spec!r} ({said}); check "
+                   "the name, config and split" + ("" if local else ", and the network"))
 
 
 def hf_docs(dataset, spec: str, field: str) -> Iterator[str]:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlmscale.objectives.masking import Schedule
-from dlmscale.objectives.mdm import ESTIMATORS, ElboSettings, elbo_draws, elbo_weights
+from dlmscale.objectives.mdm import ElboSettings, elbo_draws, elbo_weights
 from dlmscale.objectives.nll import token_nll
 
 METHODS = ("ar", "elbo", "chain")

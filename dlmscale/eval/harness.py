@@ -47,9 +47,10 @@ class Harness:
 
   def __init__(self, run, *, method: str, elbo: ElboSettings, batch_size: int):
     self.run, self.method, self.elbo, self.batch_size = run, method, elbo, int(batch_size)
-    self.tok = pipeline.load_tokenizer(run.prepared)
-    self.eod, self.mask_id = run.prepared.eod_id, run.prepared.mask_id
-    self.max_len = run.model_cfg.max_len
+    prepared, self.apply_fn = run.data.prepared, run.setup.apply_fn
+    self.tok = pipeline.load_tokenizer(prepared)
+    self.eod, self.mask_id = prepared.eod_id, prepared.mask_id
+    self.max_len = run.setup.model_cfg.max_len
 
   def encode(self, text: str) -> tuple[int, ...]:
     return tuple(int(i) for i in self.tok.encode(text)) if text else ()
@@ -58,9 +59,9 @@ class Harness:
     return self.tok.decode([int(i) for i in ids])
 
   def _score(self, items: Sequence[choices.McItem]) -> list[np.ndarray]:
-    with jax.set_mesh(self.run.mesh):
+    with jax.set_mesh(self.run.setup.mesh):
       return choices.score_items(
-          self.run.params, self.run.apply_fn, items, method=self.method, max_len=self.max_len,
+          self.run.params, self.apply_fn, items, method=self.method, max_len=self.max_len,
           pad_id=self.eod, mask_id=self.mask_id, batch_size=self.batch_size, elbo=self.elbo,
           put=self.run.put)
 
@@ -102,9 +103,9 @@ class Harness:
   def _greedy(self, items: Sequence[choices.McItem]) -> list[np.ndarray]:
     """AR: every continuation token is the argmax given what precedes it. Diffusion: every
     continuation token is the argmax with the whole continuation masked. Batched like the scores."""
-    fn = _greedy_fn(self.run.apply_fn, self.method == "ar", self.mask_id)
+    fn = _greedy_fn(self.apply_fn, self.method == "ar", self.mask_id)
     out = [np.zeros(len(item.choices), bool) for item in items]
-    with jax.set_mesh(self.run.mesh):
+    with jax.set_mesh(self.run.setup.mesh):
       for rows in choices.build_rows(items, self.max_len, self.eod):
         n = len(rows.where_N)
         for lo in range(0, n, self.batch_size):
@@ -143,9 +144,9 @@ class Harness:
     common = dict(num_tokens=n, max_len=self.max_len, mask_id=self.mask_id, seed=seed,
                   temperature=float(temperature))
     if self.method == "ar":
-      new = sampling.sample_ar(self.run.params, self.run.apply_fn, prompt, **common)
+      new = sampling.sample_ar(self.run.params, self.apply_fn, prompt, **common)
     else:
-      new = sampling.sample_mdm(self.run.params, self.run.apply_fn, prompt, schedule=self.elbo.schedule,
+      new = sampling.sample_mdm(self.run.params, self.apply_fn, prompt, schedule=self.elbo.schedule,
                                 steps=steps, method="confidence", **common)
     text = self.decode(sampling.until_eod(new, self.eod))
     for stop in until:

@@ -8,7 +8,7 @@ view of its state.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import jax
 import ml_collections
@@ -18,7 +18,6 @@ from dlmscale.data import pipeline
 from dlmscale.errors import UserError
 from dlmscale.eval import choices
 from dlmscale.eval.val_loss import Validation, per_sequence_losses, summarise
-from dlmscale.model.transformer import ModelConfig
 from dlmscale.objectives.mdm import ElboSettings
 from dlmscale.runtime import sharding
 
@@ -26,12 +25,9 @@ from dlmscale.runtime import sharding
 class Scored(Protocol):
   """What scoring reads of a run."""
   config: ml_collections.ConfigDict
-  prepared: pipeline.Prepared
-  model_cfg: ModelConfig
-  mesh: Any
+  data: pipeline.RunData
+  setup: Any  # train/steps.Setup: the compiled program
   params: Any
-  apply_fn: Callable
-  eval_step: Callable
 
   def put(self, batch: np.ndarray) -> jax.Array: ...
 
@@ -49,19 +45,19 @@ def scoring_method(objective: str, mc_method: str) -> str:
 
 def validation(run: Scored, batch_size: int, num_sequences: int) -> Validation:
   """The training-time validation number (same chunks, same eval fn) for a restored run."""
-  sharding.check_batch(batch_size, run.mesh, "--batch_size")
-  es = pipeline.eval_set(run.prepared, num_sequences, run.config.eval.get("set", "val"))
-  with jax.set_mesh(run.mesh):
-    per_seq_N = per_sequence_losses(run.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
-  return summarise(per_seq_N, run.prepared.seq_len, es.document_N)
+  sharding.check_batch(batch_size, run.setup.mesh, "--batch_size")
+  es = pipeline.eval_set(run.data.prepared, num_sequences, run.config.eval.get("set", "val"))
+  with jax.set_mesh(run.setup.mesh):
+    per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
+  return summarise(per_seq_N, run.data.prepared.seq_len, es.document_N)
 
 
 def score_task(run: Scored, items: Sequence[choices.McItem], method: str, batch_size: int,
                elbo: ElboSettings) -> choices.McResult:
   """Multiple-choice accuracy of `items` under the run's model."""
-  with jax.set_mesh(run.mesh):
+  prepared = run.data.prepared
+  with jax.set_mesh(run.setup.mesh):
     scores = choices.score_items(
-        run.params, run.apply_fn, items, method=method, max_len=run.model_cfg.max_len,
-        pad_id=run.prepared.eod_id, mask_id=run.prepared.mask_id, batch_size=batch_size,
-        elbo=elbo, put=run.put)
+        run.params, run.setup.apply_fn, items, method=method, max_len=run.setup.model_cfg.max_len,
+        pad_id=prepared.eod_id, mask_id=prepared.mask_id, batch_size=batch_size, elbo=elbo, put=run.put)
   return choices.accuracy(items, scores)

@@ -13,7 +13,7 @@ difference is small but not zero (about (H(x_1) - H_rate) / L).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

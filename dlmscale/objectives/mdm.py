@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dlmscale.errors import UserError
 from dlmscale.objectives.masking import LinearSchedule, Schedule, make_schedule
 from dlmscale.objectives.nll import ApplyFn, Params, nll_and_correct, token_nll
 

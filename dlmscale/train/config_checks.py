@@ -10,9 +10,8 @@ import math
 import ml_collections
 
 from dlmscale import objectives
-from dlmscale.objectives import masking
-from dlmscale.objectives import orders
 from dlmscale.data import evalset, label_noise, pipeline
+from dlmscale.objectives import masking, orders
 from dlmscale.errors import UserError
 from dlmscale.train import optim, profiler, tracking
 

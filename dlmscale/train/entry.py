@@ -17,15 +17,9 @@ from dlmscale.runtime import cpu_devices, multihost
 from dlmscale.train import loop
 
 
-def start_jax(config: ml_collections.ConfigDict) -> None:
-  if cpu_devices.started():
-    return
-  if not multihost.maybe_initialize():
-    cpu_devices.configure(config)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
           allow_new_data: bool = False) -> dict[str, Any] | None:
   """The run's summary once finished; None when a signal stopped it (checkpointed, resumable)."""
-  start_jax(config)
+  if not cpu_devices.started() and not multihost.maybe_initialize():
+    cpu_devices.configure(config)
   return loop.train_and_evaluate(config, workdir, allow_new_data=allow_new_data)

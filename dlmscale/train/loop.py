@@ -15,25 +15,15 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from clu import parameter_overview
 
-from dlmscale.runtime import compile_cache
-from dlmscale.model import flops
-from dlmscale.runtime import hardware
-from dlmscale.eval import choices as mc_scoring
-from dlmscale.train import cadence as cadences
-from dlmscale.train import checkpoint
-from dlmscale.train import progress, stops
-from dlmscale.train import timer as phases
-from dlmscale.train import steps as program
-from dlmscale.train import open_run as restore
-from dlmscale import run_dir as rundir
-from dlmscale.runtime import sharding
-from dlmscale.train import task_curve
-from dlmscale.eval import val_loss as validation
+from dlmscale import run_dir
 from dlmscale.data import evalset, pipeline
 from dlmscale.errors import TrainingDiverged, set_crash_dir
+from dlmscale.eval import choices, val_loss
+from dlmscale.model import flops
+from dlmscale.runtime import compile_cache, hardware, sharding
+from dlmscale.train import cadence, checkpoint, open_run, progress, steps, stops, task_curve, timer
 from dlmscale.train.config_checks import validate
 from dlmscale.train.profiler import ProfileWindow
 from dlmscale.train.tracking import Trackers
@@ -48,28 +38,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   leaves it as it was. Then, in one line: build -> claim the workdir -> resume -> loop.
   """
   validate(config)
-  workdir = rundir.check_workdir(workdir)
+  workdir = run_dir.check_workdir(workdir)
   compile_cache.enable()
-  with phases.PhaseClock() as clock:
+  with timer.PhaseClock() as clock:
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.batch_size, mesh)
     sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
     if config.get("micro_batch_size", 0):
       sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
-    built = restore.build(config, mesh, clock)
+    built = open_run.build(config, mesh, clock)
     config = built.config  # model.remat=auto resolved (open_run.resolve_remat)
     with clock.phase("data"):
-      val_set, iterator = pipeline.training_inputs(config, built.prepared, jax.process_index(),
-                                                   jax.process_count())
-      items = task_curve.build_items(config, built.prepared, built.model_cfg.max_len)
-    lock = _claim(config, workdir, built.prepared, allow_new_data)
+      prepared = built.data.prepared
+      val_set, iterator = pipeline.training_inputs(config, prepared, jax.process_index(), jax.process_count())
+      items = task_curve.build_items(config, prepared, built.setup.model_cfg.max_len)
+    lock = _claim(config, workdir, prepared, allow_new_data)
     set_crash_dir(workdir)  # an internal error from here on leaves its traceback in the run directory
     try:
       with clock.phase("checkpoint"):
-        ckpt = checkpoint.Checkpointer(rundir.checkpoints_dir(workdir), int(config.checkpoint.keep),
-                                       set_aside_unreadable=True, protect=cadences.branch_steps(config))
+        ckpt = checkpoint.Checkpointer(run_dir.checkpoints_dir(workdir), int(config.checkpoint.keep),
+                                       set_aside_unreadable=True, protect=cadence.branch_steps(config))
         try:
-          restored = restore.resume(built, ckpt, workdir)
+          restored = open_run.resume(built, ckpt, workdir)
         except BaseException:
           ckpt.close()
           raise
@@ -82,15 +72,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
 
 def _claim(config: ml_collections.ConfigDict, workdir: pathlib.Path, prepared: pipeline.Prepared,
-           allow_new_data: bool) -> rundir.WorkdirLock | None:
+           allow_new_data: bool) -> run_dir.WorkdirLock | None:
   """The workdir, taken once all is built: created, locked and its config (with the prepared data's
   hashes) written or checked against the stored one. The primary host alone writes."""
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() != 0:
     return None
-  lock = rundir.WorkdirLock(workdir)
+  lock = run_dir.WorkdirLock(workdir)
   try:
-    rundir.claim_config(workdir, config, prepared.sha256s(), allow_new_data)
+    run_dir.claim_config(workdir, config, prepared.sha256s(), allow_new_data)
   except BaseException:
     lock.release()
     raise
@@ -101,31 +91,27 @@ def _claim(config: ml_collections.ConfigDict, workdir: pathlib.Path, prepared: p
 class TrainRun:
   """Everything the loop reads, in one object: the built run, its workdir, what only training needs
   and the state it continues from."""
-  built: restore.Built
+  built: open_run.Built
   workdir: pathlib.Path
   val_set: evalset.EvalSet
   iterator: Any
-  items: list[mc_scoring.McItem] | None
+  items: list[choices.McItem] | None
   ckpt: checkpoint.Checkpointer
   restored: checkpoint.Restored
 
-  @property
-  def config(self) -> ml_collections.ConfigDict:
-    return self.built.config
 
-
-def _run(run: TrainRun, clock: phases.PhaseClock) -> dict | None:
-  config, workdir, setup = run.config, run.workdir, run.built.setup
+def _run(run: TrainRun, clock: timer.PhaseClock) -> dict | None:
+  config, workdir, setup = run.built.config, run.workdir, run.built.setup
   total, start = run.built.data.total_steps, run.restored.step
-  if start >= total and rundir.is_finished(workdir):
+  if start >= total and run_dir.is_finished(workdir):
     print(f"{workdir}: already finished ({total} steps); nothing to do.")
     run.ckpt.close()
-    return rundir.read_summary(workdir)
+    return run_dir.read_summary(workdir)
   primary = jax.process_index() == 0
   loop = _Loop(run, primary, clock)
   if primary and start == 0:
     overview = parameter_overview.get_parameter_overview(run.restored.state.params, include_stats=False)
-    rundir.write_text_atomic(workdir / rundir.PARAMS, overview + "\n")
+    run_dir.write_text_atomic(workdir / run_dir.PARAMS, overview + "\n")
   print(f"{config.objective} {setup.model_cfg.n_layers}L d{setup.model_cfg.d_model}: "
         f"{loop.counts['non_embedding'] / 1e6:.3f}M non-embedding params, {total} steps of "
         f"{config.batch_size}x{config.data.seq_len} tokens"
@@ -134,7 +120,7 @@ def _run(run: TrainRun, clock: phases.PhaseClock) -> dict | None:
     return loop.train(run.restored.state)
 
 
-def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
+def _metrics_lost(log: run_dir.MetricsLog, start: int) -> bool:
   """Says (once, on stdout) what a resume found missing from the metrics log; True if rows are lost."""
   if start == 0 or (log.last_step is not None and not log.dropped):
     return False
@@ -149,10 +135,11 @@ def _metrics_lost(log: rundir.MetricsLog, start: int) -> bool:
 class _Loop:
   """The state of one training loop: counters, logs and the pending (one-step-late) metrics."""
 
-  def __init__(self, run: TrainRun, primary: bool, clock: phases.PhaseClock):
-    config, meta = run.config, run.restored.meta
+  def __init__(self, run: TrainRun, primary: bool, clock: timer.PhaseClock):
+    config, meta = run.built.config, run.restored.meta
     self.run, self.config, self.workdir, self.primary, self.clock = run, config, run.workdir, primary, clock
     self.setup, self.total, self.start = run.built.setup, run.built.data.total_steps, run.restored.step
+    self.prepared = run.built.data.prepared
     self.seq_len, self.batch = config.data.seq_len, config.batch_size
     self.counts = flops.param_counts(self.setup.model_cfg)
     self.flops_per_step = flops.train_flops_per_step(self.setup.model_cfg, self.seq_len, self.batch)
@@ -160,15 +147,14 @@ class _Loop:
     self.wall_before = float(meta.get("wall_s", 0.0))
     self.window = progress.Window(meta.get("window"))
     self.t_start = time.perf_counter()
-    self.log = rundir.MetricsLog(self.workdir, self.start) if primary else None
+    self.log = run_dir.MetricsLog(self.workdir, self.start) if primary else None
     self.tb = Trackers(config, self.workdir) if primary else None
     peak, self.peak_src = hardware.peak_flops_per_device()
     self.peak = peak * jax.device_count() if peak else None
     self.last_eval_step = -1
-    self.cadence = cadences.Cadence(config, self.total)
-    self.task = (task_curve.TaskCurve(config, run.built.prepared, self.setup, run.items)
-                 if run.items else None)
-    self.reevaluate_start = (bool(self.log) and not meta.get(restore.FROM_TRUNK)
+    self.cadence = cadence.Cadence(config, self.total)
+    self.task = task_curve.TaskCurve(run.built, run.items) if run.items else None
+    self.reevaluate_start = (bool(self.log) and not meta.get(open_run.FROM_TRUNK)
                              and _metrics_lost(self.log, self.start) and jax.process_count() == 1)
 
   def wall_s(self) -> float:
@@ -192,7 +178,7 @@ class _Loop:
     loss = float(m["loss"])
     if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
       kept = self.run.ckpt.steps()
-      where = (f"The last good checkpoint (step {kept[-1]}) in {rundir.checkpoints_dir(self.workdir)} is "
+      where = (f"The last good checkpoint (step {kept[-1]}) in {run_dir.checkpoints_dir(self.workdir)} is "
                "kept." if kept else "No checkpoint had been saved yet.")
       raise TrainingDiverged(
           f"loss is {loss} (grad norm {float(m['grad_norm'])}) at step {step}; stopping. {where} "
@@ -216,14 +202,14 @@ class _Loop:
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
     put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = validation.per_sequence_losses(self.setup.eval_step, params, self.run.val_set.tokens_NxL,
+    per_seq = val_loss.per_sequence_losses(self.setup.eval_step, params, self.run.val_set.tokens_NxL,
                                            self.config.eval.batch_size, put)
-    v = validation.summarise(per_seq, self.seq_len, self.run.val_set.document_N)
+    v = val_loss.summarise(per_seq, self.seq_len, self.run.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
            "eval_documents": v.eval_documents}
     if self.primary and write:  # per-sequence losses first: a metrics row always has its file
-      evalset.save_losses(rundir.losses_path(self.workdir, step), per_seq, self.run.val_set)
+      evalset.save_losses(run_dir.losses_path(self.workdir, step), per_seq, self.run.val_set)
     if write:
       self.write(row, {"eval/loss": v.loss})
     if self.primary and write:
@@ -232,7 +218,7 @@ class _Loop:
     if self.task and self.task.due(step, self.total):  # on every host: the scoring is collective
       mc = {**self.coords(step), "split": "mc", **self.task.row(params)}
       if self.primary and write:  # per-item scores first, as for the validation rows
-        task_curve.save_item_scores(rundir.losses_path(self.workdir, step, "mc"), self.task.last_items)
+        task_curve.save_item_scores(run_dir.losses_path(self.workdir, step, "mc"), self.task.last_items)
       if write:
         self.write(mc, {"task/accuracy": mc["mc_accuracy"], "task/nll_gap": mc["mc_nll_gap"]})
         if self.primary:
@@ -242,8 +228,8 @@ class _Loop:
 
   def save(self, step: int, state) -> None:
     meta = {"wall_s": self.wall_s(), "window": self.window.sums(),
-            "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "step": step,
-            "data_sha256": self.run.built.prepared.sha256s()}
+            "tokenizer_sha256": self.prepared.tokenizer_sha256, "step": step,
+            "data_sha256": self.prepared.sha256s()}
     self.run.ckpt.save(step, state, self.run.iterator.get_state(), meta)
 
   def train(self, state) -> dict | None:
@@ -259,7 +245,7 @@ class _Loop:
         with self.clock.phase("data"):
           tokens = next(self.run.iterator)["tokens"]
         with self.clock.phase("train"):
-          state, metrics = self.setup.train_step(state, program.put_batch(tokens, self.setup))
+          state, metrics = self.setup.train_step(state, steps.put_batch(tokens, self.setup))
           profile.after(step, state)
           if pending is not None:
             self.consume(*pending)
@@ -292,13 +278,13 @@ class _Loop:
       stop.restore()
 
   def finish(self, state) -> dict:
-    rows = rundir.read_metrics(self.workdir) if self.primary else []
+    rows = run_dir.read_metrics(self.workdir) if self.primary else []
     if self.last_eval_step != self.total:  # resumed at the end: the same decision on every host
       has_final = any(r.get("split") == "eval" and r["step"] == self.total for r in rows)
       self.evaluate(self.total, state.params, write=not has_final)
-      rows = rundir.read_metrics(self.workdir) if self.primary else []
+      rows = run_dir.read_metrics(self.workdir) if self.primary else []
     evals = [r for r in rows if r.get("split") == "eval"]
-    best, final = rundir.best_eval(rows), (evals[-1] if evals else None)
+    best, final = run_dir.best_eval(rows), (evals[-1] if evals else None)
     c = self.config
     summary = {
         "run_name": c.run_name, "objective": c.objective, "model_size": c.model_size,
@@ -306,7 +292,7 @@ class _Loop:
         "params_embedding": self.counts["embedding"], "unique_tokens": c.unique_tokens,
         "unique_tokens_used": self.budget_chunks * self.seq_len, "epochs": c.epochs,
         "steps": self.total, "batch_size": self.batch, "seq_len": self.seq_len,
-        "vocab_size": self.run.built.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
+        "vocab_size": self.prepared.vocab_size, "seed": c.seed, **self.coords(self.total),
         "flops_per_token": flops.flops_per_token(self.setup.model_cfg, self.seq_len),
         "final_eval_loss": final and final["loss"], "final_eval_loss_se": final and final["loss_se"],
         "best_eval_loss": best and best["loss"], "best_eval_loss_se": best and best["loss_se"],
@@ -314,12 +300,12 @@ class _Loop:
         "eval_se": "clustered by document", "eval_set": c.eval.get("set", "val"),
         "val_unigram_entropy": self.run.val_set.unigram_entropy,
         "best_step": best and best["step"], "best_epoch": best and best["epoch"],
-        "tokenizer_sha256": self.run.built.prepared.tokenizer_sha256, "data_dir": str(self.run.built.prepared.root),
+        "tokenizer_sha256": self.prepared.tokenizer_sha256, "data_dir": str(self.prepared.root),
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
         "phases": self.clock.summary(),  # of this attempt, in seconds (train/timer.py)
     }
     if self.primary:
-      path = rundir.write_summary(self.workdir, summary)
+      path = run_dir.write_summary(self.workdir, summary)
       print(f"done: {path} (final eval loss {summary['final_eval_loss']:.4f})")
     return summary

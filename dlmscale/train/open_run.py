@@ -25,10 +25,8 @@ from jax.sharding import Mesh
 from dlmscale import run_dir
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
-from dlmscale.model.transformer import ModelConfig
 from dlmscale.runtime import sharding
-from dlmscale.train import checkpoint
-from dlmscale.train import steps as program
+from dlmscale.train import checkpoint, steps as program
 from dlmscale.train.timer import PhaseClock
 
 
@@ -38,27 +36,6 @@ class Built:
   config: ml_collections.ConfigDict
   data: pipeline.RunData
   setup: program.Setup
-
-  @property
-  def prepared(self) -> pipeline.Prepared:
-    return self.data.prepared
-
-  @property
-  def mesh(self) -> Mesh:
-    return self.setup.mesh
-
-  @property
-  def model_cfg(self) -> ModelConfig:
-    return self.setup.model_cfg
-
-  @property
-  def apply_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
-    """(params, tokens_BxL) -> logits_BxLxV: the model as the run's program applies it."""
-    return self.setup.apply_fn
-
-  @property
-  def eval_step(self) -> Callable:
-    return self.setup.eval_step
 
   def put(self, local_B: np.ndarray) -> jax.Array:
     """A host batch split over the data-parallel devices (rows must divide their count)."""
@@ -117,7 +94,7 @@ def resume(built: Built, ckpt: checkpoint.Checkpointer,
   """The training state to continue from: the newest readable checkpoint (unreadable ones set
   aside by `ckpt`); for a WSD branch with none yet, its trunk's checkpoint at branch.start_step
   (state, data iterator and loop sums); else step 0 with a freshly initialised state."""
-  with jax.set_mesh(built.mesh):
+  with jax.set_mesh(built.setup.mesh):
     restored = ckpt.restore_latest(built.setup.abstract_state)
     if restored is None and built.config.get("branch", {}).get("trunk"):
       return _from_trunk(built, trunk_dir(built.config, workdir or ckpt.directory.parent))
@@ -128,8 +105,7 @@ def resume(built: Built, ckpt: checkpoint.Checkpointer,
 
 def trunk_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
   """A branch's trunk run directory: branch.trunk, relative to the directory beside this run's."""
-  path = pathlib.Path(config.branch.trunk).expanduser()
-  return path if path.is_absolute() else pathlib.Path(workdir).parent / path
+  return pathlib.Path(workdir).parent / pathlib.Path(config.branch.trunk).expanduser()  # absolute: itself
 
 
 def _from_trunk(built: Built, trunk: pathlib.Path) -> checkpoint.Restored:
@@ -195,10 +171,10 @@ def load(workdir: str | pathlib.Path, edit: Callable[[ml_collections.ConfigDict]
   if edit:
     edit(config)
   built = build(config, inference_mesh(config))
-  check_tokenizer(record, built.prepared)
+  check_tokenizer(record, built.data.prepared)
   ckpt = checkpoint.Checkpointer(directory, int(config.checkpoint.keep))
   try:
-    with jax.set_mesh(built.mesh):
+    with jax.set_mesh(built.setup.mesh):
       restored = (ckpt.restore_latest(built.setup.abstract_state) if step is None
                   else ckpt.restore_step(step, built.setup.abstract_state))
   finally:

@@ -134,6 +134,8 @@ def train_stack(configs: list[ml_collections.ConfigDict], workdirs: list[str | p
     mesh = sharding.make_mesh(configs[0].mesh)
     sharding.check_batch(configs[0].batch_size, mesh)
     sharding.check_batch(configs[0].eval.batch_size, mesh, "eval.batch_size")
+    if configs[0].get("micro_batch_size", 0):
+      sharding.check_batch(configs[0].micro_batch_size, mesh, "micro_batch_size")
     try:
       for m, c in zip(members, configs):
         _open(m, c, mesh, clock, allow_new_data)

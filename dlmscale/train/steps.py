@@ -28,13 +28,10 @@ from jax.sharding import Mesh
 
 from dlmscale import objectives, run_dir
 from dlmscale.errors import UserError
-from dlmscale.model import sizes
-from dlmscale.model import transformer as model_lib
+from dlmscale.model import sizes, transformer as model_lib
 from dlmscale.objectives import orders
-from dlmscale.train import accumulate
-from dlmscale.train import optim
-from dlmscale.runtime import sharding
-from dlmscale.runtime import xla_options
+from dlmscale.runtime import sharding, xla_options
+from dlmscale.train import accumulate, optim
 
 
 @flax.struct.dataclass

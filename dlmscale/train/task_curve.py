@@ -17,20 +17,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from dlmscale.eval import builtin_task
-from dlmscale.eval import scoring
-from dlmscale.objectives.mdm import ElboSettings
-from dlmscale.eval import choices as mc_scoring
-from dlmscale.train import steps as program
-from dlmscale.runtime import sharding
-from dlmscale.model import transformer as model_lib
 from dlmscale.data import pipeline
+from dlmscale.eval import builtin_task, choices as mc_scoring, scoring
+from dlmscale.objectives.mdm import ElboSettings
+from dlmscale.runtime import sharding
+from dlmscale.train import open_run
 
 
 def due(step: int, every_steps: int, task_every: int, total: int) -> bool:
@@ -85,40 +82,30 @@ def summarise(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) 
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Scoring:
-  """What eval.scoring reads of a run, for the live training state."""
-  config: ml_collections.ConfigDict
-  prepared: pipeline.Prepared
-  model_cfg: model_lib.ModelConfig
-  mesh: Any
-  params: Any
-  apply_fn: Callable
-  put: Callable[[np.ndarray], jax.Array]
+class _Live(open_run.Loaded):
+  """The live training state as eval.scoring reads a run. Every host holds the whole task, as with
+  validation batches, so a batch goes to the devices as one global array."""
+
+  def put(self, global_B: np.ndarray) -> jax.Array:
+    return sharding.global_batch_to_device(global_B, self.setup.batch_sharding)
 
 
 class TaskCurve:
   """The run's items (build_items, built once by the trainer before its workdir is touched); the
-  scorer compiles on the first call (mc_scoring caches it)."""
+  scorer compiles on the first call (mc_scoring caches it for the run's one apply_fn)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, prepared: pipeline.Prepared,
-               setup: program.Setup, items: Sequence[mc_scoring.McItem]):
-    self.config, self.prepared, self.setup = config, prepared, setup
-    self.method = scoring.scoring_method(config.objective, "")
-    self.elbo = ElboSettings.of(config)
+  def __init__(self, built: open_run.Built, items: Sequence[mc_scoring.McItem]):
+    self.built, self.config = built, built.config
+    self.method = scoring.scoring_method(self.config.objective, "")
+    self.elbo = ElboSettings.of(self.config)
     self.items = list(items)
-    self.apply_fn = setup.apply_fn  # one object: one compiled scorer per run
-
-  def put(self, global_B: np.ndarray) -> jax.Array:
-    """Every host holds the whole task, as with validation batches."""
-    return sharding.global_batch_to_device(global_B, self.setup.batch_sharding)
 
   def due(self, step: int, total: int) -> bool:
     return due(step, int(self.config.eval.every_steps), int(self.config.eval.task_every), total)
 
   def row(self, params) -> dict[str, Any]:
     """The task's numbers for `params` (deterministic: the same params give the same row)."""
-    run = _Scoring(self.config, self.prepared, self.setup.model_cfg, self.setup.mesh, params,
-                   self.apply_fn, self.put)
+    run = _Live(self.config, self.built.data, self.built.setup, params=params)
     r = scoring.score_task(run, self.items, self.method, int(self.config.eval.batch_size), self.elbo)
     self.last_items = item_scores(self.items, r.scores)  # the row's companion file (the loop saves it)
     return {**summarise(self.items, r.scores), "mc_method": self.method}

@@ -112,3 +112,25 @@ def test_curve_points_average_seeds_per_step_and_key_each_step(tmp_path):
   recs = points.curve_records(c.runs, along)
   assert len(recs) == 8 and len({k[-1] for k in recs}) == 8
   assert recs[points.curve_key(top)]["loss_N"].mean() == pytest.approx(top["loss"])
+
+
+def test_the_published_law_is_compared_in_its_own_flop_convention_with_e_crit_beside_it(tmp_path):
+  # Prabhudesai et al. count N with the embedding (here params_total = 2 N): the comparison with
+  # their C_crit uses that axis, the non-embedding one stands beside it, and so does the law's own
+  # E_crit = C_crit / (6 N U) per size with the range it was fitted on.
+  from analysis.render import answer
+  c = _grid(tmp_path, ar_rise=(0.0, 0.6, 0.6), mdm_curve=lambda x: _ar(x) + 0.3)
+  along = points.curve_points(c.runs, c.curves)
+  out = critical.findings(along, points.curve_records(c.runs, along), n_boot=0, seed=0, runs=c.runs)
+  b = out["per_budget"][0]
+  assert b["flops"] == critical.PAPER_FLOPS and "with the embedding" in b["flops"]
+  assert b["c_range_6nd"][1] == pytest.approx(2 * b["other_convention"]["c_range_6nd"][1])
+  e_crit = critical.published_c_crit(U) / (6 * 2 * N * U)
+  assert b["law_e_crit"] == {f"s{i}": pytest.approx(e_crit) for i in range(3)}
+  assert out["reference"]["flops"] == critical.PAPER_FLOPS
+  text = "\n".join(laws_md.crossover_section(out))
+  line = next(ln for ln in text.splitlines() if "against the published law" in ln)
+  assert "N with the embedding" in line and "E_crit = C_crit / (6 N U)" in line
+  assert f"{e_crit:.3g}" in line and "without the embedding" in line and "25M-100M" in line
+  sentence = answer._cross_sentence(b)
+  assert "N with the embedding" in sentence and f"E_crit = C_crit / (6 N U) is {e_crit:.3g}" in sentence

@@ -163,3 +163,14 @@ def test_family_fit_uses_dataset_size_and_early_stopped_loss():
   for name in ("a_N", "a_D", "N_c", "D_c"):
     assert fam["joint"]["params"][name] == pytest.approx(PUB["joint"][name], rel=1e-3)
   assert fam["C"]["status"] == "ok" and fam["C"]["n_points"] >= 3
+
+
+def test_compute_frontier_of_one_size_is_not_c_min():
+  """One size's runs trace its own training curve over compute; Kaplan's C_min is the envelope over
+  sizes, so a single size leaves L(C_min) unidentified even with enough points."""
+  d = np.geomspace(1e8, 1e10, 6)
+  loss = 3.0 * (d / 1e8) ** -0.05
+  one = lk.fit_all(np.full(6, 1e6), d, loss, n_boot=0)
+  assert one["C"]["status"] == "not identifiable" and "1 model size" in one["C"]["reason"]
+  two = lk.fit_all(np.repeat([1e6, 4e6], 3), d, loss, n_boot=0)
+  assert two["C"]["status"] != "not identifiable"

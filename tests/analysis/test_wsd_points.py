@@ -44,3 +44,30 @@ def test_branch_ends_are_the_points_and_the_trunk_the_curve(tmp_path):
   found = epochs.epoch_findings(points.clean(pts))
   (b,) = found["per_budget"]
   assert b["epochs_tried"] == [2.0, 4.0] and np.isfinite(b["best_loss"])
+
+
+def test_branch_ends_are_compared_across_branches_not_within_one(tmp_path):
+  """A branch's one evaluation is its end, so "best at the end" says nothing: the family's best E
+  and its rise are read across the branches, to the longest one."""
+  got = _wsd_grid(tmp_path)
+  pts = points.clean(points.points(got.runs))
+  assert pts["annealed"].all()
+  (b,) = epochs.epoch_findings(pts)["per_budget"]
+  loss = dict(zip(pts["epochs"], pts["loss"]))
+  best = min(loss, key=loss.get)
+  assert b["basis"] == epochs.FINAL_BASIS
+  assert (b["best_epochs"], b["last_epochs"]) == (best, 4.0)
+  assert np.isclose(b["rise_after"], loss[4.0] - loss[best])
+
+
+def test_an_annealed_best_is_still_improving_only_when_no_longer_branch_was_tried(tmp_path):
+  from analysis.findings import answer  # pylint: disable=g-import-not-at-top
+  got = _wsd_grid(tmp_path)
+  pts = points.clean(points.points(got.runs))
+  for drop, still in ((None, None), (4.0, True)):
+    sub = pts if drop is None else pts[pts["epochs"] != drop]
+    (entry,) = answer.bests(sub, got.runs)
+    x = entry["families"]["ar"]
+    assert x["annealed"]
+    expect = x["epochs_planned"] == max(sub["epochs"]) if still is None else still
+    assert x["still_improving"] == expect
