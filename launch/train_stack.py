@@ -47,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
     names = grid_lib.select_names(grid, args.only)
     todo = [n for n in names if not run_dir.is_finished(workdir / n)]
-    from dlmscale.train import entry, stack  # noqa: PLC0415 - JAX starts only for valid input
+    from dlmscale.train import stack  # noqa: PLC0415 - JAX starts only for valid input
     for group in stacks.groups(grid, todo, args.stack):
       configs = [grid.configs[n] for n in group]
-      entry.start_jax(configs[0])
       print(f"stack of {len(group)}: {', '.join(group)}", flush=True)
       got = stack.train_stack(configs, [workdir / n for n in group])
       outcomes.update(zip(group, got))
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         break
     return 3 if any(o["rc"] == 3 for o in outcomes.values()) else 0
 
-  rc = cli_guard.cli_main(body, "launch.train_stack")
+  rc = cli_guard.guard(body, "launch.train_stack")
   if args.result_json:
     path = pathlib.Path(args.result_json)
     run_dir.write_text_atomic(path, json.dumps(outcomes, indent=1) + "\n")

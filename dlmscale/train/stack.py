@@ -31,7 +31,7 @@ from clu import parameter_overview
 from dlmscale import run_dir as rundir
 from dlmscale.data import pipeline
 from dlmscale.errors import TrainingDiverged, UserError
-from dlmscale.runtime import compile_cache, sharding
+from dlmscale.runtime import compile_cache, cpu_devices, multihost, sharding
 from dlmscale.train import cadence as cadences
 from dlmscale.train import checkpoint, loop, stops, task_curve
 from dlmscale.train import open_run as restore
@@ -120,9 +120,12 @@ def _close(m: Member) -> None:
 
 def train_stack(configs: list[ml_collections.ConfigDict], workdirs: list[str | pathlib.Path], *,
                 allow_new_data: bool = False) -> list[dict]:
-  """Trains the members to their ends (or a stop); one outcome per member (Member.outcome)."""
+  """Trains the members to their ends (or a stop); one outcome per member (Member.outcome).
+  JAX is started as train/entry.py starts it, unless this process already did."""
   for c in configs:
     validate(c)
+  if not cpu_devices.started() and not multihost.maybe_initialize():
+    cpu_devices.configure(configs[0])
   dirs = [rundir.check_workdir(w) for w in workdirs]
   if len(set(dirs)) != len(dirs):
     raise UserError(f"a stack names one workdir twice: {[str(d) for d in dirs]}")
