@@ -25,6 +25,11 @@ cosine run per epoch count), each launched the same way (no report), and prints 
 training tokens actually trained (a branch trains only its cooldown, from its start step), launcher
 wall time, CPU seconds, and each E's final eval loss in both.
 
+`--stack=N` times the grid (default configs/lr_sweep.py) solo, then with launch.local --stack=N
+(points of one compiled shape trained as one vmapped program), and prints one JSON line: run-steps
+(steps summed over runs) per wall second and per CPU second in each, their ratios, and the largest
+relative change of a run's final eval loss (a stack member equals its solo run).
+
 Prepared data comes from $DLMSCALE_CACHE as a user's second grid would find it (`--cold_data` uses
 an empty cache, so the data phase includes preparing it). Any compile cache starts empty: the
 launcher is given a fresh DLMSCALE_COMPILE_CACHE inside the temporary directory.
@@ -58,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--json_out", default="", help="also append the JSON line to this file")
   p.add_argument("--branches", action="store_true",
                  help="WSD trunk + branches vs one cosine run per epoch count (--config: a configs/wsd.py grid)")
+  p.add_argument("--stack", type=int, default=0,
+                 help="the grid solo vs in stacks of this many (launch.local --stack; --config: default "
+                      f"{STACK_GRID})")
   p.add_argument("launcher_args", nargs="*", help="extra launch.local arguments (after --)")
   return p.parse_args(argv)
 
@@ -133,31 +141,33 @@ def trained(workdir: pathlib.Path) -> dict:
     config = run_dir.read_record(run_dir.config_path(path.parent))
     start = int((config.get("branch") or {}).get("start_step") or 0)
     out[s["run_name"]] = {"tokens": (s["steps"] - start) * s["batch_size"] * s["seq_len"],
-                          "final_eval_loss": s["final_eval_loss"]}
+                          "steps": s["steps"] - start, "final_eval_loss": s["final_eval_loss"]}
   return out
 
 
-def branches(args: argparse.Namespace) -> int:
-  """The WSD grid and its cosine counterpart, one after the other, each launched alone."""
-  config = args.config if args.config != "configs/quickstart.py" else BRANCHES_GRID
-  row: dict = {"bench": "grid_branches", "config": config, "parallel": args.parallel,
-               "load_before": [round(x, 2) for x in os.getloadavg()]}
-  for mode, spec in (("wsd", config), ("cosine", config + (",cosine=true" if ":" in config else ":cosine=true"))):
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"grid_bench_{mode}_"))
-    cpu0 = _children_cpu_s()
-    launch = [sys.executable, "-m", "launch.local", f"--config={spec}", f"--workdir={tmp / 'grid'}",
-              f"--parallel={args.parallel}", "--noreport", *args.launcher_args]
-    wall, rc = _timed(launch, _env(tmp, args.cold_data), tmp / "launcher.log")
-    if rc:
-      print(f"error: the {mode} launcher exited with {rc}; see {tmp / 'launcher.log'}", file=sys.stderr)
-      return 1
-    runs = trained(tmp / "grid")
-    row[mode] = {"runs": len(runs), "train_tokens": sum(r["tokens"] for r in runs.values()),
-                 "wall_s": round(wall, 2), "cpu_s": round(_children_cpu_s() - cpu0, 2),
-                 "final_eval_loss": {n: round(r["final_eval_loss"], 4) for n, r in runs.items()}}
-    shutil.rmtree(tmp, ignore_errors=True)
-  row["tokens_ratio"] = row["wsd"]["train_tokens"] / row["cosine"]["train_tokens"]
-  row["wall_ratio"] = row["wsd"]["wall_s"] / row["cosine"]["wall_s"]
+def _launch(args: argparse.Namespace, mode: str, spec: str, extra: list[str]) -> dict | None:
+  """One launch.local of `spec` (no report) into a fresh directory: what it trained, its wall and
+  CPU seconds; None (said on stderr) when the launcher failed."""
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"grid_bench_{mode}_"))
+  cpu0 = _children_cpu_s()
+  launch = [sys.executable, "-m", "launch.local", f"--config={spec}", f"--workdir={tmp / 'grid'}",
+            f"--parallel={args.parallel}", "--noreport", *([f"--only={args.only}"] if args.only else []),
+            *extra, *args.launcher_args]
+  wall, rc = _timed(launch, _env(tmp, args.cold_data), tmp / "launcher.log")
+  if rc:
+    print(f"error: the {mode} launcher exited with {rc}; see {tmp / 'launcher.log'}", file=sys.stderr)
+    return None
+  runs = trained(tmp / "grid")
+  cpu = _children_cpu_s() - cpu0
+  steps = sum(r["steps"] for r in runs.values())
+  shutil.rmtree(tmp, ignore_errors=True)
+  return {"runs": len(runs), "train_tokens": sum(r["tokens"] for r in runs.values()), "run_steps": steps,
+          "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "run_steps_per_s": round(steps / wall, 3),
+          "run_steps_per_cpu_s": round(steps / cpu, 3),
+          "final_eval_loss": {n: round(r["final_eval_loss"], 6) for n, r in runs.items()}}
+
+
+def _emit(row: dict, args: argparse.Namespace) -> int:
   row.update(load_after=[round(x, 2) for x in os.getloadavg()], host=os.uname().nodename)
   line = json.dumps(row)
   print(line, flush=True)
@@ -167,10 +177,47 @@ def branches(args: argparse.Namespace) -> int:
   return 0
 
 
+STACK_GRID = "configs/lr_sweep.py"
+
+
+def stacked(args: argparse.Namespace) -> int:
+  """The grid solo (a worker per slot) and in stacks of --stack (launch.local --stack), one after the
+  other: run-steps per wall and per CPU second, and how far each run's final eval loss moved."""
+  config = args.config if args.config != "configs/quickstart.py" else STACK_GRID
+  row: dict = {"bench": "grid_stack", "config": config, "only": args.only, "stack": args.stack,
+               "parallel": args.parallel, "load_before": [round(x, 2) for x in os.getloadavg()]}
+  for mode, extra in (("solo", []), ("stack", [f"--stack={args.stack}"])):
+    row[mode] = _launch(args, mode, config, extra)
+    if row[mode] is None:
+      return 1
+  solo, stack = row["solo"], row["stack"]
+  row["wall_ratio"] = round(stack["wall_s"] / solo["wall_s"], 3)
+  row["cpu_ratio"] = round(stack["cpu_s"] / solo["cpu_s"], 3)
+  row["max_rel_loss_diff"] = max(abs(stack["final_eval_loss"][n] - v) / abs(v)
+                                 for n, v in solo["final_eval_loss"].items())
+  return _emit(row, args)
+
+
+def branches(args: argparse.Namespace) -> int:
+  """The WSD grid and its cosine counterpart, one after the other, each launched alone."""
+  config = args.config if args.config != "configs/quickstart.py" else BRANCHES_GRID
+  row: dict = {"bench": "grid_branches", "config": config, "parallel": args.parallel,
+               "load_before": [round(x, 2) for x in os.getloadavg()]}
+  for mode, spec in (("wsd", config), ("cosine", config + (",cosine=true" if ":" in config else ":cosine=true"))):
+    row[mode] = _launch(args, mode, spec, [])
+    if row[mode] is None:
+      return 1
+  row["tokens_ratio"] = row["wsd"]["train_tokens"] / row["cosine"]["train_tokens"]
+  row["wall_ratio"] = row["wsd"]["wall_s"] / row["cosine"]["wall_s"]
+  return _emit(row, args)
+
+
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   if args.branches:
     return branches(args)
+  if args.stack:
+    return stacked(args)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="grid_bench_"))
   workdir = tmp / "grid"
   env = _env(tmp, args.cold_data)

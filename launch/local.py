@@ -4,7 +4,8 @@
 
 Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
 long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
-between points; `--noworkers` starts a trainer process per point. Finished points (with a run summary) are
+between points; `--noworkers` starts a trainer process per point; `--stack=N` trains up to N points
+of one compiled shape as one program per slot (launch/stacks.py). Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. A WSD branch starts once its trunk has saved the checkpoint it starts
@@ -31,7 +32,7 @@ from typing import Any, TextIO
 
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
-from launch import attempts, branches, cpus, grid_report
+from launch import attempts, branches, cpus, grid_report, stacks
 from launch import grids as grid_lib, manifest as mf, worker as worker_lib
 
 REPO_ROOT = grid_lib.REPO_ROOT
@@ -100,22 +101,23 @@ class Launcher:
                "workdir": str(self.workdir / name)}
     return self.workers.job(slot, request, lock.fd)
 
-  def _start(self, name: str, lock: mf.RunLock) -> None:
-    slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()})
+  def _start(self, name: str, lock: mf.RunLock, proc: Any = None, slot: int | None = None,
+             cmd: list[str] | None = None) -> None:
+    slot = min(set(range(self.args.parallel)) - {a.slot for a in self.active.values()}) if slot is None else slot
     rundir = self.workdir / name
     rundir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
+    cmd = cmd or [sys.executable, "-m", self.args.trainer_module, *self.grid.trainer_args(name, self.workdir)]
     cpus = self._pinned(slot)
     log = open(run_dir.launch_log(rundir), "a")
     attempt = self.tries.get(name, 0) + 1
-    where = "in a worker process, as " if self.use_workers else ""
+    where = "in a stack process, as " if proc else "in a worker process, as " if self.use_workers else ""
     log.write(f"\n{attempts.ATTEMPT_MARK}{mf.now()} attempt {attempt} on {socket.gethostname()} (launcher pid {os.getpid()}, "
               f"{self.threads} threads{', cpus ' + str(cpus) if cpus else ''}) ===\n"
               f"{where}{' '.join(cmd)}\n")
     log.flush()
-    if self.use_workers:
+    if proc is None and self.use_workers:
       proc = self._worker_job(name, slot, lock)
-    else:
+    elif proc is None:
       proc = subprocess.Popen(
           cmd, cwd=REPO_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
           stdin=subprocess.DEVNULL,
@@ -170,7 +172,7 @@ class Launcher:
 
   def _fill(self) -> None:
     for name in list(self.todo):
-      if len(self.active) >= self.args.parallel or self.stop_signal:
+      if len({a.slot for a in self.active.values()}) >= self.args.parallel or self.stop_signal:
         return
       if mf.is_finished(self.workdir, name):
         self.todo.remove(name)
@@ -186,7 +188,8 @@ class Launcher:
         lock.release()  # a branch whose trunk has not reached its start yet
         continue
       self.todo.remove(name)
-      self._start(name, lock)
+      if not stacks.start(self, name, lock, mf.RunLock.try_acquire, mf.is_finished):  # --stack=N
+        self._start(name, lock)
 
   def _may_start(self, name: str) -> bool:
     """A branch waits for its trunk's checkpoint, or fails if it cannot come (launch/branches.py)."""
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--noreport", dest="report", action="store_false", help="skip the analysis report")
   p.add_argument("--nopin_cpus", dest="pin_cpus", action="store_false",
                  help="do not pin parallel runs to their own cores (e.g. two launchers on one machine)")
+  p.add_argument("--stack", type=int, default=1, help="train up to N points of one shape as one program")
   p.add_argument("--noworkers", dest="workers", action="store_false",
                  help="one trainer process per point instead of one long-lived worker per slot")
   p.add_argument("--trainer_module", default=os.environ.get("DLMSCALE_TRAINER_MODULE", "dlmscale.main"),

@@ -1,0 +1,69 @@
+"""Trains grid points of one compiled shape as stacks, in this process:
+
+  python -m launch.train_stack --config=configs/FILE.py[:ARGS] --workdir=DIR [--only=NAMES] [--stack=N]
+
+Each selected unfinished point trains into DIR/<run_name>/ exactly as `python -m dlmscale.main`
+would train it (same files, rows and summary), but points that share a compiled shape train
+together, up to N per stack, as one vmapped program (dlmscale/train/stack.py); points of different
+shapes go into different stacks, trained one stack after another. Re-running resumes every member
+from its own checkpoint. `launch.local --stack=N` starts one of these per stack.
+
+Exit status: 0 when every member is done (or stopped by a signal, resumable), 3 when a member's
+loss went non-finite (it is frozen with its last good checkpoint; the others finish), 2 bad input,
+1 internal error. --result_json=PATH writes each member's outcome {name: {state, rc, error}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+from dlmscale import run_dir
+from dlmscale.commands import guard as cli_guard
+from launch import grids as grid_lib
+from launch import stacks
+
+
+def build_parser() -> cli_guard.ArgumentParser:
+  p = cli_guard.ArgumentParser(prog="python -m launch.train_stack", description=__doc__.split("\n")[0])
+  p.add_argument("--config", required=True, help="grid file and argument, e.g. configs/quickstart.py")
+  p.add_argument("--workdir", required=True, help="grid directory; each point runs in WORKDIR/<run_name>/")
+  p.add_argument("--only", default="", help="these names only (comma-separated, glob patterns)")
+  p.add_argument("--stack", type=int, default=64, help="at most this many points per stack")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config key in every point, as launch.local --set")
+  p.add_argument("--result_json", default="", help="write each member's outcome here")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  workdir = pathlib.Path(args.workdir).expanduser().resolve()
+  outcomes: dict[str, dict] = {}
+
+  def body() -> int:
+    grid = grid_lib.load_points(args.config, grid_lib.parse_sets(args.set))
+    names = grid_lib.select_names(grid, args.only)
+    todo = [n for n in names if not run_dir.is_finished(workdir / n)]
+    from dlmscale.train import stack  # noqa: PLC0415 - JAX starts only for valid input
+    for group in stacks.groups(grid, todo, args.stack):
+      configs = [grid.configs[n] for n in group]
+      print(f"stack of {len(group)}: {', '.join(group)}", flush=True)
+      got = stack.train_stack(configs, [workdir / n for n in group])
+      outcomes.update(zip(group, got))
+      if any(o["state"] == "stopped" for o in got):
+        break
+    return 3 if any(o["rc"] == 3 for o in outcomes.values()) else 0
+
+  rc = cli_guard.guard(body, "launch.train_stack")
+  if args.result_json:
+    path = pathlib.Path(args.result_json)
+    run_dir.write_text_atomic(path, json.dumps(outcomes, indent=1) + "\n")
+  return rc
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  sys.exit(main())
