@@ -40,13 +40,14 @@ GiB = 2**30
 
 def shape_key(config: Any) -> str:
   """Everything the compiled steps' shapes and code depend on, as one readable string."""
-  concrete = aot.with_overrides(config, {"model.remat": "none"}) if config.model.remat == "auto" else config
+  concrete = aot.with_overrides(config, {"model.remat": "none", "model.attention": "xla"})  # only the shape
   m = dataclasses.asdict(program.model_config_from(concrete, aot.vocab_and_mask(config)[0]))
   model = f"d{m['d_model']}x{m['n_layers']}L h{m['n_heads']} ff{m['d_ff']} V{m['vocab_size']}"
   return (f"{config.objective} {config.model_size} ({model}) L={config.data.seq_len} "
           f"B={config.batch_size} evalB={config.eval.batch_size}"
           + (f" K={config.eval.mc_samples}" if config.objective == "mdm" else "")
           + f" {m['dtype']}/{m['param_dtype']} remat={config.model.remat} mesh={config.mesh.data}x{config.mesh.fsdp}"
+          + (f" attention={config.model.attention}" if config.model.attention != "xla" else "")
           + (f" micro={config.micro_batch_size}" if config.get("micro_batch_size", 0) else "")
           + (f" loss_chunk={config.model.loss_chunk}" if config.model.get("loss_chunk", 0) else ""))
 

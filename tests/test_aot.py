@@ -200,9 +200,10 @@ def test_compiled_flops_agree_with_flops_py(objective):
 
   XLA computes the whole L x L score matrix for causal attention too, so for both families it is
   compared with flops.py's bidirectional count; the model FLOPs of AR (the MFU numerator) are lower
-  by the masked half of the scores, and that difference is checked as well.
+  by the masked half of the scores, and that difference is checked as well. XLA's attention: XLA
+  does not count the work inside a Pallas kernel (splash, attention=auto's choice on TPU).
   """
-  config = _small(objective)
+  config = _small(objective, **{"model.attention": "xla"})
   row = aot.attempt(config, topologies.topology_devices("v5e:2x2"))
   assert row["status"] == "ok", row.get("error")
   assert row["xla_over_flops_py_full_attention"] == pytest.approx(1.0, abs=0.04)
@@ -213,6 +214,21 @@ def test_compiled_flops_agree_with_flops_py(objective):
   if objective == "ar":
     assert row["model_flops_per_step"] < full
     assert row["xla_over_model"] > row["xla_over_flops_py_full_attention"]
+
+
+@needs_libtpu
+@pytest.mark.slow
+@pytest.mark.parametrize("objective,heads", [("ar", 16), ("mdm", 8)])
+def test_splash_attention_compiles_for_v5e_and_holds_no_score_matrix(objective, heads):
+  """attention=auto is the Pallas splash kernel on TPU (causal for AR, full for MDM), at head_dim 64
+  (the ladder's) and 128; it compiles for v5e under FSDP (inside shard_map) and needs fewer
+  temporaries than XLA's attention, which holds the [B, H, L, L] scores for the backward pass."""
+  devices = topologies.topology_devices("v5e:2x2")
+  config = _small(objective, **{"model.n_heads": heads, "mesh.data": 1, "mesh.fsdp": -1})
+  row = aot.attempt(config, devices)
+  assert row["status"] == "ok" and row["attention"] == "splash", row.get("error")
+  xla = aot.attempt(aot.with_overrides(config, {"model.attention": "xla"}), devices)
+  assert xla["attention"] == "xla" and row["train"]["temp_bytes"] < xla["train"]["temp_bytes"]
 
 
 @needs_libtpu

@@ -179,7 +179,7 @@ def report(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], c: 
   row: dict[str, Any] = {
       "train": dataclasses.asdict(c.train) | {"peak_bytes": c.train.peak_bytes},
       "eval": dataclasses.asdict(c.eval) | {"peak_bytes": c.eval_peak_bytes},
-      "state_bytes": c.state_bytes, "params_bytes": c.params_bytes,
+      "state_bytes": c.state_bytes, "params_bytes": c.params_bytes, "attention": c.model_cfg.attention,
       "peak_bytes": max(c.train.peak_bytes, c.eval_peak_bytes),
       "xla_flops_per_step": xla_flops, "model_flops_per_step": model_flops,
       "xla_over_model": None if xla_flops is None else xla_flops / model_flops,

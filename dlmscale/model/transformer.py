@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from dlmscale.errors import UserError
+from dlmscale.model import attention as attention_lib
 
 REMAT = ("none", "full", "dots")
-ATTENTION = ("xla", "cudnn")
+ATTENTION = attention_lib.IMPLEMENTATIONS  # config's "auto" is resolved before (attention.choose)
 DTYPES = ("float32", "bfloat16", "float16")
 OBJECTIVES = ("ar", "mdm")
 ROPE_BASE = 10_000.0
@@ -41,7 +42,8 @@ class ModelConfig:
   param_dtype: str = "float32"  # stored weights
   remat: str = "none"  # none | full | dots
   tie_embeddings: bool = True
-  attention: str = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+  attention: str = "xla"  # xla | cudnn (jax.nn.dot_product_attention) | splash (TPU Pallas kernel)
+  splash_interpret: bool = False  # splash in Pallas interpret mode: CPU tests only, slow
   # AR token-order augmentation (orders.py): a learned [max_len, D] embedding of the position each
   # slot predicts. Off by default, so plain models keep their parameter tree and numbers.
   target_position_embedding: bool = False
@@ -67,6 +69,9 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     if getattr(cfg, name) not in allowed:
       raise UserError(f"unknown model {name} {getattr(cfg, name)!r}; choose one of "
                       f"{', '.join(allowed)}")
+  unfit = attention_lib.splash_unfit(cfg.max_len, cfg.head_dim) if cfg.attention == "splash" else None
+  if unfit:
+    raise UserError(f"attention='splash' cannot run this shape: {unfit}; use attention='xla'")
   if cfg.attention == "cudnn" and cfg.dtype == "float32":
     raise UserError("attention='cudnn' needs dtype bfloat16 or float16 (and a GPU); "
                     "use attention='xla' for float32")
@@ -133,8 +138,8 @@ class Attention(nn.Module):
     q_BxLxHxK = nn.with_logical_constraint(rope(proj("query"), positions_BxL), act_axes)
     k_BxLxHxK = nn.with_logical_constraint(rope(proj("key"), positions_BxL), act_axes)
     v_BxLxHxK = nn.with_logical_constraint(proj("value"), act_axes)
-    o_BxLxHxK = jax.nn.dot_product_attention(
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=cfg.causal, implementation=cfg.attention)
+    o_BxLxHxK = attention_lib.dot_product(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, cfg.causal, cfg.attention,
+                                          interpret=cfg.splash_interpret)
     o_BxLxHxK = nn.with_logical_constraint(o_BxLxHxK, act_axes)
     w_HxKxD = _param(self, "out", (H, K, D), ("heads", "head_dim", "embed"), out_std)
     return jnp.einsum("BLHK,HKD->BLD", o_BxLxHxK, w_HxKxD.astype(cfg.dtype))

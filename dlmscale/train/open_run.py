@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from dlmscale import run_dir
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
+from dlmscale.model import attention
 from dlmscale.runtime import sharding
 from dlmscale.train import checkpoint, steps as program
 from dlmscale.train.timer import PhaseClock
@@ -55,9 +56,22 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, clock: PhaseClock | Non
   clock = clock or PhaseClock()
   with clock.phase("data"):
     data = pipeline.for_run(config)
-  config = resolve_remat(config, mesh)
+  config = resolve_remat(resolve_attention(config, mesh), mesh)
   setup = program.build(config, data.prepared.vocab_size, data.prepared.mask_id, data.total_steps, mesh)
   return Built(config, data, setup)
+
+
+def resolve_attention(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
+  """model.attention=auto made concrete for the devices of `mesh` (splash on TPU where the shape
+  allows it, else xla), printed with the reason; the run directory's config records the choice."""
+  if config.model.attention != "auto":
+    return config
+  m = program.model_config_from(config, 2, mesh.devices.flat[0].platform)  # the shape, any vocabulary
+  _, why = attention.choose("auto", mesh.devices.flat[0].platform, m.max_len, m.head_dim)
+  print(f"model.attention=auto -> {m.attention} ({why})", flush=True)
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.model.attention = m.attention
+  return out
 
 
 def resolve_remat(config: ml_collections.ConfigDict, mesh: Mesh) -> ml_collections.ConfigDict:
@@ -168,6 +182,8 @@ def load(workdir: str | pathlib.Path, edit: Callable[[ml_collections.ConfigDict]
     raise UserError(f"{workdir} has no checkpoint yet (nothing in {directory}); train it first with "
                     "python -m dlmscale.main --workdir=... or wait for its first save "
                     "(config.checkpoint.every_steps)")
+  if config.model.attention == "splash":  # a TPU run's resolved auto: splash again on TPU, xla elsewhere
+    config.model.attention = "auto"
   if edit:
     edit(config)
   built = build(config, inference_mesh(config))

@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from dlmscale import objectives, run_dir
 from dlmscale.errors import UserError
-from dlmscale.model import sizes, transformer as model_lib
+from dlmscale.model import attention as attention_lib, sizes, transformer as model_lib
 from dlmscale.objectives import orders
 from dlmscale.runtime import sharding, xla_options
 from dlmscale.train import accumulate, optim
@@ -172,7 +172,7 @@ def program_key(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int
 
 def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, mesh: Mesh,
                     compiler_options: dict[str, str] | None) -> _Programs:
-  model_cfg = model_config_from(config, vocab_size)
+  model_cfg = model_config_from(config, vocab_size, mesh.devices.flat[0].platform)
   model = model_lib.Transformer(model_cfg)
   tx, _ = optim.make_optimizer(config.optim, 1)  # the state's structure; the lr comes from run_args
   seq_len = config.data.seq_len
@@ -208,8 +208,10 @@ def micro_batches(config: ml_collections.ConfigDict) -> int:
   return config.batch_size // micro if micro else 1
 
 
-def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> model_lib.ModelConfig:
-  """The model a run config describes: ladder shape (or custom), nonzero overrides, the objective."""
+def model_config_from(config: ml_collections.ConfigDict, vocab_size: int,
+                      platform: str | None = None) -> model_lib.ModelConfig:
+  """The model a run config describes: ladder shape (or custom), nonzero overrides, the objective;
+  model.attention=auto resolved for `platform` (default: JAX's default backend)."""
   if config.objective not in model_lib.OBJECTIVES:
     raise UserError(f"unknown objective {config.objective!r}; choose one of {', '.join(model_lib.OBJECTIVES)}")
   m = config.model
@@ -226,10 +228,12 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> mod
     except ValueError as e:
       raise UserError(str(e)) from None
     shape = {f: int(m[f]) if m[f] else getattr(base, f) for f in fields}
+  attention, _ = attention_lib.choose(m.attention, platform or jax.default_backend(), int(config.data.seq_len),
+                                      shape["d_model"] // max(shape["n_heads"], 1))
   return model_lib.validate(model_lib.ModelConfig(
       vocab_size=int(vocab_size), max_len=int(config.data.seq_len),
       causal=config.objective == "ar", dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-      tie_embeddings=bool(m.tie_embeddings), attention=m.attention,
+      tie_embeddings=bool(m.tie_embeddings), attention=attention,
       target_position_embedding=orders.tells_target(config), **shape))
 
 
