@@ -39,8 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.remat = "none"  # none | full | dots (jax.checkpoint policies) | auto: the least recompute
   # that fits the devices' memory, from the compiler's memory analysis (none on CPU; logged, in config.json)
   c.model.tie_embeddings = True
-  c.model.attention = "auto"  # auto (splash on TPU where the shape allows, else xla) | xla | cudnn | splash
-  # (dlmscale/model/attention.py; the choice is printed and recorded in config.json)
+  c.model.attention = "xla"  # xla | cudnn | splash | auto (splash on TPU where the shape allows, else
+  # xla; dlmscale/model/attention.py; the choice is printed and recorded in config.json). The cluster
+  # preset (configs/grid.py) asks for auto; xla stays the default so grids launched before keep their hash.
   c.model.loss_chunk = 0  # > 0: loss over this many positions at a time, recomputing each chunk's
   # logits in the backward pass (never the full float32 [B, L, V] logits); 0 = full logits (exact golden)
 

@@ -51,6 +51,9 @@ SCALES: dict[str, dict[str, Any]] = {
         # 16.7 GiB of temporaries (the compiler's figure) against 15.75 GiB usable, so blocks are
         # recomputed in the backward pass (same math, ~1/3 more FLOPs). `--set` undoes either.
         "mesh.data": 1, "mesh.fsdp": -1, "model.remat": "full",
+        # Splash attention on TPU (never the [L, L] scores) and the loss over 512 positions at a time
+        # (never the full float32 [B, L, V] logits): with them s500M fits v5e-16 (docs/launching.md).
+        "model.attention": "auto", "model.loss_chunk": 512,
     },
 }
 EVALS_PER_RUN = {"test": 2, "cpu": 10, "cluster": 20}

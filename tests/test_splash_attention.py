@@ -80,8 +80,9 @@ def test_explicit_splash_that_cannot_run_is_a_one_line_user_error(platform, seq_
 
 def test_run_configs_resolve_auto_for_the_platform():
   c = base.get_config()
+  assert c.model.attention == "xla"  # the default; the cluster preset asks for auto
+  c.model.attention = "auto"
   c.data.seq_len, c.model_size = 256, "s10M"  # head_dim 64
-  assert c.model.attention == "auto"
   assert model_config_from(c, 64).attention == "xla"  # this host: CPU
   assert model_config_from(c, 64, platform="tpu").attention == "splash"
   c.model.attention = "splash"
