@@ -364,6 +364,7 @@ CONFIG_COMMANDS = {
     "launch.slurm": (("--workdir={new}",), True),
     "launch.tpu": (("--workdir={new}", "--tpu=t", "--zone=z"), True),
     "launch.aot": (("--topology=v5e:2x2",), True),
+    "launch.train_stack": (("--workdir={new}",), True),
 }
 CONFIG_FILE_CASES = [  # (id, --config value, needles); {path} is the file as given
     ("config-missing-file", "configs/nope.py", ("configs/nope.py", "does not exist")),
