@@ -49,3 +49,5 @@ def test_weight_decay_check_pairs_the_other_decay_with_the_base(tmp_path):
   text = "\n".join(render_tuning.weight_decay_section([c]))
   assert "## Weight-decay check (tuning set)" in text and "the study's decay is better" in text
   assert render_tuning.weight_decay_section([]) == []
+  tiny = dict(c, other_minus_base=0.002, se=1e-5, verdict="negative")  # beyond errors, yet nothing
+  assert "negligible" in "\n".join(render_tuning.weight_decay_section([tiny]))
