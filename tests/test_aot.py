@@ -224,7 +224,7 @@ def test_splash_attention_compiles_for_v5e_and_holds_no_score_matrix(objective, 
   (the ladder's) and 128; it compiles for v5e under FSDP (inside shard_map) and needs fewer
   temporaries than XLA's attention, which holds the [B, H, L, L] scores for the backward pass."""
   devices = topologies.topology_devices("v5e:2x2")
-  config = _small(objective, **{"model.n_heads": heads, "mesh.data": 1, "mesh.fsdp": -1})
+  config = _small(objective, **{"model.n_heads": heads, "mesh.data": 1, "mesh.fsdp": -1, "model.attention": "auto"})
   row = aot.attempt(config, devices)
   assert row["status"] == "ok" and row["attention"] == "splash", row.get("error")
   xla = aot.attempt(aot.with_overrides(config, {"model.attention": "xla"}), devices)
