@@ -110,12 +110,12 @@ def _steps(p: dict[str, Any]) -> int:
   return grid.steps_for(p["unique_tokens"], p["epochs"], SETTINGS["batch_size"], SETTINGS["data.seq_len"])
 
 
-def _sparse(p: dict[str, Any], task_every: int) -> dict[str, Any]:
-  """A trunk evaluates TRUNK_EVALS times (and scores the task at every task_every-th, if > 0); a
+def _sparse(p: dict[str, Any], task_every: int, trunk_evals: int, min_interval: int) -> dict[str, Any]:
+  """A trunk evaluates `trunk_evals` times (and scores the task at every task_every-th, if > 0); a
   branch once, at its end: its annealed point."""
   if p["branch.trunk"]:
     return {**p, "eval.every_steps": _steps(p)}
-  every = max(_steps(p) // TRUNK_EVALS, MIN_EVAL_INTERVAL)
+  every = max(_steps(p) // trunk_evals, min_interval)
   return {**p, "eval.every_steps": every, **({"eval.task_every": int(task_every)} if task_every > 0 else {})}
 
 
@@ -130,14 +130,16 @@ def _renamed(family: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
   return out
 
 
-def family(obj: str, size: str, u: int, seed: int, o: dict[str, Any], lr_mult: dict[str, float],
+def family(obj: str, size: str, u: int, seed: int, o: dict[str, Any], lr_mult: dict[str, float], *,
+           trunk_evals: int = TRUNK_EVALS, min_interval: int = MIN_EVAL_INTERVAL,
            **extra: Any) -> list[dict[str, Any]]:
-  """One (family, size, U, seed): a trunk and its branches at the study's shapes."""
+  """One (family, size, U, seed): a trunk and its branches at the study's shapes (o: the epoch lists
+  `ar_epochs` / `mdm_epochs` and `task_every`)."""
   shape = {"batch_size": SETTINGS["batch_size"], "seq_len": SETTINGS["data.seq_len"]}
   lr = {"optim.lr": grid.LR_BY_SIZE[size] * lr_mult[obj] * extra.pop("lr_factor", 1.0)}
   points = grid.wsd_family(obj, size, u, o[f"{obj}_epochs"], seed, "cpu", decay_frac=DECAY_FRAC,
                            warmup_steps=WARMUP_STEPS, **shape, **lr, **extra)
-  return [_sparse(p, o["task_every"]) for p in points]
+  return [_sparse(p, o["task_every"], trunk_evals, min_interval) for p in points]
 
 
 def _checks(o: dict[str, Any], lr_mult: dict[str, float]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ meanwhile. With data preparation and the report: the wall time in BENCHMARKS.md 
 
 Where its numbers differ from the study's (docs/cpu_study/): one size, not four; every point is an
 annealed WSD branch end (the study read intermediate epochs mid-cosine); diffusion stops at 256
-epochs, not 512 (its best lies near 100); warmup is WARMUP_STEPS for every run (the study: 5% of
+epochs, not 512 (its best lies near 100); warmup is 16 steps for every run (the v2 study: 5% of
 each run); and the report's laws need more sizes and budgets than this grid has (each says which
 grid fills it).
 
@@ -41,9 +41,8 @@ from configs import cpu_study, grid
 # Per family, the epoch counts whose annealed points the branches give: past each family's best (AR
 # ~16 epochs, diffusion ~100 in the study) by at least 4x, and overlapping between 16 and 64.
 EPOCHS: dict[str, list[float]] = {"ar": [4.0, 8.0, 16.0, 32.0, 64.0], "mdm": [16.0, 32.0, 64.0, 128.0, 256.0]}
-WARMUP_STEPS = 16  # every run's linear warmup, so a trunk's warmup is each of its branches'
-DECAY_FRAC = 0.2  # each branch cools down over its last 20% (Hägele et al. 2024: 10-20% matches cosine)
 TRUNK_EVALS = 24  # evaluations along each trunk: the curve; each branch evaluates at its end only
+# Warmup, cooldown fraction and shapes are the study's (cpu_study.family).
 DEFAULTS: dict[str, Any] = dict(objectives=["ar", "mdm"], sizes=["s0.1M"], unique=[12_800], epochs=[], seeds=[0])
 
 
@@ -54,27 +53,13 @@ def _options(arg: str | None) -> dict[str, Any]:
   return o
 
 
-def _evaluate_sparsely(family: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """The trunk evaluates TRUNK_EVALS times; a branch only at its end (its annealed point)."""
-  b, l = cpu_study.SETTINGS["batch_size"], cpu_study.SETTINGS["data.seq_len"]
-  out = []
-  for p in family:
-    steps = grid.steps_for(p["unique_tokens"], p["epochs"], b, l)
-    every = max(steps // TRUNK_EVALS, 1) if p["branch.trunk"] == "" else steps
-    out.append({**p, "eval.every_steps": every})
-  return out
-
-
 def sweep(arg: str | None = None) -> list[dict[str, Any]]:
   o = _options(arg)
   lr_mult = cpu_study.lr_multipliers()
-  shape = {"batch_size": cpu_study.SETTINGS["batch_size"], "seq_len": cpu_study.SETTINGS["data.seq_len"]}
-  points = []
-  for seed, u, size, obj in itertools.product(o["seeds"], o["unique"], o["sizes"], o["objectives"]):
-    family = grid.wsd_family(obj, size, u, o["epochs"] or EPOCHS[obj], seed, "cpu", decay_frac=DECAY_FRAC,
-                             warmup_steps=WARMUP_STEPS, **shape,
-                             **{"optim.lr": grid.LR_BY_SIZE[size] * lr_mult[obj]})
-    points += _evaluate_sparsely(family)
+  epochs = {f"{obj}_epochs": o["epochs"] or EPOCHS[obj] for obj in EPOCHS}
+  points = [p for seed, u, size, obj in itertools.product(o["seeds"], o["unique"], o["sizes"], o["objectives"])
+            for p in cpu_study.family(obj, size, u, seed, {**epochs, "task_every": 0}, lr_mult,
+                                      trunk_evals=TRUNK_EVALS, min_interval=1)]
   return grid.dedupe(_critical_path_first(points))
 
 

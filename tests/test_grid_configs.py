@@ -371,7 +371,7 @@ def test_quickstart_is_the_study_at_one_budget_on_trunks_and_branches():
     assert (c.unique_tokens, c.batch_size, c.data.seq_len, c.data.vocab_size) == (12_800, 16, 128, 1024)
     assert c.eval.set == "val" and c.eval.num_sequences == 96
     assert c.optim.lr == pytest.approx(grid.LR_BY_SIZE["s0.1M"] * mult[c.objective])
-    assert c.optim.warmup_steps == quickstart.WARMUP_STEPS
+    assert c.optim.warmup_steps == cpu_study.WARMUP_STEPS
     steps = grid.steps_for(c.unique_tokens, c.epochs, c.batch_size, c.data.seq_len)
     if p["branch.trunk"]:
       assert c.eval.every_steps == steps and c.optim.schedule == "wsd"  # its end only: the annealed point
