@@ -1,12 +1,16 @@
 """Stacks in a grid: which points share a compiled shape, and launch.local's start of one stack.
 
-Points whose configs differ only in steps.RUN_KEYS (seed, lr, warmup, U, epochs, cadences) build one
-program (train/stack_program.py shape_key), so `--stack=N` groups them, in grid order, into stacks of
-at most N, each trained by one `python -m launch.train_stack` process (train/stack.py). WSD trunks
-and branches stay solo (a branch waits on its trunk's checkpoint). Each member keeps its own lock,
-launch log, manifest entry and exit status: the stack writes every member's outcome to a result
-file, and a member's status is read from there (its `error:` line goes to its own launch log), so
-a diverged member fails (exit 3) while the others are done.
+Points whose configs differ only in steps.RUN_KEYS (seed, lr, warmup, U, epochs, cadences, a WSD
+trunk's branch starts, a branch's trunk and start step) build one program (train/stack_program.py
+shape_key), so `--stack=N` groups them, in grid order, into stacks of at most N, each trained by one
+`python -m launch.train_stack` process (train/stack.py). WSD trunks stack with trunks and branches
+with branches, never a trunk with a branch (a branch waits on its trunk's checkpoint, which a stack
+holding both could not give it): each trunk member saves and keeps its own branch starts' checkpoints
+as its solo run does, and a branch joins a stack only once its trunk's checkpoint exists
+(launch/branches.py ready), each member starting from its own trunk's step. Each member keeps its own
+lock, launch log, manifest entry and exit status: the stack writes every member's outcome to a
+result file, and a member's status is read from there (its `error:` line goes to its own launch log),
+so a diverged member fails (exit 3) while the others are done.
 """
 
 from __future__ import annotations
@@ -27,17 +31,22 @@ STACK_LOGS = ".stacks"  # DIR/.stacks/<first member>.log and .json: a stack's ou
 
 
 def key(grid: Grid, name: str) -> str:
-  """Points with equal keys may share a stack; a trunk or a branch gets a key of its own."""
+  """Points with equal keys may share a stack: the compiled shape, and for a WSD trunk or branch
+  its role, so trunks stack only with trunks and branches only with branches."""
   config = grid.configs[name]
-  return f"solo:{name}" if branches.role(config) else stack_program.shape_key(config)
+  role = branches.role(config)
+  return (f"{role}:" if role else "") + stack_program.shape_key(config)
 
 
 def groups(grid: Grid, names: list[str], size: int) -> list[list[str]]:
-  """`names` grouped by shape (first appearance order), each group cut into stacks of <= size."""
+  """`names` grouped by shape (first appearance order), each group cut into stacks of <= size;
+  branches' stacks after every other stack, so one stack after another trains trunks before the
+  branches that start from their checkpoints."""
   by_key: dict[str, list[str]] = {}
   for n in names:
     by_key.setdefault(key(grid, n), []).append(n)
-  return [g[i:i + max(size, 1)] for g in by_key.values() for i in range(0, len(g), max(size, 1))]
+  ordered = sorted(by_key.values(), key=lambda g: branches.role(grid.configs[g[0]]) == "branch")
+  return [g[i:i + max(size, 1)] for g in ordered for i in range(0, len(g), max(size, 1))]
 
 
 class Member:
@@ -80,12 +89,14 @@ def command(grid: Grid, workdir: pathlib.Path, names: list[str], sets: list[str]
 
 def mates(launcher: Any, name: str, acquire: Callable, finished: Callable) -> list[tuple[str, Any]]:
   """Up to --stack - 1 further points of `name`'s shape from the launcher's to-do list, locked
-  (acquire and finished: launch/manifest.py's RunLock.try_acquire and is_finished)."""
+  (acquire and finished: launch/manifest.py's RunLock.try_acquire and is_finished); a branch only
+  once its trunk's checkpoint exists (it would fail the whole stack's start otherwise)."""
   k, out = key(launcher.grid, name), []
   for other in list(launcher.todo):
     if len(out) + 1 >= launcher.args.stack:
       break
-    if key(launcher.grid, other) != k or finished(launcher.workdir, other):
+    if (key(launcher.grid, other) != k or finished(launcher.workdir, other)
+        or not branches.ready(launcher.grid, launcher.workdir, other)):
       continue
     lock = acquire(launcher.workdir, other)
     if lock is None:
@@ -101,7 +112,7 @@ def mates(launcher: Any, name: str, acquire: Callable, finished: Callable) -> li
 def start(launcher: Any, name: str, lock: Any, acquire: Callable, finished: Callable) -> bool:
   """Starts `name` with the mates it can lock as one stack process; False (nothing done) when it
   has none, so the launcher starts it solo."""
-  if launcher.args.stack <= 1 or key(launcher.grid, name).startswith("solo:"):
+  if launcher.args.stack <= 1:
     return False
   members = [(name, lock), *mates(launcher, name, acquire, finished)]
   if len(members) == 1:

@@ -5,12 +5,16 @@
 Each selected unfinished point trains into DIR/<run_name>/ exactly as `python -m dlmscale.main`
 would train it (same files, rows and summary), but points that share a compiled shape train
 together, up to N per stack, as one vmapped program (dlmscale/train/stack.py); points of different
-shapes go into different stacks, trained one stack after another. Re-running resumes every member
-from its own checkpoint. `launch.local --stack=N` starts one of these per stack.
+shapes go into different stacks, trained one stack after another. WSD trunks stack with trunks and
+branches with branches (launch/stacks.py), the branches' stacks last, so each branch starts from its
+trunk's checkpoint; a branch whose trunk has not saved it (a trunk that diverged, or is not
+selected and not trained) is left out with exit status 2. Re-running resumes every member from its
+own checkpoint. `launch.local --stack=N` starts one of these per stack.
 
 Exit status: 0 when every member is done (or stopped by a signal, resumable), 3 when a member's
-loss went non-finite (it is frozen with its last good checkpoint; the others finish), 2 bad input,
-1 internal error. --result_json=PATH writes each member's outcome {name: {state, rc, error}}.
+loss went non-finite (it is frozen with its last good checkpoint; the others finish), 2 bad input
+or a branch left out, 1 internal error. --result_json=PATH writes each member's outcome
+{name: {state, rc, error}}.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 from dlmscale import run_dir
 from dlmscale.commands import guard as cli_guard
 from launch import grids as grid_lib
-from launch import stacks
+from launch import branches, stacks
 
 
 def build_parser() -> cli_guard.ArgumentParser:
@@ -49,13 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     todo = [n for n in names if not run_dir.is_finished(workdir / n)]
     from dlmscale.train import stack  # noqa: PLC0415 - JAX starts only for valid input
     for group in stacks.groups(grid, todo, args.stack):
+      waiting = [n for n in group if not branches.ready(grid, workdir, n)]
+      for n in waiting:
+        step = int(grid.configs[n].branch.start_step)
+        error = f"its trunk {branches.trunk_of(grid.configs[n])} has no checkpoint at step {step}"
+        print(f"error: {n}: {error}; left out", file=sys.stderr, flush=True)
+        outcomes[n] = {"workdir": str(workdir / n), "state": "waiting", "rc": 2, "error": error}
+      group = [n for n in group if n not in waiting]
+      if not group:
+        continue
       configs = [grid.configs[n] for n in group]
       print(f"stack of {len(group)}: {', '.join(group)}", flush=True)
       got = stack.train_stack(configs, [workdir / n for n in group])
       outcomes.update(zip(group, got))
       if any(o["state"] == "stopped" for o in got):
         break
-    return 3 if any(o["rc"] == 3 for o in outcomes.values()) else 0
+    rcs = {o["rc"] for o in outcomes.values()}
+    return 3 if 3 in rcs else 2 if 2 in rcs else 0
 
   rc = cli_guard.guard(body, "launch.train_stack")
   if args.result_json:

@@ -17,12 +17,10 @@ from conftest import subprocess_env, tiny_config
 from dlmscale import run_dir as rundir
 from dlmscale.errors import TrainingDiverged
 from dlmscale.train import loop, stack
-from helpers.stack_grid import REPO, assert_rows_close, outcomes, train_stack, write_grid
+from helpers.stack_grid import REPO, assert_rows_close, assert_same_run, outcomes, train_stack, write_grid
 from helpers.stack_grid import POINTS
 from launch import grids as grid_lib
 from launch import stacks
-
-TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "backend", "device_kind")
 
 
 def _members(corpus, cache, objective="mdm", **overrides):
@@ -34,36 +32,6 @@ def _members(corpus, cache, objective="mdm", **overrides):
   return out
 
 
-def _files(workdir) -> list[str]:
-  """The run directory's files (a TensorBoard event file's name holds its time and host)."""
-  return sorted(str(p.relative_to(workdir)).split(".out.tfevents")[0] for p in workdir.rglob("*")
-                if "checkpoints" not in p.parts)
-
-
-def _assert_same_run(member, solo, resumed: bool = False) -> None:
-  """`resumed`: `member` was stopped and resumed, so it may hold one TensorBoard file per attempt,
-  a log of the saves a kill cut short and a stop's own checkpoint, as a solo run stopped alike would."""
-  assert_rows_close(rundir.read_metrics(member), rundir.read_metrics(solo))
-  a, b = rundir.read_summary(member), rundir.read_summary(solo)
-  assert set(a) == set(b)
-  for k, v in b.items():
-    if k in TIMING or k == "data_dir":
-      continue
-    if isinstance(v, float):
-      assert abs(a[k] - v) <= 1e-5 * max(abs(v), 1e-12), (k, a[k], v)
-    else:
-      assert a[k] == v, (k, a[k], v)
-  if resumed:
-    assert set(_files(member)) - {rundir.CHECKPOINT_ERRORS} == set(_files(solo))
-  else:
-    assert _files(member) == _files(solo)
-  saved = lambda d: sorted(int(p.name) for p in rundir.checkpoints_dir(d).iterdir() if p.name.isdigit())
-  if resumed:  # a stop's own save (SIGTERM) may be among the kept ones
-    assert saved(member)[-1] == saved(solo)[-1]
-  else:
-    assert saved(member) == saved(solo)
-
-
 def test_two_members_of_different_lengths_equal_their_solo_runs(tiny_corpus, data_cache, tmp_path):
   """The fast variant: another seed and lr, and half the epochs (so half the steps)."""
   configs = _members(tiny_corpus, data_cache, "ar", epochs=2.0)[1:]
@@ -72,7 +40,7 @@ def test_two_members_of_different_lengths_equal_their_solo_runs(tiny_corpus, dat
   assert [o["state"] for o in got] == ["done"] * 2 and got[1]["total"] < got[0]["total"]
   for c in configs:
     loop.train_and_evaluate(c, tmp_path / f"solo-{c.run_name}")
-    _assert_same_run(tmp_path / c.run_name, tmp_path / f"solo-{c.run_name}")
+    assert_same_run(tmp_path / c.run_name, tmp_path / f"solo-{c.run_name}")
 
 
 @pytest.mark.slow
@@ -84,7 +52,7 @@ def test_each_member_equals_its_solo_run(tiny_corpus, data_cache, tmp_path):
   assert got[2]["total"] < got[0]["total"]  # the short member stopped updating while the others went on
   for c in configs:
     loop.train_and_evaluate(c, tmp_path / f"solo-{c.run_name}")
-    _assert_same_run(tmp_path / c.run_name, tmp_path / f"solo-{c.run_name}")
+    assert_same_run(tmp_path / c.run_name, tmp_path / f"solo-{c.run_name}")
 
 
 def test_a_diverging_member_is_frozen_while_the_others_finish(tiny_corpus, data_cache, tmp_path):
@@ -139,7 +107,7 @@ def test_sigkill_and_sigterm_at_random_steps_resume_every_member_to_the_uninterr
   assert res.returncode == 0, res.stderr[-2000:]
   assert "resuming at step" in res.stdout
   for p in POINTS:
-    _assert_same_run(killed / p["run_name"], straight / p["run_name"], resumed=True)
+    assert_same_run(killed / p["run_name"], straight / p["run_name"], resumed=True)
 
 
 @pytest.mark.slow

@@ -6,8 +6,12 @@ averaging window, evaluations, checkpoints, the summary), so its run directory i
 run would write. Only the train step is shared: one vmapped program (train/stack_program.py) steps
 every live member at once, each on its own batch, seed key and learning-rate schedule.
 
-- Members may have different lengths (U, epochs) and may resume at different steps after a kill:
-  a member that is not stepping keeps its state (masked) while the others go on.
+- Members may have different lengths (U, epochs) and may start at different steps (WSD branches,
+  each from its own trunk's checkpoint, open_run.resume) or resume at different steps after a
+  kill: a member that is not stepping keeps its state (masked) while the others go on.
+- A WSD trunk member saves at its own branch starts and keeps those checkpoints (its cadence and
+  its Checkpointer's `protect`, as its solo run). Its branches cannot share its stack (they start
+  from its checkpoints): launch/stacks.py keeps trunks and branches in stacks of their own.
 - A member whose loss goes non-finite is frozen (never saved again) and reported as a solo run
   reports it (TrainingDiverged: exit 3 semantics); the rest finish.
 - SIGTERM/SIGINT checkpoint every live member and stop; a re-run resumes each from its own

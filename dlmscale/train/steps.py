@@ -139,10 +139,14 @@ def _train_step_fn(apply_fn, loss_fn, optim_cfg: ml_collections.ConfigDict, draw
 
 
 # Config keys that reach the compiled programs only through run_args (or not at all): points that
-# differ only in these share one set of programs, which this process keeps in _PROGRAMS.
+# differ only in these share one set of programs, which this process keeps in _PROGRAMS (and may
+# train in one stack, stack_program.shape_key). The cadences (eval.*, checkpoint, a WSD trunk's
+# branch starts) only decide when the loop evaluates and saves; a branch's trunk and start step
+# only decide where its first state is read from (open_run.resume).
 RUN_KEYS = ("seed", "run_name", "unique_tokens", "epochs", "optim.lr", "optim.warmup_frac",
             "optim.warmup_steps", "optim.min_lr_ratio", "optim.decay_frac", "eval.every_steps",
-            "checkpoint", "log_every_steps", "tensorboard")
+            "eval.schedule", "eval.log_points", "checkpoint", "log_every_steps", "tensorboard",
+            "trunk", "branch")
 MAX_PROGRAMS = 8
 _PROGRAMS: collections.OrderedDict[str, _Programs] = collections.OrderedDict()
 

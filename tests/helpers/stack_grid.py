@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 from conftest import subprocess_env
+from dlmscale import run_dir as rundir
 
+TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "backend", "device_kind")  # summary keys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 
@@ -65,3 +67,38 @@ def assert_rows_close(a: list[dict], b: list[dict], rtol: float = 1e-5) -> None:
 
 def outcomes(path: pathlib.Path) -> dict:
   return json.loads(path.read_text())
+
+
+def files(workdir) -> list[str]:
+  """The run directory's files (a TensorBoard event file's name holds its time and host)."""
+  return sorted(str(p.relative_to(workdir)).split(".out.tfevents")[0] for p in workdir.rglob("*")
+                if "checkpoints" not in p.parts)
+
+
+def assert_same_run(member, solo, resumed: bool = False, unlaunched: bool = False) -> None:
+  """`member`'s run directory is `solo`'s: rows within 1e-5, the summary (less timings), the same
+  files and kept checkpoints. `resumed`: `member` was stopped and resumed, so it may hold one
+  TensorBoard file per attempt, a log of the saves a kill cut short and a stop's own checkpoint, as
+  a solo run stopped alike would. `unlaunched`: `member` was trained without a launcher (no launch
+  log), `solo` by one."""
+  assert_rows_close(rundir.read_metrics(member), rundir.read_metrics(solo))
+  a, b = rundir.read_summary(member), rundir.read_summary(solo)
+  assert set(a) == set(b)
+  for k, v in b.items():
+    if k in TIMING or k == "data_dir":
+      continue
+    if isinstance(v, float):
+      assert abs(a[k] - v) <= 1e-5 * max(abs(v), 1e-12), (k, a[k], v)
+    else:
+      assert a[k] == v, (k, a[k], v)
+  if resumed or unlaunched:
+    extra = {rundir.CHECKPOINT_ERRORS} if resumed else set()
+    lacks = {rundir.LAUNCH_LOG} if unlaunched else set()
+    assert set(files(member)) - extra == set(files(solo)) - lacks
+  else:
+    assert files(member) == files(solo)
+  saved = lambda d: sorted(int(p.name) for p in rundir.checkpoints_dir(d).iterdir() if p.name.isdigit())
+  if resumed:  # a stop's own save (SIGTERM) may be among the kept ones
+    assert saved(member)[-1] == saved(solo)[-1]
+  else:
+    assert saved(member) == saved(solo)
