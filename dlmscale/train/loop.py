@@ -154,6 +154,8 @@ class _Loop:
     self.last_eval_step = -1
     self.cadence = cadence.Cadence(config, self.total)
     self.task = task_curve.TaskCurve(run.built, run.items) if run.items else None
+    # on the devices for the whole run: an evaluation is then one program and one fetch
+    self.val_batches = val_loss.place(run.val_set.tokens_NxL, config.eval.batch_size, self.setup.put_batches)
     self.reevaluate_start = (bool(self.log) and not meta.get(open_run.FROM_TRUNK)
                              and _metrics_lost(self.log, self.start) and jax.process_count() == 1)
 
@@ -201,9 +203,7 @@ class _Loop:
     self.window = progress.Window()
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
-    put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = val_loss.per_sequence_losses(self.setup.eval_step, params, self.run.val_set.tokens_NxL,
-                                           self.config.eval.batch_size, put)
+    per_seq = val_loss.per_sequence_losses(self.setup.eval_all, params, self.val_batches)
     v = val_loss.summarise(per_seq, self.seq_len, self.run.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
