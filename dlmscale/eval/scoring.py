@@ -12,7 +12,6 @@ from typing import Any, Protocol, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
@@ -27,8 +26,6 @@ class Scored(Protocol):
   data: pipeline.RunData
   setup: Any  # train/steps.Setup: the compiled program
   params: Any
-
-  def put(self, batch: np.ndarray) -> jax.Array: ...
 
 
 def scoring_method(objective: str, mc_method: str) -> str:
@@ -59,5 +56,6 @@ def score_task(run: Scored, items: Sequence[choices.McItem], method: str, batch_
   with jax.set_mesh(run.setup.mesh):
     scores = choices.score_items(
         run.params, run.setup.apply_fn, items, method=method, max_len=run.setup.model_cfg.max_len,
-        pad_id=prepared.eod_id, mask_id=prepared.mask_id, batch_size=batch_size, elbo=elbo, put=run.put)
+        pad_id=prepared.eod_id, mask_id=prepared.mask_id, batch_size=batch_size, elbo=elbo,
+        put=run.setup.put_batches)
   return choices.accuracy(items, scores)
