@@ -22,7 +22,7 @@ from helpers.stack_grid import POINTS
 from launch import grids as grid_lib
 from launch import stacks
 
-TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "backend", "device_kind")
+TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "startup_s", "startup_compile_s", "backend", "device_kind")
 
 
 def _members(corpus, cache, objective="mdm", **overrides):

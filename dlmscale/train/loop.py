@@ -246,6 +246,7 @@ class _Loop:
           tokens = next(self.run.iterator)["tokens"]
         with self.clock.phase("train"):
           state, metrics = self.setup.train_step(state, steps.put_batch(tokens, self.setup))
+          self.clock.first_step(metrics, announce=self.primary)
           profile.after(step, state)
           if pending is not None:
             self.consume(*pending)
@@ -304,6 +305,7 @@ class _Loop:
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
         "phases": self.clock.summary(),  # of this attempt, in seconds (train/timer.py)
+        **self.clock.startup_summary(),  # of this attempt (a stack's: shared by its members)
     }
     if self.primary:
       path = run_dir.write_summary(self.workdir, summary)
