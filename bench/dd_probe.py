@@ -59,9 +59,8 @@ def _one(c) -> dict:
       state, m = setup.train_step(state, program.put_batch(next(it)["tokens"], setup))
       if s >= total - 10:
         tail.append(float(m["loss"]))
-    put = lambda x: sharding.global_batch_to_device(x, setup.batch_sharding)
-    v = validation.summarise(validation.per_sequence_losses(setup.eval_step, state.params, val, 16, put),
-                           c.data.seq_len)
+    batches = validation.place(val, 16, setup.put_batches)
+    v = validation.summarise(validation.per_sequence_losses(setup.eval_all, state.params, batches), c.data.seq_len)
   return {"train_loss": float(np.mean(tail)), "val_loss": v.loss, "val_loss_se": v.loss_se, "steps": total}
 
 

@@ -102,9 +102,10 @@ def check_matches_training_eval(run: restore.Loaded, val_NxL: np.ndarray, k: int
   c = run.config.copy_and_resolve_references()
   c.eval.mc_samples = k
   eval_fn = objectives.make_eval_fn(c, run.data.prepared.mask_id)
-  step = jax.jit(lambda p, t, i: eval_fn(p, run.setup.apply_fn, t, i))
+  eval_all = jax.jit(validation.eval_all_fn(eval_fn, run.setup.apply_fn))
   with jax.set_mesh(run.setup.mesh):
-    ref = validation.per_sequence_losses(step, run.params, val_NxL, int(c.eval.batch_size), run.put)
+    batches = validation.place(val_NxL, int(c.eval.batch_size), run.setup.put_batches)
+    ref = validation.per_sequence_losses(eval_all, run.params, batches)
   return float(np.max(np.abs(ref - per_seq_N)))
 
 

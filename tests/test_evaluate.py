@@ -72,9 +72,10 @@ def test_validation_is_the_same_for_any_batch_size(objective):
   params = model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32))["params"]
   apply_fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
   eval_fn = objectives.make_eval_fn(c, mask_id=V - 1)
-  step = jax.jit(lambda p, t, i: eval_fn(p, apply_fn, t, i))
   val_NxL = np.random.default_rng(0).integers(0, V - 1, (N, L)).astype(np.int32)
-  per_seq = {b: validation.per_sequence_losses(step, params, val_NxL, b, jnp.asarray) for b in (3, 16)}
+  losses = lambda fn, b: validation.per_sequence_losses(  # noqa: E731
+      jax.jit(validation.eval_all_fn(fn, apply_fn)), params, validation.place(val_NxL, b, jnp.asarray))
+  per_seq = {b: losses(eval_fn, b) for b in (3, 16)}
   np.testing.assert_allclose(per_seq[3], per_seq[16], rtol=2e-6)  # both pad a last, partial batch
   v = validation.summarise(per_seq[3], L)
   assert v.n_tokens == N * L and v.loss_se > 0
@@ -82,9 +83,7 @@ def test_validation_is_the_same_for_any_batch_size(objective):
   if objective == "mdm":  # the seed decides the samples: the checks above are not vacuous
     c.eval.seed = 8
     other_fn = objectives.make_eval_fn(c, mask_id=V - 1)
-    other = jax.jit(lambda p, t, i: other_fn(p, apply_fn, t, i))
-    assert not np.allclose(validation.per_sequence_losses(other, params, val_NxL, 16, jnp.asarray),
-                           per_seq[16])
+    assert not np.allclose(losses(other_fn, 16), per_seq[16])
 
 
 def test_cli_writes_eval_json(mdm_run, tmp_path, monkeypatch, capsys):

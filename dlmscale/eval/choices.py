@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlmscale.eval.val_loss import padded_rows
 from dlmscale.objectives.masking import Schedule
 from dlmscale.objectives.mdm import ElboSettings, elbo_draws, elbo_weights
 from dlmscale.objectives.nll import token_nll
@@ -173,24 +174,34 @@ def mdm_chain_logprob(params, apply_fn: ApplyFn, tokens_BxL, start_B, length_B, 
   return -jnp.sum(jax.lax.map(one_step, jnp.arange(max_choice_len)), axis=0)
 
 
-@functools.lru_cache(maxsize=32)  # one compiled scorer per setting, reused across calls
-def make_scorer(method: str, apply_fn: ApplyFn, *, mask_id: int, elbo: ElboSettings | None = None,
-                max_choice_len: int = 1) -> Callable:
-  """jit(params, tokens_BxL, start_B, length_B, item_B) -> score_B for one method."""
+def _batch_scorer(method: str, apply_fn: ApplyFn, mask_id: int, elbo: ElboSettings | None,
+                  max_choice_len: int) -> Callable:
+  """(params, tokens_BxL, start_B, length_B, item_B) -> score_B for one method."""
   if method == "ar":
-    fn = lambda p, *a: ar_logprob(p, apply_fn, *a, mask_id=mask_id)  # noqa: E731
-  elif method == "elbo":
+    return lambda p, *a: ar_logprob(p, apply_fn, *a, mask_id=mask_id)
+  if method == "elbo":
     if elbo is None or elbo.num_samples < 1:
       raise ValueError(f"the elbo method needs ElboSettings with num_samples >= 1, got {elbo}")
-    fn = lambda p, *a: mdm_elbo_score(p, apply_fn, *a, mask_id=mask_id, schedule=elbo.schedule,  # noqa: E731
-                                      num_samples=elbo.num_samples, seed=elbo.seed,
-                                      estimator=elbo.estimator, t_min=elbo.clipped)
-  elif method == "chain":
-    fn = lambda p, *a: mdm_chain_logprob(p, apply_fn, *a, mask_id=mask_id,  # noqa: E731
-                                         max_choice_len=max_choice_len)
-  else:
-    raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
-  return jax.jit(fn)
+    return lambda p, *a: mdm_elbo_score(p, apply_fn, *a, mask_id=mask_id, schedule=elbo.schedule,
+                                        num_samples=elbo.num_samples, seed=elbo.seed,
+                                        estimator=elbo.estimator, t_min=elbo.clipped)
+  if method == "chain":
+    return lambda p, *a: mdm_chain_logprob(p, apply_fn, *a, mask_id=mask_id, max_choice_len=max_choice_len)
+  raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+@functools.lru_cache(maxsize=32)  # one jitted scorer per setting: every evaluation reuses its programs
+def make_scorer(method: str, apply_fn: ApplyFn, *, mask_id: int, elbo: ElboSettings | None = None,
+                max_choice_len: int = 1) -> Callable:
+  """jit(params, tokens_NbxBxL, start_NbxB, length_NbxB, item_NbxB) -> score_NbxB: the method's
+  batch scorer on each batch in turn (lax.map), so a length bucket is one program and one dispatch.
+
+  Cached by (method, apply_fn, settings): a trainer's apply_fn is its compiled shape's
+  (steps._Programs), so the task scored at every evaluation of every run of that shape traces and
+  compiles once per bucket shape.
+  """
+  score_batch = _batch_scorer(method, apply_fn, mask_id, elbo, max_choice_len)
+  return jax.jit(lambda p, *a_Nb: jax.lax.map(lambda a: score_batch(p, *a), a_Nb))
 
 
 def score_items(params, apply_fn: ApplyFn, items: Sequence[McItem], *, method: str, max_len: int,
@@ -198,22 +209,26 @@ def score_items(params, apply_fn: ApplyFn, items: Sequence[McItem], *, method: s
                 put: Callable[[np.ndarray], jax.Array] = jnp.asarray) -> list[np.ndarray]:
   """One score per choice of every item (nats); batches are padded by repeating a row, then cropped.
 
-  `elbo` says how the diffusion ELBO is estimated (method "elbo" only; see ElboSettings).
+  Each length bucket's batches go to the devices as one [n_batches, B, ...] array (`put` places
+  such an array every host holds in full: steps.Setup.put_batches) and are scored by one program;
+  every bucket is dispatched before the scores come back in one transfer. `elbo` says how the
+  diffusion ELBO is estimated (method "elbo" only; see ElboSettings).
   """
   if not items:
     return []
   max_choice = max(len(c) for item in items for c in item.choices) if method == "chain" else 1
   scorer = make_scorer(method, apply_fn, mask_id=mask_id, elbo=elbo, max_choice_len=max_choice)
+  buckets = build_rows(items, max_len, pad_id)
+  out = []
+  for rows in buckets:
+    idx_NbxB = padded_rows(len(rows.where_N), batch_size)
+    args = (rows.tokens_NxL[idx_NbxB], rows.start_N[idx_NbxB], rows.length_N[idx_NbxB], rows.item_N[idx_NbxB])
+    out.append(scorer(params, *map(put, args)))
   scores = [np.full(len(item.choices), np.nan) for item in items]
-  for rows in build_rows(items, max_len, pad_id):
-    n = len(rows.where_N)
-    for lo in range(0, n, batch_size):
-      idx_B = np.minimum(np.arange(lo, lo + batch_size), n - 1)
-      args = (rows.tokens_NxL[idx_B], rows.start_N[idx_B], rows.length_N[idx_B], rows.item_N[idx_B])
-      out_B = np.asarray(jax.device_get(scorer(params, *map(put, args))), np.float64)
-      for r in range(lo, min(lo + batch_size, n)):
-        i, j = rows.where_N[r]
-        scores[i][j] = out_B[r - lo]
+  for rows, score_NbxB in zip(buckets, jax.device_get(out)):
+    score_N = np.asarray(score_NbxB, np.float64).reshape(-1)
+    for r, (i, j) in enumerate(rows.where_N):
+      scores[i][j] = score_N[r]
   return scores
 
 

@@ -63,7 +63,7 @@ class Harness:
       return choices.score_items(
           self.run.params, self.apply_fn, items, method=self.method, max_len=self.max_len,
           pad_id=self.eod, mask_id=self.mask_id, batch_size=self.batch_size, elbo=self.elbo,
-          put=self.run.put)
+          put=self.run.setup.put_batches)
 
   def group_items(self, requests: Sequence[Request]) -> tuple[list[choices.McItem], list[tuple]]:
     """One item per group at its doc_index (gaps: a one-token dummy item, scored and ignored), and

@@ -12,12 +12,10 @@ from typing import Any, Protocol, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 
 from dlmscale.data import pipeline
 from dlmscale.errors import UserError
-from dlmscale.eval import choices
-from dlmscale.eval.val_loss import Validation, per_sequence_losses, summarise
+from dlmscale.eval import choices, val_loss
 from dlmscale.objectives.mdm import ElboSettings
 from dlmscale.runtime import sharding
 
@@ -28,8 +26,6 @@ class Scored(Protocol):
   data: pipeline.RunData
   setup: Any  # train/steps.Setup: the compiled program
   params: Any
-
-  def put(self, batch: np.ndarray) -> jax.Array: ...
 
 
 def scoring_method(objective: str, mc_method: str) -> str:
@@ -43,13 +39,14 @@ def scoring_method(objective: str, mc_method: str) -> str:
   return mc_method or "elbo"
 
 
-def validation(run: Scored, batch_size: int, num_sequences: int) -> Validation:
+def validation(run: Scored, batch_size: int, num_sequences: int) -> val_loss.Validation:
   """The training-time validation number (same chunks, same eval fn) for a restored run."""
   sharding.check_batch(batch_size, run.setup.mesh, "--batch_size")
   es = pipeline.eval_set(run.data.prepared, num_sequences, run.config.eval.get("set", "val"))
   with jax.set_mesh(run.setup.mesh):
-    per_seq_N = per_sequence_losses(run.setup.eval_step, run.params, es.tokens_NxL, batch_size, run.put)
-  return summarise(per_seq_N, run.data.prepared.seq_len, es.document_N)
+    batches = val_loss.place(es.tokens_NxL, batch_size, run.setup.put_batches)
+    per_seq_N = val_loss.per_sequence_losses(run.setup.eval_all, run.params, batches)
+  return val_loss.summarise(per_seq_N, run.data.prepared.seq_len, es.document_N)
 
 
 def score_task(run: Scored, items: Sequence[choices.McItem], method: str, batch_size: int,
@@ -59,5 +56,6 @@ def score_task(run: Scored, items: Sequence[choices.McItem], method: str, batch_
   with jax.set_mesh(run.setup.mesh):
     scores = choices.score_items(
         run.params, run.setup.apply_fn, items, method=method, max_len=run.setup.model_cfg.max_len,
-        pad_id=prepared.eod_id, mask_id=prepared.mask_id, batch_size=batch_size, elbo=elbo, put=run.put)
+        pad_id=prepared.eod_id, mask_id=prepared.mask_id, batch_size=batch_size, elbo=elbo,
+        put=run.setup.put_batches)
   return choices.accuracy(items, scores)

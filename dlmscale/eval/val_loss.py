@@ -7,11 +7,13 @@ diffusion time samples), so how sequences are grouped into batches cannot change
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from dlmscale import objectives
 from dlmscale.data import evalset
 
 
@@ -25,24 +27,53 @@ class Validation:
   eval_documents: int  # distinct validation documents among the sequences
 
 
-def per_sequence_losses(eval_step: Callable, params, val_NxL: np.ndarray, batch_size: int,
-                        put: Callable[[np.ndarray], jax.Array]) -> np.ndarray:
-  """Runs `eval_step` over all sequences in fixed-size batches; the last one is padded and cropped.
+@dataclasses.dataclass(frozen=True)
+class Batches:
+  """An evaluation set as whole batches: [n_batches, B, L] tokens and their global sequence ids.
 
-  Every batch is dispatched before any result is fetched, and the results come back in one
-  transfer: the accelerator runs the batches back to back instead of waiting on the host after
-  each (on a small model, each round trip costs more than the batch).
+  The last batch is padded by repeating the last sequence; `n` says how many rows are real. Placed
+  on the devices once (`place`), it serves every evaluation of a run without a host transfer.
   """
-  n = len(val_NxL)
-  out_N = np.empty(n, np.float64)
-  starts = range(0, n, batch_size)
-  ids = [np.arange(start, start + batch_size) for start in starts]
-  nll = [eval_step(params, put(np.asarray(val_NxL[np.minimum(ids_B, n - 1)], np.int32)),  # pad: last row
-                   put(ids_B.astype(np.int32))) for ids_B in ids]
-  for ids_B, nll_B in zip(ids, jax.device_get(nll)):
-    keep = ids_B < n
-    out_N[ids_B[keep]] = np.asarray(nll_B)[keep]
-  return out_N
+  tokens_NbxBxL: Any  # np.ndarray on the host, jax.Array once placed
+  ids_NbxB: Any
+  n: int
+
+
+def padded_rows(n: int, batch_size: int) -> np.ndarray:
+  """Row indices [n_batches, batch_size] covering rows 0..n-1 in order; the last batch is filled
+  with row n - 1 again (padding: scored, then cropped)."""
+  return np.minimum(np.arange(math.ceil(n / batch_size) * batch_size), n - 1).reshape(-1, batch_size)
+
+
+def batched(val_NxL: np.ndarray, batch_size: int) -> Batches:
+  """The host arrays of `val_NxL` cut into batches of `batch_size`, the last padded."""
+  ids_NbxB = padded_rows(len(val_NxL), batch_size).astype(np.int32)
+  return Batches(np.asarray(val_NxL, np.int32)[ids_NbxB], ids_NbxB, len(val_NxL))
+
+
+def place(val_NxL: np.ndarray, batch_size: int, put: Callable[[np.ndarray], jax.Array]) -> Batches:
+  """`batched`, then on the devices; `put` places a [n_batches, B, ...] array every host holds in
+  full (steps.Setup.put_batches: the batch axis split as a training batch is)."""
+  b = batched(val_NxL, batch_size)
+  return Batches(put(b.tokens_NbxBxL), put(b.ids_NbxB), b.n)
+
+
+def eval_all_fn(eval_fn: objectives.EvalFn, apply_fn: objectives.ApplyFn) -> Callable:
+  """(params, tokens_NbxBxL, ids_NbxB) -> nll_NbxB: `eval_fn` on each batch in turn, in one program.
+
+  One compiled evaluation covers the whole set (lax.map: the batches run back to back on the device,
+  one batch's activations live at a time), so an evaluation is one dispatch and one fetch.
+  """
+  def eval_all(params, tokens_NbxBxL: jax.Array, ids_NbxB: jax.Array) -> jax.Array:
+    return jax.lax.map(lambda batch: eval_fn(params, apply_fn, *batch), (tokens_NbxBxL, ids_NbxB))
+  return eval_all
+
+
+def per_sequence_losses(eval_all: Callable, params, batches: Batches) -> np.ndarray:
+  """Per-sequence losses (float64, padding cropped) of `batches` under `eval_all` (eval_all_fn,
+  jitted: steps.Setup.eval_all), fetched in one transfer."""
+  nll_NbxB = jax.device_get(eval_all(params, batches.tokens_NbxBxL, batches.ids_NbxB))
+  return np.asarray(nll_NbxB, np.float64).reshape(-1)[:batches.n]
 
 
 def summarise(per_seq_N: np.ndarray, seq_len: int, document_N: np.ndarray | None = None) -> Validation:

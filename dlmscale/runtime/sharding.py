@@ -71,6 +71,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXES))
 
 
+def with_leading_axis(s: NamedSharding) -> NamedSharding:
+  """`s` with an unsharded axis in front: a stack of arrays each laid out as `s` lays out one
+  (a stack's members, or the batches of an evaluation set held on the devices)."""
+  return NamedSharding(s.mesh, P(None, *s.spec))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -97,13 +103,20 @@ def host_batch_to_global(local_BxL: np.ndarray, sharding: NamedSharding) -> jax.
   return jax.make_array_from_process_local_data(sharding, local_BxL)
 
 
-def process_slice(global_B: np.ndarray) -> np.ndarray:
-  """This host's rows of a batch every host holds in full: the split the data pipeline makes."""
+def process_slice(global_B: np.ndarray, axis: int = 0) -> np.ndarray:
+  """This host's rows of a batch every host holds in full: the split the data pipeline makes
+  (along `axis`: 1 for batches stacked on a leading axis)."""
   n, i = jax.process_count(), jax.process_index()
-  per = len(global_B) // n
-  return global_B[i * per:(i + 1) * per]
+  per = global_B.shape[axis] // n
+  return np.take(global_B, np.arange(i * per, (i + 1) * per), axis=axis)
 
 
 def global_batch_to_device(global_B: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A batch that every host holds in full (validation), placed as one sharded global array."""
   return host_batch_to_global(process_slice(global_B), sharding)
+
+
+def global_batches_to_device(global_NbxB: np.ndarray, batch_sh: NamedSharding) -> jax.Array:
+  """Whole batches stacked on a leading axis that every host holds in full (an evaluation set),
+  placed once: the leading axis unsharded, each batch split as `batch_sh` splits one batch."""
+  return host_batch_to_global(process_slice(global_NbxB, axis=1), with_leading_axis(batch_sh))

@@ -154,6 +154,8 @@ class _Loop:
     self.last_eval_step = -1
     self.cadence = cadence.Cadence(config, self.total)
     self.task = task_curve.TaskCurve(run.built, run.items) if run.items else None
+    # on the devices for the whole run: an evaluation is then one program and one fetch
+    self.val_batches = val_loss.place(run.val_set.tokens_NxL, config.eval.batch_size, self.setup.put_batches)
     self.reevaluate_start = (bool(self.log) and not meta.get(open_run.FROM_TRUNK)
                              and _metrics_lost(self.log, self.start) and jax.process_count() == 1)
 
@@ -201,9 +203,7 @@ class _Loop:
     self.window = progress.Window()
 
   def evaluate(self, step: int, params, write: bool = True) -> dict:
-    put = lambda x: sharding.global_batch_to_device(x, self.setup.batch_sharding)
-    per_seq = val_loss.per_sequence_losses(self.setup.eval_step, params, self.run.val_set.tokens_NxL,
-                                           self.config.eval.batch_size, put)
+    per_seq = val_loss.per_sequence_losses(self.setup.eval_all, params, self.val_batches)
     v = val_loss.summarise(per_seq, self.seq_len, self.run.val_set.document_N)
     row = {**self.coords(step), "split": "eval", "loss": v.loss, "loss_se": v.loss_se,
            "loss_se_naive": v.loss_se_naive, "n_tokens": v.n_tokens, "n_sequences": v.n_sequences,
@@ -246,6 +246,7 @@ class _Loop:
           tokens = next(self.run.iterator)["tokens"]
         with self.clock.phase("train"):
           state, metrics = self.setup.train_step(state, steps.put_batch(tokens, self.setup))
+          self.clock.first_step(metrics, announce=self.primary)
           profile.after(step, state)
           if pending is not None:
             self.consume(*pending)
@@ -304,6 +305,7 @@ class _Loop:
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
         "phases": self.clock.summary(),  # of this attempt, in seconds (train/timer.py)
+        **self.clock.startup_summary(),  # of this attempt (a stack's: shared by its members)
     }
     if self.primary:
       path = run_dir.write_summary(self.workdir, summary)

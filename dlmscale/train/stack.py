@@ -193,6 +193,7 @@ class _Stack:
     with self.clock.phase("train"):
       active = self.prog.replicate(np.array([m.live for m in self.members]))
       self.state, metrics = self.prog.step(self.state, self.prog.put_tokens(tokens), self.prog.run_args, active)
+      self.clock.first_step(metrics, announce=True)
       for m in live:
         m.step += 1
       self._consume()

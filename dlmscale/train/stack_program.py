@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from dlmscale import run_dir
 from dlmscale.errors import UserError
@@ -42,11 +42,6 @@ def shape_difference(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict)
     if fa.get(k) != fb.get(k):
       return f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
   return ""
-
-
-def _stacked(s: Any) -> Any:
-  """A member's sharding with the run axis (unsharded) in front."""
-  return NamedSharding(s.mesh, PartitionSpec(None, *s.spec))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +85,8 @@ def build(setups: list[program.Setup], names: list[str]) -> StackProgram:
       raise UserError(f"{name} does not share the compiled program of {names[0]} (another shape, "
                       "mesh or vocabulary); a stack holds runs of one shape only")
   mesh = setups[0].mesh
-  state_sh = jax.tree.map(_stacked, setups[0].state_shardings)
-  tokens_sh = _stacked(setups[0].batch_sharding)
+  state_sh = jax.tree.map(sharding.with_leading_axis, setups[0].state_shardings)
+  tokens_sh = sharding.with_leading_axis(setups[0].batch_sharding)
   repl = sharding.replicated(mesh)
   jitted = jax.jit(_masked_step(first.jitted.__wrapped__),  # the solo step before its jit
                    in_shardings=(state_sh, tokens_sh, repl, repl), out_shardings=(state_sh, repl),

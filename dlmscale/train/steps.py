@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 
 from dlmscale import objectives, run_dir
 from dlmscale.errors import UserError
+from dlmscale.eval import val_loss
 from dlmscale.model import attention as attention_lib, sizes, transformer as model_lib
 from dlmscale.objectives import orders
 from dlmscale.runtime import sharding, xla_options
@@ -50,11 +51,17 @@ class Setup:
   batch_sharding: jax.sharding.NamedSharding
   init: Callable[[jax.Array], TrainState]
   train_step: Callable[[TrainState, jax.Array], tuple[TrainState, dict]]
-  eval_step: Callable[[Any, jax.Array, jax.Array], jax.Array]
+  eval_step: Callable[[Any, jax.Array, jax.Array], jax.Array]  # one batch: (params, tokens_BxL, ids_B) -> nll_B
+  eval_all: Callable[[Any, jax.Array, jax.Array], jax.Array]  # a placed set: (.., _NbxBxL, _NbxB) -> nll_NbxB
   schedule: optax.Schedule
   abstract_state: Any
   compiler_options: dict[str, str] | None  # what the steps were compiled with (xla_options.py)
   apply_fn: Callable[..., jax.Array]  # (params, tokens_BxL) -> logits_BxLxV, under the axis rules
+
+  def put_batches(self, global_NbxB: np.ndarray) -> jax.Array:
+    """Whole batches every host holds in full, stacked on a leading axis (an evaluation set for
+    eval_all): placed once, each batch split over the devices as a training batch is."""
+    return sharding.global_batches_to_device(np.asarray(global_NbxB), self.batch_sharding)
 
 
 def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
@@ -160,6 +167,7 @@ class _Programs:
   jit_init: Callable[[jax.Array], TrainState]
   train_step: Callable
   eval_step: Callable
+  eval_all: Callable
   abstract_state: Any
   apply_fn: Callable
 
@@ -199,11 +207,14 @@ def _build_programs(config: ml_collections.ConfigDict, vocab_size: int, mask_id:
   eval_step = jax.jit(lambda params, tokens_BxL, ids_B: eval_fn(params, apply_fn, tokens_BxL, ids_B),
                       in_shardings=(shard.params, batch_sh, batch_sh), out_shardings=repl,
                       compiler_options=compiler_options)
+  batches_sh = sharding.with_leading_axis(batch_sh)
+  eval_all = jax.jit(val_loss.eval_all_fn(eval_fn, apply_fn), in_shardings=(shard.params, batches_sh, batches_sh),
+                     out_shardings=repl, compiler_options=compiler_options)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shard)
   return _Programs(model_cfg=model_cfg, state_shardings=shard, batch_sharding=batch_sh,
                    jit_init=jax.jit(init, out_shardings=shard), train_step=train_step,
-                   eval_step=eval_step, abstract_state=abstract_state, apply_fn=apply_fn)
+                   eval_step=eval_step, eval_all=eval_all, abstract_state=abstract_state, apply_fn=apply_fn)
 
 
 def micro_batches(config: ml_collections.ConfigDict) -> int:
@@ -260,7 +271,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, mask_id: int, tota
   return Setup(model_cfg=progs.model_cfg, mesh=mesh, state_shardings=progs.state_shardings,
                batch_sharding=progs.batch_sharding, init=lambda: progs.jit_init(init_key),
                train_step=BoundStep(progs.train_step, run_args(config, total_steps), mesh), eval_step=progs.eval_step,
-               schedule=schedule, abstract_state=progs.abstract_state,
+               eval_all=progs.eval_all, schedule=schedule, abstract_state=progs.abstract_state,
                compiler_options=compiler_options, apply_fn=progs.apply_fn)
 
 

@@ -14,19 +14,16 @@ the per-item numbers, so a task change between two evaluations can be paired ite
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 from typing import Any, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 
 from dlmscale.data import pipeline
 from dlmscale.eval import builtin_task, choices as mc_scoring, scoring
 from dlmscale.objectives.mdm import ElboSettings
-from dlmscale.runtime import sharding
 from dlmscale.train import open_run
 
 
@@ -81,15 +78,6 @@ def summarise(items: Sequence[mc_scoring.McItem], scores: Sequence[np.ndarray]) 
           "mc_nll_gap_se": gap_se, "mc_items": r.n_items}
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Live(open_run.Loaded):
-  """The live training state as eval.scoring reads a run. Every host holds the whole task, as with
-  validation batches, so a batch goes to the devices as one global array."""
-
-  def put(self, global_B: np.ndarray) -> jax.Array:
-    return sharding.global_batch_to_device(global_B, self.setup.batch_sharding)
-
-
 class TaskCurve:
   """The run's items (build_items, built once by the trainer before its workdir is touched); the
   scorer compiles on the first call (mc_scoring caches it for the run's one apply_fn)."""
@@ -105,7 +93,7 @@ class TaskCurve:
 
   def row(self, params) -> dict[str, Any]:
     """The task's numbers for `params` (deterministic: the same params give the same row)."""
-    run = _Live(self.config, self.built.data, self.built.setup, params=params)
+    run = open_run.Loaded(self.config, self.built.data, self.built.setup, params=params)  # the live state
     r = scoring.score_task(run, self.items, self.method, int(self.config.eval.batch_size), self.elbo)
     self.last_items = item_scores(self.items, r.scores)  # the row's companion file (the loop saves it)
     return {**summarise(self.items, r.scores), "mc_method": self.method}

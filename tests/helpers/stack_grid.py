@@ -11,7 +11,7 @@ import sys
 from conftest import subprocess_env
 from dlmscale import run_dir as rundir
 
-TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "backend", "device_kind")  # summary keys
+TIMING = ("wall_s", "tokens_per_s", "mfu", "phases", "startup_s", "startup_compile_s", "backend", "device_kind")  # summary keys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 
