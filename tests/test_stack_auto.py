@@ -40,6 +40,19 @@ def test_largest_is_the_largest_fit_in_few_compiles(shape):
   assert stack_fit.largest(64, curve, 10**9, seen) == 64 and list(seen) == [64]  # all fit: one compile
 
 
+def test_a_compiler_refusing_a_stack_counts_as_not_fitting(monkeypatch):
+  config = tiny_config("unused", "unused")
+
+  def refuse(setup, members, batch):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+                       "temporaries (16.73G) exceeds available HBM (15.75G)")
+  monkeypatch.setattr(stack_fit.stack_program, "compiled_cost", refuse)
+  assert stack_fit.need(None, config, 8) > 15.75 * 2**30
+  monkeypatch.setattr(stack_fit.stack_program, "compiled_cost", lambda *a: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    stack_fit.need(None, config, 8)
+
+
 def test_stack_values():
   assert stacks.stack_arg("auto") == stacks.stack_arg(" AUTO ") == "auto"
   assert stacks.stack_arg("3") == 3 and stacks.cap(3) == 3 and stacks.cap("auto") == stacks.AUTO_CAP

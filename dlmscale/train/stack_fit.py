@@ -17,12 +17,14 @@ allocator's limit on a GPU or TPU, the host's available memory on a CPU, or
 $DLMSCALE_DEVICE_MEMORY_BYTES). What FRACTION leaves over is for what the analysis does not see:
 the task-curve scoring programs, the allocator's fragmentation, a batch in flight. When not even
 one member fits, S = 1: a solo run would not fit either, and the device's own error will say so.
+A compiler that refuses a program beyond its memory (TPU) counts as not fitting.
 
 need(S) grows about linearly in S, so `largest` compiles all the candidates first (one compile when
 they fit, the common case for small models), then one member, then interpolates: four compiles in
 all where the line is exact, about 2 log2(n) at worst. The compiles go through the persistent
 compilation cache (runtime/compile_cache.py), so the stack's own compile of the chosen S reads it.
-The needs are kept per shape for the process (a trunks' group and its branches' group share one).
+The needs are kept per shape for the process, so a shape with more candidates than one group
+takes (launch/stacks.py AUTO_CAP) is measured once.
 """
 
 from __future__ import annotations
@@ -57,11 +59,12 @@ class Fit:
 
   def line(self) -> str:
     """What the stack process prints: the choice, its footprint, the limit, what was compiled."""
-    within = "within" if self.need_bytes <= self.limit_bytes else "more than (so one at a time)"
+    fits = self.need_bytes <= self.limit_bytes
     tried = ", ".join(f"{s}: {_size(b)}" for s, b in sorted(self.tries.items()))
     return (f"--stack=auto: {self.size} of {self.candidates} per stack, {self.stacks} stack(s) (a stack "
-            f"of {self.size} needs {_size(self.need_bytes)} per device, {within} {FRACTION:g} x "
-            f"{_size(self.memory_bytes)} from {self.source}; needs by stack size: {tried})")
+            f"of {self.size} needs {_size(self.need_bytes)} per device, {'within' if fits else 'more than'} "
+            f"{FRACTION:g} x {_size(self.memory_bytes)} from {self.source}; needs by stack size: {tried})"
+            + ("" if fits else "; not even one fits: each trains alone, and may run out of memory"))
 
   def record(self) -> dict:
     """What the stack's result file keeps for each member (launch/train_stack.py --result_json)."""
@@ -77,7 +80,13 @@ def _size(n: float) -> str:
 def need(setup, config: ml_collections.ConfigDict, members: int) -> int:
   """need(S) of the module docstring: bytes per device for a stack of `members` of this shape."""
   from dlmscale.aot import compiler  # noqa: PLC0415 - only --stack=auto compiles ahead of time
-  train = stack_program.compiled_cost(setup, members, int(config.batch_size))
+  try:
+    train = stack_program.compiled_cost(setup, members, int(config.batch_size))
+  except Exception as e:  # the TPU compiler refuses a program beyond its HBM: that is an answer
+    oom = compiler.out_of_memory(str(e))
+    if oom is None:
+      raise
+    return max(int(oom["used_bytes"]), int(oom["limit_bytes"]) + 1)
   with jax.set_mesh(setup.mesh):
     evaluation = compiler.eval_cost(setup, int(config.eval.batch_size), int(config.data.seq_len))
   state = compiler.shard_bytes(setup.abstract_state)
