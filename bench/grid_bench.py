@@ -25,10 +25,11 @@ cosine run per epoch count), each launched the same way (no report), and prints 
 training tokens actually trained (a branch trains only its cooldown, from its start step), launcher
 wall time, CPU seconds, and each E's final eval loss in both.
 
-`--stack=N|auto` times the grid (default configs/lr_sweep.py) solo, then with launch.local --stack=N
-(points of one compiled shape trained as one vmapped program; auto: as many as fit the device), and prints one JSON line: run-steps
-(steps summed over runs) per wall second and per CPU second in each, their ratios, and the largest
-relative change of a run's final eval loss (a stack member equals its solo run).
+`--stack=N|auto` times the grid (default configs/lr_sweep.py) solo, then with launch.local
+--stack=N|auto (points of one compiled shape trained as one vmapped program; auto: as many as fit
+the device), and prints one JSON line: run-steps (steps summed over runs) per wall second and per
+CPU second in each, their ratios, and the largest relative change of a run's final eval loss (a
+stack member equals its solo run).
 
 Prepared data comes from $DLMSCALE_CACHE as a user's second grid would find it (`--cold_data` uses
 an empty cache, so the data phase includes preparing it). Any compile cache starts empty: the

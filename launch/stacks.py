@@ -5,8 +5,8 @@ trunk's branch starts, a branch's trunk and start step) build one program (train
 shape_key), so `--stack=N` groups them, in grid order, into stacks of at most N, each trained by one
 `python -m launch.train_stack` process (train/stack.py). `--stack=auto` hands up to AUTO_CAP points
 of one shape to one stack process, which trains as many per stack as fit the device's memory
-(train/stack_fit.py) and the rest in further stacks, one after another. WSD trunks stack with trunks and branches
-with branches, never a trunk with a branch (a branch waits on its trunk's checkpoint, which a stack
+(train/stack_fit.py) and the rest in further stacks, one after another. WSD trunks stack with
+trunks and branches with branches, never a trunk with a branch (a branch waits on its trunk's checkpoint, which a stack
 holding both could not give it): each trunk member saves and keeps its own branch starts' checkpoints
 as its solo run does, and a branch joins a stack only once its trunk's checkpoint exists
 (launch/branches.py ready), each member starting from its own trunk's step. Each member keeps its own
@@ -116,9 +116,10 @@ def command(grid: Grid, workdir: pathlib.Path, names: list[str], sets: list[str]
 
 
 def mates(launcher: Any, name: str, acquire: Callable, finished: Callable) -> list[tuple[str, Any]]:
-  """Up to --stack - 1 (auto: AUTO_CAP - 1) further points of `name`'s shape from the launcher's to-do list, locked
-  (acquire and finished: launch/manifest.py's RunLock.try_acquire and is_finished); a branch only
-  once its trunk's checkpoint exists (it would fail the whole stack's start otherwise)."""
+  """Up to --stack - 1 (auto: AUTO_CAP - 1) further points of `name`'s shape from the launcher's
+  to-do list, locked (acquire and finished: launch/manifest.py's RunLock.try_acquire and
+  is_finished); a branch only once its trunk's checkpoint exists (it would fail the whole stack's
+  start otherwise)."""
   k, out = key(launcher.grid, name), []
   for other in list(launcher.todo):
     if len(out) + 1 >= cap(launcher.args.stack):

@@ -10,16 +10,17 @@ as fit this device's memory (dlmscale/train/stack_fit.py: the stacked step compi
 for up to stacks.AUTO_CAP points of a shape, against 0.9 of the device's memory, or of
 $DLMSCALE_DEVICE_MEMORY_BYTES per device); the points beyond go into the following stacks of that
 shape, so none is left out. The decision is printed (`--stack=auto: S of N per stack ...`) and kept
-under `stack_auto` in each member's outcome. WSD trunks stack with trunks and
-branches with branches (launch/stacks.py), the branches' stacks last, so each branch starts from its
-trunk's checkpoint; a branch whose trunk has not saved it (a trunk that diverged, or is not
+under `stack_auto` in each member's outcome. WSD trunks stack with trunks and branches with
+branches (launch/stacks.py), the branches' stacks last, so each branch starts from its trunk's
+checkpoint; a branch whose trunk has not saved it (a trunk that diverged, or is not
 selected and not trained) is left out with exit status 2. Re-running resumes every member from its
-own checkpoint. `launch.local --stack=N` starts one of these per stack.
+own checkpoint. `launch.local --stack=N|auto` starts one of these per stack (auto: per up to
+stacks.AUTO_CAP points of a shape).
 
 Exit status: 0 when every member is done (or stopped by a signal, resumable), 3 when a member's
 loss went non-finite (it is frozen with its last good checkpoint; the others finish), 2 bad input
 or a branch left out, 1 internal error. --result_json=PATH writes each member's outcome
-{name: {state, rc, error, ...}}.
+{name: {state, rc, error, step, total, stack: the names of its stack, stack_auto: the decision}}.
 """
 
 from __future__ import annotations

@@ -127,13 +127,15 @@ def device_memory(devices: Sequence[jax.Device]) -> tuple[int, str]:
       raise UserError(f"{MEMORY_ENV}={given!r}: give a number of bytes per device, e.g. 40e9, or unset it")
     return value, MEMORY_ENV
   if devices[0].platform == "cpu":
-    return host_available_bytes() // max(len(devices), 1), f"host available memory / {len(devices)} CPU devices"
+    n = max(len(devices), 1)
+    return host_available_bytes() // n, f"host available memory / {n} CPU devices"
   limits = [int(s["bytes_limit"]) for s in (d.memory_stats() or {} for d in devices) if s.get("bytes_limit")]
   if limits:
     return min(limits), "memory_stats()['bytes_limit']"
   mem = published_memory(devices[0].device_kind)
   if mem is None:
-    raise UserError(f"no memory figure for {devices[0].device_kind!r}: set {MEMORY_ENV} to its bytes per device")
+    raise UserError(f"no memory figure for {devices[0].device_kind!r}: set {MEMORY_ENV} to its bytes "
+                    "per device")
   return int(mem.hbm_bytes), f"datasheet ({mem.source})"
 
 

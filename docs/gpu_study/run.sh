@@ -8,7 +8,8 @@
 set -u
 W=${GPU_STUDY_WORKDIR:-runs/gpu_study}
 LIMIT=$(python -c "from configs import gpu_study; print(gpu_study.SITTING_S)")
-timeout -s TERM "$LIMIT" python -m launch.local --config=configs/gpu_study.py --workdir="$W" --parallel=1 --stack=auto --noreport
+timeout -s TERM "$LIMIT" python -m launch.local --config=configs/gpu_study.py --workdir="$W" --parallel=1 \
+  --stack=auto --noreport
 if [ $? -eq 0 ]; then
   python -m analysis.report --runs="$W" --out=docs/gpu_study
 else
