@@ -25,10 +25,11 @@ cosine run per epoch count), each launched the same way (no report), and prints 
 training tokens actually trained (a branch trains only its cooldown, from its start step), launcher
 wall time, CPU seconds, and each E's final eval loss in both.
 
-`--stack=N` times the grid (default configs/lr_sweep.py) solo, then with launch.local --stack=N
-(points of one compiled shape trained as one vmapped program), and prints one JSON line: run-steps
-(steps summed over runs) per wall second and per CPU second in each, their ratios, and the largest
-relative change of a run's final eval loss (a stack member equals its solo run).
+`--stack=N|auto` times the grid (default configs/lr_sweep.py) solo, then with launch.local
+--stack=N|auto (points of one compiled shape trained as one vmapped program; auto: as many as fit
+the device), and prints one JSON line: run-steps (steps summed over runs) per wall second and per
+CPU second in each, their ratios, and the largest relative change of a run's final eval loss (a
+stack member equals its solo run).
 
 Prepared data comes from $DLMSCALE_CACHE as a user's second grid would find it (`--cold_data` uses
 an empty cache, so the data phase includes preparing it). Any compile cache starts empty: the
@@ -63,9 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--json_out", default="", help="also append the JSON line to this file")
   p.add_argument("--branches", action="store_true",
                  help="WSD trunk + branches vs one cosine run per epoch count (--config: a configs/wsd.py grid)")
-  p.add_argument("--stack", type=int, default=0,
-                 help="the grid solo vs in stacks of this many (launch.local --stack; --config: default "
-                      f"{STACK_GRID})")
+  p.add_argument("--stack", type=lambda v: "auto" if v == "auto" else int(v), default=0, metavar="N|auto",
+                 help="the grid solo vs in stacks of this many, or as many as fit (launch.local --stack; "
+                      f"--config: default {STACK_GRID})")
   p.add_argument("launcher_args", nargs="*", help="extra launch.local arguments (after --)")
   return p.parse_args(argv)
 

@@ -5,7 +5,8 @@
 Each point trains into DIR/<run_name>/ as `python -m dlmscale.main` would train it: by default in a
 long-lived worker process per slot (launch/worker.py), which keeps imports, JAX and the prepared data
 between points; `--noworkers` starts a trainer process per point; `--stack=N` trains up to N points
-of one compiled shape as one program per slot (launch/stacks.py). Finished points (with a run summary) are
+of one compiled shape as one program per slot (launch/stacks.py), `--stack=auto` as many as fit the
+device's memory (decided on the device by the stack process). Finished points (with a run summary) are
 skipped, partial ones resume from their checkpoint. Launchers sharing DIR split the work through
 per-run locks (launch/manifest.py) and wait for each other's points, so every launcher returns when
 the whole grid is settled. A WSD branch starts once its trunk has saved the checkpoint it starts
@@ -188,7 +189,7 @@ class Launcher:
         lock.release()  # a branch whose trunk has not reached its start yet
         continue
       self.todo.remove(name)
-      if not stacks.start(self, name, lock, mf.RunLock.try_acquire, mf.is_finished):  # --stack=N
+      if not stacks.start(self, name, lock, mf.RunLock.try_acquire, mf.is_finished):  # --stack=N|auto
         self._start(name, lock)
 
   def _may_start(self, name: str) -> bool:
@@ -307,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--noreport", dest="report", action="store_false", help="skip the analysis report")
   p.add_argument("--nopin_cpus", dest="pin_cpus", action="store_false",
                  help="do not pin parallel runs to their own cores (e.g. two launchers on one machine)")
-  p.add_argument("--stack", type=int, default=1, help="train up to N points of one shape as one program")
+  p.add_argument("--stack", type=stacks.stack_arg, default=1, metavar="N|auto",
+                 help="train up to N points of one shape as one program; auto: as many as fit the "
+                      "device's memory")
   p.add_argument("--noworkers", dest="workers", action="store_false",
                  help="one trainer process per point instead of one long-lived worker per slot")
   p.add_argument("--trainer_module", default=os.environ.get("DLMSCALE_TRAINER_MODULE", "dlmscale.main"),

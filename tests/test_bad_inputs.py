@@ -261,6 +261,15 @@ CASES = [
        needles=("stray",), watch=("{new}",)),
     _c("launch.local", "retries-text", "--config=configs/quickstart.py", "--workdir={new}", "--retries=x",
        needles=("--retries",), watch=("{new}",)),
+    _c("launch.local", "stack-text", "--config=configs/quickstart.py", "--workdir={new}", "--stack=many",
+       needles=("--stack", "'many'", "auto"), watch=("{new}",)),
+    _c("launch.local", "stack-zero", "--config=configs/quickstart.py", "--workdir={new}", "--stack=0",
+       needles=("--stack", "'0'", "1 or more", "auto"), watch=("{new}",)),
+    # --- launch.train_stack ---
+    _c("launch.train_stack", "stack-text", "--config=configs/quickstart.py", "--workdir={new}",
+       "--stack=fit", needles=("--stack", "'fit'", "auto"), watch=("{new}",)),
+    _c("launch.train_stack", "stack-negative", "--config=configs/quickstart.py", "--workdir={new}",
+       "--stack=-4", needles=("--stack", "'-4'", "1 or more"), watch=("{new}",)),
     # --- launch.manifest, launch.slurm, launch.tpu ---
     _c("launch.manifest", "no-args", needles=("--workdir",)),
     _c("launch.manifest", "bad-mark", "--workdir={new}", "--mark=noequals", needles=("--mark",), watch=("{new}",)),

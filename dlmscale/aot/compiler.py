@@ -120,6 +120,19 @@ def _timed_compile(jitted: Any, *args: Any) -> tuple[Any, float]:
   return compiled, time.perf_counter() - t0
 
 
+def compiled_cost(jitted: Any, *args: Any) -> StepCost:
+  """Compiles `jitted` for `args` (ShapeDtypeStructs with shardings: nothing is allocated) and reads
+  the compiler's figures; the caller holds the mesh (jax.set_mesh)."""
+  return step_cost(*_timed_compile(jitted, *args))
+
+
+def eval_cost(setup: program.Setup, eval_batch: int, seq_len: int) -> StepCost:
+  """The run's eval step for a batch of `eval_batch` sequences, compiled (arguments: the params)."""
+  put = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)  # noqa: E731
+  return compiled_cost(setup.eval_step, setup.abstract_state.params, put((eval_batch, seq_len)),
+                       put((eval_batch,)))
+
+
 def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> Compiled:
   """Builds the run's steps exactly as train.py does, over `devices`, and compiles both.
 
@@ -136,11 +149,10 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
   setup = program.build(config, vocab, mask_id, total, mesh)
   put = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)  # noqa: E731
   with jax.set_mesh(mesh):
-    train_c, train_s = _timed_compile(setup.train_step, setup.abstract_state, put((batch, seq_len)))
-    eval_c, eval_s = _timed_compile(setup.eval_step, setup.abstract_state.params,
-                                    put((eval_batch, seq_len)), put((eval_batch,)))
-  return Compiled(model_cfg=setup.model_cfg, train=step_cost(train_c, train_s),
-                  eval=step_cost(eval_c, eval_s), params_bytes=shard_bytes(setup.abstract_state.params),
+    train = compiled_cost(setup.train_step, setup.abstract_state, put((batch, seq_len)))
+    evaluation = eval_cost(setup, eval_batch, seq_len)
+  return Compiled(model_cfg=setup.model_cfg, train=train, eval=evaluation,
+                  params_bytes=shard_bytes(setup.abstract_state.params),
                   state_bytes=shard_bytes(setup.abstract_state))
 
 

@@ -1,17 +1,22 @@
-"""What the hardware can do: the denominator of MFU.
+"""What the hardware can do: the denominator of MFU, and the memory a program must fit.
 
 Accelerators: the published dense bf16 peak per chip, keyed by `device_kind`. CPUs publish no such
 number that a run can trust, so the peak is measured: the float32 throughput of a large matmul on
-the same machine, in the same process.
+the same machine, in the same process. Memory (device_memory): what the device's allocator reports,
+else the datasheet; on a CPU the host's available memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from dlmscale.errors import UserError
 
 # Dense bf16 FLOP/s per device (no sparsity), from vendor datasheets.
 PEAK_BF16: dict[str, float] = {
@@ -95,3 +100,52 @@ def peak_flops_per_device(measure_on_cpu: bool = True) -> tuple[float | None, st
   if jax.default_backend() == "cpu" and measure_on_cpu:
     return measured_matmul_peak(n=1024, repeats=3), "measured f32 matmul"
   return None, "unknown"
+
+
+MEMORY_ENV = "DLMSCALE_DEVICE_MEMORY_BYTES"
+
+
+def device_memory(devices: Sequence[jax.Device]) -> tuple[int, str]:
+  """(bytes one device may use, where that figure is from): what a program's per-device footprint
+  (XLA's memory analysis) is held against, e.g. by `--stack=auto` (train/stack_fit.py).
+
+  - $DLMSCALE_DEVICE_MEMORY_BYTES, when set: the memory of each device, believed as given. Tests set
+    it to make a device small enough to split a stack on a CPU; a user sets it below the real figure
+    to keep headroom (another process on the GPU, a profiler).
+  - An accelerator: the smallest `memory_stats()['bytes_limit']` of `devices`, what JAX's allocator
+    will hand out (on a GPU 75% of the card unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise);
+    else the datasheet's HBM (HBM above).
+  - A CPU: the host's available memory, shared by its CPU devices, so divided among them.
+  """
+  given = os.environ.get(MEMORY_ENV, "").strip()
+  if given:
+    try:
+      value = int(float(given))
+    except ValueError:
+      value = 0
+    if value < 1:
+      raise UserError(f"{MEMORY_ENV}={given!r}: give a number of bytes per device, e.g. 40e9, or unset it")
+    return value, MEMORY_ENV
+  if devices[0].platform == "cpu":
+    n = max(len(devices), 1)
+    return host_available_bytes() // n, f"host available memory / {n} CPU devices"
+  limits = [int(s["bytes_limit"]) for s in (d.memory_stats() or {} for d in devices) if s.get("bytes_limit")]
+  if limits:
+    return min(limits), "memory_stats()['bytes_limit']"
+  mem = published_memory(devices[0].device_kind)
+  if mem is None:
+    raise UserError(f"no memory figure for {devices[0].device_kind!r}: set {MEMORY_ENV} to its bytes "
+                    "per device")
+  return int(mem.hbm_bytes), f"datasheet ({mem.source})"
+
+
+def host_available_bytes() -> int:
+  """MemAvailable of /proc/meminfo (what can be allocated without swapping), else free pages."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

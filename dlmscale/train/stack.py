@@ -126,23 +126,13 @@ def train_stack(configs: list[ml_collections.ConfigDict], workdirs: list[str | p
                 allow_new_data: bool = False) -> list[dict]:
   """Trains the members to their ends (or a stop); one outcome per member (Member.outcome).
   JAX is started as train/entry.py starts it, unless this process already did."""
-  for c in configs:
-    validate(c)
-  if not cpu_devices.started() and not multihost.maybe_initialize():
-    cpu_devices.configure(configs[0])
+  start_jax(configs)
   dirs = [rundir.check_workdir(w) for w in workdirs]
   if len(set(dirs)) != len(dirs):
     raise UserError(f"a stack names one workdir twice: {[str(d) for d in dirs]}")
-  if jax.process_count() > 1:
-    raise UserError("a stack trains in one process; give each host its own stacks")
-  compile_cache.enable()
   members = [Member(i, d) for i, d in enumerate(dirs)]
   with phases.PhaseClock() as clock:
-    mesh = sharding.make_mesh(configs[0].mesh)
-    sharding.check_batch(configs[0].batch_size, mesh)
-    sharding.check_batch(configs[0].eval.batch_size, mesh, "eval.batch_size")
-    if configs[0].get("micro_batch_size", 0):
-      sharding.check_batch(configs[0].micro_batch_size, mesh, "micro_batch_size")
+    mesh = make_mesh(configs[0])
     try:
       for m, c in zip(members, configs):
         _open(m, c, mesh, clock, allow_new_data)
@@ -155,6 +145,28 @@ def train_stack(configs: list[ml_collections.ConfigDict], workdirs: list[str | p
       for m in members:
         _close(m)
   return [m.outcome() for m in members]
+
+
+def start_jax(configs: list[ml_collections.ConfigDict]) -> None:
+  """Checks the configs and starts JAX as train/entry.py starts it, unless this process already did;
+  a stack is one process."""
+  for c in configs:
+    validate(c)
+  if not cpu_devices.started() and not multihost.maybe_initialize():
+    cpu_devices.configure(configs[0])
+  if jax.process_count() > 1:
+    raise UserError("a stack trains in one process; give each host its own stacks")
+  compile_cache.enable()
+
+
+def make_mesh(config: ml_collections.ConfigDict):
+  """The members' mesh (they share one shape), with their batches checked against it."""
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(config.batch_size, mesh)
+  sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+  if config.get("micro_batch_size", 0):
+    sharding.check_batch(config.micro_batch_size, mesh, "micro_batch_size")
+  return mesh
 
 
 class _Stack:

@@ -84,17 +84,42 @@ def build(setups: list[program.Setup], names: list[str]) -> StackProgram:
     if s.train_step.jitted is not first.jitted:
       raise UserError(f"{name} does not share the compiled program of {names[0]} (another shape, "
                       "mesh or vocabulary); a stack holds runs of one shape only")
-  mesh = setups[0].mesh
-  state_sh = jax.tree.map(sharding.with_leading_axis, setups[0].state_shardings)
-  tokens_sh = sharding.with_leading_axis(setups[0].batch_sharding)
-  repl = sharding.replicated(mesh)
-  jitted = jax.jit(_masked_step(first.jitted.__wrapped__),  # the solo step before its jit
-                   in_shardings=(state_sh, tokens_sh, repl, repl), out_shardings=(state_sh, repl),
-                   donate_argnums=0, compiler_options=setups[0].compiler_options)
+  repl = sharding.replicated(setups[0].mesh)
   host_args = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
                            *[s.train_step.host_args for s in setups])
   replicate = lambda tree: jax.tree.map(
       lambda x: jax.make_array_from_callback(np.shape(x), repl, lambda idx: np.asarray(x)[idx]), tree)
-  return StackProgram(step=jitted, run_args=replicate(host_args), replicate=replicate,
-                      member_shardings=setups[0].state_shardings, state_shardings=state_sh,
-                      tokens_sharding=tokens_sh)
+  return StackProgram(step=_jitted(setups[0]), run_args=replicate(host_args), replicate=replicate,
+                      member_shardings=setups[0].state_shardings,
+                      state_shardings=jax.tree.map(sharding.with_leading_axis, setups[0].state_shardings),
+                      tokens_sharding=sharding.with_leading_axis(setups[0].batch_sharding))
+
+
+def _jitted(setup: program.Setup) -> Callable:
+  """The stacked step of `setup`'s shape, for any number of members (the run axis's length)."""
+  state_sh = jax.tree.map(sharding.with_leading_axis, setup.state_shardings)
+  repl = sharding.replicated(setup.mesh)
+  return jax.jit(_masked_step(setup.train_step.jitted.__wrapped__),  # the solo step before its jit
+                 in_shardings=(state_sh, sharding.with_leading_axis(setup.batch_sharding), repl, repl),
+                 out_shardings=(state_sh, repl), donate_argnums=0, compiler_options=setup.compiler_options)
+
+
+def abstract_inputs(setup: program.Setup, members: int, batch: int) -> tuple:
+  """The stacked step's arguments for `members` runs of `setup`'s shape, as ShapeDtypeStructs with
+  their shardings: what compiling it ahead of time needs (no array is made)."""
+  def stacked(shape, dtype, s):
+    return jax.ShapeDtypeStruct((members, *shape), dtype, sharding=s)
+  repl = sharding.replicated(setup.mesh)
+  lead = sharding.with_leading_axis
+  state = jax.tree.map(lambda x: stacked(x.shape, x.dtype, lead(x.sharding)), setup.abstract_state)
+  tokens = stacked((batch, setup.model_cfg.max_len), np.int32, lead(setup.batch_sharding))
+  args = jax.tree.map(lambda x: stacked(np.shape(x), np.asarray(x).dtype, repl), setup.train_step.host_args)
+  return state, tokens, args, jax.ShapeDtypeStruct((members,), np.bool_, sharding=repl)
+
+
+def compiled_cost(setup: program.Setup, members: int, batch: int) -> Any:
+  """The stacked step for `members` runs compiled ahead of time (nothing allocated): XLA's memory
+  analysis per device, as aot/compiler.py reads it for a solo step (a StepCost)."""
+  from dlmscale.aot import compiler  # noqa: PLC0415 - only --stack=auto compiles ahead of time
+  with jax.set_mesh(setup.mesh):
+    return compiler.compiled_cost(_jitted(setup), *abstract_inputs(setup, members, batch))

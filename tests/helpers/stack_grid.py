@@ -102,3 +102,26 @@ def assert_same_run(member, solo, resumed: bool = False, unlaunched: bool = Fals
     assert saved(member)[-1] == saved(solo)[-1]
   else:
     assert saved(member) == saved(solo)
+
+
+_MEASURE = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from launch import grids
+from dlmscale.train import open_run, stack, stack_fit
+grid = grids.load_points({spec!r})
+configs = [grid.configs[n] for n in {names!r}]
+stack.start_jax(configs)
+built = open_run.build(configs[0], stack.make_mesh(configs[0]))
+print(json.dumps({{s: stack_fit.need(built.setup, built.config, s) for s in range(1, len(configs) + 1)}}))
+"""
+
+
+def measured_needs(spec: str, names: list[str]) -> dict[int, int]:
+  """stack_fit.need(S) for S = 1..len(names) of the grid's points, measured in a fresh process that
+  starts JAX as a stack process does (the same CPU device count, so the same bytes per device)."""
+  code = _MEASURE.format(tests=str(TESTS), spec=spec, names=names)
+  res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                       cwd=REPO, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return {int(s): b for s, b in json.loads(res.stdout.strip().splitlines()[-1]).items()}
