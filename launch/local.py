@@ -309,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--nopin_cpus", dest="pin_cpus", action="store_false",
                  help="do not pin parallel runs to their own cores (e.g. two launchers on one machine)")
   p.add_argument("--stack", type=stacks.stack_arg, default=1, metavar="N|auto",
-                 help="train up to N points of one shape as one program; auto: as many as fit the "
-                      "device's memory")
+                 help="train up to N points of one shape as one program; auto: as many as fit in memory")
   p.add_argument("--noworkers", dest="workers", action="store_false",
                  help="one trainer process per point instead of one long-lived worker per slot")
   p.add_argument("--trainer_module", default=os.environ.get("DLMSCALE_TRAINER_MODULE", "dlmscale.main"),
