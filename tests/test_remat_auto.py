@@ -7,6 +7,7 @@ import types
 
 from conftest import tiny_config
 from dlmscale.aot import compiler
+from dlmscale.runtime import hardware
 from dlmscale.train import loop
 
 
@@ -50,3 +51,19 @@ def test_the_aot_table_names_auto_and_the_memory_settings():
   config = tiny_config("unused", "unused", **{"model.remat": "auto", "micro_batch_size": 4, "model.loss_chunk": 8})
   key = launch_aot.shape_key(config)
   assert "remat=auto" in key and "micro=4" in key and "loss_chunk=8" in key
+
+
+def test_the_allocators_limit_not_the_cards_memory_decides_a_live_fit():
+  """remat=auto on a GPU node: a program must fit what JAX's allocator hands out (75% of the card by
+  default), not the datasheet's HBM; abstract AOT devices have no allocator and keep the datasheet."""
+  def stats(limit):
+    return lambda: {"bytes_limit": limit}
+
+  def absent():
+    raise RuntimeError("no allocator on a topology device")
+
+  live = [types.SimpleNamespace(memory_stats=stats(100 * 2**30)),
+          types.SimpleNamespace(memory_stats=stats(98 * 2**30))]
+  assert hardware.allocator_limit(live) == 98 * 2**30
+  assert hardware.allocator_limit([types.SimpleNamespace(memory_stats=absent)]) is None
+  assert hardware.allocator_limit([types.SimpleNamespace(memory_stats=lambda: None)]) is None

@@ -199,7 +199,9 @@ def report(config: ml_collections.ConfigDict, devices: Sequence[jax.Device], c: 
   }
   if mem:
     row["hbm_bytes"], row["hbm_source"] = mem.hbm_bytes, mem.source
-    row["fits"] = row["peak_bytes"] <= mem.hbm_bytes
+    # live devices: what the allocator will hand out (remat=auto on a GPU node), else the card's HBM
+    row["memory_limit_bytes"] = hardware.allocator_limit(devices) or mem.hbm_bytes
+    row["fits"] = row["peak_bytes"] <= row["memory_limit_bytes"]
   if mem and peak:
     if c.train.flops is not None and c.train.bytes_accessed is not None:
       r = roofline(c.train.flops, c.train.bytes_accessed, peak, mem.hbm_bytes_per_s)

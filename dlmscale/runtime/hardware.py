@@ -129,14 +129,27 @@ def device_memory(devices: Sequence[jax.Device]) -> tuple[int, str]:
   if devices[0].platform == "cpu":
     n = max(len(devices), 1)
     return host_available_bytes() // n, f"host available memory / {n} CPU devices"
-  limits = [int(s["bytes_limit"]) for s in (d.memory_stats() or {} for d in devices) if s.get("bytes_limit")]
-  if limits:
-    return min(limits), "memory_stats()['bytes_limit']"
+  limit = allocator_limit(devices)
+  if limit:
+    return limit, "memory_stats()['bytes_limit']"
   mem = published_memory(devices[0].device_kind)
   if mem is None:
     raise UserError(f"no memory figure for {devices[0].device_kind!r}: set {MEMORY_ENV} to its bytes "
                     "per device")
   return int(mem.hbm_bytes), f"datasheet ({mem.source})"
+
+
+def allocator_limit(devices: Sequence[jax.Device]) -> int | None:
+  """The smallest `memory_stats()['bytes_limit']` of live `devices`: what JAX's allocator will hand
+  out, below the card's memory on a GPU (75% unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise).
+  None where there is no such figure: CPU devices, and the abstract devices of an AOT topology, which
+  have no allocator (their memory_stats is absent or raises)."""
+  try:
+    stats = [d.memory_stats() or {} for d in devices]
+  except Exception:  # noqa: BLE001 - abstract (topology) devices have no runtime to ask
+    return None
+  limits = [int(s["bytes_limit"]) for s in stats if s.get("bytes_limit")]
+  return min(limits) if limits else None
 
 
 def host_available_bytes() -> int:
