@@ -45,7 +45,8 @@ RUN_COLUMNS = [
     "final_eval_loss", "final_eval_loss_se", "best_eval_loss", "best_eval_loss_se", "best_step",
     "best_epoch", "best_flops", "best_tokens_seen", "n_eval", "final_eval_step", "n_sequences",
     "eval_documents", "val_unigram_entropy", "last_step", "wall_s",
-    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "role", "run_dir",
+    "mc_accuracy", "mc_accuracy_se", "mc_nll_gap", "mc_nll_gap_se", *CONFIG_COLUMNS, "role", "annealed",
+    "run_dir",
 ]
 CURVE_COLUMNS = [
     "run_name", "objective", "model_size", "unique_tokens", "epochs_planned", "seed",
@@ -177,7 +178,7 @@ def _run_row(run_dir: pathlib.Path, config: dict, summary: dict, eval_json: dict
       mc_nll_gap=_num(eval_json.get("mc_nll_gap")),
       mc_nll_gap_se=_num(eval_json.get("mc_nll_gap_se")),
       **{col: flat.get(key, default) for col, (key, default) in CONFIG_COLUMNS.items()},
-      role=role(flat), run_dir=str(run_dir),
+      role=role(flat), annealed=annealed(flat), run_dir=str(run_dir),
   )
   if row["model_size"] == "custom" and row["d_model"]:  # width sweeps: one point per shape
     row["model_size"] = f"custom-d{int(row['d_model'])}L{int(row['n_layers'] or 0)}"
@@ -192,6 +193,13 @@ def role(flat_config: dict) -> str:
   if flat_config.get("branch.trunk"):
     return "branch"
   return "trunk" if flat_config.get("trunk.branch_steps") else ""
+
+
+def annealed(flat_config: dict) -> bool:
+  """Whether the run's end is an annealed point: its schedule decays to its end (cosine, or WSD:
+  a cooldown branch), unlike a constant-rate run such as a WSD trunk, whose evaluations are read
+  at the peak rate."""
+  return flat_config.get("optim.schedule", "cosine") in ("cosine", "wsd")
 
 
 def _curve(metrics: pd.DataFrame, row: dict) -> pd.DataFrame:

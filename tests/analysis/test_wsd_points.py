@@ -25,6 +25,8 @@ def _wsd_grid(root):
 def test_roles_come_from_the_config(tmp_path):
   got = _wsd_grid(tmp_path)
   assert dict(zip(got.runs["run_name"], got.runs["role"])) == {"trunk": "trunk", "e2": "branch", "e4": "branch"}
+  # a branch's end is annealed (its cooldown); the constant-rate trunk's evaluations are not
+  assert dict(zip(got.runs["run_name"], got.runs["annealed"])) == {"trunk": False, "e2": True, "e4": True}
 
 
 def test_branch_ends_are_the_points_and_the_trunk_the_curve(tmp_path):
