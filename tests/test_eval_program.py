@@ -49,7 +49,7 @@ def test_eval_all_equals_the_per_batch_step(tiny_corpus, data_cache, objective):
     params = setup.init().params
     batches = val_loss.place(val_NxL, 4, setup.put_batches)
     got = val_loss.per_sequence_losses(setup.eval_all, params, batches)
-    put = functools.partial(sharding.global_batch_to_device, sharding=setup.batch_sharding)
+    put = functools.partial(sharding.host_batch_to_global, sharding=setup.batch_sharding)  # one process
     want = _per_batch(setup.eval_step, params, val_NxL, 4, put)
   assert batches.tokens_NbxBxL.shape == (3, 4, val_NxL.shape[1]) and batches.n == 11
   assert got.dtype == np.float64 and got.shape == (11,)

@@ -126,11 +126,15 @@ def compiled_cost(jitted: Any, *args: Any) -> StepCost:
   return step_cost(*_timed_compile(jitted, *args))
 
 
+def _batch_struct(setup: program.Setup, *shape: int) -> jax.ShapeDtypeStruct:
+  """An abstract int32 batch of `shape`, laid out as the run's batches are."""
+  return jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)
+
+
 def eval_cost(setup: program.Setup, eval_batch: int, seq_len: int) -> StepCost:
   """The run's eval step for a batch of `eval_batch` sequences, compiled (arguments: the params)."""
-  put = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)  # noqa: E731
-  return compiled_cost(setup.eval_step, setup.abstract_state.params, put((eval_batch, seq_len)),
-                       put((eval_batch,)))
+  return compiled_cost(setup.eval_step, setup.abstract_state.params, _batch_struct(setup, eval_batch, seq_len),
+                       _batch_struct(setup, eval_batch))
 
 
 def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> Compiled:
@@ -147,9 +151,8 @@ def compile_run(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]
   sharding.check_batch(eval_batch, mesh, "eval.batch_size", n_processes=hosts)
   total = pipeline.steps_for_budget(config.unique_tokens, config.epochs, batch, seq_len)
   setup = program.build(config, vocab, mask_id, total, mesh)
-  put = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=setup.batch_sharding)  # noqa: E731
   with jax.set_mesh(mesh):
-    train = compiled_cost(setup.train_step, setup.abstract_state, put((batch, seq_len)))
+    train = compiled_cost(setup.train_step, setup.abstract_state, _batch_struct(setup, batch, seq_len))
     evaluation = eval_cost(setup, eval_batch, seq_len)
   return Compiled(model_cfg=setup.model_cfg, train=train, eval=evaluation,
                   params_bytes=shard_bytes(setup.abstract_state.params),

@@ -111,11 +111,6 @@ def process_slice(global_B: np.ndarray, axis: int = 0) -> np.ndarray:
   return np.take(global_B, np.arange(i * per, (i + 1) * per), axis=axis)
 
 
-def global_batch_to_device(global_B: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """A batch that every host holds in full (validation), placed as one sharded global array."""
-  return host_batch_to_global(process_slice(global_B), sharding)
-
-
 def global_batches_to_device(global_NbxB: np.ndarray, batch_sh: NamedSharding) -> jax.Array:
   """Whole batches stacked on a leading axis that every host holds in full (an evaluation set),
   placed once: the leading axis unsharded, each batch split as `batch_sh` splits one batch."""
